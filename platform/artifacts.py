@@ -1,0 +1,163 @@
+"""The run directory ``<storage>/<stem>/<name>/``: config, manifest, history, plots, best model.
+
+Written by ``python -m platform.run asl``; read by ``python -m platform.predict <run dir>`` and
+``python -m platform.monitor``. Ray Train's checkpoints (``epoch_*``) live in the same directory.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pandas as pd
+import torch
+
+from platform import config as config_lib
+from platform import plots
+from platform.errors import UserError
+from platform.worker import STATE_FILE
+
+CONFIG_FILE = "config.json"
+META_FILE = "meta.json"
+MANIFEST_FILE = "manifest.json"
+HISTORY_FILE = "history.csv"
+BEST_MODEL_FILE = "best_model.pt"
+TIMED_PREDICTIONS = 20
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Atomically, so a reader (the monitor) never sees half a file and a crash never loses one."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(value, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(partial, path)
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def start(run_dir: Path, stem: str, tier: str, cfg: Any, meta: dict, hardware: dict, resumed: bool) -> dict:
+    """Config, meta and a ``running`` manifest, before any worker starts."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_lib.save(cfg, run_dir / CONFIG_FILE)
+    write_json(run_dir / META_FILE, meta)
+    manifest = read_json(run_dir / MANIFEST_FILE) if resumed else {"started": now(), "resumes": 0}
+    manifest.update(
+        stem=stem,
+        tier=tier,
+        name=run_dir.name,
+        status="running",
+        command=" ".join(["python -m platform.run", *sys.argv[1:]]),
+        config=config_lib.to_dict(cfg),
+        data=meta,
+        hardware=hardware,
+        pid=os.getpid(),
+        updated=now(),
+    )
+    manifest["resumes"] += int(resumed)
+    write_json(run_dir / MANIFEST_FILE, manifest)
+    return manifest
+
+
+def fail(run_dir: Path, manifest: dict, reason: str) -> None:
+    if (run_dir / MANIFEST_FILE).exists():
+        write_json(run_dir / MANIFEST_FILE, {**manifest, "status": "failed", "error": reason, "updated": now()})
+
+
+def load_state(checkpoint: Any) -> dict:
+    with checkpoint.as_directory() as directory:
+        return torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
+
+
+def finish(run_dir: Path, trainable: ModuleType, cfg: Any, meta: dict, result: Any, val_ds: Any, manifest: dict) -> dict:
+    """Export the best model, write history, plots and the finished manifest; returns it."""
+    metric, mode = trainable.METRIC
+    latest = load_state(result.checkpoint)
+    best_checkpoint = result.get_best_checkpoint(metric=metric, mode=mode) or result.checkpoint
+    best = load_state(best_checkpoint)
+    torch.save({"model": best["model"], "epoch": best["epoch"]}, run_dir / BEST_MODEL_FILE)
+
+    history = latest["history"]
+    pd.DataFrame(history).to_csv(run_dir / HISTORY_FILE, index=False)
+    title = f"{manifest['stem']} / {manifest['tier']} / {run_dir.name}"
+    plots.training_curves(history, run_dir / "training_curves.png", title)
+    if "confusion_matrix" in best.get("extras", {}):
+        plots.confusion_matrix(
+            best["extras"]["confusion_matrix"], meta.get("classes", []), run_dir / "confusion_matrix.png",
+            f"{title} (best epoch {best['epoch']})",
+        )
+
+    model = load_model(trainable, cfg, meta, best["model"])
+    best_row = history[best["epoch"] - 1]
+    manifest.update(
+        status="finished",
+        updated=now(),
+        finished=now(),
+        model=describe_model(model),
+        training={
+            "epochs_completed": latest["epoch"],
+            "epochs_max": cfg.epochs,
+            "optimizer_steps": latest["step"],
+            "stopped_early": latest["epoch"] < cfg.epochs,
+            "best_epoch": best["epoch"],
+            "restarts": latest["restarts"],
+        },
+        metric={"name": metric, "mode": mode, "best": best_row[metric]},
+        best_metrics=best_row,
+        final_metrics=history[-1],
+        history=history,
+        inference=time_predictions(trainable, model, cfg, val_ds),
+        checkpoints={"best": best_checkpoint.path, "latest": result.checkpoint.path},
+    )
+    write_json(run_dir / MANIFEST_FILE, manifest)
+    return manifest
+
+
+def load_model(trainable: ModuleType, cfg: Any, meta: dict, weights: dict) -> torch.nn.Module:
+    model = trainable.build_model(cfg, meta)
+    model.load_state_dict(weights)
+    return model.eval()
+
+
+def describe_model(model: torch.nn.Module) -> dict[str, Any]:
+    return {
+        "class": f"{type(model).__module__}.{type(model).__qualname__}",
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "architecture": str(model),
+    }
+
+
+def time_predictions(trainable: ModuleType, model: torch.nn.Module, cfg: Any, val_ds: Any) -> dict[str, Any]:
+    """Milliseconds for one validation sample through the best model on this machine's CPU."""
+    timings = []
+    with torch.no_grad():
+        for batch in val_ds.limit(TIMED_PREDICTIONS).iter_torch_batches(batch_size=1, device="cpu"):
+            started = time.perf_counter()
+            trainable.evaluate(model, [batch], cfg)
+            timings.append((time.perf_counter() - started) * 1000)
+    if not timings:
+        return {}
+    return {"device": "cpu", "batch_size": 1, "ms_median": round(statistics.median(timings), 2), "samples": len(timings)}
+
+
+def load_run(run_dir: Path, trainable: ModuleType) -> tuple[Any, dict, torch.nn.Module]:
+    """Config, meta and best model of a finished run, for ``platform.predict``."""
+    missing = [f for f in (CONFIG_FILE, META_FILE, BEST_MODEL_FILE) if not (run_dir / f).exists()]
+    if missing:
+        raise UserError(f"{run_dir} is not a finished run directory (missing {', '.join(missing)})")
+    cfg = config_lib.from_dict(trainable.Config, read_json(run_dir / CONFIG_FILE))
+    meta = read_json(run_dir / META_FILE)
+    saved = torch.load(run_dir / BEST_MODEL_FILE, map_location="cpu", weights_only=True)
+    return cfg, meta, load_model(trainable, cfg, meta, saved["model"])

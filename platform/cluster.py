@@ -1,0 +1,92 @@
+"""Connecting to Ray: a local instance on a laptop, or the cluster a job was submitted to.
+
+Used by ``python -m platform.run asl`` and, on a cluster,
+``ray job submit --working-dir . -- python -m platform.run asl``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import Any
+
+import psutil
+import ray
+import ray.data
+
+from platform.registry import REPO_ROOT
+
+DASHBOARD_HOST = "127.0.0.1"
+# Ray Data redraws progress bars and logs each execution in every worker each epoch, which
+# buries the one progress line an epoch (its warnings and errors still show).
+QUIET_ENV = {"RAY_DATA_DISABLE_PROGRESS_BARS": "1", "RAY_DATA_LOG_LEVEL": "WARNING"}
+
+
+def _put_repo_first_on_pythonpath() -> None:
+    """Workers of a local cluster inherit the driver's environment: the repo must shadow stdlib."""
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if str(REPO_ROOT) not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *paths])
+
+
+def start(address: str | None = None, num_cpus: int | None = None) -> str | None:
+    """Connect to ``address`` (or ``RAY_ADDRESS``, as under ``ray job submit``) or start Ray here.
+
+    Returns the dashboard's URL when there is one.
+    """
+    if ray.is_initialized():
+        return _url(ray._private.worker.get_dashboard_url())  # noqa: SLF001 - no public getter
+    _put_repo_first_on_pythonpath()
+    os.environ.update(QUIET_ENV)
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        # On a cluster the job's runtime_env (working_dir) already carries the code.
+        context = ray.init(address=address, log_to_driver=True)
+    else:
+        context = ray.init(
+            num_cpus=num_cpus,
+            include_dashboard=True,
+            dashboard_host=DASHBOARD_HOST,
+            log_to_driver=True,
+        )
+    return _url(getattr(context, "dashboard_url", None))
+
+
+def _url(address: str | None) -> str | None:
+    if not address:
+        return None
+    return address if address.startswith("http") else f"http://{address}"
+
+
+def cluster_cpus() -> int:
+    return int(ray.cluster_resources().get("CPU", 1))
+
+
+def cluster_gpus() -> int:
+    return int(ray.cluster_resources().get("GPU", 0))
+
+
+def hardware() -> dict[str, Any]:
+    """The machine and cluster a run used, for its manifest."""
+    import platform as stdlib_platform  # this package, a superset of the standard module
+
+    import torch
+
+    info: dict[str, Any] = {
+        "host": socket.gethostname(),
+        "system": f"{stdlib_platform.system()} {stdlib_platform.release()} {stdlib_platform.machine()}",
+        "python": stdlib_platform.python_version(),
+        "torch": torch.__version__,
+        "ray": ray.__version__,
+        "cpu_count": psutil.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "cuda_available": torch.cuda.is_available(),
+        "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+    }
+    if ray.is_initialized():
+        info["cluster_resources"] = {k: v for k, v in ray.cluster_resources().items() if "node:" not in k}
+        info["nodes"] = len([n for n in ray.nodes() if n.get("Alive")])
+    return info

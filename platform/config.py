@@ -1,0 +1,161 @@
+"""Config: dataclasses resolved one way, defaults -> tier -> trial -> ``--set`` overrides.
+
+Used by ``python -m platform.run asl --tier fast --set lr=1e-3 --set epochs=5`` (and by tune and
+predict). Every trainable's ``Config`` subclasses :class:`TrainConfig`, overriding defaults by
+re-declaring a field. Unknown keys and values of the wrong type are errors that name the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from pathlib import Path
+from typing import Any
+
+from platform.errors import UserError
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """What the platform's training loop reads; a trainable adds its own fields."""
+
+    data_dir: str = ""
+    """Dataset folder in the trainable's real on-disk format; empty: a cached synthetic set."""
+    seed: int = 0
+    """Seed for weights, data order and dropout; a run is reproducible from it on CPU."""
+    epochs: int = 10
+    """Maximum number of epochs."""
+    batch_size: int = 32
+    """Batch size per worker."""
+    lr: float = 1e-3
+    """Peak learning rate (AdamW)."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    scheduler: str = "cosine"
+    """Learning-rate schedule stepped each epoch: none, cosine or cosine_restarts."""
+    restart_period: int = 50
+    """cosine_restarts: epochs in the first cycle (T_0)."""
+    restart_mult: int = 2
+    """cosine_restarts: growth of each following cycle (T_mult)."""
+    min_lr_ratio: float = 0.01
+    """Lowest learning rate of the cosine schedules, as a share of lr (eta_min = lr * ratio)."""
+    grad_accum_steps: int = 1
+    """Batches whose gradients add up before one optimizer step."""
+    grad_clip: float = 0.0
+    """Clip the gradient norm to this value; 0 turns clipping off."""
+    patience: int = 0
+    """Early stopping: epochs without a better validation metric before stopping; 0 turns it off."""
+    amp: bool = True
+    """Mixed precision (and cuDNN benchmark) when training on a GPU; ignored on CPU."""
+    checkpoint_every: int = 1
+    """Checkpoint every N epochs (the best and the last epochs are always checkpointed)."""
+    keep_checkpoints: int = 2
+    """Best checkpoints kept by the trainable's METRIC (the latest is kept as well)."""
+    shuffle_buffer: int = 256
+    """Rows in the seeded local shuffle buffer of the training data."""
+
+
+def field_docs(config_cls: type) -> dict[str, str]:
+    """The one-line docstring under each field, read from the source (they double as --help)."""
+    import ast
+    import inspect
+
+    docs: dict[str, str] = {}
+    for cls in reversed(config_cls.__mro__):
+        if not dataclasses.is_dataclass(cls):
+            continue
+        body = ast.parse(inspect.getsource(cls)).body[0].body
+        for node, following in zip(body, body[1:]):
+            is_doc = isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
+            if isinstance(node, ast.AnnAssign) and is_doc:
+                docs[node.target.id] = str(following.value.value).strip()
+    return docs
+
+
+def _field_types(config_cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(config_cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(config_cls)}
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{text!r} is not a boolean")
+
+
+def coerce(key: str, value: Any, kind: Any) -> Any:
+    """Value as the field's type; strings are parsed (from --set), other values are checked."""
+    try:
+        if kind is bool:
+            return _parse_bool(value) if isinstance(value, str) else _exact(value, bool)
+        if kind is int:
+            if isinstance(value, str):
+                return int(value)
+            return _exact(value, int)
+        if kind is float:
+            if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+                return float(value)
+            raise ValueError(f"{value!r} is not a number")
+        if kind is str:
+            return _exact(value, str)
+        if typing.get_origin(kind) is tuple:
+            items = value.split(",") if isinstance(value, str) else list(value)
+            (item_kind, *_rest) = typing.get_args(kind)
+            return tuple(coerce(key, item, item_kind) for item in items)
+    except ValueError as err:
+        raise UserError(f"config key {key!r} expects {getattr(kind, '__name__', kind)}: {err}") from None
+    raise UserError(f"config key {key!r} has an unsupported type {kind}")
+
+
+def _exact(value: Any, kind: type) -> Any:
+    # Exact type: bool is an int subclass, and True must not pass as an int.
+    if type(value) is not kind:
+        raise ValueError(f"{value!r} is not {kind.__name__}")
+    return value
+
+
+def apply(cfg: Any, updates: dict[str, Any], source: str) -> Any:
+    """A copy of ``cfg`` with ``updates``; an unknown key is an error naming it and its source."""
+    kinds = _field_types(type(cfg))
+    unknown = sorted(set(updates) - set(kinds))
+    if unknown:
+        raise UserError(
+            f"unknown config key {unknown[0]!r} in {source} "
+            f"(see --help for the keys of {type(cfg).__module__.split('.')[-1]})"
+        )
+    typed = {key: coerce(key, value, kinds[key]) for key, value in updates.items()}
+    return dataclasses.replace(cfg, **typed)
+
+
+def parse_sets(pairs: list[str]) -> dict[str, str]:
+    """``["lr=1e-3", "epochs=5"]`` as a dict; a pair without ``=`` is an error."""
+    parsed: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set expects key=value, got {pair!r}")
+        parsed[key.strip()] = value.strip()
+    return parsed
+
+
+def resolve(config_cls: type, tier: dict, trial: dict | None = None, sets: list[str] = ()) -> Any:
+    """Defaults, then the tier, then a sampled trial, then ``--set`` overrides."""
+    cfg = apply(config_cls(), tier, "the tier")
+    cfg = apply(cfg, trial or {}, "the trial")
+    return apply(cfg, parse_sets(list(sets)), "--set")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(config_cls: type, values: dict[str, Any]) -> Any:
+    return apply(config_cls(), values, "the saved config")
+
+
+def save(cfg: Any, path: Path) -> None:
+    path.write_text(json.dumps(to_dict(cfg), indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -1,0 +1,64 @@
+"""Predict with the best model of a finished run.
+
+    python -m platform.predict runs/asl/fast-20261122-101500 sequence.parquet [more.parquet ...]
+
+Prints, for each input, the trainable's prediction (for classifiers the top labels with their
+probabilities) and the time the prediction took. Runs on the CPU, without Ray.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from platform import artifacts, registry
+from platform.errors import UserError, exit_on_user_error
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m platform.predict", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", help="a run directory written by python -m platform.run")
+    parser.add_argument("inputs", nargs="+", help="what the trainable predicts from (files, texts...)")
+    parser.add_argument("--top", type=int, default=5, help="labels shown per input (default 5)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object a line")
+    return parser
+
+
+def format_prediction(prediction: dict, top: int, milliseconds: float) -> str:
+    lines = [f"{prediction['input']}  ({milliseconds:.1f} ms)"]
+    for entry in prediction.get("top", [])[:top]:
+        lines.append(f"  {entry['label']:<24} {entry['prob']:.3f}")
+    for key, value in prediction.items():
+        if key not in ("input", "top"):
+            lines.append(f"  {key}: {value}")
+    return "\n".join(lines)
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    run_dir = Path(args.run_dir)
+    manifest_path = run_dir / artifacts.MANIFEST_FILE
+    if not manifest_path.exists():
+        raise UserError(f"{run_dir} is not a run directory (no {artifacts.MANIFEST_FILE})")
+    trainable, _space = registry.load(artifacts.read_json(manifest_path)["stem"])
+    cfg, meta, model = artifacts.load_run(run_dir, trainable)
+    torch.set_grad_enabled(False)
+    for item in args.inputs:
+        started = time.perf_counter()
+        (prediction,) = trainable.predict(model, [item], cfg, meta)
+        milliseconds = (time.perf_counter() - started) * 1000
+        if args.json:
+            print(json.dumps({**prediction, "ms": round(milliseconds, 2)}))
+        else:
+            print(format_prediction(prediction, args.top, milliseconds))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

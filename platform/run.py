@@ -1,0 +1,146 @@
+"""Train a trainable on Ray Train with fault-tolerant checkpoints.
+
+    python -m platform.run asl [--tier smoke|fast|standard|full] [--data DIR] [--set key=value ...]
+                               [--workers N] [--gpu] [--storage PATH] [--name NAME] [--resume]
+
+On a cluster: ``ray job submit --working-dir . -- python -m platform.run asl --tier fast``.
+``python -m platform.run asl --help`` lists that trainable's tiers and config keys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+from pathlib import Path
+from typing import Any
+
+from platform import artifacts, registry
+from platform import config as config_lib
+from platform.errors import UserError, exit_on_user_error
+
+DEFAULT_STORAGE = "runs"
+DEFAULT_MAX_FAILURES = 3
+
+
+def build_parser(stem: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m platform.run",
+        description="Train a trainable on Ray Train, checkpointing as it goes.",
+        epilog=describe(stem),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("stem", help="the trainable (a module in trainables/)")
+    parser.add_argument("--tier", default=None, help=f"speed/quality preset (default {registry.DEFAULT_TIER})")
+    parser.add_argument("--data", default="", help="dataset folder in the trainable's real format (default: synthetic)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key (repeatable)")
+    parser.add_argument("--workers", type=int, default=1, help="Ray Train workers (default 1)")
+    parser.add_argument("--cpus-per-worker", type=float, default=None,
+                        help="CPUs each worker reserves (default: the cluster's CPUs shared among the workers)")
+    parser.add_argument("--gpu", action="store_true", help="one GPU per worker (CUDA, mixed precision)")
+    parser.add_argument("--storage", default=DEFAULT_STORAGE, help=f"where runs are written (default ./{DEFAULT_STORAGE})")
+    parser.add_argument("--name", default=None, help="run name (default <tier>-<timestamp>)")
+    parser.add_argument("--resume", action="store_true", help="continue the run --name from its latest checkpoint")
+    parser.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
+    parser.add_argument("--max-failures", type=int, default=DEFAULT_MAX_FAILURES,
+                        help=f"worker failures to recover from (default {DEFAULT_MAX_FAILURES})")
+    parser.add_argument("--fail-at-epoch", type=int, default=None, metavar="N",
+                        help="fault injection for tests and demos: a worker dies as epoch N starts (first attempt only)")
+    return parser
+
+
+def describe(stem: str | None) -> str:
+    """The --help epilog: trainables and, for a known stem, its tiers and config keys."""
+    lines = [f"trainables: {', '.join(registry.stems())}"]
+    if stem in registry.stems():
+        trainable, space = registry.load(stem)
+        lines.append(f"tiers of {stem}: {', '.join(registry.tier_names(space))}")
+        lines.append(f"config keys of {stem} (--set key=value):")
+        docs = config_lib.field_docs(trainable.Config)
+        for key, value in config_lib.to_dict(trainable.Config()).items():
+            lines.append(f"  {key} = {value!r}\n      {docs.get(key, '')}")
+    else:
+        lines.append("python -m platform.run <stem> --help lists the tiers and config keys of <stem>")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    argv = sys.argv[1:] if argv is None else argv
+    stem = next((a for a in argv if not a.startswith("-")), None)
+    return build_parser(stem).parse_args(argv)
+
+
+def resolve_run(args: argparse.Namespace) -> tuple[Path, str, Any]:
+    """The run directory, tier and config: new, or read back from the run for ``--resume``."""
+    trainable, _space = registry.load(args.stem)
+    storage = Path(args.storage).expanduser().resolve()
+    if args.resume:
+        if not args.name:
+            raise UserError("--resume needs the --name of the run to continue")
+        if args.tier or args.sets or args.data:
+            raise UserError("a resumed run keeps its config: drop --tier, --set and --data")
+        run_dir = storage / args.stem / args.name
+        if not (run_dir / artifacts.CONFIG_FILE).exists():
+            raise UserError(f"nothing to resume at {run_dir}")
+        cfg = config_lib.from_dict(trainable.Config, artifacts.read_json(run_dir / artifacts.CONFIG_FILE))
+        return run_dir, artifacts.read_json(run_dir / artifacts.MANIFEST_FILE)["tier"], cfg
+    tier = args.tier or registry.DEFAULT_TIER
+    cfg = registry.resolve(args.stem, tier, args.sets, data_dir=args.data)
+    if cfg.data_dir and not Path(cfg.data_dir).expanduser().is_dir():
+        raise UserError(f"data folder not found: {cfg.data_dir}")
+    name = args.name or f"{tier}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    run_dir = storage / args.stem / name
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise UserError(f"run {run_dir} already exists: pass --resume to continue it, or another --name")
+    return run_dir, tier, cfg
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    trainable, _space = registry.load(args.stem)
+    run_dir, tier, cfg = resolve_run(args)
+    if args.workers < 1:
+        raise UserError("--workers must be at least 1")
+
+    from platform import cluster, data, trainer
+
+    dashboard = cluster.start(args.address)
+    print(f"Ray dashboard: {dashboard or 'not running'}", flush=True)
+    if args.gpu and cluster.cluster_gpus() < args.workers:
+        raise UserError(f"--gpu asks for {args.workers} GPU(s); the Ray cluster has {cluster.cluster_gpus()}")
+    print(f"[{args.stem}] preparing data ({cfg.data_dir or 'synthetic set'})", flush=True)
+    datasets, meta = data.prepare(trainable, cfg)
+    print(f"[{args.stem}] rows: {meta['rows']}  in {meta['preprocess_s']}s", flush=True)
+
+    manifest = artifacts.start(run_dir, args.stem, tier, cfg, meta, cluster.hardware(), args.resume)
+    print(f"[{args.stem}] run directory: {run_dir}", flush=True)
+    try:
+        result = trainer.build(args, trainable, cfg, meta, datasets, run_dir).fit()
+        manifest = artifacts.finish(run_dir, trainable, cfg, meta, result, datasets["val"], manifest)
+    except BaseException as exc:
+        artifacts.fail(run_dir, manifest, f"{type(exc).__name__}: {exc}".splitlines()[0])
+        raise
+    print(summary(run_dir, manifest), flush=True)
+    return 0
+
+
+def summary(run_dir: Path, manifest: dict) -> str:
+    metric, training = manifest["metric"], manifest["training"]
+    return "\n".join([
+        f"[{manifest['stem']}] finished: {training['epochs_completed']} epochs, best {metric['name']} "
+        f"{metric['best']:.4f} at epoch {training['best_epoch']}, restarts {training['restarts']}",
+        f"  parameters: {manifest['model']['parameters']:,}   prediction: {manifest['inference'].get('ms_median')} ms (CPU, batch 1)",
+        f"  run directory: {run_dir}",
+        f"  predict: python -m platform.predict {shown_path(run_dir)} <input ...>",
+    ])
+
+
+def shown_path(path: Path) -> str:
+    """Relative to the working directory when inside it: shorter to copy."""
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Search spaces: one module per trainable (same stem), holding its TIERS, ALIASES and SPACE."""

@@ -1,0 +1,53 @@
+"""Tiers and hyperparameter search space of the ASL sign classifier (``trainables/asl.py``).
+
+Used by ``python -m platform.run asl --tier fast`` and ``python -m platform.tune asl --tiers smoke fast``.
+
+Tiers (times measured on a 2-core CPU, synthetic data, one worker):
+
+- ``smoke``: CI. 4 signs x 48 sequences, 32 frames, width 32, 2 epochs.
+- ``fast``: the default demo. 10 signs x 600 sequences, 64 frames, width 96, 10 epochs.
+- ``standard``: 25 signs x 2000 sequences, 128 frames, width 128, 40 epochs.
+- ``full``: the seed's recipe (``Config`` defaults): width 192 (about 2.0M parameters for the
+  250 Kaggle signs), 384 frames, 300 epochs of AdamW with cosine restarts, patience 20.
+
+``ALIASES`` is empty: the seed script had a single recipe and no named modes.
+"""
+
+from ray import tune
+
+# The seed's schedules span 30 and 60 epochs; shorter tiers compress them into their epochs.
+TIERS = {
+    "smoke": {
+        "synthetic_signs": 4, "synthetic_sequences": 48, "synthetic_frames": 24,
+        "max_len": 32, "dim": 32, "heads": 4, "kernel_size": 5, "lstm_layers": 1,
+        "conv_blocks": 1, "transformer_blocks": 1, "ffn_expand": 2,
+        "epochs": 2, "batch_size": 16, "lr": 2e-3, "scheduler": "cosine", "patience": 0,
+        "adaptive_dropout_epochs": 2, "late_dropout_epoch": 2,
+    },
+    "fast": {
+        "synthetic_signs": 10, "synthetic_sequences": 600, "synthetic_frames": 40,
+        "max_len": 64, "dim": 96, "kernel_size": 9, "lstm_layers": 1,
+        "conv_blocks": 1, "transformer_blocks": 1, "ffn_expand": 2,
+        "epochs": 10, "batch_size": 32, "lr": 2e-3, "scheduler": "cosine", "patience": 4,
+        "adaptive_dropout_end": 0.3, "adaptive_dropout_epochs": 10, "late_dropout_epoch": 10,
+    },
+    "standard": {
+        "synthetic_signs": 25, "synthetic_sequences": 2000, "synthetic_frames": 48,
+        "max_len": 128, "dim": 128, "kernel_size": 13,
+        "epochs": 40, "lr": 1e-3, "scheduler": "cosine", "patience": 8,
+        "adaptive_dropout_end": 0.4, "adaptive_dropout_epochs": 20, "late_dropout_epoch": 30,
+    },
+    "full": {},
+}
+
+ALIASES: dict[str, str] = {}
+
+SPACE = {
+    "lr": tune.loguniform(1e-4, 3e-3),
+    "weight_decay": tune.loguniform(1e-4, 5e-2),
+    "dim": tune.choice([64, 96, 128, 192]),
+    "block_dropout": tune.uniform(0.0, 0.3),
+    "drop_path": tune.uniform(0.0, 0.3),
+    "adaptive_dropout_end": tune.uniform(0.2, 0.6),
+    "label_smoothing": tune.uniform(0.0, 0.15),
+}

@@ -1,0 +1,48 @@
+"""Trainables: one module per model family; the module name is the registry.
+
+``python -m platform.run asl`` imports ``trainables.asl`` (and ``search_spaces.asl`` for its
+tiers). A trainable is *what* to train: a model, its data and its loss. *How* to train (the loop,
+devices, mixed precision, checkpoints, Ray Train, Tune, Optuna) lives in ``platform/`` only, so a
+trainable never imports ``ray.train`` or ``ray.tune`` and its unit tests run without a cluster.
+
+Every ``trainables/<stem>.py`` defines the same small interface:
+
+``METRIC = ("val/acc", "max")``
+    The validation metric that picks the best checkpoint and drives early stopping.
+
+``Config``
+    A dataclass subclassing ``platform.config.TrainConfig``: every hyperparameter with its
+    default and one docstring line under it (the lines are ``--help``). Re-declare a platform
+    field to change its default.
+
+``build_datasets(cfg) -> (dict[str, ray.data.Dataset], meta)``
+    Reads ``cfg.data_dir`` in the dataset's real on-disk format; with no ``data_dir`` it writes
+    (once, cached) a synthetic set in that same format, with a signal the model can learn, and reads
+    that. Returns raw datasets by split (``"train"``, ``"val"``, optionally ``"test"``) and
+    ``meta``: JSON-serialisable facts learnt from the data that the model and ``predict`` need
+    (``"classes"``...), plus ``"data_path"`` and ``"content_hash"`` for the run's lineage.
+    Cheap checks (missing folder, missing columns) raise ``UserError`` here.
+
+``preprocess(batch, cfg) -> batch``
+    The per-batch transform (numpy dicts) that the platform runs once in Ray Data
+    ``map_batches`` before training; its output columns reach ``loss`` and ``evaluate`` as
+    tensors on the training device. A bad row raises ``UserError`` naming its file.
+
+``build_model(cfg, meta) -> torch.nn.Module``
+
+``loss(model, batch, cfg) -> (loss, metrics)``
+    The training loss of one batch and a dict of float metrics (the platform averages them over
+    the epoch and prefixes them with ``train/``).
+
+``evaluate(model, batches, cfg) -> metrics``
+    Validation metrics over an iterable of batches; the platform has already put the model in
+    eval mode under ``torch.no_grad()``. Scalars are keyed ``"val/..."``; an optional
+    ``"confusion_matrix"`` (2-D array, rows true, columns predicted) is plotted.
+
+``predict(model, inputs, cfg, meta) -> list[dict]``
+    What ``python -m platform.predict <run dir> <input ...>`` prints: one dict an input, with
+    ``"input"`` and, for classifiers, ``"top"``: ``[{"label": ..., "prob": ...}, ...]``.
+
+Optional: ``on_epoch_start(model, epoch, cfg)`` for schedules that live in the model
+(adaptive dropout, curriculum); it must depend on ``epoch`` only, so a resumed run is exact.
+"""
