@@ -18,13 +18,13 @@ import ray.data
 from platform.errors import UserError
 
 PREPROCESS_BATCH_ROWS = 16
+BLOCK_ROWS = 64
 
 
 @contextlib.contextmanager
 def _quiet_ray_data():
-    """Ray Data's console chatter and error dumps (a bad file is reported in one line by the
-    command); its log files under the Ray session keep everything."""
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    """Ray Data's error dumps (the command reports a bad file in one line); its log files under
+    the Ray session keep everything."""
     logger = logging.getLogger("ray.data")
     level = logger.level
     logger.setLevel(logging.CRITICAL)
@@ -41,14 +41,15 @@ def prepare(trainable: ModuleType, cfg: Any) -> tuple[dict[str, ray.data.Dataset
     if "train" not in raw or "val" not in raw:
         raise UserError(f"{trainable.__name__}.build_datasets must return 'train' and 'val' splits")
     ready: dict[str, ray.data.Dataset] = {}
+    # Blocks in input order, not completion order: a resumed run must see the same data order.
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
     with _quiet_ray_data():
         for split, dataset in raw.items():
-            ready[split] = dataset.map_batches(
-                trainable.preprocess,
-                fn_kwargs={"cfg": cfg},
-                batch_size=PREPROCESS_BATCH_ROWS,
-                batch_format="numpy",
-            ).materialize()
+            preprocessed = dataset.map_batches(
+                trainable.preprocess, fn_kwargs={"cfg": cfg}, batch_size=PREPROCESS_BATCH_ROWS, batch_format="numpy"
+            )
+            # Block sizes shape the seeded shuffle, and Ray picks them from the free CPUs: fix them.
+            ready[split] = preprocessed.repartition(target_num_rows_per_block=BLOCK_ROWS, strict=True).materialize()
     meta = {**meta, "rows": {split: dataset.count() for split, dataset in ready.items()}}
     empty = [split for split in ("train", "val") if meta["rows"][split] == 0]
     if empty:

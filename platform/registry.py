@@ -17,11 +17,16 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TIER = "fast"
 
 
+def _module_names(folder: Path) -> set[str]:
+    """Modules (``x.py``) and packages (``x/__init__.py``) directly in ``folder``."""
+    files = {p.stem for p in folder.glob("*.py")}
+    packages = {p.parent.name for p in folder.glob("*/__init__.py")}
+    return {name for name in files | packages if not name.startswith("_")}
+
+
 def stems() -> list[str]:
     """Every trainable: a module in ``trainables/`` with a search space of the same stem."""
-    found = {p.stem for p in (REPO_ROOT / "trainables").glob("*.py") if not p.stem.startswith("_")}
-    spaces = {p.stem for p in (REPO_ROOT / "search_spaces").glob("*.py") if not p.stem.startswith("_")}
-    return sorted(found & spaces)
+    return sorted(_module_names(REPO_ROOT / "trainables") & _module_names(REPO_ROOT / "search_spaces"))
 
 
 def load(stem: str) -> tuple[ModuleType, ModuleType]:

@@ -1,0 +1,74 @@
+"""Shared fixtures: one Ray instance per test session, and the commands run as a user runs them.
+
+    make test    # that is: .venv/bin/python -m pytest -q
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = REPO.parent / "shared" / "datasets"
+TEST_ENV = {
+    # Ray Train notices a dead worker within 0.2 s instead of its default seconds.
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+    "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
+    "RAY_DATA_LOG_LEVEL": "WARNING",
+}
+
+
+def shared_dataset(name: str) -> Path:
+    """A real-format sample from ../shared/datasets, or a skip saying why there is none."""
+    folder = SHARED_DATASETS / name
+    if not folder.is_dir():
+        pytest.skip(f"real-format sample {folder} is absent (it sits beside the repo in CI only)")
+    return folder
+
+
+@pytest.fixture(scope="session", autouse=True)
+def synthetic_cache(tmp_path_factory) -> Path:
+    """Synthetic sets are written fresh for the session, never read from the user's cache."""
+    cache = tmp_path_factory.mktemp("rayplatform-cache")
+    os.environ["RAYPLATFORM_CACHE"] = str(cache)
+    return cache
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_address(synthetic_cache) -> str:
+    """One local Ray (2 CPUs, dashboard on loopback) shared by every integration test."""
+    import ray
+
+    paths = [str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    os.environ["PYTHONPATH"] = os.pathsep.join(paths)
+    os.environ.update(TEST_ENV)
+    context = ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=_free_port())
+    yield context.address_info["gcs_address"]
+    ray.shutdown()
+
+
+def run_command(module: str, *args: str, address: str | None = None, timeout: float = 600, **kwargs):
+    """``python -m platform.<module> args...`` from the repo root, as a user types it."""
+    env = {**os.environ, **TEST_ENV}
+    if address:
+        env["RAY_ADDRESS"] = address
+    return subprocess.run(
+        [sys.executable, "-m", f"platform.{module}", *args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, **kwargs,
+    )
+
+
+def last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""

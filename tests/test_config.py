@@ -1,0 +1,81 @@
+"""Config resolution and the registry, without Ray: ``python -m pytest tests/test_config.py``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from platform import config as config_lib
+from platform import registry
+from platform.errors import UserError
+
+
+@dataclasses.dataclass
+class ToyConfig(config_lib.TrainConfig):
+    width: int = 8
+    """Hidden width."""
+    sizes: tuple[int, ...] = (1, 2)
+    """Sizes of the blocks."""
+    name: str = "toy"
+    """A name."""
+
+
+def test_flow_is_defaults_then_tier_then_trial_then_sets():
+    cfg = config_lib.resolve(
+        ToyConfig,
+        tier={"width": 16, "lr": 0.1, "epochs": 3},
+        trial={"width": 32, "lr": 0.2},
+        sets=["width=64"],
+    )
+    assert (cfg.width, cfg.lr, cfg.epochs, cfg.batch_size) == (64, 0.2, 3, 32)
+
+
+def test_sets_are_parsed_by_field_type():
+    cfg = config_lib.resolve(ToyConfig, {}, None, ["amp=false", "lr=3e-4", "sizes=4,5,6", "name=abc", "epochs=7"])
+    assert cfg.amp is False and cfg.lr == 3e-4 and cfg.sizes == (4, 5, 6) and cfg.name == "abc" and cfg.epochs == 7
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (["nope=1"], "unknown config key 'nope' in --set"),
+        (["epochs=three"], "config key 'epochs' expects int"),
+        (["amp=maybe"], "config key 'amp' expects bool"),
+        (["lr"], "--set expects key=value, got 'lr'"),
+    ],
+)
+def test_bad_sets_name_the_key(sets, message):
+    with pytest.raises(UserError, match=message.replace("(", r"\(")):
+        config_lib.resolve(ToyConfig, {}, None, sets)
+
+
+def test_tier_and_trial_values_are_type_checked():
+    with pytest.raises(UserError, match="unknown config key 'depth' in the tier"):
+        config_lib.resolve(ToyConfig, {"depth": 3})
+    with pytest.raises(UserError, match="'epochs' expects int"):
+        config_lib.resolve(ToyConfig, {}, {"epochs": True})
+    assert config_lib.resolve(ToyConfig, {}, {"lr": 1}).lr == 1.0
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = config_lib.resolve(ToyConfig, {"sizes": (3, 4)}, None, ["seed=5"])
+    config_lib.save(cfg, tmp_path / "config.json")
+    assert config_lib.from_dict(ToyConfig, json.loads((tmp_path / "config.json").read_text())) == cfg
+
+
+def test_field_docs_are_the_help_lines():
+    docs = config_lib.field_docs(ToyConfig)
+    assert docs["width"] == "Hidden width."
+    assert docs["lr"] == "Peak learning rate (AdamW)."
+
+
+def test_registry_knows_asl_and_rejects_unknown_names():
+    assert "asl" in registry.stems()
+    with pytest.raises(UserError, match="unknown trainable 'nosuch'; known: .*asl"):
+        registry.load("nosuch")
+    with pytest.raises(UserError, match="unknown tier 'huge' for asl; known: smoke, fast, standard, full"):
+        registry.resolve("asl", "huge")
+    smoke = registry.resolve("asl", "smoke", ["seed=3"], data_dir="/data")
+    assert smoke.seed == 3 and smoke.data_dir == "/data" and smoke.epochs < registry.resolve("asl", "full").epochs

@@ -1,0 +1,227 @@
+"""``python -m platform.run`` and ``platform.predict`` end to end on the shared Ray instance.
+
+    .venv/bin/python -m pytest tests/test_run.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from conftest import REPO, TEST_ENV, last_line, run_command, shared_dataset
+
+EPOCHS = "5"
+SMOKE = ["asl", "--tier", "smoke", "--set", f"epochs={EPOCHS}"]
+COMPARED = ("train/loss", "train/acc", "val/loss", "val/acc", "lr")
+
+
+def _history(run_dir: Path) -> list[dict]:
+    return [{k: row[k] for k in ("epoch", *COMPARED)} for row in pd.read_csv(run_dir / "history.csv").to_dict("records")]
+
+
+def _manifest(run_dir: Path) -> dict:
+    return json.loads((run_dir / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def storage(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="module")
+def plain_run(ray_address, storage) -> tuple[Path, str]:
+    result = run_command("run", *SMOKE, "--storage", str(storage), "--name", "plain", address=ray_address)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return storage / "asl" / "plain", result.stdout
+
+
+def test_run_prints_progress_and_writes_the_run_directory(plain_run):
+    run_dir, stdout = plain_run
+    assert "Ray dashboard: http://" in stdout
+    assert f"epoch 1/{EPOCHS}" in stdout and "ETA" in stdout and "val/acc" in stdout
+    for name in ("config.json", "meta.json", "manifest.json", "history.csv", "best_model.pt"):
+        assert (run_dir / name).stat().st_size > 0, name
+    for picture in ("training_curves.png", "confusion_matrix.png"):
+        assert (run_dir / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", picture
+    manifest = _manifest(run_dir)
+    assert manifest["status"] == "finished" and manifest["tier"] == "smoke"
+    assert manifest["model"]["parameters"] > 0 and "SignClassifier" in manifest["model"]["class"]
+    assert len(manifest["data"]["content_hash"]) >= 16 and manifest["data"]["rows"]["train"] > 0
+    assert manifest["training"]["restarts"] == 0 and manifest["training"]["epochs_completed"] == int(EPOCHS)
+    assert manifest["inference"]["ms_median"] > 0 and manifest["hardware"]["cpu_count"] >= 1
+    assert [row["epoch"] for row in _history(run_dir)] == list(range(1, int(EPOCHS) + 1))
+    saved = torch.load(run_dir / "best_model.pt", weights_only=True)
+    assert saved["epoch"] == manifest["training"]["best_epoch"]
+    assert manifest["metric"]["best"] == max(row["val/acc"] for row in _history(run_dir))
+
+
+def test_the_run_learns_the_synthetic_signal(plain_run):
+    history = _history(plain_run[0])
+    assert history[-1]["train/loss"] < history[0]["train/loss"]
+
+
+def test_predict_prints_top_signs_and_time(plain_run):
+    run_dir, _stdout = plain_run
+    meta = json.loads((run_dir / "meta.json").read_text())
+    sequence = next(Path(meta["data_path"]).glob("train_landmark_files/*/*.parquet"))
+    result = run_command("predict", str(run_dir), str(sequence), "--top", "3")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith(str(sequence)) and lines[0].endswith(" ms)")
+    shown = [line.split()[0] for line in lines[1:]]
+    assert len(shown) == 3 and set(shown) <= set(meta["classes"])
+    assert sum(float(line.split()[1]) for line in lines[1:]) <= 1.0 + 1e-6
+
+
+def test_a_worker_killed_mid_run_resumes_to_the_same_metrics(plain_run, ray_address, storage):
+    result = run_command(
+        "run", *SMOKE, "--storage", str(storage), "--name", "faulty", "--fail-at-epoch", "3", address=ray_address
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "fault injection: worker exits as epoch 3 starts" in result.stdout + result.stderr
+    faulty = storage / "asl" / "faulty"
+    assert _manifest(faulty)["training"]["restarts"] == 1
+    assert _history(faulty) == _history(plain_run[0])
+
+
+def test_a_killed_driver_continues_with_resume(plain_run, ray_address, storage):
+    run_dir = storage / "asl" / "killed"
+    env = {**os.environ, **TEST_ENV, "RAY_ADDRESS": ray_address}
+    command = [sys.executable, "-m", "platform.run", *SMOKE, "--storage", str(storage), "--name", "killed"]
+    driver = subprocess.Popen(command, cwd=REPO, env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not list(run_dir.glob("epoch_0002-*")) and time.monotonic() < deadline and driver.poll() is None:
+        time.sleep(0.2)
+    assert driver.poll() is None, "the driver ended before it could be killed"
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    assert _manifest(run_dir)["status"] == "running"
+
+    resumed = run_command("run", "asl", "--storage", str(storage), "--name", "killed", "--resume", address=ray_address)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    manifest = _manifest(run_dir)
+    assert manifest["status"] == "finished" and manifest["resumes"] == 1
+    assert manifest["training"]["restarts"] >= 1
+    assert _history(run_dir) == _history(plain_run[0])
+
+
+def test_real_asl_sample_trains_with_classes_from_its_map(ray_address, storage):
+    data = shared_dataset("asl")
+    result = run_command(
+        "run", "asl", "--tier", "smoke", "--data", str(data), "--storage", str(storage), "--name", "real",
+        address=ray_address,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    manifest = _manifest(storage / "asl" / "real")
+    assert manifest["data"]["classes"] == ["hello", "thankyou"]
+    assert manifest["data"]["rows"]["train"] + manifest["data"]["rows"]["val"] == 16
+
+
+def test_an_existing_run_is_never_overwritten(plain_run, storage):
+    run_dir = plain_run[0]
+    before = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()}
+    result = run_command("run", *SMOKE, "--storage", str(storage), "--name", "plain")
+    assert result.returncode == 2
+    assert last_line(result.stderr).startswith("error: run ") and "already exists" in result.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()} == before
+
+
+@pytest.fixture(scope="module")
+def kaggle_copy(tmp_path_factory) -> Path:
+    """A small synthetic set in the Kaggle layout, copied so each test can break it."""
+    from platform import registry
+    from trainables import asl
+
+    source = asl.synthetic_dataset(registry.resolve("asl", "smoke"))
+    target = tmp_path_factory.mktemp("kaggle") / "asl-signs"
+    shutil.copytree(source, target)
+    return target
+
+
+def _break_train_csv(folder: Path) -> str:
+    table = pd.read_csv(folder / "train.csv").drop(columns=["sign"])
+    table.to_csv(folder / "train.csv", index=False)
+    return "train.csv"
+
+
+def _first_sequence(folder: Path) -> Path:
+    return folder / pd.read_csv(folder / "train.csv")["path"].iloc[0]
+
+
+def _remove_a_parquet(folder: Path) -> str:
+    path = _first_sequence(folder)
+    path.unlink()
+    return path.name
+
+
+def _corrupt_a_parquet(folder: Path) -> str:
+    path = _first_sequence(folder)
+    path.write_bytes(b"PAR1 this is not a parquet file")
+    return path.name
+
+
+def _remove_the_hands(folder: Path) -> str:
+    path = _first_sequence(folder)
+    table = pd.read_parquet(path)
+    hands = table["type"].isin(["left_hand", "right_hand"])
+    table.loc[hands, ["x", "y", "z"]] = float("nan")
+    table.to_parquet(path)
+    return path.name
+
+
+@pytest.mark.parametrize("breaker", [_break_train_csv, _remove_a_parquet, _corrupt_a_parquet, _remove_the_hands])
+def test_malformed_data_ends_with_one_line_naming_the_file(breaker, kaggle_copy, ray_address, storage, tmp_path):
+    folder = tmp_path / "data"
+    shutil.copytree(kaggle_copy, folder)
+    named = breaker(folder)
+    result = run_command(
+        "run", "asl", "--tier", "smoke", "--data", str(folder), "--storage", str(storage), "--name", breaker.__name__,
+        address=ray_address,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert last_line(result.stderr).startswith("error: ") and named in last_line(result.stderr)
+    assert "Traceback" not in result.stderr
+    assert not (storage / "asl" / breaker.__name__).exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["nosuch"], "error: unknown trainable 'nosuch'"),
+        (["asl", "--tier", "huge"], "error: unknown tier 'huge' for asl"),
+        (["asl", "--set", "depth=3"], "error: unknown config key 'depth' in --set"),
+        (["asl", "--set", "epochs=many"], "error: config key 'epochs' expects int"),
+        (["asl", "--data", "/no/such/folder"], "error: data folder not found: /no/such/folder"),
+        (["asl", "--resume", "--name", "never-ran"], "error: nothing to resume at"),
+    ],
+)
+def test_bad_arguments_end_with_one_error_line(args, message, tmp_path):
+    result = run_command("run", *args, "--storage", str(tmp_path))
+    assert result.returncode == 2
+    assert last_line(result.stderr).startswith(message)
+    assert "Traceback" not in result.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_gpu_request_without_gpus_is_an_error(ray_address, tmp_path):
+    result = run_command("run", "asl", "--tier", "smoke", "--gpu", "--storage", str(tmp_path), address=ray_address)
+    assert result.returncode == 2
+    assert last_line(result.stderr) == "error: --gpu asks for 1 GPU(s); the Ray cluster has 0"
+
+
+def test_help_lists_trainables_tiers_and_config_keys():
+    result = run_command("run", "asl", "--help")
+    assert result.returncode == 0
+    assert "trainables: " in result.stdout and "asl" in result.stdout
+    assert "tiers of asl: smoke, fast, standard, full" in result.stdout
+    assert "max_len = 384" in result.stdout and "Peak learning rate (AdamW)." in result.stdout

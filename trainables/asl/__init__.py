@@ -1,0 +1,195 @@
+"""ASL signs: isolated sign classification from MediaPipe landmarks (Kaggle "asl-signs").
+
+Used by ``python -m platform.run asl [--tier fast] [--data DIR]`` (DIR holds ``train.csv`` and
+``train_landmark_files/``), and by ``python -m platform.predict RUN_DIR seq.parquet ...``.
+
+Features: 62 landmarks a frame (both hands, 21 each, and 20 face points), relative to the nose
+and scaled by the eye distance, then position, velocity, acceleration and displacement since the
+first sighting: 62 * 3 * 4 = 744 numbers a frame. Model: TCN -> BiLSTM -> self-attention ->
+Conv1D and Transformer blocks -> masked mean pooling, with adaptive and late dropout and DropPath.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from platform.config import TrainConfig
+from platform.errors import UserError
+from trainables.asl.landmarks import NUM_FEATURES, extract_features, read_index
+from trainables.asl.model import SignClassifier
+from trainables.asl.synthetic import synthetic_dataset
+
+METRIC = ("val/acc", "max")
+
+
+@dataclasses.dataclass
+class Config(TrainConfig):
+    """The seed's full recipe; tiers in ``search_spaces/asl.py`` shrink it."""
+
+    epochs: int = 300
+    """Maximum number of epochs."""
+    batch_size: int = 32
+    """Batch size per worker."""
+    lr: float = 4e-4
+    """Peak learning rate (AdamW)."""
+    weight_decay: float = 0.005
+    """AdamW weight decay."""
+    scheduler: str = "cosine_restarts"
+    """Learning-rate schedule stepped each epoch: none, cosine or cosine_restarts."""
+    patience: int = 20
+    """Early stopping: epochs without a better validation metric before stopping; 0 turns it off."""
+    # Re-declared though equal to the platform's defaults: they are the seed's recipe, and must not
+    # drift if the platform's defaults change.
+    restart_period: int = 50
+    """cosine_restarts: epochs in the first cycle (T_0)."""
+    restart_mult: int = 2
+    """cosine_restarts: growth of each following cycle (T_mult)."""
+    min_lr_ratio: float = 0.01
+    """Lowest learning rate of the cosine schedules, as a share of lr (eta_min = lr * ratio)."""
+    grad_accum_steps: int = 1
+    """Batches whose gradients add up before one optimizer step."""
+    amp: bool = True
+    """Mixed precision (and cuDNN benchmark) when training on a GPU; ignored on CPU."""
+    max_len: int = 384
+    """Frames a sequence is padded to; longer ones are resampled evenly down to it."""
+    dim: int = 192
+    """Model width (even, divisible by heads)."""
+    heads: int = 8
+    """Attention heads of the self-attention and Transformer blocks."""
+    kernel_size: int = 17
+    """Kernel of the temporal convolutions."""
+    tcn_dilations: tuple[int, ...] = (1, 2, 4)
+    """Dilation of each TCN block (one block each)."""
+    tcn_dropouts: tuple[float, ...] = (0.15, 0.2, 0.25)
+    """Dropout of each TCN block, same length as tcn_dilations."""
+    lstm_layers: int = 2
+    """Layers of the bidirectional LSTM (dim/2 hidden units per direction)."""
+    conv_blocks: int = 2
+    """Conv1D blocks after the self-attention."""
+    transformer_blocks: int = 1
+    """Transformer blocks after the Conv1D blocks."""
+    conv_expand: int = 2
+    """Channel expansion inside each convolution block."""
+    ffn_expand: int = 4
+    """Feed-forward expansion of the Transformer blocks."""
+    block_dropout: float = 0.2
+    """Dropout inside the Conv1D, attention and Transformer blocks."""
+    drop_path: float = 0.1
+    """Stochastic depth of the last residual block (rising linearly from 0 over the blocks)."""
+    adaptive_dropout_start: float = 0.1
+    """Dropout between the stages at epoch 0."""
+    adaptive_dropout_end: float = 0.6
+    """Dropout between the stages once adaptive_dropout_epochs have passed."""
+    adaptive_dropout_epochs: int = 30
+    """Epochs over which the stage dropout rises linearly from start to end."""
+    late_dropout: float = 0.8
+    """Dropout before the classifier, switched on at late_dropout_epoch."""
+    late_dropout_epoch: int = 60
+    """First epoch (from 0) with late dropout."""
+    label_smoothing: float = 0.05
+    """Label smoothing of the training cross-entropy."""
+    val_fraction: float = 0.2
+    """Share of each sign's sequences held out for validation (seeded by seed)."""
+    synthetic_signs: int = 20
+    """Synthetic set (no data_dir): number of signs."""
+    synthetic_sequences: int = 2000
+    """Synthetic set: number of sequences over all signs."""
+    synthetic_frames: int = 48
+    """Synthetic set: mean frames a sequence (they vary from half to one and a half times it)."""
+    synthetic_participants: int = 6
+    """Synthetic set: number of signers (a quarter of them left-handed)."""
+
+
+def preprocess(batch: dict[str, np.ndarray], cfg: Config) -> dict[str, np.ndarray]:
+    """Raw rows {path, label} -> {x [B, max_len, 744], mask [B, max_len], label}."""
+    pairs = [extract_features(str(path), cfg.max_len) for path in batch["path"]]
+    return {
+        "x": np.stack([x for x, _ in pairs]) if pairs else np.zeros((0, cfg.max_len, NUM_FEATURES), np.float32),
+        "mask": np.stack([m for _, m in pairs]) if pairs else np.zeros((0, cfg.max_len), bool),
+        "label": np.asarray(batch["label"], dtype=np.int64),
+    }
+
+
+def build_datasets(cfg: Config):
+    """Ray datasets of {path, label} rows (train and val) and meta; synthetic when no data_dir."""
+    import ray.data
+
+    data_dir = cfg.data_dir or str(synthetic_dataset(cfg))
+    splits, meta = read_index(data_dir, cfg.val_fraction, cfg.seed)
+    if not splits["val"]:
+        raise UserError(f"{data_dir}: too few sequences to hold out val_fraction={cfg.val_fraction}")
+    return {name: ray.data.from_items(rows) for name, rows in splits.items()}, meta
+
+
+def build_model(cfg: Config, meta: dict) -> nn.Module:
+    if cfg.dim % 2 or cfg.dim % cfg.heads:
+        raise UserError(f"config key 'dim' ({cfg.dim}) must be even and divisible by heads ({cfg.heads})")
+    if len(cfg.tcn_dilations) != len(cfg.tcn_dropouts):
+        raise UserError("config keys 'tcn_dilations' and 'tcn_dropouts' must have the same length")
+    return SignClassifier(cfg, len(meta["classes"]))
+
+
+def dropout_schedule(epoch: int, cfg: Config) -> tuple[float, float]:
+    """(stage dropout, late dropout) at an epoch (from 0): the adaptive ramp and the late switch."""
+    ramp = min(epoch / cfg.adaptive_dropout_epochs, 1.0) if cfg.adaptive_dropout_epochs > 0 else 1.0
+    adaptive = cfg.adaptive_dropout_start + (cfg.adaptive_dropout_end - cfg.adaptive_dropout_start) * ramp
+    return adaptive, cfg.late_dropout if epoch >= cfg.late_dropout_epoch else 0.0
+
+
+def on_epoch_start(model: nn.Module, epoch: int, cfg: Config) -> None:
+    inner = getattr(model, "module", model)  # DistributedDataParallel wraps the model
+    inner.stage_dropout.p, inner.late_dropout.p = dropout_schedule(epoch, cfg)
+
+
+# ---------------------------------------------------------------- loss, evaluation, prediction
+
+
+def loss(model: nn.Module, batch: dict[str, torch.Tensor], cfg: Config):
+    logits = model(batch["x"], batch["mask"])
+    value = F.cross_entropy(logits, batch["label"], label_smoothing=cfg.label_smoothing)
+    accuracy = (logits.argmax(dim=1) == batch["label"]).float().mean()
+    return value, {"loss": value.item(), "acc": accuracy.item()}
+
+
+def evaluate(model: nn.Module, batches, cfg: Config) -> dict:
+    """Plain cross-entropy (no smoothing), accuracy, top-5 accuracy and the confusion matrix."""
+    total = correct = top5 = 0
+    loss_sum, confusion = 0.0, None
+    for batch in batches:
+        logits, labels = model(batch["x"], batch["mask"]).float(), batch["label"]
+        classes = logits.shape[1]
+        loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
+        predicted = logits.argmax(dim=1)
+        correct += (predicted == labels).sum().item()
+        top5 += (logits.topk(min(5, classes), dim=1).indices == labels[:, None]).any(dim=1).sum().item()
+        counts = torch.bincount(labels * classes + predicted, minlength=classes * classes).cpu().numpy()
+        confusion = counts.reshape(classes, classes) + (0 if confusion is None else confusion)
+        total += len(labels)
+    if total == 0:
+        raise UserError("the validation split is empty")
+    metrics = {"val/loss": loss_sum / total, "val/acc": correct / total, "confusion_matrix": confusion}
+    if confusion.shape[0] >= 5:
+        metrics["val/top5"] = top5 / total
+    return metrics
+
+
+def predict(model: nn.Module, inputs: list[str], cfg: Config, meta: dict) -> list[dict]:
+    """Top-5 signs with probabilities for each landmark parquet file."""
+    classes = meta["classes"]
+    device = next(model.parameters()).device
+    pairs = [extract_features(str(path), cfg.max_len) for path in inputs]
+    x = torch.from_numpy(np.stack([p[0] for p in pairs])).to(device)
+    mask = torch.from_numpy(np.stack([p[1] for p in pairs])).to(device)
+    model.eval()
+    with torch.no_grad():
+        probs = model(x, mask).float().softmax(dim=1).cpu()
+    top = probs.topk(min(5, len(classes)), dim=1)
+    return [
+        {"input": str(path), "top": [{"label": classes[i], "prob": p} for p, i in zip(ps, idx)]}
+        for path, ps, idx in zip(inputs, top.values.tolist(), top.indices.tolist())
+    ]

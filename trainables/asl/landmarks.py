@@ -1,0 +1,229 @@
+"""ASL landmark files: reading Kaggle "asl-signs" parquet files, the 744 features, the index.
+
+Used by ``python -m platform.run asl --data DIR`` (in Ray Data preprocessing) and by
+``python -m platform.predict RUN_DIR seq.parquet``. No Ray here: tests call it directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from platform.errors import UserError
+
+LANDMARK_TYPES = {"face": (0, 468), "left_hand": (468, 21), "pose": (489, 33), "right_hand": (522, 21)}
+LANDMARKS_PER_FRAME = 543
+LANDMARK_COLUMNS = ("frame", "type", "landmark_index", "x", "y", "z")
+INDEX_COLUMNS = ("path", "participant_id", "sequence_id", "sign")
+# MediaPipe FaceMesh indices. Nose: 1 tip, 6 bridge. Eyes: 33/263 outer corners, 133/362 inner
+# corners, 159/386 upper and 145/374 lower lids. Lips: 61/291 outer corners, 0/17 outer
+# top/bottom, 13/14 inner top/bottom, 78/308 inner corners, 40/270 upper outer lip.
+FACE_POINTS = (1, 6, 33, 133, 159, 145, 263, 362, 386, 374, 61, 291, 0, 17, 13, 14, 78, 308, 40, 270)
+NOSE, LEFT_EYE_OUTER, RIGHT_EYE_OUTER = 1, 263, 33
+HAND_POINTS = tuple(range(468, 489)) + tuple(range(522, 543))
+KEPT_POINTS = HAND_POINTS + FACE_POINTS
+NUM_FEATURES = len(KEPT_POINTS) * 3 * 4
+# Beyond this many eye distances from the nose a value is a tracking glitch (MediaPipe z spikes).
+FEATURE_CLIP = 20.0
+
+
+
+def _filesystem(path: str) -> tuple[pafs.FileSystem, str]:
+    """A pyarrow filesystem and the path inside it, for local paths and URIs (s3://, gs://...)."""
+    if "://" in path:
+        return pafs.FileSystem.from_uri(path)
+    return pafs.LocalFileSystem(), os.path.abspath(path)
+
+
+def read_landmarks(path: str) -> np.ndarray:
+    """[frames, 543, 3] float32 landmarks of one parquet file, NaN where not seen."""
+    try:
+        fs, inner = _filesystem(path)
+        names = set(pq.read_schema(inner, filesystem=fs).names)
+        missing = [c for c in LANDMARK_COLUMNS if c not in names]
+        if missing:
+            raise UserError(f"{path}: landmark file lacks column(s) {', '.join(missing)}")
+        table = pq.read_table(inner, filesystem=fs, columns=list(LANDMARK_COLUMNS))
+    except (OSError, pa.ArrowException) as err:
+        raise UserError(f"{path}: cannot read landmark parquet ({str(err).splitlines()[0]})") from None
+    column = {name: table[name].to_numpy(zero_copy_only=False) for name in LANDMARK_COLUMNS if name != "type"}
+    # Cast: writers store "type" as string, large_string or dictionary, and index_in needs one type.
+    type_codes = pc.index_in(table["type"].cast(pa.string()), value_set=pa.array(list(LANDMARK_TYPES)))
+    known = type_codes.is_valid().to_numpy(zero_copy_only=False)
+    codes = type_codes.fill_null(0).to_numpy(zero_copy_only=False).astype(int)
+    starts, sizes = np.array(list(LANDMARK_TYPES.values())).T
+    index = column["landmark_index"].astype(int)
+    known &= (index >= 0) & (index < sizes[codes])  # rows of unknown parts or indices are ignored
+    frames, frame_pos = np.unique(column["frame"], return_inverse=True)
+    xyz = np.stack([column[axis] for axis in "xyz"], axis=-1)
+    landmarks = np.full((len(frames), LANDMARKS_PER_FRAME, 3), np.nan, dtype=np.float32)
+    landmarks[frame_pos[known], starts[codes[known]] + index[known]] = xyz[known]
+    return landmarks
+
+
+def _fill_missing_frames(points: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """[frames, 3] with frames where the point was not seen set to its mean (else fallback)."""
+    seen = np.isfinite(points).all(axis=-1)
+    mean = points[seen].mean(axis=0) if seen.any() else fallback
+    return np.where(seen[:, None], points, mean)
+
+
+def _normalise(landmarks: np.ndarray) -> np.ndarray:
+    """Kept points relative to the nose, in eye distances, so signers' position and size cancel."""
+    points = landmarks[:, KEPT_POINTS]
+    fallback = np.nanmean(points.reshape(-1, 3), axis=0)
+    nose = _fill_missing_frames(landmarks[:, NOSE], fallback)
+    eyes = np.linalg.norm(landmarks[:, LEFT_EYE_OUTER, :2] - landmarks[:, RIGHT_EYE_OUTER, :2], axis=-1)
+    scale = np.nanmedian(eyes) if np.isfinite(eyes).any() else np.nan
+    if not np.isfinite(scale) or scale < 1e-6:
+        scale = np.nanstd(points[..., :2]) or 1.0
+    return (points - nose[:, None]) / scale
+
+
+def _motion(positions: np.ndarray) -> list[np.ndarray]:
+    """Velocity, acceleration and displacement since first sighting; NaN wherever a frame misses."""
+    velocity = np.diff(positions, axis=0, prepend=positions[:1])
+    acceleration = np.diff(velocity, axis=0, prepend=velocity[:1])
+    seen = np.isfinite(positions[..., 0])
+    first = seen.argmax(axis=0)
+    displacement = positions - positions[first, np.arange(positions.shape[1])]
+    return [velocity, acceleration, displacement]
+
+
+def sequence_features(landmarks: np.ndarray, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """([max_len, 744] float32 features, [max_len] bool mask of real frames) of one sequence.
+
+    Frames before the first and after the last sighting of a hand are dropped (the sign happens
+    between them); gaps inside stay, so timing survives. Unseen values are 0, and a hand that
+    reappears gets no velocity spike because differences with a missing frame are 0 too.
+    """
+    hand_seen = np.isfinite(landmarks[:, HAND_POINTS, 0]).any(axis=1)
+    if not hand_seen.any():
+        raise ValueError("no hand landmarks in any frame")
+    seen_frames = np.flatnonzero(hand_seen)
+    landmarks = landmarks[seen_frames[0] : seen_frames[-1] + 1]
+    positions = _normalise(landmarks)
+    parts = [positions, *_motion(positions)]
+    frames = len(landmarks)
+    features = np.concatenate([p.reshape(frames, -1) for p in parts], axis=1)
+    features = np.clip(np.nan_to_num(features, nan=0.0), -FEATURE_CLIP, FEATURE_CLIP)
+    if frames > max_len:
+        features = features[np.linspace(0, frames - 1, max_len).round().astype(int)]
+    padded = np.zeros((max_len, NUM_FEATURES), dtype=np.float32)
+    padded[: min(frames, max_len)] = features
+    return padded, np.arange(max_len) < min(frames, max_len)
+
+
+def extract_features(path: str, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Features and mask of one parquet file; a file the model cannot use is a UserError."""
+    landmarks = read_landmarks(path)
+    try:
+        return sequence_features(landmarks, max_len)
+    except ValueError as err:
+        raise UserError(f"{path}: {err}") from None
+
+
+
+
+def _read_bytes(fs: pafs.FileSystem, path: str, shown: str) -> bytes:
+    try:
+        with fs.open_input_stream(path) as stream:
+            return stream.read()
+    except (OSError, pa.ArrowException):
+        raise UserError(f"{shown}: not found or unreadable") from None
+
+
+def _read_train_csv(fs: pafs.FileSystem, root: str, shown: str) -> tuple[pd.DataFrame, bytes]:
+    raw = _read_bytes(fs, f"{root}/train.csv", f"{shown}/train.csv")
+    try:
+        frame = pd.read_csv(io.BytesIO(raw), dtype={"path": str, "sign": str})
+    except (ValueError, pd.errors.ParserError) as err:
+        raise UserError(f"{shown}/train.csv: not a readable CSV ({err})") from None
+    missing = [c for c in INDEX_COLUMNS if c not in frame.columns]
+    if missing:
+        raise UserError(f"{shown}/train.csv: missing column(s) {', '.join(missing)}")
+    if frame.empty or frame[["path", "sign"]].isna().any().any():
+        raise UserError(f"{shown}/train.csv: no rows, or rows without path or sign")
+    return frame, raw
+
+
+def _read_classes(fs: pafs.FileSystem, root: str, shown: str, signs: pd.Series) -> tuple[list[str], bytes]:
+    """Classes in prediction-index order from the map if present, else the sorted signs."""
+    map_path = f"{root}/sign_to_prediction_index_map.json"
+    if fs.get_file_info(map_path).type == pafs.FileType.NotFound:
+        return sorted(signs.unique()), b""
+    raw = _read_bytes(fs, map_path, f"{shown}/sign_to_prediction_index_map.json")
+    try:
+        mapping = json.loads(raw)
+        classes = sorted(mapping, key=lambda sign: int(mapping[sign]))
+    except (ValueError, TypeError, AttributeError):
+        raise UserError(f"{shown}/sign_to_prediction_index_map.json: not a sign -> index object") from None
+    unknown = sorted(set(signs) - set(classes))
+    if unknown:
+        raise UserError(f"{shown}/train.csv: sign {unknown[0]!r} is not in sign_to_prediction_index_map.json")
+    return classes, raw
+
+
+def _content_hash(index_files: list[bytes], paths: list[str], infos: list[pafs.FileInfo]) -> str:
+    """sha256 of the index files and each landmark file's path and size.
+
+    Sizes come from one listing, so hashing the full 94k-file set takes a second instead of reading
+    its gigabytes; an added, removed, renamed or rewritten-to-another-size file changes the hash.
+    """
+    digest = hashlib.sha256()
+    for raw in index_files:
+        digest.update(hashlib.sha256(raw).digest())
+    for path, info in sorted(zip(paths, (i.size for i in infos))):
+        digest.update(f"{path}\0{info}\n".encode())
+    return "sha256:" + digest.hexdigest()
+
+
+def stratified_split(labels: list[int], val_fraction: float, seed: int) -> np.ndarray:
+    """Boolean "is validation" per row: the same share of every class, seeded, order-free."""
+    rng = np.random.default_rng(seed)
+    is_val = np.zeros(len(labels), dtype=bool)
+    labels = np.asarray(labels)
+    for label in np.unique(labels):
+        rows = rng.permutation(np.flatnonzero(labels == label))
+        count = int(round(len(rows) * val_fraction))
+        count = min(max(count, 1 if len(rows) > 1 and val_fraction > 0 else 0), len(rows) - 1)
+        is_val[rows[:count]] = True
+    return is_val
+
+
+def read_index(data_dir: str, val_fraction: float = 0.2, seed: int = 0) -> tuple[dict[str, list[dict]], dict]:
+    """Rows {path, label} by split and meta of a Kaggle-layout folder, without Ray."""
+    fs, root = _filesystem(data_dir)
+    shown = data_dir.rstrip("/")
+    if fs.get_file_info(root).type != pafs.FileType.Directory:
+        raise UserError(f"{shown}: data folder not found")
+    frame, csv_raw = _read_train_csv(fs, root, shown)
+    classes, map_raw = _read_classes(fs, root, shown, frame["sign"])
+    relative = frame["path"].tolist()
+    infos = fs.get_file_info([f"{root}/{p}" for p in relative])
+    for rel, info in zip(relative, infos):
+        if info.type != pafs.FileType.File:
+            raise UserError(f"{shown}/train.csv names a missing landmark file: {rel}")
+    base = shown if "://" in data_dir else root
+    label_of = {sign: i for i, sign in enumerate(classes)}
+    labels = [label_of[s] for s in frame["sign"]]
+    is_val = stratified_split(labels, val_fraction, seed)
+    rows = [{"path": f"{base}/{rel}", "label": label} for rel, label in zip(relative, labels)]
+    splits = {"train": [r for r, v in zip(rows, is_val) if not v], "val": [r for r, v in zip(rows, is_val) if v]}
+    meta = {
+        "classes": classes,
+        "data_path": base,
+        "content_hash": _content_hash([csv_raw, map_raw], relative, infos),
+        "num_sequences": len(rows),
+        "split_sizes": {name: len(split) for name, split in splits.items()},
+    }
+    return splits, meta
