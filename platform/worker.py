@@ -67,6 +67,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         )
         val_batches = val_shard.iter_torch_batches(batch_size=cfg.batch_size)
         metrics, extras = run_epoch(trainable, state, train_batches, val_batches, cfg, device)
+        metrics.update(_mean_over_workers({k: v for k, v in metrics.items() if k.startswith("train/")}, device))
         metrics["restarts"] = state.restarts
         improved = state.record(metrics, metric, mode)
         epochs_this_attempt += 1
@@ -84,6 +85,15 @@ def _quiet() -> None:
     logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     ray.data.DataContext.get_current().enable_progress_bars = False
+
+
+def _mean_over_workers(metrics: dict[str, float], device: torch.device) -> dict[str, float]:
+    """Each rank's training metrics cover its own shard; the run's are their mean."""
+    if not torch.distributed.is_initialized() or torch.distributed.get_world_size() == 1:
+        return metrics
+    values = torch.tensor(list(metrics.values()), dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(values)
+    return dict(zip(metrics, (values / torch.distributed.get_world_size()).tolist()))
 
 
 def _restore(state: TrainState) -> None:
