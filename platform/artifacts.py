@@ -92,11 +92,13 @@ def finish(run_dir: Path, trainable: ModuleType, cfg: Any, meta: dict, result: A
     pd.DataFrame(history).to_csv(run_dir / HISTORY_FILE, index=False)
     title = f"{manifest['stem']} / {manifest['tier']} / {run_dir.name}"
     plots.training_curves(history, run_dir / "training_curves.png", title)
-    if "confusion_matrix" in best.get("extras", {}):
+    extras, best_title = best.get("extras", {}), f"{title} (best epoch {best['epoch']})"
+    if "confusion_matrix" in extras:
         plots.confusion_matrix(
-            best["extras"]["confusion_matrix"], meta.get("classes", []), run_dir / "confusion_matrix.png",
-            f"{title} (best epoch {best['epoch']})",
+            extras["confusion_matrix"], meta.get("classes", []), run_dir / "confusion_matrix.png", best_title
         )
+    if "predicted_vs_true" in extras:
+        plots.predicted_vs_true(extras["predicted_vs_true"], run_dir / "predicted_vs_true.png", best_title)
 
     model = load_model(trainable, cfg, meta, best["model"])
     best_row = history[best["epoch"] - 1]

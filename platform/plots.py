@@ -64,3 +64,19 @@ def confusion_matrix(matrix: list[list[int]], classes: list[str], path: Path, ti
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def predicted_vs_true(pairs: list[list[float]], path: Path, title: str) -> None:
+    """Regression targets: each validation sample as (true, predicted), with the identity line."""
+    points = np.asarray(pairs, dtype=float).reshape(-1, 2)
+    low, high = float(points.min()), float(points.max())
+    figure, axis = plt.subplots(figsize=(5, 5))
+    axis.scatter(points[:, 0], points[:, 1], s=10, alpha=0.6)
+    axis.plot([low, high], [low, high], color="grey", linewidth=1, linestyle="--")
+    axis.set_xlabel("true")
+    axis.set_ylabel("predicted")
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

@@ -6,6 +6,7 @@ Used by every command that takes a stem, e.g. ``python -m platform.run asl --tie
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -36,23 +37,44 @@ def load(stem: str) -> tuple[ModuleType, ModuleType]:
     return importlib.import_module(f"trainables.{stem}"), importlib.import_module(f"search_spaces.{stem}")
 
 
-def tier_names(space: ModuleType) -> list[str]:
-    return list(space.TIERS) + sorted(getattr(space, "ALIASES", {}))
+def saved_tier_path(storage: Path, stem: str, tier: str) -> Path:
+    """Where a sweep saves a tier (``python -m platform.tune``): ``<storage>/<stem>/tiers/<tier>.json``,
+    holding ``{"base": <tier>, "overrides": {...}}`` plus where it came from."""
+    return storage / stem / "tiers" / f"{tier}.json"
 
 
-def tier_overrides(space: ModuleType, tier: str) -> dict[str, Any]:
-    """A tier's config overrides; the seeds' own mode names are aliases of the platform's tiers."""
+def tier_names(space: ModuleType, storage: Path | None = None) -> list[str]:
+    saved = sorted(p.stem for p in saved_tier_path(storage, _stem(space), "*").parent.glob("*.json")) if storage else []
+    return list(space.TIERS) + sorted(getattr(space, "ALIASES", {})) + saved
+
+
+def _stem(space: ModuleType) -> str:
+    return space.__name__.split(".")[-1]
+
+
+def tier_overrides(space: ModuleType, tier: str, storage: Path | None = None) -> dict[str, Any]:
+    """A tier's config overrides: a preset (the seeds' own mode names are aliases) or a saved tier."""
     name = getattr(space, "ALIASES", {}).get(tier, tier)
-    if name not in space.TIERS:
-        stem = space.__name__.split(".")[-1]
-        raise UserError(f"unknown tier {tier!r} for {stem}; known: {', '.join(tier_names(space))}")
-    return dict(space.TIERS[name])
+    if name in space.TIERS:
+        return dict(space.TIERS[name])
+    saved = saved_tier_path(storage, _stem(space), tier) if storage else None
+    if saved is not None and saved.is_file():
+        try:
+            tier_file = json.loads(saved.read_text(encoding="utf-8"))
+            return {**tier_overrides(space, tier_file["base"]), **tier_file["overrides"]}
+        except (ValueError, KeyError, TypeError) as err:
+            raise UserError(f"saved tier {saved} is malformed ({err})") from None
+    known = ", ".join(tier_names(space, storage))
+    raise UserError(f"unknown tier {tier!r} for {_stem(space)}; known: {known}")
 
 
-def resolve(stem: str, tier: str, sets: list[str] = (), trial: dict | None = None, data_dir: str = "") -> Any:
+def resolve(
+    stem: str, tier: str, sets: list[str] = (), trial: dict | None = None, data_dir: str = "",
+    storage: Path | None = None,
+) -> Any:
     """The config of a run: defaults, tier, trial, ``--data``, ``--set``."""
     trainable, space = load(stem)
-    overrides = tier_overrides(space, tier)
+    overrides = tier_overrides(space, tier, storage)
     if data_dir:
         overrides["data_dir"] = data_dir
     return config_lib.resolve(trainable.Config, overrides, trial, list(sets))

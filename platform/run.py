@@ -55,7 +55,7 @@ def describe(stem: str | None) -> str:
     lines = [f"trainables: {', '.join(registry.stems())}"]
     if stem in registry.stems():
         trainable, space = registry.load(stem)
-        lines.append(f"tiers of {stem}: {', '.join(registry.tier_names(space))}")
+        lines.append(f"tiers of {stem}: {', '.join(registry.tier_names(space, Path(DEFAULT_STORAGE)))}")
         lines.append(f"config keys of {stem} (--set key=value):")
         docs = config_lib.field_docs(trainable.Config)
         for key, value in config_lib.to_dict(trainable.Config()).items():
@@ -86,7 +86,7 @@ def resolve_run(args: argparse.Namespace) -> tuple[Path, str, Any]:
         cfg = config_lib.from_dict(trainable.Config, artifacts.read_json(run_dir / artifacts.CONFIG_FILE))
         return run_dir, artifacts.read_json(run_dir / artifacts.MANIFEST_FILE)["tier"], cfg
     tier = args.tier or registry.DEFAULT_TIER
-    cfg = registry.resolve(args.stem, tier, args.sets, data_dir=args.data)
+    cfg = registry.resolve(args.stem, tier, args.sets, data_dir=args.data, storage=storage)
     if cfg.data_dir and not Path(cfg.data_dir).expanduser().is_dir():
         raise UserError(f"data folder not found: {cfg.data_dir}")
     name = args.name or f"{tier}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
@@ -117,7 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     manifest = artifacts.start(run_dir, args.stem, tier, cfg, meta, cluster.hardware(), args.resume)
     print(f"[{args.stem}] run directory: {run_dir}", flush=True)
     try:
-        result = trainer.build(args, trainable, cfg, meta, datasets, run_dir).fit()
+        result = trainer.build(
+            args.stem, cfg, meta, datasets, run_dir,
+            workers=args.workers, use_gpu=args.gpu, cpus_per_worker=args.cpus_per_worker,
+            max_failures=args.max_failures, fail_at_epoch=args.fail_at_epoch,
+        ).fit()
         manifest = artifacts.finish(run_dir, trainable, cfg, meta, result, datasets["val"], manifest)
     except BaseException as exc:
         artifacts.fail(run_dir, manifest, f"{type(exc).__name__}: {exc}".splitlines()[0])

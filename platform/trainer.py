@@ -6,9 +6,7 @@ from its ``checkpoint_manager_snapshot.json`` (``--resume``; Ray Train V2 has no
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import ray.data
@@ -16,6 +14,7 @@ import ray.train
 from ray.train.torch import TorchTrainer
 
 from platform import config as config_lib
+from platform import registry
 from platform.cluster import QUIET_ENV, cluster_cpus
 from platform.worker import train_loop_per_worker
 
@@ -27,26 +26,37 @@ def data_config() -> ray.train.DataConfig:
 
 
 def build(
-    args: argparse.Namespace, trainable: ModuleType, cfg: Any, meta: dict,
-    datasets: dict[str, ray.data.Dataset], run_dir: Path,
+    stem: str,
+    cfg: Any,
+    meta: dict,
+    datasets: dict[str, ray.data.Dataset],
+    run_dir: Path,
+    *,
+    workers: int = 1,
+    use_gpu: bool = False,
+    cpus_per_worker: float | None = None,
+    max_failures: int = 3,
+    fail_at_epoch: int | None = None,
 ) -> TorchTrainer:
-    metric, mode = trainable.METRIC
-    cpus_per_worker = args.cpus_per_worker or max(1, cluster_cpus() // args.workers)
+    """A named Ray Train run writing to ``run_dir``; ``fit()`` it, or call it from a Tune trial."""
+    metric, mode = registry.load(stem)[0].METRIC
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
-            "stem": args.stem,
+            "stem": stem,
             "config": config_lib.to_dict(cfg),
             "meta": meta,
-            "fail_at_epoch": args.fail_at_epoch,
+            "fail_at_epoch": fail_at_epoch,
         },
         scaling_config=ray.train.ScalingConfig(
-            num_workers=args.workers, use_gpu=args.gpu, resources_per_worker={"CPU": cpus_per_worker}
+            num_workers=workers,
+            use_gpu=use_gpu,
+            resources_per_worker={"CPU": cpus_per_worker or max(1, cluster_cpus() // workers)},
         ),
         run_config=ray.train.RunConfig(
             name=run_dir.name,
             storage_path=str(run_dir.parent),
-            failure_config=ray.train.FailureConfig(max_failures=args.max_failures),
+            failure_config=ray.train.FailureConfig(max_failures=max_failures),
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=cfg.keep_checkpoints,
                 checkpoint_score_attribute=metric,

@@ -36,12 +36,15 @@ Every ``trainables/<stem>.py`` defines the same small interface:
 
 ``evaluate(model, batches, cfg) -> metrics``
     Validation metrics over an iterable of batches; the platform has already put the model in
-    eval mode under ``torch.no_grad()``. Scalars are keyed ``"val/..."``; an optional
-    ``"confusion_matrix"`` (2-D array, rows true, columns predicted) is plotted.
+    eval mode under ``torch.no_grad()``. Scalars are keyed ``"val/..."``; arrays are plotted for
+    the best epoch: ``"confusion_matrix"`` (rows true, columns predicted) and
+    ``"predicted_vs_true"`` (one ``[true, predicted]`` row a sample, for regression).
 
 ``predict(model, inputs, cfg, meta) -> list[dict]``
-    What ``python -m platform.predict <run dir> <input ...>`` prints: one dict an input, with
-    ``"input"`` and, for classifiers, ``"top"``: ``[{"label": ..., "prob": ...}, ...]``.
+    What ``python -m platform.predict <run dir> <arg ...>`` prints. ``inputs`` are the command's
+    arguments, all in one call (a trainable may read several as one input, an image and its
+    caption). One dict a prediction, with ``"input"`` and, for classifiers, ``"top"``:
+    ``[{"label": ..., "prob": ...}, ...]``; other keys are printed as they are.
 
 Optional: ``on_epoch_start(model, epoch, cfg)`` for schedules that live in the model
 (adaptive dropout, curriculum); it must depend on ``epoch`` only, so a resumed run is exact.
