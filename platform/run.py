@@ -56,7 +56,7 @@ def describe(stem: str | None) -> str:
     if stem in registry.stems():
         trainable, space = registry.load(stem)
         lines.append(f"tiers of {stem}: {', '.join(registry.tier_names(space, Path(DEFAULT_STORAGE)))}")
-        lines.append(f"config keys of {stem} (--set key=value):")
+        lines.append(f"config keys of {stem} (--set key=value), with their defaults before a tier applies:")
         docs = config_lib.field_docs(trainable.Config)
         for key, value in config_lib.to_dict(trainable.Config()).items():
             lines.append(f"  {key} = {value!r}\n      {docs.get(key, '')}")

@@ -197,6 +197,15 @@ def test_full_tier_model_has_about_1_97m_parameters():
     assert abs(count - 1.97e6) / 1.97e6 < 0.10, count
 
 
+def test_full_tier_is_the_seed_training_recipe():
+    cfg = resolve(asl.Config, TIERS["full"])
+    recipe = (cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.epochs, cfg.patience, cfg.label_smoothing, cfg.amp)
+    assert recipe == (4e-4, 0.005, 32, 300, 20, 0.05, True)
+    schedule = (cfg.scheduler, cfg.restart_period, cfg.restart_mult, cfg.min_lr_ratio)
+    assert schedule == ("cosine_restarts", 50, 2, 0.01)
+    assert (cfg.dim, cfg.max_len, cfg.kernel_size, cfg.tcn_dilations, cfg.heads) == (192, 384, 17, (1, 2, 4), 8)
+
+
 def test_every_tier_and_search_key_is_a_config_field():
     for tier in TIERS.values():
         resolve(asl.Config, tier)

@@ -31,30 +31,12 @@ METRIC = ("val/acc", "max")
 class Config(TrainConfig):
     """The seed's full recipe; tiers in ``search_spaces/asl.py`` shrink it."""
 
+    # The seed's training recipe, where it differs from the platform's defaults (documented there).
     epochs: int = 300
-    """Maximum number of epochs."""
-    batch_size: int = 32
-    """Batch size per worker."""
     lr: float = 4e-4
-    """Peak learning rate (AdamW)."""
     weight_decay: float = 0.005
-    """AdamW weight decay."""
     scheduler: str = "cosine_restarts"
-    """Learning-rate schedule stepped each epoch: none, cosine or cosine_restarts."""
     patience: int = 20
-    """Early stopping: epochs without a better validation metric before stopping; 0 turns it off."""
-    # Re-declared though equal to the platform's defaults: they are the seed's recipe, and must not
-    # drift if the platform's defaults change.
-    restart_period: int = 50
-    """cosine_restarts: epochs in the first cycle (T_0)."""
-    restart_mult: int = 2
-    """cosine_restarts: growth of each following cycle (T_mult)."""
-    min_lr_ratio: float = 0.01
-    """Lowest learning rate of the cosine schedules, as a share of lr (eta_min = lr * ratio)."""
-    grad_accum_steps: int = 1
-    """Batches whose gradients add up before one optimizer step."""
-    amp: bool = True
-    """Mixed precision (and cuDNN benchmark) when training on a GPU; ignored on CPU."""
     max_len: int = 384
     """Frames a sequence is padded to; longer ones are resampled evenly down to it."""
     dim: int = 192
