@@ -47,7 +47,9 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def start(run_dir: Path, stem: str, tier: str, cfg: Any, meta: dict, hardware: dict, resumed: bool) -> dict:
+def start(
+    run_dir: Path, stem: str, tier: str, cfg: Any, meta: dict, hardware: dict, resumed: bool, dashboard: str | None
+) -> dict:
     """Config, meta and a ``running`` manifest, before any worker starts."""
     run_dir.mkdir(parents=True, exist_ok=True)
     config_lib.save(cfg, run_dir / CONFIG_FILE)
@@ -62,6 +64,7 @@ def start(run_dir: Path, stem: str, tier: str, cfg: Any, meta: dict, hardware: d
         config=config_lib.to_dict(cfg),
         data=meta,
         hardware=hardware,
+        dashboard=dashboard,
         pid=os.getpid(),
         updated=now(),
     )

@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     datasets, meta = data.prepare(trainable, cfg)
     print(f"[{args.stem}] rows: {meta['rows']}  in {meta['preprocess_s']}s", flush=True)
 
-    manifest = artifacts.start(run_dir, args.stem, tier, cfg, meta, cluster.hardware(), args.resume)
+    manifest = artifacts.start(run_dir, args.stem, tier, cfg, meta, cluster.hardware(), args.resume, dashboard)
     print(f"[{args.stem}] run directory: {run_dir}", flush=True)
     try:
         result = trainer.build(

@@ -64,6 +64,14 @@ def test_run_prints_progress_and_writes_the_run_directory(plain_run):
     assert manifest["metric"]["best"] == max(row["val/acc"] for row in _history(run_dir))
 
 
+def test_monitor_shows_the_finished_run_and_the_machine(plain_run, storage):
+    result = run_command("monitor", str(storage))
+    assert result.returncode == 0, result.stderr
+    assert f"asl/plain  [finished]  tier smoke  epoch {EPOCHS}/{EPOCHS}" in result.stdout
+    assert "best val/acc" in result.stdout and "machine: CPU" in result.stdout
+    assert "GPU" in result.stdout  # "GPUs: none found" here, a line a GPU elsewhere
+
+
 def test_the_run_learns_the_synthetic_signal(plain_run):
     history = _history(plain_run[0])
     assert history[-1]["train/loss"] < history[0]["train/loss"]
@@ -106,6 +114,8 @@ def test_a_killed_driver_continues_with_resume(plain_run, ray_address, storage):
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
     assert _manifest(run_dir)["status"] == "running"
+    watched = run_command("monitor", str(run_dir))
+    assert "asl/killed  [interrupted]" in watched.stdout and "--name killed --resume" in watched.stdout
 
     resumed = run_command("run", "asl", "--storage", str(storage), "--name", "killed", "--resume", address=ray_address)
     assert resumed.returncode == 0, resumed.stderr[-4000:]

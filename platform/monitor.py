@@ -1,0 +1,192 @@
+"""Watch runs: status, progress, ETA, metrics, restarts, checkpoints, CPU/memory and GPUs.
+
+    python -m platform.monitor                       # every run under ./runs
+    python -m platform.monitor runs/asl/fast-20261122-023241 --watch
+
+Works from the run directories alone (``manifest.json`` and Ray Train's
+``checkpoint_manager_snapshot.json``); a running run's resources come from this machine's
+processes, and the GPUs from gpustat with the seeds' warning thresholds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from platform import artifacts, registry
+from platform.errors import UserError, exit_on_user_error
+from platform.worker import format_seconds
+
+SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"
+GPU_HOT_C = 85
+GPU_MEMORY_FULL = 0.95
+GPU_IDLE_S = 300
+
+
+def find_runs(root: Path) -> list[Path]:
+    """Run directories at ``root`` or below it (``<storage>``, ``<storage>/<stem>`` or a run)."""
+    if (root / artifacts.MANIFEST_FILE).is_file():
+        return [root]
+    found = sorted({p.parent for depth in ("*", "*/*") for p in root.glob(f"{depth}/{artifacts.MANIFEST_FILE}")})
+    return [run for run in found if "sweeps" not in run.parts]
+
+
+def _driver_alive(manifest: dict) -> bool:
+    pid = manifest.get("pid")
+    if not pid or manifest.get("hardware", {}).get("host") != os.uname().nodename:
+        return False
+    try:
+        return "platform.run" in " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:
+        return False
+
+
+def status_of(manifest: dict) -> str:
+    if manifest.get("status") == "running" and not _driver_alive(manifest):
+        return "interrupted"
+    return manifest.get("status", "unknown")
+
+
+def checkpoints(run_dir: Path) -> tuple[dict | None, list[dict]]:
+    """The latest reported checkpoint's metrics and the kept ones, from Ray Train's snapshot."""
+    snapshot_path = run_dir / SNAPSHOT_FILE
+    if not snapshot_path.is_file():
+        return None, []
+    snapshot = json.loads(snapshot_path.read_text(encoding="utf-8"))
+    latest = (snapshot.get("latest_checkpoint_result") or {}).get("metrics")
+    kept = [{**r["metrics"], "dir": r["checkpoint_dir_name"]} for r in snapshot.get("checkpoint_results", [])]
+    return latest, kept
+
+
+def describe_run(run_dir: Path) -> dict[str, Any]:
+    """One run as the monitor shows it."""
+    manifest = artifacts.read_json(run_dir / artifacts.MANIFEST_FILE)
+    metric, mode = registry.load(manifest["stem"])[0].METRIC
+    latest, kept = checkpoints(run_dir)
+    epochs_max = manifest.get("config", {}).get("epochs", 0)
+    epoch = int(latest["epoch"]) if latest else 0
+    scores = [row[metric] for row in kept if metric in row]
+    best = (max if mode == "max" else min)(scores) if scores else None
+    status = status_of(manifest)
+    eta = (epochs_max - epoch) * latest["epoch_s"] if latest and status == "running" else None
+    return {
+        "run": str(run_dir),
+        "stem": manifest["stem"],
+        "tier": manifest.get("tier"),
+        "status": status,
+        "epoch": epoch,
+        "epochs": epochs_max,
+        "eta": format_seconds(eta) if eta is not None else "-",
+        "metric": metric,
+        "best": best,
+        "latest": {k: v for k, v in (latest or {}).items() if k.startswith(("train/", "val/"))},
+        "restarts": int(latest.get("restarts", 0)) if latest else 0,
+        "checkpoints": f"{len(kept)} kept, latest {kept[-1]['dir']}" if kept else "none yet",
+        "dashboard": manifest.get("dashboard"),
+    }
+
+
+def format_run(info: dict[str, Any]) -> str:
+    best = f"{info['best']:.4f}" if info["best"] is not None else "-"
+    latest = "  ".join(f"{k} {v:.4f}" for k, v in info["latest"].items())
+    lines = [
+        f"{info['stem']}/{Path(info['run']).name}  [{info['status']}]  tier {info['tier']}  "
+        f"epoch {info['epoch']}/{info['epochs']}  ETA {info['eta']}  best {info['metric']} {best}  "
+        f"restarts {info['restarts']}",
+        f"    latest: {latest or '-'}",
+        f"    checkpoints: {info['checkpoints']}",
+    ]
+    if info["status"] == "interrupted":
+        lines.append(f"    the driver is gone: python -m platform.run {info['stem']} --name {Path(info['run']).name} --resume")
+    if info["dashboard"] and info["status"] == "running":
+        lines.append(f"    dashboard: {info['dashboard']}")
+    return "\n".join(lines)
+
+
+def machine_usage() -> str:
+    """This machine, and the Ray Train workers on it (their processes are named by Ray)."""
+    workers = [p for p in psutil.process_iter(["name", "cmdline"]) if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
+    worker_rss = sum(p.memory_info().rss for p in workers if p.is_running()) / 2**30
+    memory = psutil.virtual_memory()
+    return (
+        f"machine: CPU {psutil.cpu_percent(interval=0.2):.0f}% of {psutil.cpu_count()}  "
+        f"memory {memory.percent:.0f}% of {memory.total / 2**30:.1f} GiB  "
+        f"training workers here: {len(workers)} ({worker_rss:.2f} GiB)"
+    )
+
+
+class GpuWatch:
+    """GPU lines from gpustat, with the seeds' warnings; remembers when each GPU was last busy."""
+
+    def __init__(self):
+        self.last_busy: dict[int, float] = {}
+
+    def lines(self) -> list[str]:
+        try:
+            import gpustat
+
+            gpus = gpustat.new_query().gpus
+        except Exception as err:  # noqa: BLE001 - no NVIDIA driver is the normal case on a laptop
+            return [f"GPUs: none found ({type(err).__name__})"]
+        if not gpus:
+            return ["GPUs: none found"]
+        now = time.monotonic()
+        return [self._line(gpu, now) for gpu in gpus]
+
+    def _line(self, gpu: Any, now: float) -> str:
+        used, total = gpu.memory_used or 0, gpu.memory_total or 1
+        utilisation, temperature = gpu.utilization or 0, gpu.temperature or 0
+        if utilisation > 0 or gpu.index not in self.last_busy:
+            self.last_busy[gpu.index] = now
+        warnings = []
+        if temperature > GPU_HOT_C:
+            warnings.append(f"temperature over {GPU_HOT_C} C")
+        if used / total > GPU_MEMORY_FULL:
+            warnings.append(f"memory over {GPU_MEMORY_FULL:.0%}")
+        if now - self.last_busy[gpu.index] >= GPU_IDLE_S:
+            warnings.append(f"idle for {format_seconds(now - self.last_busy[gpu.index])}")
+        return (
+            f"GPU {gpu.index} {gpu.name}: {utilisation}%  {temperature} C  {used}/{total} MiB"
+            + (f"  WARNING: {', '.join(warnings)}" if warnings else "")
+        )
+
+
+def report(root: Path, gpus: GpuWatch) -> str:
+    runs = find_runs(root)
+    if not runs:
+        raise UserError(f"no runs under {root} (a run directory holds {artifacts.MANIFEST_FILE})")
+    blocks = [format_run(describe_run(run)) for run in runs]
+    return "\n".join([*blocks, "", machine_usage(), *gpus.lines()])
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m platform.monitor", description=__doc__.split("\n\n")[0])
+    parser.add_argument("path", nargs="?", default="runs", help="a run directory or a folder of runs (default ./runs)")
+    parser.add_argument("--watch", action="store_true", help="refresh until interrupted")
+    parser.add_argument("--interval", type=float, default=5.0, help="seconds between refreshes (default 5)")
+    args = parser.parse_args(argv)
+    root = Path(args.path)
+    if not root.exists():
+        raise UserError(f"{root} does not exist")
+    gpus = GpuWatch()
+    if not args.watch:
+        print(report(root, gpus))
+        return 0
+    try:
+        while True:
+            print(f"\033[2J\033[H{time.strftime('%H:%M:%S')}  (Ctrl-C stops)\n{report(root, gpus)}", flush=True)
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
