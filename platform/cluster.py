@@ -46,12 +46,16 @@ def start(address: str | None = None, num_cpus: int | None = None) -> str | None
         # On a cluster the job's runtime_env (working_dir) already carries the code.
         context = ray.init(address=address, log_to_driver=True)
     else:
+        # "local": a new instance here, never one that `ray start` left running on this machine.
         context = ray.init(
+            address="local",
             num_cpus=num_cpus,
             include_dashboard=True,
             dashboard_host=DASHBOARD_HOST,
             log_to_driver=True,
         )
+        # Helpers Ray Train starts in their own processes must find this instance, not another.
+        os.environ["RAY_ADDRESS"] = context.address_info["gcs_address"]
     return _url(getattr(context, "dashboard_url", None))
 
 
@@ -63,6 +67,13 @@ def _url(address: str | None) -> str | None:
 
 def cluster_cpus() -> int:
     return int(ray.cluster_resources().get("CPU", 1))
+
+
+def default_cpus_per_worker(workers: int) -> int:
+    """The cluster's CPUs shared among the workers, but no more than one node has: a worker
+    never spans nodes, and asking for more would wait forever for a place."""
+    largest_node = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=1)
+    return int(max(1, min(cluster_cpus() // workers, largest_node)))
 
 
 def cluster_gpus() -> int:

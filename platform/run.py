@@ -126,24 +126,20 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as exc:
         artifacts.fail(run_dir, manifest, f"{type(exc).__name__}: {exc}".splitlines()[0])
         raise
-    print(summary(run_dir, manifest), flush=True)
+    print(summary(run_dir, manifest, args.storage), flush=True)
     return 0
 
 
-def summary(run_dir: Path, manifest: dict) -> str:
+def summary(run_dir: Path, manifest: dict, storage_arg: str) -> str:
     metric, training = manifest["metric"], manifest["training"]
     return "\n".join([
         f"[{manifest['stem']}] finished: {training['epochs_completed']} epochs, best {metric['name']} "
         f"{metric['best']:.4f} at epoch {training['best_epoch']}, restarts {training['restarts']}",
         f"  parameters: {manifest['model']['parameters']:,}   prediction: {manifest['inference'].get('ms_median')} ms (CPU, batch 1)",
         f"  run directory: {run_dir}",
-        f"  predict: python -m platform.predict {shown_path(run_dir)} <input ...>",
+        # As the user named the storage: a job's working directory may be gone by now.
+        f"  predict: python -m platform.predict {Path(storage_arg) / manifest['stem'] / run_dir.name} <input ...>",
     ])
-
-
-def shown_path(path: Path) -> str:
-    """Relative to the working directory when inside it: shorter to copy."""
-    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
 
 
 if __name__ == "__main__":

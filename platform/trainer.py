@@ -15,7 +15,7 @@ from ray.train.torch import TorchTrainer
 
 from platform import config as config_lib
 from platform import registry
-from platform.cluster import QUIET_ENV, cluster_cpus
+from platform.cluster import QUIET_ENV, default_cpus_per_worker
 from platform.worker import train_loop_per_worker
 
 
@@ -51,7 +51,7 @@ def build(
         scaling_config=ray.train.ScalingConfig(
             num_workers=workers,
             use_gpu=use_gpu,
-            resources_per_worker={"CPU": cpus_per_worker or max(1, cluster_cpus() // workers)},
+            resources_per_worker={"CPU": cpus_per_worker or default_cpus_per_worker(workers)},
         ),
         run_config=ray.train.RunConfig(
             name=run_dir.name,

@@ -53,7 +53,7 @@ def ray_address(synthetic_cache) -> str:
     paths = [str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     os.environ["PYTHONPATH"] = os.pathsep.join(paths)
     os.environ.update(TEST_ENV)
-    context = ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=_free_port())
+    context = ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=_free_port())
     yield context.address_info["gcs_address"]
     ray.shutdown()
 

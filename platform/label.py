@@ -1,0 +1,285 @@
+"""Score posts 0-10 for gender bias with a vision model behind an OpenAI-compatible API, on Ray Data.
+
+    OPENROUTER_API_KEY=... python -m platform.label /path/to/social [--out DIR] [--model M]
+        [--base-url URL] [--rpm N | --rps R] [--concurrency C] [--budget-usd X] [--max-retries N]
+        [--timeout S] [--dry-run] [--address ADDR] [--price-in USD_PER_MTOK --price-out USD_PER_MTOK]
+
+The source is a posts.csv (post_id, image_path, caption, ...) or the folder holding it. Each
+uncached row's image (base64 data URL) and caption go to ``--model``; the reply must be a JSON
+object with a numeric ``score`` in 0..10 and a short ``reason``. Writes, in ``--out`` (default
+``<source folder>/labeled``): ``labels.csv``, ``quarantine.csv``, ``ledger.json`` (what
+``python -m platform.run gender_bias --data DIR`` reads), and keeps every answer in
+``<out>/cache/`` the moment it arrives, so a re-run or a run resumed after a kill never pays twice.
+``--rpm``/``--rps`` and ``--concurrency`` hold for the whole job, however many actors run (one
+Ray actor grants every request; see platform/labeling/gate.py).
+
+Exit codes: 0 done (quarantined rows included); 2 a user error (bad input, no API key, key
+rejected, server unreachable), as one ``error: ...`` line; 3 stopped at ``--budget-usd``: the rows
+left are reported as not labeled, and running again with a higher budget finishes them (cached rows
+are free). The key is read from OPENROUTER_API_KEY or OPENAI_API_KEY and never printed or written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import math
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from platform.errors import UserError, exit_on_user_error
+from platform.labeling import cache, inputs, prompt, report
+
+DEFAULT_MODEL = "openai/gpt-4o-mini"
+DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
+DEFAULT_RPM = 120
+DEFAULT_CONCURRENCY = 8  # the seed's
+# USD per million tokens (prompt, completion), for --dry-run and the ledger; others need --price-in/out.
+KNOWN_PRICES = {
+    "openai/gpt-4o-mini": (0.15, 0.60),
+    "openai/gpt-4o": (2.50, 10.00),
+    "google/gemini-2.0-flash-001": (0.10, 0.40),
+    "anthropic/claude-3.5-haiku": (0.80, 4.00),
+}
+KEY_VARIABLES = ("OPENROUTER_API_KEY", "OPENAI_API_KEY")
+EXIT_BUDGET = 3
+PROGRESS_EVERY_S = 2.0
+ROWS_PER_BATCH = 4
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m platform.label", description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("source", help="posts.csv, or the folder holding it")
+    parser.add_argument("--out", default=None, help="output folder (default <source folder>/labeled)")
+    parser.add_argument("--cache", default=None, help="cache folder (default <out>/cache)")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"vision model (default {DEFAULT_MODEL})")
+    parser.add_argument("--base-url", default=DEFAULT_BASE_URL, help=f"OpenAI-compatible API (default {DEFAULT_BASE_URL})")
+    limit = parser.add_mutually_exclusive_group()
+    limit.add_argument("--rpm", type=float, default=None, help=f"requests per minute for the whole job (default {DEFAULT_RPM})")
+    limit.add_argument("--rps", type=float, default=None, help="requests per second for the whole job")
+    parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY,
+                        help=f"requests in flight for the whole job (default {DEFAULT_CONCURRENCY})")
+    parser.add_argument("--actors", type=int, default=2, help="Ray Data actors sending requests (default 2)")
+    parser.add_argument("--budget-usd", type=float, default=None, help="stop once this run has spent this much (exit 3)")
+    parser.add_argument("--max-retries", type=int, default=4, help="retries a row gets after its first attempt (default 4)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for one reply (default 60)")
+    parser.add_argument("--backoff", type=float, default=1.0,
+                        help="base of the exponential backoff in seconds, with full jitter (default 1)")
+    parser.add_argument("--price-in", type=float, default=None, help="USD per million prompt tokens (default: known models)")
+    parser.add_argument("--price-out", type=float, default=None, help="USD per million completion tokens")
+    parser.add_argument("--image-tokens", type=int, default=prompt.IMAGE_TOKENS_LOW_DETAIL,
+                        help=f"prompt tokens an image costs, for --dry-run (default {prompt.IMAGE_TOKENS_LOW_DETAIL})")
+    parser.add_argument("--retry-quarantined", action="store_true",
+                        help="ask again for rows whose cached reply was invalid")
+    parser.add_argument("--dry-run", action="store_true", help="estimate requests, tokens and cost; send nothing")
+    parser.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
+    return parser
+
+
+def check_args(args: argparse.Namespace) -> float:
+    """Validates the numbers; returns requests per second."""
+    for name in ("concurrency", "actors"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name} must be at least 1")
+    if args.max_retries < 0 or args.timeout <= 0 or args.backoff < 0:
+        raise UserError("--max-retries must be >= 0, --timeout > 0 and --backoff >= 0")
+    if args.budget_usd is not None and args.budget_usd <= 0:
+        raise UserError("--budget-usd must be positive")
+    if (args.price_in is None) != (args.price_out is None):
+        raise UserError("give both --price-in and --price-out")
+    rps = args.rps if args.rps is not None else (args.rpm if args.rpm is not None else DEFAULT_RPM) / 60
+    if not rps > 0:
+        raise UserError("--rpm/--rps must be positive")
+    return rps
+
+
+def prices(args: argparse.Namespace) -> tuple[float, float] | None:
+    if args.price_in is not None:
+        return args.price_in, args.price_out
+    return KNOWN_PRICES.get(args.model)
+
+
+def api_key() -> str | None:
+    return next((os.environ[v] for v in KEY_VARIABLES if os.environ.get(v)), None)
+
+
+def plan(posts: inputs.Posts, cached: dict[str, dict], retry_quarantined: bool) -> tuple[list, dict, list]:
+    """Rows quarantined before any request, cached results by key, and the unique keys to ask."""
+    early, hits, todo, seen = [], {}, [], set()
+    for row in posts.table.to_dict("records"):
+        if row["problem"]:
+            early.append(row)
+            continue
+        record = cached.get(row["key"])
+        if record and not (retry_quarantined and record.get("status") != "labeled"):
+            hits[row["key"]] = record
+        elif row["key"] not in seen:
+            seen.add(row["key"])
+            todo.append(row)
+    return early, hits, todo
+
+
+def dry_run(posts, early, hits, todo, rps: float, price: tuple[float, float] | None, args) -> int:
+    prompt_tokens = sum(prompt.estimate_prompt_tokens(r["caption"], args.image_tokens) for r in todo)
+    completion_tokens = prompt.EXPECTED_COMPLETION_TOKENS * len(todo)
+    cost = None if price is None else (prompt_tokens * price[0] + completion_tokens * price[1]) / 1e6
+    reasons = ", ".join(f"{k} {v}" for k, v in report.by_reason([r["problem"] for r in early]).items()) or "none"
+    priced = f"at ${price[0]:g}/${price[1]:g} per Mtok" if price else "(no prices known: pass --price-in/--price-out)"
+    print(f"[label] dry run: {len(posts.table)} rows, {len(hits)} cached, {len(early)} quarantined before any request "
+          f"({reasons})")
+    print(f"  would send {len(todo)} requests to {args.model} (at {rps * 60:g} requests/min: at least "
+          f"{len(todo) / rps:.0f}s), retries not counted")
+    print(f"  tokens (estimate): ~{prompt_tokens:,} prompt (~{args.image_tokens} an image) + ~{completion_tokens:,} completion")
+    print(f"  cost (estimate): ~{report.money(cost)} {priced}")
+    return 0
+
+
+def label_remote(todo: list[dict], args, rps: float, price, key: str, cache_dir: Path, total: int, base_done: dict):
+    """Runs the Ray Data job; returns (results by key, gate stats)."""
+    import ray
+    import ray.data
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from platform import cluster
+    from platform.labeling.gate import Gate
+    from platform.labeling.worker import Labeler, Secret, Settings
+
+    cluster.start(args.address)
+    run_id = f"{datetime.datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:8]}"
+    gate = Gate.options(
+        name=f"label-gate-{run_id}",
+        scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False),
+    ).remote(rps, args.concurrency, args.budget_usd, str(cache_dir / f"{run_id}.jsonl"))
+    settings = Settings(
+        base_url=args.base_url, model=args.model, timeout_s=args.timeout, max_retries=args.max_retries,
+        backoff_s=args.backoff, price_in=price[0] if price else 0.0, price_out=price[1] if price else 0.0,
+        openrouter="openrouter.ai" in args.base_url,
+    )
+    import pandas as pd
+
+    frame = pd.DataFrame([{"key": r["key"], "post_id": r["post_id"], "caption": r["caption"], "mime": r["mime"],
+                           "image": inputs.image_bytes(r["image_path"])} for r in todo])
+    # Several small blocks, so every actor gets work from the start.
+    blocks = [frame.iloc[i:i + ROWS_PER_BATCH] for i in range(0, len(frame), ROWS_PER_BATCH)]
+    actors = min(args.actors, len(blocks))
+    dataset = ray.data.from_pandas(blocks).map_batches(
+        Labeler, batch_size=ROWS_PER_BATCH, batch_format="pandas",
+        fn_constructor_args=(settings, Secret(key), gate),
+        compute=ray.data.ActorPoolStrategy(
+            size=actors, max_concurrent_calls_per_actor=max(1, math.ceil(args.concurrency / actors))),
+        num_cpus=0.1,  # I/O bound: leave the CPUs to training
+    )
+    results: dict[str, dict] = {}
+    started = last_print = time.monotonic()
+    for batch in dataset.iter_batches(batch_size=None, batch_format="pandas"):
+        for record in batch.to_dict("records"):
+            results[record["key"]] = record
+        if time.monotonic() - last_print >= PROGRESS_EVERY_S:
+            last_print = time.monotonic()
+            print(_progress(results, total, base_done, ray.get(gate.stats.remote()), last_print - started), flush=True)
+    stats = ray.get(gate.stats.remote())
+    print(_progress(results, total, base_done, stats, time.monotonic() - started), flush=True)
+    ray.get(gate.close.remote())
+    ray.kill(gate)
+    return results, stats
+
+
+def _progress(results: dict, total: int, base: dict, stats: dict, elapsed: float) -> str:
+    statuses = [r["status"] for r in results.values()]
+    labeled, quarantined = statuses.count("labeled"), statuses.count("quarantined")
+    done = base["cached"] + base["early"] + labeled + quarantined
+    return report.progress(done, total, labeled, base["cached"], base["early"] + quarantined, stats, elapsed)
+
+
+def assemble(posts: inputs.Posts, hits: dict, results: dict) -> tuple[list, list, list]:
+    """labels.csv rows, quarantine.csv rows and the rows left unlabeled, in input order."""
+    labels, quarantine, left = [], [], []
+    for row in posts.table.to_dict("records"):
+        base = {"post_id": row["post_id"], "image_path": row["image_path"], "caption": row["caption"]}
+        if row["problem"]:
+            quarantine.append({**base, "reason": row["problem"], "attempts": 0})
+            continue
+        record, cached = (hits[row["key"]], True) if row["key"] in hits else (results.get(row["key"]), False)
+        if record is None or record["status"] == "skipped":
+            left.append(base)
+        elif record["status"] == "quarantined":
+            quarantine.append({**base, "reason": record["reason"], "attempts": int(record["attempts"])})
+        else:
+            labels.append({**base, **{k: record.get(k) for k in report.LABEL_COLUMNS[3:-1]}, "cached": cached})
+    return labels, quarantine, left
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    rps = check_args(args)
+    started_at, started = datetime.datetime.now().astimezone(), time.monotonic()
+    posts = inputs.read(args.source, args.model)
+    out = Path(args.out).expanduser().resolve() if args.out else posts.folder / "labeled"
+    cache_dir = Path(args.cache).expanduser().resolve() if args.cache else out / "cache"
+    early, hits, todo = plan(posts, cache.load(cache_dir), args.retry_quarantined)
+    price = prices(args)
+    if args.dry_run:
+        return dry_run(posts, early, hits, todo, rps, price, args)
+    key = api_key()
+    if todo and not key:
+        raise UserError(f"no API key: set {KEY_VARIABLES[0]} (or {KEY_VARIABLES[1]}); --dry-run needs none")
+    if todo and args.budget_usd is not None and price is None:
+        raise UserError(f"--budget-usd needs prices for {args.model!r}: pass --price-in and --price-out")
+    total = len(posts.table)
+    print(f"[label] {total} rows from {posts.source}: {len(hits)} cached, {len(early)} quarantined before any "
+          f"request, {len(todo)} to ask {args.model} at {rps * 60:g} requests/min, {args.concurrency} at a time",
+          flush=True)
+    results, stats = {}, {}
+    if todo:
+        results, stats = label_remote(todo, args, rps, price, key, cache_dir, total,
+                                      {"cached": sum(1 for r in posts.table["key"] if r in hits), "early": len(early)})
+        if stats.get("fatal"):
+            raise UserError(stats["fatal"])
+    labels, quarantine, left = assemble(posts, hits, results)
+    ledger = build_ledger(args, rps, price, posts, out, labels, quarantine, left, stats, started_at, started)
+    report.write(out, labels, quarantine, ledger)
+    print(report.summary(ledger, out), flush=True)
+    if left:
+        print(f"[label] budget reached: {report.money(stats.get('cost_usd'))} spent of ${args.budget_usd:g}; "
+              f"{len(left)} rows not labeled (run again with a higher --budget-usd: cached rows are free)", flush=True)
+        return EXIT_BUDGET
+    return 0
+
+
+def build_ledger(args, rps, price, posts, out, labels, quarantine, left, stats, started_at, started) -> dict[str, Any]:
+    new = [r for r in labels if not r["cached"]]
+    kinds = {k: v for k, v in stats.items() if k.startswith(("http_", "timeout", "connection_error",
+                                                                "malformed_response", "invalid_reply"))}
+    return {
+        "status": "budget_reached" if left else "complete",
+        "source": str(posts.source), "out": str(out), "model": args.model, "base_url": args.base_url,
+        "prompt_version": prompt.PROMPT_VERSION, "generation": prompt.GENERATION,
+        "limits": {"requests_per_minute": rps * 60, "concurrency": args.concurrency, "actors": args.actors,
+                   "budget_usd": args.budget_usd, "max_retries": args.max_retries, "timeout_s": args.timeout},
+        "prices_usd_per_mtok": {"prompt": price[0], "completion": price[1]} if price else None,
+        "rows": {"total": len(posts.table), "labeled": len(labels), "labeled_now": len(new),
+                 "cached": len(labels) - len(new), "quarantined": len(quarantine),
+                 "quarantined_by_reason": report.by_reason([q["reason"] for q in quarantine]),
+                 "not_labeled": len(left)},
+        "requests": stats.get("requests", 0), "http_429": stats.get("http_429", 0),
+        "retries": stats.get("retries", 0), "attempt_failures_by_kind": kinds,
+        "tokens": {"prompt": stats.get("prompt_tokens", 0), "completion": stats.get("completion_tokens", 0)},
+        "cost_usd": round(stats.get("cost_usd", 0.0), 8),
+        "cost_usd_of_cached_rows": round(sum(float(r["cost_usd"] or 0) for r in labels if r["cached"]), 8),
+        "achieved_requests_per_minute": stats.get("achieved_rpm"),
+        "elapsed_s": round(time.monotonic() - started, 3),
+        "started_at": started_at.isoformat(timespec="seconds"),
+        "finished_at": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""The label cache: one JSON line per answered row, appended and flushed the moment it arrives.
+
+Used by ``python -m platform.label posts.csv`` (default ``<out>/cache/``). Each run appends to its
+own shard (``<run id>.jsonl``) so a run resumed while a killed one's actors are still finishing never
+shares a file with them. A line torn by a kill is skipped on reading; the row is then asked again.
+A record never holds the API key: only the key's absence is ever checked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+# Quarantines whose reply was paid for (the model answered, badly) are kept so a re-run does not
+# pay for them again; transient failures (timeouts, 5xx, 429) are not, so a re-run retries them.
+PAID_QUARANTINE = ("invalid_reply",)
+
+
+def cacheable(record: dict[str, Any]) -> bool:
+    if record.get("status") == "labeled":
+        return True
+    return record.get("status") == "quarantined" and str(record.get("reason", "")).startswith(PAID_QUARANTINE)
+
+
+def load(folder: Path) -> dict[str, dict[str, Any]]:
+    """Every cached record by cache key; later lines win (a retried quarantine can become a label)."""
+    records: dict[str, dict[str, Any]] = {}
+    if not folder.is_dir():
+        return records
+    for shard in sorted(folder.glob("*.jsonl"), key=lambda p: p.stat().st_mtime):
+        with shard.open(encoding="utf-8") as lines:
+            for line in lines:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict) and record.get("key"):
+                    if record["key"] in records and records[record["key"]].get("status") == "labeled":
+                        continue
+                    records[record["key"]] = record
+    return records
+
+
+class Shard:
+    """An append-only JSONL file; each record is flushed and fsynced before ``write`` returns."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._file = path.open("a", encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._file.write(json.dumps(record, sort_keys=True) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()

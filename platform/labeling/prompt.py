@@ -1,0 +1,96 @@
+"""The gender-bias prompt, its version, and the validation of a model's reply.
+
+Used by ``python -m platform.label posts.csv``. Bump ``PROMPT_VERSION`` whenever the messages or
+the parsing change: it is part of every cache key, so old answers are then asked again.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+from typing import Any
+
+PROMPT_VERSION = "gender-bias-v1"
+# Part of the cache key: a different temperature or token cap is a different question.
+GENERATION = {"temperature": 0.0, "max_tokens": 150, "image_detail": "low"}
+MAX_REASON_CHARS = 300
+# Rough token counts for --dry-run: "low" detail images cost a fixed 85 tokens on OpenAI-style
+# vision models; others differ (see --image-tokens).
+IMAGE_TOKENS_LOW_DETAIL = 85
+EXPECTED_COMPLETION_TOKENS = 60
+CHARS_PER_TOKEN = 4
+
+SYSTEM = (
+    "You review Instagram posts for gender bias. Look at the image and read the caption, then rate "
+    "how strongly the post expresses or reinforces gender stereotypes or bias, from 0 (none at all) "
+    "to 10 (extreme). Answer with one JSON object and nothing else: "
+    '{"score": <number 0-10>, "reason": "<one short sentence>"}'
+)
+
+
+class ReplyError(ValueError):
+    """The model answered, but not with a usable label."""
+
+
+def messages(image: bytes, mime: str, caption: str) -> list[dict[str, Any]]:
+    """The chat messages for one post; the caption is the last text part (the test server relies on it)."""
+    data_url = f"data:{mime};base64,{base64.b64encode(image).decode('ascii')}"
+    return [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": data_url, "detail": GENERATION["image_detail"]}},
+            {"type": "text", "text": f"Caption: {caption}"},
+        ]},
+    ]
+
+
+def estimate_prompt_tokens(caption: str, image_tokens: int = IMAGE_TOKENS_LOW_DETAIL) -> int:
+    text = len(SYSTEM) + len("Caption: ") + len(caption)
+    return math.ceil(text / CHARS_PER_TOKEN) + image_tokens
+
+
+_FENCE = re.compile(r"^\s*```[a-zA-Z0-9_-]*\s*\n?(.*?)\n?\s*```\s*$", re.DOTALL)
+_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
+
+
+def parse_reply(text: str | None) -> tuple[float, str]:
+    """``(score, reason)`` from a reply; models often wrap the JSON in code fences or add prose."""
+    if not text or not text.strip():
+        raise ReplyError("empty reply")
+    body = text.strip()
+    fenced = _FENCE.match(body)
+    if fenced:
+        body = fenced.group(1).strip()
+    try:
+        reply = json.loads(body, strict=False)  # models put raw newlines in strings
+    except ValueError:
+        found = _OBJECT.search(body)
+        try:
+            reply = json.loads(found.group(0), strict=False) if found else None
+        except ValueError:
+            reply = None
+        if reply is None:
+            raise ReplyError(f"not JSON: {_clip(text)}") from None
+    if not isinstance(reply, dict):
+        raise ReplyError(f"not a JSON object: {_clip(text)}")
+    score = reply.get("score")
+    if isinstance(score, str):
+        try:
+            score = float(score.strip())
+        except ValueError:
+            pass
+    if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+        raise ReplyError(f"no numeric score: {_clip(text)}")
+    if not 0 <= score <= 10:
+        raise ReplyError(f"score {score:g} out of range 0..10")
+    reason = reply.get("reason")
+    if not isinstance(reason, str) or not reason.strip():
+        raise ReplyError("no reason given")
+    return float(score), " ".join(reason.split())[:MAX_REASON_CHARS]
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."

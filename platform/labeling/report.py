@@ -1,0 +1,75 @@
+"""What a labeling run leaves behind and prints: labels.csv, quarantine.csv, ledger.json, summary.
+
+Used by ``python -m platform.label posts.csv --out DIR``. ``labels.csv`` is the input of
+``python -m platform.run gender_bias --data DIR``: keep its columns.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+LABEL_COLUMNS = ["post_id", "image_path", "caption", "score", "reason", "model", "prompt_version",
+                 "prompt_tokens", "completion_tokens", "cost_usd", "latency_s", "cached"]
+QUARANTINE_COLUMNS = ["post_id", "image_path", "caption", "reason", "attempts"]
+LABELS_FILE, QUARANTINE_FILE, LEDGER_FILE = "labels.csv", "quarantine.csv", "ledger.json"
+
+
+def reason_code(reason: str) -> str:
+    """``missing_image`` from ``missing_image: /x.jpg``: the part a ledger groups by."""
+    return str(reason).split(":", 1)[0].strip()
+
+
+def by_reason(reasons: list[str]) -> dict[str, int]:
+    return dict(sorted(Counter(reason_code(r) for r in reasons).items()))
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Write then rename: a killed run never leaves half a file where a finished one was."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write(out: Path, labels: list[dict], quarantine: list[dict], ledger: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic_write(out / LABELS_FILE, pd.DataFrame(labels, columns=LABEL_COLUMNS).to_csv(index=False))
+    _atomic_write(out / QUARANTINE_FILE, pd.DataFrame(quarantine, columns=QUARANTINE_COLUMNS).to_csv(index=False))
+    _atomic_write(out / LEDGER_FILE, json.dumps(ledger, indent=2, sort_keys=False) + "\n")
+
+
+def money(usd: float | None) -> str:
+    return "unknown" if usd is None else f"${usd:.4f}"
+
+
+def rate(rpm: float | None) -> str:
+    return "n/a" if rpm is None else f"{rpm:.0f} req/min"
+
+
+def progress(done: int, total: int, labeled: int, cached: int, quarantined: int, stats: dict, elapsed: float) -> str:
+    tokens = stats.get("prompt_tokens", 0) + stats.get("completion_tokens", 0)
+    return (f"[label] {done}/{total} rows  labeled {labeled}  cached {cached}  quarantined {quarantined}  "
+            f"requests {stats.get('requests', 0)}  tokens {tokens:,}  cost {money(stats.get('cost_usd', 0.0))}  "
+            f"{rate(stats.get('achieved_rpm'))}  {elapsed:.1f}s")
+
+
+def summary(ledger: dict[str, Any], out: Path) -> str:
+    rows = ledger["rows"]
+    reasons = ", ".join(f"{k} {v}" for k, v in rows["quarantined_by_reason"].items()) or "none"
+    tokens = ledger["tokens"]
+    lines = [
+        f"[label] {ledger['status']}: {rows['labeled']}/{rows['total']} rows labeled "
+        f"({rows['labeled_now']} new, {rows['cached']} from cache), {rows['quarantined']} quarantined ({reasons}), "
+        f"{rows['not_labeled']} not labeled",
+        f"  requests {ledger['requests']} (429s {ledger['http_429']}, retries {ledger['retries']})  "
+        f"tokens {tokens['prompt']:,} prompt + {tokens['completion']:,} completion  cost {money(ledger['cost_usd'])}  "
+        f"achieved {rate(ledger['achieved_requests_per_minute'])} (limit {ledger['limits']['requests_per_minute']:g})  "
+        f"elapsed {ledger['elapsed_s']:.1f}s",
+        f"  output: {out / LABELS_FILE}, {out / QUARANTINE_FILE}, {out / LEDGER_FILE}",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,200 @@
+"""The async Ray Data UDF that asks the vision model, one request per row, within the job's limits.
+
+Used by ``python -m platform.label posts.csv`` as
+``map_batches(Labeler, compute=ActorPoolStrategy(size=..., max_concurrent_calls_per_actor=...))``.
+Every attempt first takes a permit from the shared ``Gate`` actor (rate, concurrency, budget), so
+rows of a batch run concurrently without any actor exceeding the job's limits. The openai client
+makes no retries of its own: this module retries 429, 5xx, timeouts, connection errors, malformed
+bodies and invalid replies with exponential backoff and full jitter, waiting at least Retry-After.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+import pandas as pd
+
+from platform.labeling import prompt
+
+BACKOFF_CAP_S = 60.0
+
+
+class Secret:
+    """Holds the API key; its repr and str never show it (Ray may print constructor arguments)."""
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+
+@dataclass
+class Settings:
+    base_url: str
+    model: str
+    timeout_s: float
+    max_retries: int
+    backoff_s: float
+    price_in: float  # USD per million prompt tokens
+    price_out: float
+    openrouter: bool
+
+
+class Fatal(Exception):
+    """A failure that is the job's, not the row's: stop every worker."""
+
+
+class Labeler:
+    def __init__(self, settings: Settings, key: Secret, gate: Any):
+        self._settings = settings
+        self._key = key
+        self._gate = gate
+        self._client: openai.AsyncOpenAI | None = None
+
+    async def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        if self._client is None:  # made on the loop that runs the calls
+            self._client = openai.AsyncOpenAI(
+                api_key=self._key.reveal(), base_url=self._settings.base_url,
+                timeout=self._settings.timeout_s, max_retries=0,
+            )
+        rows = batch.to_dict("records")
+        results = await asyncio.gather(*(self._label(row) for row in rows))
+        return pd.DataFrame(results)
+
+    async def _label(self, row: dict[str, Any]) -> dict[str, Any]:
+        s = self._settings
+        result = {"key": row["key"], "post_id": row["post_id"], "status": "skipped", "score": None, "reason": "",
+                  "model": s.model, "prompt_version": prompt.PROMPT_VERSION, "prompt_tokens": 0,
+                  "completion_tokens": 0, "cost_usd": 0.0, "latency_s": None, "attempts": 0}
+        last_error = ""
+        for attempt in range(s.max_retries + 1):
+            stop = await self._gate.acquire.remote()
+            if stop:
+                result["reason"] = stop
+                return result
+            result["attempts"] += 1
+            outcome: dict[str, Any] = {"retry": attempt > 0}
+            started = time.monotonic()
+            try:
+                reply = await self._client.chat.completions.create(
+                    model=s.model, messages=prompt.messages(row["image"], row["mime"], row["caption"]),
+                    temperature=prompt.GENERATION["temperature"], max_tokens=prompt.GENERATION["max_tokens"],
+                    # OpenRouter reports the request's real cost when asked.
+                    extra_body={"usage": {"include": True}} if s.openrouter else None,
+                )
+                self._book(reply, outcome, result)
+                content = reply.choices[0].message.content if reply.choices else None
+                score, reason = prompt.parse_reply(content)
+            except prompt.ReplyError as err:
+                outcome["kind"], last_error = "invalid_reply", f"invalid_reply: {err}"
+            except Exception as err:  # noqa: BLE001 - sorted below; anything unknown is a row failure
+                try:
+                    last_error = self._classify(err, outcome)
+                except Fatal as fatal:
+                    await self._gate.done.remote(outcome)
+                    await self._gate.abort.remote(str(fatal))
+                    result["reason"] = "fatal"
+                    return result
+                if outcome.get("final"):
+                    await self._gate.done.remote(outcome)
+                    break
+            else:
+                outcome["kind"] = "ok"
+                await self._gate.done.remote(outcome)
+                result.update(status="labeled", score=score, reason=reason,
+                              latency_s=round(time.monotonic() - started, 3))
+                await self._gate.record.remote(result)
+                return result
+            await self._gate.done.remote(outcome)
+            if attempt < s.max_retries:
+                await asyncio.sleep(max(self._backoff(attempt), outcome.get("pause_s") or 0.0))
+        if last_error.startswith("connection_error"):
+            # Every attempt failed to connect: the server, not this row, is the problem.
+            await self._gate.abort.remote(f"cannot reach the API at {s.base_url} ({last_error.split(': ', 1)[-1]})")
+            result["reason"] = "fatal"
+            return result
+        result.update(status="quarantined", reason=last_error.replace(self._key.reveal() or "\0", "***"))
+        await self._gate.record.remote(result)
+        return result
+
+    def _book(self, reply: Any, outcome: dict[str, Any], result: dict[str, Any]) -> None:
+        usage = getattr(reply, "usage", None)
+        prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+        completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+        reported = getattr(usage, "cost", None)
+        cost = float(reported) if isinstance(reported, (int, float)) else (
+            prompt_tokens * self._settings.price_in + completion_tokens * self._settings.price_out) / 1e6
+        outcome.update(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost_usd=cost)
+        # A row's tokens and cost add up over its attempts: invalid replies are paid for too.
+        result["prompt_tokens"] += prompt_tokens
+        result["completion_tokens"] += completion_tokens
+        result["cost_usd"] = round(result["cost_usd"] + cost, 10)
+
+    def _classify(self, err: Exception, outcome: dict[str, Any]) -> str:
+        """The quarantine reason for ``err``; marks ``outcome`` (kind, pause, final); raises Fatal."""
+        base_url = self._settings.base_url
+        if isinstance(err, openai.APITimeoutError):
+            outcome["kind"] = "timeout"
+            return f"timeout: no reply within {self._settings.timeout_s:g}s"
+        if isinstance(err, openai.APIConnectionError):
+            outcome["kind"] = "connection_error"
+            cause = err.__cause__ or err
+            return f"connection_error: {type(cause).__name__}: {str(cause).splitlines()[0][:120] if str(cause) else ''}"
+        if isinstance(err, openai.APIStatusError):
+            code = err.status_code
+            outcome["kind"] = f"http_{code}"
+            if code in (401, 403):
+                raise Fatal(f"the API at {base_url} rejected the key (HTTP {code}): "
+                            "check OPENROUTER_API_KEY or OPENAI_API_KEY")
+            if code == 402:
+                raise Fatal(f"the API at {base_url} refused payment (HTTP 402): add credits or lower the load")
+            if code == 404:
+                raise Fatal(f"HTTP 404 from {base_url}: check --base-url and --model {self._settings.model!r}")
+            if code == 429:
+                outcome["pause_s"] = retry_after(err.response.headers)
+                return "rate_limited: HTTP 429 on every attempt"
+            if code >= 500:
+                return f"http_{code}: server error on every attempt"
+            outcome["final"] = True  # the request itself is wrong for this row: asking again won't help
+            return f"http_{code}: {_message(err)}"
+        outcome["kind"] = "malformed_response"
+        return f"malformed_response: {type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}"
+
+    def _backoff(self, attempt: int) -> float:
+        """Full jitter: uniform in [0, base * 2^attempt], capped."""
+        return random.uniform(0, min(BACKOFF_CAP_S, self._settings.backoff_s * 2 ** attempt))
+
+
+def retry_after(headers: Any) -> float:
+    """Seconds the server asked us to wait (``retry-after-ms``, ``Retry-After`` seconds or date), else 0."""
+    try:
+        if headers.get("retry-after-ms"):
+            return max(0.0, float(headers["retry-after-ms"]) / 1000)
+        value = headers.get("retry-after")
+        if not value:
+            return 0.0
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            when = email.utils.parsedate_to_datetime(value)
+            return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError, OverflowError):
+        return 0.0
+
+
+def _message(err: openai.APIStatusError) -> str:
+    body = err.body if isinstance(err.body, dict) else {}
+    message = body.get("message") or (body.get("error") or {}).get("message") if body else None
+    return " ".join(str(message or err.message or "").split())[:160]

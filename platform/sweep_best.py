@@ -1,0 +1,138 @@
+"""What a finished sweep leaves: ``pareto.png``, ``best.json``, the best trial as a run directory, and
+the best configuration as a saved tier.
+
+Written at the end of ``python -m platform.tune asl --save-tier tuned`` into
+``<storage>/asl/sweeps/<name>/`` and ``<storage>/asl/tiers/tuned.json``, which
+``python -m platform.run asl --tier tuned --storage <storage>`` then trains with.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # sweeps have no display; must precede pyplot
+from platform import artifacts, registry
+from platform import config as config_lib
+from platform.sweep_results import ASHA, COMPLETED, ERROR
+from platform.sweep_space import Objective
+from platform.sweep_trial import checkpoint_dirs, latest_state
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import ray.train
+
+PLOT_FILE = "pareto.png"
+BEST_FILE = "best.json"
+STATUS_STYLE = {COMPLETED: ("tab:blue", "o"), ASHA: ("tab:orange", "v"), ERROR: ("tab:gray", "x")}
+
+
+def plot(frame: pd.DataFrame, objectives: list[Objective], front: np.ndarray, best: int | None, path: Path,
+         title: str) -> None:
+    """Quality against the second objective (``train_s`` for a single objective), every trial by
+    status, the front as a highlighted staircase and the chosen trial circled."""
+    y_obj = objectives[0]
+    x_obj = objectives[1] if len(objectives) > 1 else Objective("train_s", "min")
+    figure, axis = plt.subplots(figsize=(6.5, 4.5))
+    values = {o.metric: pd.to_numeric(frame.get(o.metric), errors="coerce") for o in (x_obj, y_obj)} if len(frame) else {}
+    for status, group in frame.groupby("status") if len(frame) else []:
+        color, marker = STATUS_STYLE.get(status, ("tab:purple", "s"))
+        axis.scatter(values[x_obj.metric][group.index], values[y_obj.metric][group.index], c=color, marker=marker,
+                     alpha=0.6, label=f"{status} ({len(group)})")
+    if front.any():
+        points = sorted(zip(values[x_obj.metric][front], values[y_obj.metric][front]))
+        label = "Pareto front" if len(objectives) > 1 else None
+        axis.step(*zip(*points), where="post", color="tab:red", alpha=0.6)
+        axis.scatter(*zip(*points), s=90, facecolors="none", edgecolors="tab:red", linewidths=2, label=label)
+    if best is not None:
+        axis.scatter([values[x_obj.metric][best]], [values[y_obj.metric][best]], marker="*", s=260, c="gold",
+                     edgecolors="black", zorder=5, label="best (saved tier)")
+    axis.set_xlabel(f"{x_obj.metric} ({x_obj.mode})")
+    axis.set_ylabel(f"{y_obj.metric} ({y_obj.mode})")
+    axis.set_title(title, fontsize=10)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+class _FinishedTrial:
+    """What ``artifacts.finish`` reads from a Ray Train ``Result``, rebuilt from a trial's directory
+    (the Train run ended inside the trial actor; its Result did not come back)."""
+
+    def __init__(self, latest: Path, best: Path):
+        self.checkpoint = ray.train.Checkpoint.from_directory(str(latest))
+        self._best = ray.train.Checkpoint.from_directory(str(best))
+
+    def get_best_checkpoint(self, metric: str, mode: str):
+        return self._best
+
+
+def export_best(stem: str, run_dir: Path, val_dataset: Any) -> dict | None:
+    """Make the best trial a finished run directory (history, plots, ``best_model.pt``, manifest),
+    as ``python -m platform.run`` would, so ``python -m platform.predict <run_dir>`` works."""
+    trainable, _space = registry.load(stem)
+    found = latest_state(run_dir)
+    if found is None:
+        return None
+    latest_dir, state = found
+    metric, mode = trainable.METRIC
+    history = [row for row in state["history"] if metric in row]
+    pick = (max if mode == "max" else min)(history, key=lambda row: row[metric]) if history else None
+    best_dirs = [d for d in checkpoint_dirs(run_dir) if pick and d.name.startswith(f"epoch_{int(pick['epoch']):04d}")]
+    cfg = config_lib.from_dict(trainable.Config, artifacts.read_json(run_dir / artifacts.CONFIG_FILE))
+    meta = artifacts.read_json(run_dir / artifacts.META_FILE)
+    manifest = artifacts.read_json(run_dir / artifacts.MANIFEST_FILE)
+    finished = _FinishedTrial(latest_dir, best_dirs[-1] if best_dirs else latest_dir)
+    return artifacts.finish(run_dir, trainable, cfg, meta, finished, val_dataset, manifest)
+
+
+def save_tier(storage: Path, stem: str, name: str, row: pd.Series, sets: list[str], sweep_dir: Path) -> Path:
+    """The best trial's exact configuration as a tier: its base tier plus the sampled values and the
+    sweep's ``--set`` overrides (``--data`` stays a per-run choice)."""
+    trainable, _space = registry.load(stem)
+    cfg = config_lib.to_dict(config_lib.from_dict(trainable.Config, artifacts.read_json(Path(row["run_dir"]) / artifacts.CONFIG_FILE)))
+    keys = [c.split("/", 1)[1] for c in row.index if c.startswith("config/") and pd.notna(row[c])]
+    keys += [k for k in config_lib.parse_sets(sets) if k != "data_dir"]
+    path = registry.saved_tier_path(storage, stem, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    artifacts.write_json(path, {
+        "base": row["tier"],
+        "overrides": {key: cfg[key] for key in dict.fromkeys(keys)},
+        "source": {"sweep": str(sweep_dir), "trial": row["trial_id"], "created": artifacts.now()},
+        "metrics": {k: row[k] for k in row.index if k.startswith(("val/", "train/")) and pd.notna(row[k])},
+    })
+    return path
+
+
+def write_best(sweep_dir: Path, row: pd.Series, objectives: list[Objective], manifest: dict | None,
+               tier_path: Path | None, front_ids: list[str]) -> dict:
+    best = {
+        "trial_id": row["trial_id"],
+        "status": row["status"],
+        "tier": row["tier"],
+        "params": {c.split("/", 1)[1]: _plain(row[c]) for c in row.index if c.startswith("config/") and pd.notna(row[c])},
+        "objectives": {str(o): _plain(row.get(o.metric)) for o in objectives},
+        "metrics": {k: _plain(row[k]) for k in row.index if k.startswith(("val/", "train/", "train_s", "params")) and pd.notna(row[k])},
+        "run_dir": row["run_dir"],
+        "config": artifacts.read_json(Path(row["run_dir"]) / artifacts.CONFIG_FILE) if row["run_dir"] else None,
+        "best_model": str(Path(row["run_dir"]) / artifacts.BEST_MODEL_FILE) if manifest else None,
+        "checkpoint": (manifest or {}).get("checkpoints", {}).get("best"),
+        "saved_tier": str(tier_path) if tier_path else None,
+        "pareto_front": front_ids,
+    }
+    artifacts.write_json(sweep_dir / BEST_FILE, best)
+    return best
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars as Python numbers, NaN as null: best.json is read by other tools."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    return value

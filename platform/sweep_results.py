@@ -1,0 +1,205 @@
+"""The sweep's table as it runs: each trial's config, metrics, time, status and why it stopped.
+
+Written by ``python -m platform.tune asl ...`` to ``<storage>/asl/sweeps/<name>/results.csv`` after
+every finished trial (so a long sweep can be read while it runs) and at the end. The same Tune
+callback removes the checkpoints of trials that lost: only the best ``--keep-best`` trials keep theirs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+from pathlib import Path
+from platform import artifacts
+from platform.errors import find_user_error
+from platform.sweep_space import Objective
+from platform.sweep_trial import DONE_FILE, TRIALS_DIR, checkpoint_dirs
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from ray.tune import Callback
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
+
+RESULTS_FILE = "results.csv"
+ASHA_FILE = "asha_stopped.json"
+COMPLETED, ASHA, ERROR, BUDGET, STOPPED, NOT_RUN = (
+    "completed", "early-stopped (ASHA)", "error", "stopped (time budget)", "stopped", "not finished")
+
+
+def _read_ids(path: Path) -> set[str]:
+    return set(json.loads(path.read_text(encoding="utf-8"))) if path.exists() else set()
+
+
+class RecordingASHA(AsyncHyperBandScheduler):
+    """ASHA that notes which trials it stopped: Tune reports them as TERMINATED, like trials
+    that finished or ran out of time, and results.csv must say why each trial stopped."""
+
+    def __init__(self, record: Path, **kwargs):
+        super().__init__(**kwargs)
+        self._record = record
+
+    def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
+        if result.get("epoch", 0) >= result.get("epochs_max", math.inf):
+            # The trial's last epoch: stopping it saves nothing and would kill the trial before
+            # its Train run finishes; it is ranked when it completes (on_trial_complete).
+            return TrialScheduler.CONTINUE
+        action = super().on_trial_result(tune_controller, trial, result)
+        if action == TrialScheduler.STOP:
+            self._record.write_text(json.dumps(sorted(_read_ids(self._record) | {trial.trial_id})), encoding="utf-8")
+        return action
+
+
+def _error_line(trial: Trial) -> str:
+    try:
+        error = trial.get_pickled_error() or trial.get_error()
+    except Exception:  # noqa: BLE001 - the table must be written even without the error file
+        return "error (no error file)"
+    user_error = find_user_error(error)
+    text = str(user_error if user_error is not None else error or "unknown error")
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "unknown error"
+
+
+def trial_row(trial: Trial, sweep_dir: Path, asha_ids: set[str], budget: float | None) -> dict[str, Any]:
+    result = trial.last_result or {}
+    run_dir = sweep_dir / TRIALS_DIR / trial.trial_id
+    finished = (run_dir / DONE_FILE).exists() or result.get("epoch", 0) >= result.get("epochs_max", math.inf)
+    reason = ""
+    if trial.status == Trial.ERROR:
+        status, reason = ERROR, _error_line(trial)
+    elif finished:
+        status = COMPLETED
+        if result.get("epoch", 0) < result.get("epochs_max", 0):
+            reason = f"trainable's early stopping at epoch {result.get('epoch')}"
+    elif trial.trial_id in asha_ids:
+        status, reason = ASHA, f"after epoch {result.get('epoch')}"
+    elif trial.status == Trial.TERMINATED:
+        status = BUDGET if budget else STOPPED
+    else:
+        status = f"{NOT_RUN} (time budget)" if budget else NOT_RUN
+    row = {"trial_id": trial.trial_id, "status": status, "reason": reason, "tier": trial.config.get("tier", "")}
+    row.update({f"config/{k}": v for k, v in trial.config.items() if k != "tier"})
+    metrics = {k: v for k, v in result.items() if k.startswith(("val/", "train/"))}
+    row.update(metrics)
+    row.update({
+        "params": result.get("params"), "train_s": result.get("train_s"), "epoch": result.get("epoch"),
+        "epochs_max": result.get("epochs_max"), "time_s": round(result.get("time_total_s", 0.0), 2),
+        "run_dir": str(run_dir) if run_dir.exists() else "",
+    })
+    return row
+
+
+def table(trials: list[Trial], sweep_dir: Path, budget: float | None) -> pd.DataFrame:
+    asha_ids = _read_ids(sweep_dir / ASHA_FILE)
+    return pd.DataFrame([trial_row(t, sweep_dir, asha_ids, budget) for t in trials])
+
+
+def pareto_mask(frame: pd.DataFrame, objectives: list[Objective]) -> np.ndarray:
+    """True for the rows no other row dominates (at least as good in all objectives, better in one).
+    Only completed trials compete: a stopped trial's time and quality are not its config's."""
+    signed = np.column_stack([
+        pd.to_numeric(frame[o.metric], errors="coerce").to_numpy(float) * (1 if o.mode == "min" else -1)
+        for o in objectives
+    ]) if len(frame) else np.zeros((0, len(objectives)))
+    eligible = (frame["status"] == COMPLETED).to_numpy() & ~np.isnan(signed).any(axis=1) if len(frame) else np.zeros(0, bool)
+    mask = np.zeros(len(frame), dtype=bool)
+    for i in np.flatnonzero(eligible):
+        others = signed[eligible]
+        dominated = ((others <= signed[i]).all(axis=1) & (others < signed[i]).any(axis=1)).any()
+        mask[i] = not dominated
+    return mask
+
+
+def best_index(frame: pd.DataFrame, objectives: list[Objective]) -> int | None:
+    """The best completed trial by the first objective (ties: the next objectives); any trial
+    with the metric when none completed."""
+    candidates = frame[frame["status"] == COMPLETED]
+    if candidates.empty:
+        candidates = frame
+    keys = [o.metric for o in objectives if o.metric in candidates]
+    if not keys or objectives[0].metric not in candidates:
+        return None
+    candidates = candidates.dropna(subset=[objectives[0].metric])
+    if candidates.empty:
+        return None
+    ordered = candidates.sort_values(keys, ascending=[o.mode == "min" for o in objectives if o.metric in keys])
+    return int(ordered.index[0])
+
+
+class SweepCallback(Callback):
+    """Progress lines, results.csv after each finished trial, and checkpoint pruning."""
+
+    def __init__(self, sweep_dir: Path, objectives: list[Objective], keep_best: int, budget: float | None):
+        self.sweep_dir, self.objectives, self.keep_best, self.budget = sweep_dir, objectives, keep_best, budget
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Trial, **info):
+        shown = "  ".join(f"{k}={_short(v)}" for k, v in trial.config.items())
+        say(f"[sweep] trial {trial.trial_id} started: {shown}")
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Trial, **info):
+        self._finished(trials, trial)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Trial, **info):
+        self._finished(trials, trial)
+
+    def on_experiment_end(self, trials: list, **info):
+        for _, row in self.write(trials).iterrows():
+            mark_manifest(row)  # trials the time budget stopped end here, without on_trial_complete
+
+    def _finished(self, trials: list, trial: Trial) -> None:
+        frame = self.write(trials)
+        row = frame[frame["trial_id"] == trial.trial_id].iloc[0]
+        mark_manifest(row)
+        values = "  ".join(f"{o.metric} {_short(row.get(o.metric))}" for o in self.objectives)
+        say(f"[sweep] trial {trial.trial_id} {row['status']}{' ' + row['reason'] if row['reason'] else ''}: {values}")
+
+    def write(self, trials: list) -> pd.DataFrame:
+        frame = table(trials, self.sweep_dir, self.budget)
+        prune_checkpoints(frame, self.objectives[0], self.keep_best, running={t.trial_id for t in trials if t.status in (Trial.RUNNING, Trial.PENDING)})
+        partial = self.sweep_dir / f".{RESULTS_FILE}.partial"
+        frame.to_csv(partial, index=False)
+        partial.replace(self.sweep_dir / RESULTS_FILE)
+        return frame
+
+
+def mark_manifest(row: pd.Series) -> None:
+    """A trial's run directory says how it ended (``platform.monitor`` reads it as a run)."""
+    path = Path(row["run_dir"]) / artifacts.MANIFEST_FILE if row["run_dir"] else None
+    if path is None or not path.exists():
+        return
+    manifest = artifacts.read_json(path)
+    if manifest.get("status") == "running":
+        status = {COMPLETED: "finished", ERROR: "failed"}.get(row["status"], "stopped")
+        reason = f"{row['status']}{': ' + row['reason'] if row['reason'] else ''}"
+        artifacts.write_json(path, {**manifest, "status": status, "sweep_status": reason, "updated": artifacts.now()})
+
+
+def prune_checkpoints(frame: pd.DataFrame, objective: Objective, keep: int, running: set[str]) -> list[str]:
+    """Remove the checkpoints of finished trials outside the best ``keep`` by ``objective``.
+
+    A removed trial can never come back into the best ``keep``: the others are already better.
+    """
+    done = frame[~frame["trial_id"].isin(running) & (frame["run_dir"] != "")]
+    scores = pd.to_numeric(done.get(objective.metric, pd.Series(dtype=float)), errors="coerce")
+    ranked = done.assign(_score=scores).sort_values("_score", ascending=objective.mode == "min", na_position="last")
+    removed = []
+    for _, row in ranked.iloc[keep:].iterrows():
+        for directory in checkpoint_dirs(Path(row["run_dir"])):
+            shutil.rmtree(directory, ignore_errors=True)
+            removed.append(str(directory))
+    return removed
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def say(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()

@@ -1,0 +1,147 @@
+"""Runs the sweep planned by ``python -m platform.tune asl ...``: the Tuner, then what it leaves.
+
+Optuna (TPE, define-by-run over the tier and the space) behind a ``ConcurrencyLimiter``; ASHA on
+the first objective when asked; the trials of ``platform/sweep_trial.py``. ``--resume`` restores
+the Tuner from the sweep directory (``Tuner.restore``), so finished trials are not run again and
+interrupted ones continue from their own checkpoints.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from platform import artifacts, data, sweep_best, sweep_trial
+from platform import config as config_lib
+from platform.run import shown_path
+from platform.sweep_results import (
+    ASHA_FILE,
+    COMPLETED,
+    RESULTS_FILE,
+    RecordingASHA,
+    SweepCallback,
+    best_index,
+    pareto_mask,
+)
+from platform.sweep_space import DefineByRun, Objective, format_duration
+from typing import Any
+
+import pandas as pd
+from ray import tune
+from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search.optuna import OptunaSearch
+
+
+def trial_dirname(trial: Any) -> str:
+    """Tune's own per-trial folder: short, beside ``trials/<id>`` (the Train run)."""
+    return f"tune_{trial.trial_id}"
+
+
+def asha(plan: Any, sweep_dir: Path) -> RecordingASHA:
+    """Rungs for runs of a few epochs: first cut after a fifth of the shortest tier, thirds (halves
+    under 9 epochs) kept at each rung. ``max_t`` is past every tier's last epoch so that ASHA never
+    cuts a trial at its final report (the trial ends by itself and keeps its last checkpoint)."""
+    epochs = [cfg.epochs for cfg in plan.tier_configs.values()]
+    objective = plan.objectives[0]
+    return RecordingASHA(
+        sweep_dir / ASHA_FILE, time_attr="training_iteration", metric=objective.metric, mode=objective.mode,
+        max_t=max(epochs) + 1, grace_period=max(1, min(epochs) // 5), reduction_factor=3 if max(epochs) >= 9 else 2,
+    )
+
+
+def trainable(plan: Any, sweep_dir: Path, prepared: dict, cpus_per_worker: float, max_failures: int):
+    chosen = plan.chosen
+    fn = tune.with_parameters(
+        sweep_trial.run_trial, stem=plan.stem, tiers=plan.tiers, sets=chosen["sets"], data_dir=chosen["data"],
+        storage=str(plan.storage), sweep_dir=str(sweep_dir), prepared=prepared, cpus_per_worker=cpus_per_worker,
+        max_failures=max_failures, env=sweep_trial.propagated_env(),
+    )
+    return tune.with_resources(fn, {"CPU": sweep_trial.TRIAL_DRIVER_CPU})
+
+
+def tuner(plan: Any, sweep_dir: Path, fn: Any, concurrent: int) -> tune.Tuner:
+    objectives = plan.objectives
+    metric = [o.metric for o in objectives] if len(objectives) > 1 else objectives[0].metric
+    mode = [o.mode for o in objectives] if len(objectives) > 1 else objectives[0].mode
+    searcher = OptunaSearch(space=DefineByRun(plan.tiers, plan.space), metric=metric, mode=mode,
+                            seed=plan.chosen["search_seed"])
+    return tune.Tuner(
+        fn,
+        tune_config=tune.TuneConfig(
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrent),
+            scheduler=asha(plan, sweep_dir) if plan.scheduler == "asha" else None,
+            num_samples=plan.chosen["trials"],
+            time_budget_s=plan.budget,
+            trial_dirname_creator=trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=sweep_dir.name,
+            storage_path=str(sweep_dir.parent),
+            callbacks=[SweepCallback(sweep_dir, objectives, plan.chosen["keep_best"], plan.budget)],
+            # A trial whose workers could not start (CPUs not yet released) gets one more go; it
+            # resumes its Train run from its checkpoints.
+            failure_config=tune.FailureConfig(max_failures=1),
+            verbose=0,  # SweepCallback prints one line a trial; Train workers one line an epoch
+        ),
+    )
+
+
+def run(plan: Any, sweep_dir: Path, concurrent: int, cpus_per_worker: float, max_failures: int, resume: bool) -> str:
+    prepared = sweep_trial.prepare_shared(plan.stem, plan.tier_configs)
+    fn = trainable(plan, sweep_dir, prepared, cpus_per_worker, max_failures)
+    if resume and tune.Tuner.can_restore(str(sweep_dir)):
+        print(f"[sweep] resuming {sweep_dir}", flush=True)
+        runner = tune.Tuner.restore(str(sweep_dir), trainable=fn, resume_unfinished=True, resume_errored=False)
+    else:
+        runner = tuner(plan, sweep_dir, fn, concurrent)
+    runner.fit()
+    return finish(plan, sweep_dir, prepared)
+
+
+def finish(plan: Any, sweep_dir: Path, prepared: dict) -> str:
+    """results.csv with the front and the best marked, pareto.png, the best run, tier and best.json."""
+    frame = pd.read_csv(sweep_dir / RESULTS_FILE) if (sweep_dir / RESULTS_FILE).exists() else pd.DataFrame()
+    if frame.empty:
+        return "[sweep] no trial ran"
+    frame[["reason", "run_dir"]] = frame[["reason", "run_dir"]].fillna("")  # CSV reads "" back as NaN
+    objectives = plan.objectives
+    for objective in objectives:
+        if objective.metric not in frame:
+            frame[objective.metric] = float("nan")
+    front = pareto_mask(frame, objectives)
+    best = best_index(frame, objectives)
+    frame["pareto"] = front if len(objectives) > 1 else False
+    frame["best"] = [i == best for i in frame.index]
+    frame.to_csv(sweep_dir / RESULTS_FILE, index=False)
+    plot_front = front if len(objectives) > 1 else pareto_mask(frame, [objectives[0], Objective("train_s", "min")])
+    title = f"{plan.stem} sweep {sweep_dir.name}: {len(frame)} trials"
+    sweep_best.plot(frame, objectives, plot_front, best, sweep_dir / sweep_best.PLOT_FILE, title)
+
+    counts = ", ".join(f"{n} {status}" for status, n in frame["status"].value_counts().items())
+    lines = [f"[sweep] {len(frame)} of {plan.chosen['trials']} trials: {counts}"]
+    if best is None:
+        lines.append("[sweep] no trial reported the objective: nothing saved")
+        return "\n".join(lines)
+    row = frame.loc[best]
+    manifest = None
+    if row["run_dir"]:
+        # The trial's own config: its sampled values may have changed the data (DATA_KEYS).
+        cfg = config_lib.from_dict(plan.trainable.Config, artifacts.read_json(Path(row["run_dir"]) / artifacts.CONFIG_FILE))
+        signature = sweep_trial.data_signature(plan.trainable, cfg)
+        datasets = prepared[signature][0] if signature in prepared else data.prepare(plan.trainable, cfg)[0]
+        manifest = sweep_best.export_best(plan.stem, Path(row["run_dir"]), datasets["val"])
+    tier_path = sweep_best.save_tier(plan.storage, plan.stem, plan.chosen["save_tier"], row, plan.chosen["sets"],
+                                     sweep_dir) if row["run_dir"] else None
+    front_ids = list(frame.loc[front, "trial_id"]) if len(objectives) > 1 else []
+    sweep_best.write_best(sweep_dir, row, objectives, manifest, tier_path, front_ids)
+    values = "  ".join(f"{o.metric} {row[o.metric]:.4g}" for o in objectives)
+    lines.append(f"[sweep] best: trial {row['trial_id']} (tier {row['tier']}): {values}")
+    if front_ids:
+        lines.append(f"[sweep] Pareto front: {len(front_ids)} trials: {', '.join(front_ids)}")
+    if tier_path:
+        lines.append(f"[sweep] saved tier {plan.chosen['save_tier']!r}: {shown_path(tier_path)}  "
+                     f"(python -m platform.run {plan.stem} --tier {plan.chosen['save_tier']} --storage {shown_path(plan.storage)})")
+    if manifest:
+        lines.append(f"[sweep] best model: python -m platform.predict {shown_path(Path(row['run_dir']))} <input ...>")
+    took = frame["time_s"].sum()
+    lines.append(f"[sweep] results: {shown_path(sweep_dir / RESULTS_FILE)}  ({format_duration(took)} of trial time; "
+                 f"{(frame['status'] == COMPLETED).sum()} completed)")
+    return "\n".join(lines)

@@ -1,0 +1,198 @@
+"""What a sweep searches and for what: objectives, the search space, the time budget, estimates.
+
+Used by ``python -m platform.tune asl --tiers smoke,fast --trials 8 --objective val/acc:max``
+(and ``--pareto val/acc:max,train_s:min``, ``--time-budget 30m``, ``--dry-run``). Everything here is
+checked before Ray starts, so a bad metric, space, tier or budget costs one line and no compute.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import re
+import statistics
+from pathlib import Path
+from platform import config as config_lib
+from platform.errors import UserError
+from types import ModuleType
+from typing import Any
+
+import optuna
+from ray.tune.search.optuna import OptunaSearch
+
+# Added to what the trainable reports by the sweep (platform/sweep_trial.py).
+SWEEP_METRICS = {"train_s": "min", "params": "min"}
+# Reported by every trainable through platform/worker.py.
+WORKER_METRICS = {"epoch_s": "min"}
+# Starting a one-worker Ray Train run costs 15-20 s on a 2-core machine (DESIGN.md).
+TRIAL_STARTUP_S = 20.0
+# When neither the search space (EPOCH_SECONDS) nor an earlier run says how long an epoch takes.
+ASSUMED_EPOCH_S = 5.0
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    metric: str
+    mode: str  # "min" or "max"
+
+    def __str__(self) -> str:
+        return f"{self.metric}:{self.mode}"
+
+
+def parse_objectives(text: str, trainable: ModuleType, flag: str) -> list[Objective]:
+    """``val/acc:max,train_s:min`` -> objectives; the mode may be left out where it is known."""
+    objectives = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        metric, _, mode = item.rpartition(":") if ":" in item else (item, "", "")
+        mode = mode or default_mode(metric, trainable)
+        if mode not in ("min", "max"):
+            raise UserError(f"{flag}: mode of {metric!r} must be min or max, got {mode!r}")
+        check_metric(metric, trainable)
+        objectives.append(Objective(metric, mode))
+    if not objectives:
+        raise UserError(f"{flag} names no metric")
+    if len({o.metric for o in objectives}) != len(objectives):
+        raise UserError(f"{flag} names a metric twice")
+    return objectives
+
+
+def default_mode(metric: str, trainable: ModuleType) -> str:
+    name, mode = trainable.METRIC
+    if metric == name:
+        return mode
+    known = {**SWEEP_METRICS, **WORKER_METRICS}
+    if metric in known or metric.endswith("loss"):
+        return known.get(metric, "min")
+    raise UserError(f"say whether {metric!r} is minimised or maximised: {metric}:min or {metric}:max")
+
+
+def check_metric(metric: str, trainable: ModuleType) -> None:
+    """Only what a trial reports: the trainable's metrics (``val/*``, ``train/*``) and the sweep's.
+
+    A ``val/x`` the trainable turns out not to report is caught on the first result
+    (``platform/sweep_results.py``); this check catches typos before anything runs.
+    """
+    known = [trainable.METRIC[0], "val/loss", "train/loss", *SWEEP_METRICS, *WORKER_METRICS]
+    if metric in known or re.fullmatch(r"(val|train)/[A-Za-z0-9_.-]+", metric):
+        return
+    raise UserError(f"unknown metric {metric!r}; a trial reports {', '.join(known)} and other val/*, train/* metrics")
+
+
+# ---------------------------------------------------------------- the search space
+
+
+def searched_space(space_module: ModuleType, config_cls: type, sets: list[str]) -> Any:
+    """``SPACE`` checked against the Config: a dict of ``ray.tune`` distributions (or a function).
+
+    Keys fixed by ``--set`` are dropped: ``--set`` wins over a trial, so searching them is waste.
+    """
+    space = getattr(space_module, "SPACE", None)
+    if callable(space):
+        return space  # conditional (define-by-run): checked when Optuna first calls it
+    if not isinstance(space, dict):
+        raise UserError(f"{space_module.__name__}.SPACE must be a dict of ray.tune distributions or a function")
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(space) - fields)
+    if unknown:
+        raise UserError(f"{space_module.__name__}.SPACE: unknown config key {unknown[0]!r}")
+    fixed = set(config_lib.parse_sets(list(sets)))
+    kept = {key: value for key, value in space.items() if key not in fixed}
+    try:
+        converted = OptunaSearch.convert_search_space(kept)
+    except (ValueError, AttributeError, TypeError) as err:
+        raise UserError(f"{space_module.__name__}.SPACE is malformed: {err}") from None
+    if set(converted) != set(kept):
+        missing = sorted(set(kept) - set(converted))
+        raise UserError(f"{space_module.__name__}.SPACE is malformed: {missing[0]!r} is not a ray.tune distribution")
+    return converted
+
+
+class DefineByRun:
+    """Optuna's define-by-run space: the tier first, then the hyperparameters.
+
+    Define-by-run because a space may be conditional on the tier. A module-level class, not a
+    closure: Tune pickles the searcher (with its space) into the sweep for ``--resume``.
+    """
+
+    def __init__(self, tiers: list[str], space: Any):
+        self.tiers = tiers
+        self.space = space
+
+    def __call__(self, trial: Any) -> dict | None:
+        tier = trial.suggest_categorical("tier", self.tiers) if len(self.tiers) > 1 else self.tiers[0]
+        if callable(self.space):
+            takes_tier = len(inspect.signature(self.space).parameters) > 1
+            extra = self.space(trial, tier) if takes_tier else self.space(trial)
+        else:
+            extra = None
+            for name, distribution in self.space.items():
+                suggest(trial, name, distribution)
+        return {"tier": tier, **(extra or {})}
+
+
+def suggest(trial: Any, name: str, distribution: Any) -> Any:
+    if isinstance(distribution, optuna.distributions.FloatDistribution):
+        return trial.suggest_float(name, distribution.low, distribution.high, step=distribution.step, log=distribution.log)
+    if isinstance(distribution, optuna.distributions.IntDistribution):
+        return trial.suggest_int(name, distribution.low, distribution.high, step=distribution.step, log=distribution.log)
+    return trial.suggest_categorical(name, distribution.choices)
+
+
+def describe_space(tiers: list[str], space: Any) -> list[str]:
+    lines = [f"  tier: {' | '.join(tiers)}"]
+    if callable(space):
+        return [*lines, f"  (conditional space: {getattr(space, '__qualname__', space)})"]
+    for name, dist in space.items():
+        if isinstance(dist, optuna.distributions.CategoricalDistribution):
+            lines.append(f"  {name}: choice {list(dist.choices)}")
+        else:
+            kind = "log-uniform" if dist.log else "uniform"
+            kind = f"{'integer ' if isinstance(dist, optuna.distributions.IntDistribution) else ''}{kind}"
+            lines.append(f"  {name}: {kind} [{dist.low:g}, {dist.high:g}]" + (f" step {dist.step:g}" if dist.step else ""))
+    return lines
+
+
+# ---------------------------------------------------------------- time
+
+
+def parse_duration(text: str | None) -> float | None:
+    """``30m``, ``1h30m``, ``90s``, ``90`` -> seconds."""
+    if not text:
+        return None
+    match = _DURATION.match(text.strip().lower())
+    if not match or not any(match.groups()):
+        raise UserError(f"--time-budget expects a duration like 30m, 1h30m or 90s, got {text!r}")
+    hours, minutes, seconds = (float(g or 0) for g in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def format_duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def epoch_seconds(space_module: ModuleType, storage: Path, stem: str, tier: str) -> tuple[float, str]:
+    """Seconds an epoch of ``tier``: measured by earlier runs and trials in ``storage`` when there
+    are some, else the search space's ``EPOCH_SECONDS``, else an assumption."""
+    measured = []
+    patterns = ["*/manifest.json", "sweeps/*/trials/*/manifest.json"]
+    for manifest_path in (p for pattern in patterns for p in (storage / stem).glob(pattern)):
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if manifest.get("tier") == tier:
+            measured += [row["epoch_s"] for row in manifest.get("history", []) if "epoch_s" in row]
+    if measured:
+        return statistics.median(measured), f"measured over {len(measured)} earlier epochs"
+    declared = getattr(space_module, "EPOCH_SECONDS", {})
+    if tier in declared:
+        return float(declared[tier]), "from the search space"
+    return ASSUMED_EPOCH_S, "assumed"
+
+
+def trial_seconds(epochs: int, seconds_per_epoch: float) -> float:
+    return TRIAL_STARTUP_S + epochs * seconds_per_epoch

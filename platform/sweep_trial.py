@@ -1,0 +1,139 @@
+"""One trial of ``python -m platform.tune asl``: the same Ray Train run as ``python -m platform.run``.
+
+Tune runs :func:`run_trial` as a plain function trainable (Ray 2.60: ``Tuner(trainer)`` is gone)
+that builds the run's ``TorchTrainer`` with ``platform.trainer.build`` and fits it; a
+``TuneReportCallback`` forwards each epoch's metrics to Tune. The Train run is named by the trial
+id under ``<sweep>/trials/``, so a retried or resumed trial continues from its own checkpoints.
+
+Data: materialised once per distinct data config in the driver (:func:`prepare_shared`) and handed
+to every trial through ``tune.with_parameters`` (one copy in the object store). Only a trial whose
+sampled values change the data (a key in the trainable's ``DATA_KEYS``) prepares its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from platform import artifacts, cluster, data, registry
+from platform import config as config_lib
+from platform import trainer as trainer_lib
+from platform.worker import STATE_FILE
+from typing import Any
+
+import ray.tune
+import torch
+from ray.train.v2._internal.constants import ENV_VARS_TO_PROPAGATE
+from ray.tune.integration.ray_train import TuneReportCallback
+
+TRIALS_DIR = "trials"
+TRIAL_DRIVER_CPU = 0.01  # the trial function only waits on its Train run (DESIGN.md)
+DONE_FILE = "trial_done.json"
+# Which config keys change the materialised data, for trainables that do not say (``DATA_KEYS``).
+DEFAULT_DATA_KEYS = ("data_dir", "seed", "val_fraction", "max_len")
+DEFAULT_DATA_PREFIXES = ("synthetic_", "data_")
+# A trial whose workers cannot be placed (CPUs still held by a stopped trial) fails after this
+# instead of hanging the sweep; Tune then retries it (``FailureConfig(max_failures=1)``).
+WORKER_START_TIMEOUT_S = "120"
+
+
+def data_keys(trainable: Any, cfg: Any) -> set[str]:
+    declared = getattr(trainable, "DATA_KEYS", None)
+    if declared is not None:
+        return set(declared)
+    names = config_lib.to_dict(cfg)
+    return {k for k in names if k in DEFAULT_DATA_KEYS or k.startswith(DEFAULT_DATA_PREFIXES)}
+
+
+def data_signature(trainable: Any, cfg: Any) -> str:
+    values = config_lib.to_dict(cfg)
+    return json.dumps({k: values[k] for k in sorted(data_keys(trainable, cfg))}, default=str)
+
+
+def prepare_shared(stem: str, tier_configs: dict[str, Any], say=print) -> dict[str, tuple[dict, dict]]:
+    """Datasets and meta for each distinct data config among the tiers: prepared once, shared."""
+    trainable, _space = registry.load(stem)
+    prepared: dict[str, tuple[dict, dict]] = {}
+    for tier, cfg in tier_configs.items():
+        signature = data_signature(trainable, cfg)
+        if signature not in prepared:
+            say(f"[{stem}] preparing data for tier {tier} ({cfg.data_dir or 'synthetic set'})")
+            prepared[signature] = data.prepare(trainable, cfg)
+            say(f"[{stem}] rows: {prepared[signature][1]['rows']}  in {prepared[signature][1]['preprocess_s']}s")
+    return prepared
+
+
+def propagated_env() -> dict[str, str]:
+    """Ray Train settings of the driver's environment (health checks, start-up timeout): a trial
+    actor on an existing cluster does not inherit them, and Train forwards only its caller's."""
+    env = {name: os.environ[name] for name in ENV_VARS_TO_PROPAGATE if name in os.environ}
+    env.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", WORKER_START_TIMEOUT_S)
+    return env
+
+
+class SweepReportCallback(TuneReportCallback):
+    """Forwards each epoch to Tune, adding what a Pareto sweep compares a trial by.
+
+    ``train_s`` sums the epochs' ``epoch_s`` (a replayed epoch counts once, as its last attempt),
+    ``params`` is the model's parameter count, ``epochs_max`` tells a finished trial from a stopped one.
+    """
+
+    def __init__(self, params: int, epochs_max: int, epoch_seconds: dict[int, float]):
+        super().__init__()
+        self._static = {"params": params, "epochs_max": epochs_max}
+        self._epoch_seconds = dict(epoch_seconds)
+
+    def after_report(self, run_context, metrics, checkpoint):
+        first = metrics[0]
+        self._epoch_seconds[int(first["epoch"])] = float(first.get("epoch_s", 0.0))
+        extra = {**self._static, "train_s": round(sum(self._epoch_seconds.values()), 3)}
+        super().after_report(run_context, [{**first, **extra}, *metrics[1:]], checkpoint)
+
+
+def run_trial(params: dict, *, stem: str, tiers: list[str], sets: list[str], data_dir: str, storage: str,
+              sweep_dir: str, prepared: dict, cpus_per_worker: float, max_failures: int, env: dict) -> None:
+    """The Tune trainable: resolve the trial's config, train it on Ray Train, mark it done."""
+    os.environ.update(env)  # before fit(): Train passes them on to its controller and workers
+    trainable, _space = registry.load(stem)
+    tier = params.get("tier", tiers[0])
+    sampled = {key: value for key, value in params.items() if key != "tier"}
+    cfg = registry.resolve(stem, tier, sets, sampled, data_dir, Path(storage))
+    signature = data_signature(trainable, cfg)
+    datasets, meta = prepared[signature] if signature in prepared else data.prepare(trainable, cfg)
+
+    run_dir = Path(sweep_dir) / TRIALS_DIR / ray.tune.get_context().get_trial_id()
+    resumed = (run_dir / artifacts.MANIFEST_FILE).exists()
+    manifest = artifacts.start(run_dir, stem, tier, cfg, meta, cluster.hardware(), resumed, dashboard=cluster.start())
+    artifacts.write_json(run_dir / artifacts.MANIFEST_FILE, {**manifest, "command": f"python -m platform.tune {stem}",
+                                                              "sweep": {"dir": sweep_dir, "params": params}})
+    trainer = trainer_lib.build(stem, cfg, meta, datasets, run_dir, workers=1,
+                                cpus_per_worker=cpus_per_worker, max_failures=max_failures)
+    params_count = sum(p.numel() for p in trainable.build_model(cfg, meta).parameters())
+    # RunConfig.callbacks is read when fit() starts the controller, so it can be extended here.
+    trainer.run_config.callbacks.append(SweepReportCallback(params_count, cfg.epochs, trained_seconds(run_dir)))
+    trainer.fit()
+    artifacts.write_json(run_dir / DONE_FILE, {"finished": artifacts.now()})
+
+
+# ---------------------------------------------------------------- a trial's checkpoints
+
+
+def checkpoint_dirs(run_dir: Path) -> list[Path]:
+    """Ray Train's checkpoint directories of a trial, oldest epoch first."""
+    return sorted(p.parent for p in run_dir.glob(f"*/{STATE_FILE}"))
+
+
+def latest_state(run_dir: Path) -> tuple[Path, dict] | None:
+    for directory in reversed(checkpoint_dirs(run_dir)):
+        try:
+            return directory, torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, EOFError):
+            continue  # an orphaned or half-written checkpoint of a killed attempt
+    return None
+
+
+def trained_seconds(run_dir: Path) -> dict[int, float]:
+    """Epoch -> seconds of the epochs a resumed trial already trained (its latest checkpoint)."""
+    found = latest_state(run_dir)
+    history = found[1].get("history", []) if found else []
+    return {int(row["epoch"]): float(row.get("epoch_s", 0.0)) for row in history}

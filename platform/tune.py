@@ -1,0 +1,207 @@
+"""Sweep a trainable's tiers and hyperparameters with Ray Tune and Optuna; save the best as a tier.
+
+    python -m platform.tune asl [--tiers fast,standard] [--trials N] [--concurrent K]
+                                [--objective val/acc:max | --pareto val/acc:max,train_s:min]
+                                [--time-budget 30m] [--scheduler asha|none] [--save-tier tuned]
+                                [--data DIR] [--set key=value ...] [--address ADDR] [--storage PATH]
+                                [--name NAME] [--resume] [--dry-run]
+
+Each trial trains exactly like ``python -m platform.run`` (same TorchTrainer, checkpoints and
+metrics) with the config: the trial's tier, its sampled values, then ``--set``. Optuna's TPE
+samples the tier and the search space (``search_spaces/<stem>.py``); ASHA stops poor trials early
+(single objective); ``--pareto`` optimises several objectives (``train_s``: seconds of training,
+``params``: parameter count) and reports their Pareto front. Output, in
+``<storage>/<stem>/sweeps/<name>/``: results.csv, pareto.png, best.json, the best trial as a run
+directory (``trials/<id>``, usable by ``platform.predict``); and ``<storage>/<stem>/tiers/<tier>.json``,
+so that ``python -m platform.run asl --tier tuned --storage <storage>`` trains the best config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import re
+import sys
+from pathlib import Path
+from platform import artifacts, registry
+from platform import sweep_space as space_lib
+from platform.errors import UserError, exit_on_user_error, find_user_error
+from platform.run import DEFAULT_MAX_FAILURES, DEFAULT_STORAGE
+
+DEFAULT_TRIALS = 8
+DEFAULT_KEEP_BEST = 3
+SETTINGS_FILE = "sweep.json"
+# Settings a resumed sweep keeps: passing them again with --resume is an error, not ignored.
+KEPT = ("tiers", "trials", "concurrent", "cpus_per_trial", "objective", "pareto", "time_budget", "scheduler",
+        "save_tier", "data", "sets", "keep_best", "search_seed")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m platform.tune", description=__doc__.split("\n\n")[0],
+                                     epilog=f"trainables: {', '.join(registry.stems())}")
+    parser.add_argument("stem", help="the trainable (a module in trainables/)")
+    parser.add_argument("--tiers", help=f"comma-separated tiers to search over (default {registry.DEFAULT_TIER})")
+    parser.add_argument("--trials", type=int, help=f"number of trials (default {DEFAULT_TRIALS})")
+    parser.add_argument("--concurrent", type=int, help="trials at a time (default: cluster CPUs / --cpus-per-trial)")
+    parser.add_argument("--cpus-per-trial", type=float, help="CPUs of each trial's worker (default 1)")
+    parser.add_argument("--objective", help="metric:min|max to optimise (default: the trainable's METRIC)")
+    parser.add_argument("--pareto", help="several metric:mode, e.g. val/acc:max,train_s:min (or params:min)")
+    parser.add_argument("--time-budget", help="stop starting and running trials after this long, e.g. 30m, 1h30m")
+    parser.add_argument("--scheduler", choices=["asha", "none"], help="early stopping (default asha; none with --pareto)")
+    parser.add_argument("--save-tier", help="name of the tier the best config is saved as (default tuned)")
+    parser.add_argument("--data", help="dataset folder in the trainable's real format (default: synthetic)")
+    parser.add_argument("--set", dest="sets", action="append", metavar="KEY=VALUE", help="fix a config key (repeatable)")
+    parser.add_argument("--keep-best", type=int, help=f"trials whose checkpoints are kept (default {DEFAULT_KEEP_BEST})")
+    parser.add_argument("--search-seed", type=int, help="seed of Optuna's sampler (default 0)")
+    parser.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
+    parser.add_argument("--storage", default=DEFAULT_STORAGE, help=f"where runs and sweeps are written (default ./{DEFAULT_STORAGE})")
+    parser.add_argument("--name", help="sweep name (default <tiers>-<timestamp>)")
+    parser.add_argument("--resume", action="store_true", help="continue the interrupted sweep --name")
+    parser.add_argument("--dry-run", action="store_true", help="show trials, space and estimated compute; train nothing")
+    return parser
+
+
+def settings(args: argparse.Namespace, sweep_dir: Path) -> dict:
+    """The sweep's settings: from the command line, or as saved for ``--resume``."""
+    if args.resume:
+        if not args.name:
+            raise UserError("--resume needs the --name of the sweep to continue")
+        given = [f"--{key.replace('_', '-')}" for key in KEPT if getattr(args, key) not in (None, [])]
+        if given:
+            raise UserError(f"a resumed sweep keeps its settings: drop {', '.join(given)}")
+        if not (sweep_dir / SETTINGS_FILE).exists():
+            raise UserError(f"nothing to resume at {sweep_dir}")
+        return artifacts.read_json(sweep_dir / SETTINGS_FILE)
+    if sweep_dir.exists() and any(sweep_dir.iterdir()):
+        raise UserError(f"sweep {sweep_dir} already exists: pass --resume to continue it, or another --name")
+    chosen = {key: getattr(args, key) for key in KEPT}
+    chosen.update(tiers=args.tiers or registry.DEFAULT_TIER, trials=args.trials or DEFAULT_TRIALS,
+                  save_tier=args.save_tier or "tuned", sets=args.sets or [], data=args.data or "",
+                  keep_best=args.keep_best or DEFAULT_KEEP_BEST, search_seed=args.search_seed or 0,
+                  cpus_per_trial=args.cpus_per_trial or 1.0)
+    return chosen
+
+
+class Plan:
+    """Everything checked before Ray starts: tiers, objectives, space, budget."""
+
+    def __init__(self, stem: str, chosen: dict, storage: Path):
+        self.stem, self.chosen, self.storage = stem, chosen, storage
+        self.trainable, self.space_module = registry.load(stem)
+        self.tiers = list(dict.fromkeys(t.strip() for t in chosen["tiers"].split(",") if t.strip()))
+        if not self.tiers:
+            raise UserError("--tiers names no tier")
+        # Unknown tiers, bad --set and --data fail here, naming the culprit.
+        self.tier_configs = {t: registry.resolve(stem, t, chosen["sets"], None, chosen["data"], storage) for t in self.tiers}
+        if chosen["data"] and not Path(chosen["data"]).expanduser().is_dir():
+            raise UserError(f"data folder not found: {chosen['data']}")
+        if chosen["pareto"] and chosen["objective"]:
+            raise UserError("give either --objective or --pareto, not both")
+        if chosen["pareto"]:
+            self.objectives = space_lib.parse_objectives(chosen["pareto"], self.trainable, "--pareto")
+            if len(self.objectives) < 2:
+                raise UserError("--pareto needs at least two metrics, e.g. val/acc:max,train_s:min")
+        else:
+            default = ":".join(self.trainable.METRIC)
+            self.objectives = space_lib.parse_objectives(chosen["objective"] or default, self.trainable, "--objective")
+        self.scheduler = chosen["scheduler"] or ("none" if chosen["pareto"] else "asha")
+        self.space = space_lib.searched_space(self.space_module, self.trainable.Config, chosen["sets"])
+        if not self.space and len(self.tiers) == 1:
+            raise UserError(f"nothing to search: {self.space_module.__name__}.SPACE is empty (or fixed by --set) "
+                            "and there is one tier")
+        for name, value in (("--trials", chosen["trials"]), ("--keep-best", chosen["keep_best"]),
+                            ("--concurrent", chosen["concurrent"] or 1), ("--cpus-per-trial", chosen["cpus_per_trial"])):
+            if value <= 0:
+                raise UserError(f"{name} must be positive")
+        self.budget = space_lib.parse_duration(chosen["time_budget"])
+        self.estimates = {t: self._estimate(t) for t in self.tiers}
+        cheapest = min(self.tiers, key=lambda t: self.estimates[t][0])
+        if self.budget is not None and self.budget < self.estimates[cheapest][0]:
+            raise UserError(f"--time-budget {chosen['time_budget']} is too small for one trial: the cheapest "
+                            f"(tier {cheapest}) takes about {space_lib.format_duration(self.estimates[cheapest][0])}")
+
+    def _estimate(self, tier: str) -> tuple[float, str]:
+        epoch_s, source = space_lib.epoch_seconds(self.space_module, self.storage, self.stem, tier)
+        epochs = self.tier_configs[tier].epochs
+        return space_lib.trial_seconds(epochs, epoch_s), f"{epochs} epochs x {epoch_s:.2f}s ({source})"
+
+    def describe(self, concurrent: int) -> str:
+        trials = self.chosen["trials"]
+        mean_s = sum(self.estimates[t][0] for t in self.tiers) / len(self.tiers)
+        lines = [
+            f"sweep {self.stem}: {trials} trials, {concurrent} at a time; objective "
+            f"{', '.join(map(str, self.objectives))}; scheduler {self.scheduler}"
+            + (f"; time budget {space_lib.format_duration(self.budget)}" if self.budget else ""),
+            "search space:", *space_lib.describe_space(self.tiers, self.space), "estimate:",
+        ]
+        lines += [f"  tier {t}: {space_lib.format_duration(s)} a trial = {space_lib.TRIAL_STARTUP_S:.0f}s start-up + {how}"
+                  for t, (s, how) in self.estimates.items()]
+        wall = mean_s * trials / concurrent
+        lines.append(f"  {trials} trials: about {space_lib.format_duration(mean_s * trials)} of trial time, "
+                     f"{space_lib.format_duration(wall)} wall-clock at {concurrent} at a time"
+                     + (" (at most: ASHA stops poor trials early)" if self.scheduler == "asha" else "")
+                     + (f"; the time budget stops it at {space_lib.format_duration(self.budget)}"
+                        if self.budget and self.budget < wall else ""))
+        return "\n".join(lines)
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    storage = Path(args.storage).expanduser().resolve()
+    registry.load(args.stem)
+    name = args.name or f"{(args.tiers or registry.DEFAULT_TIER).replace(',', '-')}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    sweep_dir = storage / args.stem / "sweeps" / name
+    chosen = settings(args, sweep_dir)
+    plan = Plan(args.stem, chosen, storage)
+    if args.dry_run:
+        import psutil
+
+        concurrent = chosen["concurrent"] or max(1, int(psutil.cpu_count() // chosen["cpus_per_trial"]))
+        print(plan.describe(min(concurrent, chosen["trials"])))
+        print("dry run: no trial was started")
+        return 0
+
+    from platform import cluster, sweep_runner
+    from platform.sweep_trial import TRIAL_DRIVER_CPU
+
+    dashboard = cluster.start(args.address)
+    print(f"Ray dashboard: {dashboard or 'not running'}", flush=True)
+    cpus = cluster.cluster_cpus()
+    concurrent = min(chosen["concurrent"] or max(1, int(cpus // chosen["cpus_per_trial"])), chosen["trials"])
+    # Each trial's function holds TRIAL_DRIVER_CPU besides its worker: leave room for both.
+    cpus_per_worker = round(min(chosen["cpus_per_trial"], (cpus - TRIAL_DRIVER_CPU * concurrent) / concurrent), 2)
+    if cpus_per_worker <= 0:
+        raise UserError(f"--concurrent {concurrent} trials do not fit on {cpus} CPUs")
+    print(plan.describe(concurrent), flush=True)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    if not args.resume:
+        artifacts.write_json(sweep_dir / SETTINGS_FILE, {**chosen, "stem": args.stem, "started": artifacts.now(),
+                                                         "command": " ".join(["python -m platform.tune", *sys.argv[1:]])})
+    try:
+        outcome = sweep_runner.run(plan, sweep_dir, concurrent, cpus_per_worker, DEFAULT_MAX_FAILURES, args.resume)
+    except Exception as exc:  # noqa: BLE001 - re-raised; only Tune's missing-metric error is reworded
+        raise _missing_metric(exc, plan) or exc
+    print(outcome, flush=True)
+    return 0 if (sweep_dir / sweep_runner.sweep_best.BEST_FILE).exists() else 1  # no trial gave a result
+
+
+def _missing_metric(exc: BaseException, plan: Plan) -> UserError | None:
+    """Tune's error when a trial's results lack an objective, as one line naming what it reports."""
+    if find_user_error(exc) is not None:
+        return None
+    chain, current = [], exc
+    while current is not None and len(chain) < 10:
+        chain.append(str(current))
+        current = current.__cause__ or current.__context__
+    text = "\n".join(chain)
+    if "did not include the specified metric" not in text:
+        return None
+    missing = [o.metric for o in plan.objectives if f"`{o.metric}`" in text or f"'{o.metric}'" in text.split("Result:")[0]]
+    reported = sorted(set(re.findall(r"'((?:val|train)/[^']+)'", text.split("Result:")[-1])))
+    return UserError(f"unknown metric {(missing or [plan.objectives[0].metric])[0]!r}: {plan.stem} reports "
+                     f"{', '.join(reported + ['train_s', 'params'])}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

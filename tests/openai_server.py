@@ -1,0 +1,184 @@
+"""A real OpenAI-compatible chat-completions server on loopback, for labeling tests and offline demos.
+
+    .venv/bin/python tests/openai_server.py --port 8765 [--key test-key] [--latency 0.1]
+        [--script '{"#flaky": ["429", "500"]}']
+    OPENROUTER_API_KEY=test-key .venv/bin/python -m platform.label ../shared/datasets/social \\
+        --base-url http://127.0.0.1:8765/v1 --price-in 1 --price-out 1 --out /tmp/labeled
+
+Serves ``POST /v1/chat/completions`` with the OpenAI response schema (``usage`` included), on
+127.0.0.1. The caption is the last text part of the last user message (a leading ``Caption:`` is
+dropped); the reply is ``{"score": expected_score(caption), "reason": ...}``, every other one in a
+code fence. A wrong ``Authorization: Bearer`` key gets 401. ``script`` maps a substring of the
+caption to the behaviours of that caption's successive calls (then ``ok``):
+``429`` (with Retry-After), ``500``, ``malformed`` (a body that is not JSON), ``not_json`` (content
+that is not JSON), ``out_of_range`` (score 42), ``slow`` (waits ``slow_s`` before answering).
+Every call is logged (``calls``: time, caption, behaviour, status) for rate and count checks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import threading
+import time
+from collections import defaultdict
+
+from aiohttp import web
+
+PROMPT_TOKENS = 1000
+COMPLETION_TOKENS = 20
+
+
+def expected_score(caption: str) -> int:
+    """The score this server gives a caption: deterministic, so tests can check the labels."""
+    return sum(caption.encode("utf-8")) % 11
+
+
+class FakeOpenAI:
+    def __init__(self, key: str = "test-key", latency: float = 0.0, script: dict[str, list[str]] | None = None,
+                 retry_after: float = 1.0, slow_s: float = 5.0, port: int = 0):
+        self.key, self.latency, self.retry_after, self.slow_s = key, latency, retry_after, slow_s
+        self.script = {marker: list(steps) for marker, steps in (script or {}).items()}
+        self.calls: list[dict] = []
+        self._seen: dict[str, int] = defaultdict(int)
+        self._lock = threading.Lock()
+        self._requested_port = port
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def calls_for(self, caption: str) -> int:
+        with self._lock:
+            return sum(1 for call in self.calls if call["caption"] == caption)
+
+    @property
+    def call_count(self) -> int:
+        with self._lock:
+            return len(self.calls)
+
+    def timestamps(self) -> list[float]:
+        with self._lock:
+            return [call["t"] for call in self.calls if call["status"] != 401]
+
+    def _behaviour(self, caption: str) -> str:
+        with self._lock:
+            for marker, steps in self.script.items():
+                if marker in caption:
+                    nth = self._seen[marker]
+                    self._seen[marker] += 1
+                    return steps[nth] if nth < len(steps) else "ok"
+        return "ok"
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        arrived = time.time()
+        if request.headers.get("Authorization") != f"Bearer {self.key}":
+            self._log(arrived, "", "auth", 401, False)
+            return web.json_response({"error": {"message": "invalid API key", "type": "invalid_request_error",
+                                                "code": "invalid_api_key"}}, status=401)
+        body = await request.json()
+        caption, has_image = _caption_and_image(body)
+        behaviour = self._behaviour(caption)
+        status = {"429": 429, "500": 500}.get(behaviour, 200)
+        self._log(arrived, caption, behaviour, status, has_image)
+        await asyncio.sleep(self.slow_s if behaviour == "slow" else self.latency)
+        if behaviour == "429":
+            return web.json_response({"error": {"message": "rate limited", "code": 429}}, status=429,
+                                     headers={"Retry-After": f"{self.retry_after:g}"})
+        if behaviour == "500":
+            return web.json_response({"error": {"message": "upstream failed", "code": 500}}, status=500)
+        if behaviour == "malformed":
+            return web.Response(text='{"id": "chatcmpl-x", "choices": [', content_type="application/json")
+        score = expected_score(caption)
+        reply = {"score": 42 if behaviour == "out_of_range" else score, "reason": f"caption checksum {score}"}
+        content = json.dumps(reply)
+        if behaviour == "not_json":
+            content = "I would say this post is about a five."
+        elif score % 2 == 0:
+            content = f"```json\n{content}\n```"
+        return web.json_response({
+            "id": f"chatcmpl-{len(self.calls)}", "object": "chat.completion", "created": int(arrived),
+            "model": body.get("model", "test-model"),
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": content}}],
+            "usage": {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": COMPLETION_TOKENS,
+                      "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS},
+        })
+
+    def _log(self, t: float, caption: str, behaviour: str, status: int, has_image: bool) -> None:
+        with self._lock:
+            self.calls.append({"t": t, "caption": caption, "behaviour": behaviour, "status": status,
+                               "has_image": has_image})
+
+    async def _start(self) -> None:
+        app = web.Application(client_max_size=64 * 2**20)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", self._requested_port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # noqa: SLF001 - the bound port of port 0
+
+    def start(self) -> FakeOpenAI:
+        """Serve from a daemon thread; returns once the port is bound."""
+        self._loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def serve():
+            asyncio.set_event_loop(self._loop)
+            self._loop.run_until_complete(self._start())
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=serve, daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        if self._loop and self._runner:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+
+    def __enter__(self) -> FakeOpenAI:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _caption_and_image(body: dict) -> tuple[str, bool]:
+    messages = [m for m in body.get("messages", []) if m.get("role") == "user"]
+    content = messages[-1].get("content", "") if messages else ""
+    parts = content if isinstance(content, list) else [{"type": "text", "text": content}]
+    texts = [p.get("text", "") for p in parts if p.get("type") == "text"]
+    has_image = any(p.get("type") == "image_url" and str(p.get("image_url", {}).get("url", "")).startswith("data:image/")
+                    for p in parts)
+    caption = texts[-1] if texts else ""
+    return (caption[len("Caption:"):].strip() if caption.startswith("Caption:") else caption), has_image
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--key", default="test-key", help="the API key it accepts (default test-key)")
+    parser.add_argument("--latency", type=float, default=0.1, help="seconds before each reply")
+    parser.add_argument("--script", default="{}", help='JSON: caption substring -> behaviours, e.g. {"#x": ["429"]}')
+    args = parser.parse_args()
+    server = FakeOpenAI(key=args.key, latency=args.latency, script=json.loads(args.script), port=args.port).start()
+    print(f"serving {server.url}/chat/completions (key {args.key!r}); Ctrl-C stops", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

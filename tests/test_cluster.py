@@ -1,0 +1,132 @@
+"""A real multi-node Ray cluster on this machine: ``ray job submit`` and the loss of a node.
+
+    .venv/bin/python -m pytest tests/test_cluster.py
+
+A head (no CPUs: it runs the job drivers) and two 2-CPU worker nodes, each started with
+``ray start`` as on a real cluster; a node is lost by killing its raylet and everything it started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import REPO, TEST_ENV
+
+RAY = str(Path(sys.executable).with_name("ray"))
+# Nodes joining a head need token authentication asked for explicitly (the head turns it on).
+# The nodes run in this environment, so a job's `python` is its interpreter, as under an active venv.
+CLUSTER_ENV = {
+    **os.environ, **TEST_ENV, "RAY_AUTH_MODE": "token", "PYTHONPATH": str(REPO),
+    "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+}
+JOB_ENV = json.dumps({"env_vars": {**TEST_ENV, "RAYPLATFORM_CACHE": os.environ.get("RAYPLATFORM_CACHE", "")}})
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _ray(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([RAY, *args], cwd=REPO, env=CLUSTER_ENV, capture_output=True, text=True, timeout=timeout)
+
+
+def _start_node(*args: str) -> None:
+    # Every node's agent needs its own port: the default one may belong to another Ray here.
+    result = _ray("start", *args, f"--dashboard-agent-listen-port={_free_port()}", "--disable-usage-stats")
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def _kill_processes_mentioning(text: str) -> None:
+    for process in psutil.process_iter(["cmdline"]):
+        if text in " ".join(process.info["cmdline"] or []):
+            try:
+                process.kill()
+            except psutil.Error:
+                pass
+
+
+@pytest.fixture(scope="module")
+def cluster(synthetic_cache) -> dict:
+    # A short temp dir: Ray's socket paths must stay under the OS limit of about 100 characters.
+    temp_dir = tempfile.mkdtemp(prefix="rp-ray-", dir="/tmp")
+    port, dashboard_port = _free_port(), _free_port()
+    try:
+        _start_node("--head", f"--port={port}", "--num-cpus=0", "--dashboard-host=127.0.0.1",
+                    f"--dashboard-port={dashboard_port}", f"--temp-dir={temp_dir}")
+        for _ in range(2):
+            _start_node(f"--address=127.0.0.1:{port}", "--num-cpus=2")
+        yield {"dashboard": f"http://127.0.0.1:{dashboard_port}", "temp_dir": temp_dir}
+    finally:
+        _kill_processes_mentioning(temp_dir)
+
+
+def _submit(cluster: dict, *args: str, wait: bool = True) -> subprocess.CompletedProcess:
+    options = [] if wait else ["--no-wait"]
+    return _ray(
+        "job", "submit", "--address", cluster["dashboard"], "--working-dir", ".", "--runtime-env-json", JOB_ENV,
+        *options, "--", "python", "-m", "platform.run", *args, timeout=900,
+    )
+
+
+def _job_status(cluster: dict, job_id: str) -> str:
+    result = _ray("job", "status", "--address", cluster["dashboard"], job_id)
+    return result.stdout + result.stderr
+
+
+def _manifest(run_dir: Path) -> dict:
+    return json.loads((run_dir / "manifest.json").read_text())
+
+
+def test_a_submitted_job_trains_and_writes_its_run_directory(cluster, tmp_path):
+    result = _submit(cluster, "asl", "--tier", "smoke", "--storage", str(tmp_path), "--name", "submitted")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert "succeeded" in (result.stdout + result.stderr).lower()
+    manifest = _manifest(tmp_path / "asl" / "submitted")
+    assert manifest["status"] == "finished" and manifest["hardware"]["nodes"] == 3
+    assert (tmp_path / "asl" / "submitted" / "best_model.pt").is_file()
+
+
+def _training_worker_raylet(cluster: dict) -> psutil.Process:
+    """The raylet of the node that runs the (one) Ray Train worker: a worker's parent."""
+    listed = _ray("list", "actors", "--address", cluster["dashboard"], "--filter", "class_name=RayTrainWorker",
+                  "--filter", "state=ALIVE", "--format", "json")
+    (worker,) = json.loads(listed.stdout)
+    return psutil.Process(worker["pid"]).parent()
+
+
+def test_losing_the_training_node_continues_on_the_other_one(cluster, tmp_path):
+    run_dir = tmp_path / "asl" / "node-loss"
+    submitted = _submit(cluster, "asl", "--tier", "smoke", "--set", "epochs=6", "--storage", str(tmp_path),
+                        "--name", "node-loss", wait=False)
+    assert submitted.returncode == 0, submitted.stderr[-3000:]
+    job_id = next(word for word in submitted.stdout.split() if word.startswith("raysubmit_")).strip("'\"")
+
+    deadline = time.monotonic() + 600
+    while not list(run_dir.glob("epoch_0002-*")) and time.monotonic() < deadline:
+        assert "FAILED" not in _job_status(cluster, job_id)
+        time.sleep(0.5)
+    raylet = _training_worker_raylet(cluster)
+    lost = [raylet, *raylet.children(recursive=True)]
+    for process in lost:
+        process.kill()
+
+    while time.monotonic() < deadline:
+        status = _job_status(cluster, job_id)
+        if "SUCCEEDED" in status or "FAILED" in status or "STOPPED" in status:
+            break
+        time.sleep(1)
+    assert "SUCCEEDED" in status, _ray("job", "logs", "--address", cluster["dashboard"], job_id).stdout[-4000:]
+    manifest = _manifest(run_dir)
+    assert manifest["status"] == "finished" and manifest["training"]["restarts"] >= 1
+    assert [row["epoch"] for row in manifest["history"]] == list(range(1, 7))

