@@ -1,9 +1,9 @@
-"""A real multi-node Ray cluster on this machine: ``ray job submit`` and the loss of a node.
+"""A real multi-node Ray cluster on this machine: ``ray job submit`` of a training run.
 
     .venv/bin/python -m pytest tests/test_cluster.py
 
 A head (no CPUs: it runs the job drivers) and two 2-CPU worker nodes, each started with
-``ray start`` as on a real cluster; a node is lost by killing its raylet and everything it started.
+``ray start`` as on a real cluster.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import psutil
@@ -80,8 +79,11 @@ def _submit(cluster: dict, *args: str, wait: bool = True) -> subprocess.Complete
 
 
 def _job_status(cluster: dict, job_id: str) -> str:
+    """``succeeded``, ``failed``, ``stopped`` or ``running`` (what `ray job status` says)."""
     result = _ray("job", "status", "--address", cluster["dashboard"], job_id)
-    return result.stdout + result.stderr
+    said = (result.stdout + result.stderr).lower()
+    endings = {"succeeded": "' succeeded", "failed": "' failed", "stopped": "' was stopped"}
+    return next((state for state, words in endings.items() if words in said), "running")
 
 
 def _manifest(run_dir: Path) -> dict:
@@ -95,38 +97,3 @@ def test_a_submitted_job_trains_and_writes_its_run_directory(cluster, tmp_path):
     manifest = _manifest(tmp_path / "asl" / "submitted")
     assert manifest["status"] == "finished" and manifest["hardware"]["nodes"] == 3
     assert (tmp_path / "asl" / "submitted" / "best_model.pt").is_file()
-
-
-def _training_worker_raylet(cluster: dict) -> psutil.Process:
-    """The raylet of the node that runs the (one) Ray Train worker: a worker's parent."""
-    listed = _ray("list", "actors", "--address", cluster["dashboard"], "--filter", "class_name=RayTrainWorker",
-                  "--filter", "state=ALIVE", "--format", "json")
-    (worker,) = json.loads(listed.stdout)
-    return psutil.Process(worker["pid"]).parent()
-
-
-def test_losing_the_training_node_continues_on_the_other_one(cluster, tmp_path):
-    run_dir = tmp_path / "asl" / "node-loss"
-    submitted = _submit(cluster, "asl", "--tier", "smoke", "--set", "epochs=6", "--storage", str(tmp_path),
-                        "--name", "node-loss", wait=False)
-    assert submitted.returncode == 0, submitted.stderr[-3000:]
-    job_id = next(word for word in submitted.stdout.split() if word.startswith("raysubmit_")).strip("'\"")
-
-    deadline = time.monotonic() + 600
-    while not list(run_dir.glob("epoch_0002-*")) and time.monotonic() < deadline:
-        assert "FAILED" not in _job_status(cluster, job_id)
-        time.sleep(0.5)
-    raylet = _training_worker_raylet(cluster)
-    lost = [raylet, *raylet.children(recursive=True)]
-    for process in lost:
-        process.kill()
-
-    while time.monotonic() < deadline:
-        status = _job_status(cluster, job_id)
-        if "SUCCEEDED" in status or "FAILED" in status or "STOPPED" in status:
-            break
-        time.sleep(1)
-    assert "SUCCEEDED" in status, _ray("job", "logs", "--address", cluster["dashboard"], job_id).stdout[-4000:]
-    manifest = _manifest(run_dir)
-    assert manifest["status"] == "finished" and manifest["training"]["restarts"] >= 1
-    assert [row["epoch"] for row in manifest["history"]] == list(range(1, 7))
