@@ -70,20 +70,11 @@ def cluster(synthetic_cache) -> dict:
         _kill_processes_mentioning(temp_dir)
 
 
-def _submit(cluster: dict, *args: str, wait: bool = True) -> subprocess.CompletedProcess:
-    options = [] if wait else ["--no-wait"]
+def _submit(cluster: dict, *args: str) -> subprocess.CompletedProcess:
     return _ray(
         "job", "submit", "--address", cluster["dashboard"], "--working-dir", ".", "--runtime-env-json", JOB_ENV,
-        *options, "--", "python", "-m", "platform.run", *args, timeout=900,
+        "--", "python", "-m", "platform.run", *args, timeout=900,
     )
-
-
-def _job_status(cluster: dict, job_id: str) -> str:
-    """``succeeded``, ``failed``, ``stopped`` or ``running`` (what `ray job status` says)."""
-    result = _ray("job", "status", "--address", cluster["dashboard"], job_id)
-    said = (result.stdout + result.stderr).lower()
-    endings = {"succeeded": "' succeeded", "failed": "' failed", "stopped": "' was stopped"}
-    return next((state for state, words in endings.items() if words in said), "running")
 
 
 def _manifest(run_dir: Path) -> dict:
