@@ -6,9 +6,6 @@ Written once, cached, by ``python -m platform.run asl`` when no ``--data`` is gi
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +15,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from platform.cache import cache_root, write_once
 from platform.errors import UserError
 from trainables.asl.landmarks import FACE_POINTS, LANDMARK_TYPES, LANDMARKS_PER_FRAME
 
 SYNTHETIC_VERSION = 2
 
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("RAYPLATFORM_CACHE") or Path.home() / ".cache" / "rayplatform")
 
 
 def _face_template(rng: np.random.Generator) -> np.ndarray:
@@ -134,21 +128,7 @@ def synthetic_dataset(cfg: Any) -> Path:
     """The cached synthetic set for cfg's synthetic_* fields, written once (temp dir, then rename)."""
     key = (f"synthetic-v{SYNTHETIC_VERSION}-signs{cfg.synthetic_signs}-seqs{cfg.synthetic_sequences}"
            f"-frames{cfg.synthetic_frames}-people{cfg.synthetic_participants}")
-    folder = cache_root() / "asl" / key
-    if folder.is_dir():
-        return folder
     if not 1 <= 2 * cfg.synthetic_signs <= cfg.synthetic_sequences or cfg.synthetic_frames < 2:
         raise UserError("synthetic set: need synthetic_signs >= 1, synthetic_sequences >= 2 * synthetic_signs "
                         "and synthetic_frames >= 2")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=folder.parent))
-    try:
-        _write_synthetic(partial, cfg)
-        partial.chmod(0o755)  # mkdtemp makes it private; other users' Ray workers may read it
-        partial.rename(folder)
-    except OSError:
-        if not folder.is_dir():  # not another process finishing first: a real failure
-            raise
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
-    return folder
+    return write_once(cache_root() / "asl" / key, lambda partial: _write_synthetic(partial, cfg))

@@ -35,18 +35,10 @@ METRIC = ("val/mae", "min")
 class Config(TrainConfig):
     """The seed's full recipe; tiers in ``search_spaces/gender_bias.py`` shrink it."""
 
+    # The seed's training recipe, where it differs from the platform's defaults (documented there).
     epochs: int = 6
-    """Maximum number of epochs."""
-    batch_size: int = 32
-    """Batch size per worker."""
     lr: float = 5e-4
-    """Peak learning rate (AdamW)."""
-    weight_decay: float = 0.01
-    """AdamW weight decay."""
-    scheduler: str = "cosine"
-    """Learning-rate schedule stepped each epoch: none, cosine or cosine_restarts."""
     patience: int = 2
-    """Early stopping: epochs without a better validation metric before stopping; 0 turns it off."""
     image_size: int = 224
     """Images are resized (shorter side) and centre-cropped to this many pixels square."""
     max_tokens: int = 128

@@ -18,7 +18,7 @@ import torchvision
 from torch import nn
 
 from platform.errors import UserError
-from trainables.gender_bias.synthetic import cache_root
+from platform.cache import cache_root
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -11,9 +11,6 @@ about 1.5, from the image alone about 2.5; a model that reads both can get down 
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +18,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
+from platform.cache import cache_root, write_once
 from platform.errors import UserError
 from trainables.gender_bias.data import LABEL_COLUMNS
 
@@ -45,10 +43,6 @@ PLACES = ("beach", "office", "gym", "park", "lake", "workshop", "stadium", "libr
 ACTIVITIES = ("climbing", "coding", "cooking", "football", "sailing", "chess", "welding", "dancing")
 WARM = ((220, 60, 40), (240, 140, 30), (230, 80, 150))
 COOL = ((40, 90, 220), (30, 170, 160), (90, 60, 200))
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("RAYPLATFORM_CACHE") or Path.home() / ".cache" / "rayplatform")
 
 
 def _draw(rng: np.random.Generator, warm: bool, circle: bool) -> Image.Image:
@@ -91,20 +85,7 @@ def _write_synthetic(folder: Path, samples: int) -> None:
 def synthetic_dataset(cfg: Any) -> Path:
     """The cached synthetic set of cfg.synthetic_samples posts, written once (temp dir, then rename)."""
     key = f"synthetic-v{SYNTHETIC_VERSION}-posts{cfg.synthetic_samples}"
-    folder = cache_root() / "gender_bias" / key
-    if folder.is_dir():
-        return folder
     if cfg.synthetic_samples < 4:
         raise UserError("config key 'synthetic_samples' must be at least 4")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=folder.parent))
-    try:
-        _write_synthetic(partial, cfg.synthetic_samples)
-        partial.chmod(0o755)  # mkdtemp makes it private; other users' Ray workers may read it
-        partial.rename(folder)
-    except OSError:
-        if not folder.is_dir():  # not another process finishing first: a real failure
-            raise
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
-    return folder
+    folder = cache_root() / "gender_bias" / key
+    return write_once(folder, lambda partial: _write_synthetic(partial, cfg.synthetic_samples))
