@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 from platform import artifacts, data, sweep_best, sweep_trial
 from platform import config as config_lib
-from platform.run import shown_path
 from platform.sweep_results import (
     ASHA_FILE,
     COMPLETED,
@@ -29,6 +28,12 @@ from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
+
+
+def _shown(path: Path) -> str:
+    """Relative to the working directory when inside it: shorter to copy."""
+    path = Path(path).resolve()
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
 
 def trial_dirname(trial: Any) -> str:
     """Tune's own per-trial folder: short, beside ``trials/<id>`` (the Train run)."""
@@ -137,11 +142,11 @@ def finish(plan: Any, sweep_dir: Path, prepared: dict) -> str:
     if front_ids:
         lines.append(f"[sweep] Pareto front: {len(front_ids)} trials: {', '.join(front_ids)}")
     if tier_path:
-        lines.append(f"[sweep] saved tier {plan.chosen['save_tier']!r}: {shown_path(tier_path)}  "
-                     f"(python -m platform.run {plan.stem} --tier {plan.chosen['save_tier']} --storage {shown_path(plan.storage)})")
+        lines.append(f"[sweep] saved tier {plan.chosen['save_tier']!r}: {_shown(tier_path)}  "
+                     f"(python -m platform.run {plan.stem} --tier {plan.chosen['save_tier']} --storage {_shown(plan.storage)})")
     if manifest:
-        lines.append(f"[sweep] best model: python -m platform.predict {shown_path(Path(row['run_dir']))} <input ...>")
+        lines.append(f"[sweep] best model: python -m platform.predict {_shown(Path(row['run_dir']))} <input ...>")
     took = frame["time_s"].sum()
-    lines.append(f"[sweep] results: {shown_path(sweep_dir / RESULTS_FILE)}  ({format_duration(took)} of trial time; "
+    lines.append(f"[sweep] results: {_shown(sweep_dir / RESULTS_FILE)}  ({format_duration(took)} of trial time; "
                  f"{(frame['status'] == COMPLETED).sum()} completed)")
     return "\n".join(lines)

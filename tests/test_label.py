@@ -179,7 +179,7 @@ def test_real_social_sample_is_labeled(labeled_social):
     assert calls == 20
     labels = pd.read_csv(folder / "out" / "labels.csv", dtype={"post_id": str})
     assert labels["post_id"].tolist() == posts["post_id"].tolist()
-    assert labels["image_path"].tolist() == posts["image_path"].tolist()
+    assert [Path(p).resolve() for p in labels["image_path"]] == [Path(p).resolve() for p in posts["image_path"]]
     assert [round(s) for s in labels["score"]] == [expected_score(c) for c in posts["caption"]]
     assert pd.read_csv(folder / "out" / "quarantine.csv").empty
 
