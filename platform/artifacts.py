@@ -22,6 +22,7 @@ import torch
 from platform import config as config_lib
 from platform import plots
 from platform.errors import UserError
+from platform.loop import validate
 from platform.worker import STATE_FILE
 
 CONFIG_FILE = "config.json"
@@ -83,8 +84,11 @@ def load_state(checkpoint: Any) -> dict:
         return torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
 
 
-def finish(run_dir: Path, trainable: ModuleType, cfg: Any, meta: dict, result: Any, val_ds: Any, manifest: dict) -> dict:
-    """Export the best model, write history, plots and the finished manifest; returns it."""
+def finish(
+    run_dir: Path, trainable: ModuleType, cfg: Any, meta: dict, result: Any, val_ds: Any, manifest: dict, test_ds: Any = None
+) -> dict:
+    """Export the best model, write history, plots and the finished manifest; returns it. A test
+    split is scored once, here, by the best model."""
     metric, mode = trainable.METRIC
     latest = load_state(result.checkpoint)
     best_checkpoint = result.get_best_checkpoint(metric=metric, mode=mode) or result.checkpoint
@@ -95,15 +99,13 @@ def finish(run_dir: Path, trainable: ModuleType, cfg: Any, meta: dict, result: A
     pd.DataFrame(history).to_csv(run_dir / HISTORY_FILE, index=False)
     title = f"{manifest['stem']} / {manifest['tier']} / {run_dir.name}"
     plots.training_curves(history, run_dir / "training_curves.png", title)
-    extras, best_title = best.get("extras", {}), f"{title} (best epoch {best['epoch']})"
-    if "confusion_matrix" in extras:
-        plots.confusion_matrix(
-            extras["confusion_matrix"], meta.get("classes", []), run_dir / "confusion_matrix.png", best_title
-        )
-    if "predicted_vs_true" in extras:
-        plots.predicted_vs_true(extras["predicted_vs_true"], run_dir / "predicted_vs_true.png", best_title)
+    write_extras(best.get("extras", {}), run_dir, "", meta, f"{title} (best epoch {best['epoch']})")
 
     model = load_model(trainable, cfg, meta, best["model"])
+    if test_ds is not None:
+        test_metrics, test_extras = score_split(trainable, model, cfg, test_ds)
+        write_extras(test_extras, run_dir, "test_", meta, f"{title} (test split, best epoch {best['epoch']})")
+        manifest["test_metrics"] = test_metrics
     best_row = history[best["epoch"] - 1]
     manifest.update(
         status="finished",
@@ -127,6 +129,24 @@ def finish(run_dir: Path, trainable: ModuleType, cfg: Any, meta: dict, result: A
     )
     write_json(run_dir / MANIFEST_FILE, manifest)
     return manifest
+
+
+def write_extras(extras: dict, run_dir: Path, prefix: str, meta: dict, title: str) -> None:
+    """The arrays ``evaluate`` returned: plots, and one JSON line a prediction (``val_`` or ``test_``)."""
+    if "confusion_matrix" in extras:
+        plots.confusion_matrix(extras["confusion_matrix"], meta.get("classes", []), run_dir / f"{prefix}confusion_matrix.png", title)
+    if "predicted_vs_true" in extras:
+        plots.predicted_vs_true(extras["predicted_vs_true"], run_dir / f"{prefix}predicted_vs_true.png", title)
+    if "predictions" in extras:
+        lines = "".join(json.dumps(row, default=str) + "\n" for row in extras["predictions"])
+        (run_dir / f"{prefix or 'val_'}predictions.jsonl").write_text(lines, encoding="utf-8")
+
+
+def score_split(trainable: ModuleType, model: torch.nn.Module, cfg: Any, dataset: Any) -> tuple[dict, dict]:
+    """``evaluate`` over a whole split on this process's CPU, its scalars keyed ``test/...``."""
+    batches = dataset.iter_torch_batches(batch_size=cfg.batch_size, device="cpu")
+    scalars, extras = validate(trainable, model, batches, cfg, torch.device("cpu"))
+    return {key.replace("val/", "test/", 1): value for key, value in scalars.items()}, extras
 
 
 def load_model(trainable: ModuleType, cfg: Any, meta: dict, weights: dict) -> torch.nn.Module:

@@ -30,8 +30,9 @@ def _put_repo_first_on_pythonpath() -> None:
         os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *paths])
 
 
-def start(address: str | None = None, num_cpus: int | None = None) -> str | None:
-    """Connect to ``address`` (or ``RAY_ADDRESS``, as under ``ray job submit``) or start Ray here.
+def start(address: str | None = None, num_cpus: int | None = None, env: dict[str, str] | None = None) -> str | None:
+    """Connect to ``address`` (or ``RAY_ADDRESS``, as under ``ray job submit``) or start Ray here;
+    ``env`` reaches every worker of this driver (on a local instance they inherit it anyway).
 
     Returns the dashboard's URL when there is one.
     """
@@ -44,7 +45,10 @@ def start(address: str | None = None, num_cpus: int | None = None) -> str | None
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         # On a cluster the job's runtime_env (working_dir) already carries the code.
-        context = ray.init(address=address, log_to_driver=True)
+        # A submitted job's runtime env already reaches its workers, and Ray refuses a second one.
+        in_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+        runtime_env = {"env_vars": env} if env and not in_job else None
+        context = ray.init(address=address, log_to_driver=True, runtime_env=runtime_env)
     else:
         # "local": a new instance here, never one that `ray start` left running on this machine.
         context = ray.init(

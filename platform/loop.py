@@ -13,7 +13,7 @@ import dataclasses
 import math
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from types import ModuleType
 from typing import Any
 
@@ -186,6 +186,26 @@ def validate(
     scalars = {k: float(v) for k, v in results.items() if np.ndim(v) == 0}
     extras = {k: np.asarray(v).tolist() for k, v in results.items() if np.ndim(v) > 0}
     return scalars, extras
+
+
+def keep_rows(batches: Iterable[dict], keep: Any, batch_size: int) -> Iterator[dict]:
+    """``batches`` with only the rows where ``keep(batch)`` is true, regrouped into full batches,
+    so a curriculum samples from its unlocked rows at the configured batch size."""
+    pending: list[dict] = []
+    pending_rows = 0
+    for batch in batches:
+        mask = torch.as_tensor(keep(batch), dtype=torch.bool)
+        if not mask.any():
+            continue
+        pending.append({key: value[mask] for key, value in batch.items()})
+        pending_rows += int(mask.sum())
+        while pending_rows >= batch_size:
+            merged = {key: torch.cat([part[key] for part in pending]) for key in pending[0]}
+            yield {key: value[:batch_size] for key, value in merged.items()}
+            pending = [{key: value[batch_size:] for key, value in merged.items()}]
+            pending_rows -= batch_size
+    if pending_rows:
+        yield {key: torch.cat([part[key] for part in pending]) for key in pending[0]}
 
 
 def run_epoch(

@@ -14,6 +14,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
@@ -40,19 +41,31 @@ def format_prediction(prediction: dict, top: int, milliseconds: float) -> str:
     return "\n".join(lines)
 
 
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, ModuleType, dict]:
+    """The command line, with the options the run's trainable adds (``--beam``, ``--clip``...)."""
+    first = argparse.ArgumentParser(add_help=False)
+    first.add_argument("run_dir", nargs="?")
+    run_dir = first.parse_known_args(argv)[0].run_dir
+    manifest_path = Path(run_dir or ".") / artifacts.MANIFEST_FILE
+    if run_dir and not manifest_path.exists():
+        raise UserError(f"{run_dir} is not a run directory (no {artifacts.MANIFEST_FILE})")
+    parser = build_parser()
+    common = {action.dest for action in parser._actions}
+    trainable = registry.load(artifacts.read_json(manifest_path)["stem"])[0] if run_dir else None
+    if hasattr(trainable, "add_predict_arguments"):
+        trainable.add_predict_arguments(parser.add_argument_group(f"options of {trainable.__name__}"))
+    args = parser.parse_args(argv)
+    return args, trainable, {key: value for key, value in vars(args).items() if key not in common}
+
+
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    run_dir = Path(args.run_dir)
-    manifest_path = run_dir / artifacts.MANIFEST_FILE
-    if not manifest_path.exists():
-        raise UserError(f"{run_dir} is not a run directory (no {artifacts.MANIFEST_FILE})")
-    trainable, _space = registry.load(artifacts.read_json(manifest_path)["stem"])
-    cfg, meta, model = artifacts.load_run(run_dir, trainable)
+    args, trainable, options = parse_args(argv)
+    cfg, meta, model = artifacts.load_run(Path(args.run_dir), trainable)
     torch.set_grad_enabled(False)
     started = time.perf_counter()
     # One call: a trainable may read several arguments as one input (an image and its caption).
-    predictions = trainable.predict(model, args.inputs, cfg, meta)
+    predictions = trainable.predict(model, args.inputs, cfg, meta, **options)
     milliseconds = (time.perf_counter() - started) * 1000 / max(1, len(predictions))
     for prediction in predictions:
         if args.json:

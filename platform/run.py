@@ -1,7 +1,7 @@
 """Train a trainable on Ray Train with fault-tolerant checkpoints.
 
     python -m platform.run asl [--tier smoke|fast|standard|full] [--data DIR] [--set key=value ...]
-                               [--workers N] [--gpu] [--storage PATH] [--name NAME] [--resume]
+                               [--workers N] [--gpu] [--storage PATH|URI] [--name NAME] [--resume]
 
 On a cluster: ``ray job submit --working-dir . -- python -m platform.run asl --tier fast``.
 ``python -m platform.run asl --help`` lists that trainable's tiers and config keys.
@@ -17,7 +17,9 @@ from typing import Any
 
 from platform import artifacts, registry
 from platform import config as config_lib
+from platform import storage as storage_lib
 from platform.errors import UserError, exit_on_user_error
+from platform.storage import RunLocation
 
 DEFAULT_STORAGE = "runs"
 DEFAULT_MAX_FAILURES = 3
@@ -39,7 +41,8 @@ def build_parser(stem: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--cpus-per-worker", type=float, default=None,
                         help="CPUs each worker reserves (default: the cluster's CPUs shared among the workers)")
     parser.add_argument("--gpu", action="store_true", help="one GPU per worker (CUDA, mixed precision)")
-    parser.add_argument("--storage", default=DEFAULT_STORAGE, help=f"where runs are written (default ./{DEFAULT_STORAGE})")
+    parser.add_argument("--storage", default=DEFAULT_STORAGE,
+                        help=f"where runs are written: a folder (default ./{DEFAULT_STORAGE}) or a URI such as s3://bucket/runs")
     parser.add_argument("--name", default=None, help="run name (default <tier>-<timestamp>)")
     parser.add_argument("--resume", action="store_true", help="continue the run --name from its latest checkpoint")
     parser.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
@@ -71,42 +74,45 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return build_parser(stem).parse_args(argv)
 
 
-def resolve_run(args: argparse.Namespace) -> tuple[Path, str, Any]:
-    """The run directory, tier and config: new, or read back from the run for ``--resume``."""
+def resolve_run(args: argparse.Namespace) -> tuple[RunLocation, str, Any]:
+    """Where the run lives, its tier and config: new, or read back from the run for ``--resume``."""
     trainable, _space = registry.load(args.stem)
-    storage = Path(args.storage).expanduser().resolve()
     if args.resume:
         if not args.name:
             raise UserError("--resume needs the --name of the run to continue")
         if args.tier or args.sets or args.data:
             raise UserError("a resumed run keeps its config: drop --tier, --set and --data")
-        run_dir = storage / args.stem / args.name
-        if not (run_dir / artifacts.CONFIG_FILE).exists():
-            raise UserError(f"nothing to resume at {run_dir}")
-        cfg = config_lib.from_dict(trainable.Config, artifacts.read_json(run_dir / artifacts.CONFIG_FILE))
-        return run_dir, artifacts.read_json(run_dir / artifacts.MANIFEST_FILE)["tier"], cfg
+        location = storage_lib.locate(args.storage, args.stem, args.name)
+        if not location.exists(artifacts.CONFIG_FILE):
+            raise UserError(f"nothing to resume at {location.remote or location.local}")
+        location.pull()
+        cfg = config_lib.from_dict(trainable.Config, artifacts.read_json(location.local / artifacts.CONFIG_FILE))
+        return location, artifacts.read_json(location.local / artifacts.MANIFEST_FILE)["tier"], cfg
     tier = args.tier or registry.DEFAULT_TIER
-    cfg = registry.resolve(args.stem, tier, args.sets, data_dir=args.data, storage=storage)
+    # Sweeps save tiers in a storage folder (python -m platform.tune), not in object stores.
+    tiers_storage = None if storage_lib.is_uri(args.storage) else Path(args.storage).expanduser().resolve()
+    cfg = registry.resolve(args.stem, tier, args.sets, data_dir=args.data, storage=tiers_storage)
     if cfg.data_dir and not Path(cfg.data_dir).expanduser().is_dir():
         raise UserError(f"data folder not found: {cfg.data_dir}")
-    name = args.name or f"{tier}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
-    run_dir = storage / args.stem / name
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise UserError(f"run {run_dir} already exists: pass --resume to continue it, or another --name")
-    return run_dir, tier, cfg
+    location = storage_lib.locate(args.storage, args.stem, args.name or f"{tier}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+    taken = location.exists(artifacts.CONFIG_FILE) if location.remote else location.local.exists() and any(location.local.iterdir())
+    if taken:
+        raise UserError(f"run {location.remote or location.local} already exists: pass --resume to continue it, or another --name")
+    return location, tier, cfg
 
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     trainable, _space = registry.load(args.stem)
-    run_dir, tier, cfg = resolve_run(args)
+    location, tier, cfg = resolve_run(args)
+    run_dir = location.local
     if args.workers < 1:
         raise UserError("--workers must be at least 1")
 
     from platform import cluster, data, trainer
 
-    dashboard = cluster.start(args.address)
+    dashboard = cluster.start(args.address, env=storage_lib.forwarded_env())
     print(f"Ray dashboard: {dashboard or 'not running'}", flush=True)
     if args.gpu and cluster.cluster_gpus() < args.workers:
         raise UserError(f"--gpu asks for {args.workers} GPU(s); the Ray cluster has {cluster.cluster_gpus()}")
@@ -115,31 +121,40 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[{args.stem}] rows: {meta['rows']}  in {meta['preprocess_s']}s", flush=True)
 
     manifest = artifacts.start(run_dir, args.stem, tier, cfg, meta, cluster.hardware(), args.resume, dashboard)
-    print(f"[{args.stem}] run directory: {run_dir}", flush=True)
+    location.push()
+    print(f"[{args.stem}] run directory: {location.remote or run_dir}", flush=True)
     try:
         result = trainer.build(
             args.stem, cfg, meta, datasets, run_dir,
             workers=args.workers, use_gpu=args.gpu, cpus_per_worker=args.cpus_per_worker,
-            max_failures=args.max_failures, fail_at_epoch=args.fail_at_epoch,
+            max_failures=args.max_failures, fail_at_epoch=args.fail_at_epoch, train_storage=location.train_storage,
         ).fit()
-        manifest = artifacts.finish(run_dir, trainable, cfg, meta, result, datasets["val"], manifest)
+        manifest = artifacts.finish(
+            run_dir, trainable, cfg, meta, result, datasets["val"], manifest, test_ds=datasets.get("test")
+        )
     except BaseException as exc:
         artifacts.fail(run_dir, manifest, f"{type(exc).__name__}: {exc}".splitlines()[0])
+        location.push()
         raise
-    print(summary(run_dir, manifest, args.storage), flush=True)
+    location.push()
+    print(summary(location, manifest, args.storage), flush=True)
     return 0
 
 
-def summary(run_dir: Path, manifest: dict, storage_arg: str) -> str:
+def summary(location: RunLocation, manifest: dict, storage_arg: str) -> str:
     metric, training = manifest["metric"], manifest["training"]
-    return "\n".join([
+    # As the user named the storage: a job's working directory may be gone by now.
+    shown = location.local if location.remote else Path(storage_arg) / manifest["stem"] / location.name
+    lines = [
         f"[{manifest['stem']}] finished: {training['epochs_completed']} epochs, best {metric['name']} "
         f"{metric['best']:.4f} at epoch {training['best_epoch']}, restarts {training['restarts']}",
         f"  parameters: {manifest['model']['parameters']:,}   prediction: {manifest['inference'].get('ms_median')} ms (CPU, batch 1)",
-        f"  run directory: {run_dir}",
-        # As the user named the storage: a job's working directory may be gone by now.
-        f"  predict: python -m platform.predict {Path(storage_arg) / manifest['stem'] / run_dir.name} <input ...>",
-    ])
+        f"  run directory: {location.remote or location.local}",
+        f"  predict: python -m platform.predict {shown} <input ...>",
+    ]
+    if "test_metrics" in manifest:
+        lines.insert(1, "  test split: " + "  ".join(f"{k} {v:.4f}" for k, v in manifest["test_metrics"].items()))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,10 @@ from ray.train.torch import TorchTrainer
 from platform import config as config_lib
 from platform import registry
 from platform.cluster import QUIET_ENV, default_cpus_per_worker
+from platform.tensorboard import TensorBoardCallback
 from platform.worker import train_loop_per_worker
+
+TENSORBOARD_DIR = "tensorboard"
 
 
 def data_config() -> ray.train.DataConfig:
@@ -37,8 +40,10 @@ def build(
     cpus_per_worker: float | None = None,
     max_failures: int = 3,
     fail_at_epoch: int | None = None,
+    train_storage: str | None = None,
 ) -> TorchTrainer:
-    """A named Ray Train run writing to ``run_dir``; ``fit()`` it, or call it from a Tune trial."""
+    """A named Ray Train run writing to ``run_dir``; ``fit()`` it, or call it from a Tune trial.
+    Checkpoints go to ``<train_storage>/<run name>`` (an object-store URI), by default ``run_dir``."""
     metric, mode = registry.load(stem)[0].METRIC
     return TorchTrainer(
         train_loop_per_worker,
@@ -55,7 +60,7 @@ def build(
         ),
         run_config=ray.train.RunConfig(
             name=run_dir.name,
-            storage_path=str(run_dir.parent),
+            storage_path=train_storage or str(run_dir.parent),
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=cfg.keep_checkpoints,
@@ -63,6 +68,7 @@ def build(
                 checkpoint_score_order=mode,
             ),
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+            callbacks=[TensorBoardCallback(run_dir / TENSORBOARD_DIR)],
             worker_runtime_env={"env_vars": QUIET_ENV},
         ),
         datasets=datasets,

@@ -12,8 +12,10 @@ restarts the workers from the latest checkpoint.
 from __future__ import annotations
 
 import importlib
+import itertools
 import json
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -28,7 +30,7 @@ import torch
 from ray.train.v2._internal.execution import context as train_context
 
 from platform import config as config_lib
-from platform.loop import TrainState, epoch_seed, new_state, run_epoch, seed_everything, unwrap
+from platform.loop import TrainState, epoch_seed, keep_rows, new_state, run_epoch, seed_everything, unwrap
 
 STATE_FILE = "state.pt"
 
@@ -60,13 +62,17 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         seed_everything(shuffle_seed)
         if hasattr(trainable, "on_epoch_start"):
             trainable.on_epoch_start(unwrap(model), state.epoch, cfg)
+        schedule = trainable.epoch_schedule(state.epoch, cfg) if hasattr(trainable, "epoch_schedule") else {}
         train_batches = train_shard.iter_torch_batches(
             batch_size=cfg.batch_size,
             local_shuffle_buffer_size=cfg.shuffle_buffer or None,
             local_shuffle_seed=shuffle_seed,
         )
+        if hasattr(trainable, "train_filter"):
+            train_batches = _filtered(trainable, train_shard, train_batches, schedule, cfg, device)
         val_batches = val_shard.iter_torch_batches(batch_size=cfg.batch_size)
         metrics, extras = run_epoch(trainable, state, train_batches, val_batches, cfg, device)
+        metrics.update({f"schedule/{key}": value for key, value in schedule.items()})
         metrics.update(_mean_over_workers({k: v for k, v in metrics.items() if k.startswith("train/")}, device))
         metrics["restarts"] = state.restarts
         improved = state.record(metrics, metric, mode)
@@ -94,6 +100,19 @@ def _mean_over_workers(metrics: dict[str, float], device: torch.device) -> dict[
     values = torch.tensor(list(metrics.values()), dtype=torch.float64, device=device)
     torch.distributed.all_reduce(values)
     return dict(zip(metrics, (values / torch.distributed.get_world_size()).tolist()))
+
+
+def _filtered(trainable, shard, batches, schedule: dict, cfg: Any, device: torch.device):
+    """The rows ``train_filter`` keeps this epoch (a curriculum's unlocked stages). With several
+    workers each rank takes as many batches as the poorest, as DDP needs equal step counts."""
+    keep = lambda batch: trainable.train_filter(batch, schedule, cfg)  # noqa: E731
+    kept = keep_rows(batches, keep, cfg.batch_size)
+    if not torch.distributed.is_initialized() or torch.distributed.get_world_size() == 1:
+        return kept
+    rows = sum(int(torch.as_tensor(keep(b)).sum()) for b in shard.iter_torch_batches(batch_size=cfg.batch_size))
+    count = torch.tensor([math.ceil(rows / cfg.batch_size)], device=device)
+    torch.distributed.all_reduce(count, op=torch.distributed.ReduceOp.MIN)
+    return itertools.islice(kept, int(count.item()))
 
 
 def _restore(state: TrainState) -> None:
@@ -137,6 +156,7 @@ def say(line: str) -> None:
 
 def progress_line(stem: str, metrics: dict, total_epochs: int, seconds_per_epoch: float, improved: bool) -> str:
     shown = [f"{key} {value:.4f}" for key, value in metrics.items() if key.startswith(("train/", "val/"))]
+    shown += [f"{key.split('/', 1)[1]} {value}" for key, value in metrics.items() if key.startswith("schedule/")]
     remaining = max(0, total_epochs - int(metrics["epoch"]))
     return (
         f"[{stem}] epoch {metrics['epoch']}/{total_epochs}  {'  '.join(shown)}  lr {metrics['lr']:.2e}  "

@@ -20,6 +20,11 @@ TEST_ENV = {
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
     "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
     "RAY_DATA_LOG_LEVEL": "WARNING",
+    # Dummy credentials for the loopback S3 server (tests/test_storage.py); a developer's real
+    # ones never reach a test.
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
 }
 
 
@@ -39,7 +44,7 @@ def synthetic_cache(tmp_path_factory) -> Path:
     return cache
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -53,7 +58,7 @@ def ray_address(synthetic_cache) -> str:
     paths = [str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     os.environ["PYTHONPATH"] = os.pathsep.join(paths)
     os.environ.update(TEST_ENV)
-    context = ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=_free_port())
+    context = ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=free_port())
     yield context.address_info["gcs_address"]
     ray.shutdown()
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import REPO, TEST_ENV
+from conftest import REPO, TEST_ENV, free_port
 
 RAY = str(Path(sys.executable).with_name("ray"))
 # Nodes joining a head need token authentication asked for explicitly (the head turns it on).
@@ -30,19 +29,13 @@ CLUSTER_ENV = {
 JOB_ENV = json.dumps({"env_vars": {**TEST_ENV, "RAYPLATFORM_CACHE": os.environ.get("RAYPLATFORM_CACHE", "")}})
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _ray(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([RAY, *args], cwd=REPO, env=CLUSTER_ENV, capture_output=True, text=True, timeout=timeout)
 
 
 def _start_node(*args: str) -> None:
     # Every node's agent needs its own port: the default one may belong to another Ray here.
-    result = _ray("start", *args, f"--dashboard-agent-listen-port={_free_port()}", "--disable-usage-stats")
+    result = _ray("start", *args, f"--dashboard-agent-listen-port={free_port()}", "--disable-usage-stats")
     assert result.returncode == 0, result.stderr[-3000:]
 
 
@@ -59,7 +52,7 @@ def _kill_processes_mentioning(text: str) -> None:
 def cluster(synthetic_cache) -> dict:
     # A short temp dir: Ray's socket paths must stay under the OS limit of about 100 characters.
     temp_dir = tempfile.mkdtemp(prefix="rp-ray-", dir="/tmp")
-    port, dashboard_port = _free_port(), _free_port()
+    port, dashboard_port = free_port(), free_port()
     try:
         _start_node("--head", f"--port={port}", "--num-cpus=0", "--dashboard-host=127.0.0.1",
                     f"--dashboard-port={dashboard_port}", f"--temp-dir={temp_dir}")

@@ -38,14 +38,36 @@ Every ``trainables/<stem>.py`` defines the same small interface:
     Validation metrics over an iterable of batches; the platform has already put the model in
     eval mode under ``torch.no_grad()``. Scalars are keyed ``"val/..."``; arrays are plotted for
     the best epoch: ``"confusion_matrix"`` (rows true, columns predicted) and
-    ``"predicted_vs_true"`` (one ``[true, predicted]`` row a sample, for regression).
+    ``"predicted_vs_true"`` (one ``[true, predicted]`` row a sample, for regression) and
+    ``"predictions"`` (a list of JSON-serialisable dicts, one a sample, such as ``{"id": ...,
+    "reference": ..., "prediction": ...}``), written to ``val_predictions.jsonl``. A ``"test"``
+    split is scored once after training by the best model: ``test/...`` metrics in the manifest,
+    ``test_confusion_matrix.png``, ``test_predictions.jsonl``.
 
-``predict(model, inputs, cfg, meta) -> list[dict]``
+``predict(model, inputs, cfg, meta, **options) -> list[dict]``
     What ``python -m platform.predict <run dir> <arg ...>`` prints. ``inputs`` are the command's
     arguments, all in one call (a trainable may read several as one input, an image and its
     caption). One dict a prediction, with ``"input"`` and, for classifiers, ``"top"``:
-    ``[{"label": ..., "prob": ...}, ...]``; other keys are printed as they are.
+    ``[{"label": ..., "prob": ...}, ...]``; other keys are printed as they are. ``options`` are
+    the values of the options ``add_predict_arguments`` declared.
 
-Optional: ``on_epoch_start(model, epoch, cfg)`` for schedules that live in the model
-(adaptive dropout, curriculum); it must depend on ``epoch`` only, so a resumed run is exact.
+Optional, each for the trainables that need it; all must depend on ``epoch`` and ``cfg`` only, so
+a resumed run is exact:
+
+``on_epoch_start(model, epoch, cfg)``
+    Schedules that live in the model (adaptive dropout).
+``epoch_schedule(epoch, cfg) -> dict[str, float]``
+    Values that change by epoch (a curriculum stage): recorded as ``schedule/<key>`` in the
+    history, the checkpoints and the progress line, and handed to ``train_filter``.
+``train_filter(batch, schedule, cfg) -> bool tensor``
+    Which rows of a preprocessed training batch this epoch trains on (the unlocked curriculum
+    stages); the platform drops the rest and regroups the kept rows into full batches.
+``PREPROCESS_KEYS = ("image_size", ...)``
+    The config keys ``preprocess`` depends on. When set, the preprocessed splits are written once
+    (beside the data when that folder is writable, else in the platform cache) and every run and
+    trial with the same raw rows, data files and values of those keys reads them back: for costly
+    preprocessing (decoding video, CNN features).
+``add_predict_arguments(parser)``
+    Options of ``python -m platform.predict`` for this trainable (``--beam K``), passed to
+    ``predict`` as keyword arguments.
 """
