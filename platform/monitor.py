@@ -2,10 +2,13 @@
 
     python -m platform.monitor                       # every run under ./runs
     python -m platform.monitor runs/asl/fast-20261122-023241 --watch
+    python -m platform.monitor --address http://127.0.0.1:8265     # a cluster, through its dashboard
 
 Works from the run directories alone (``manifest.json`` and Ray Train's
 ``checkpoint_manager_snapshot.json``); a running run's resources come from this machine's
-processes, and the GPUs from gpustat with the seeds' warning thresholds.
+processes, and the GPUs from gpustat with the seeds' warning thresholds. With ``--address`` (the
+dashboard's, as for ``ray job submit``) it adds the cluster's nodes, jobs and Ray Train workers from
+Ray's state API.
 """
 
 from __future__ import annotations
@@ -158,11 +161,44 @@ class GpuWatch:
         )
 
 
-def report(root: Path, gpus: GpuWatch) -> str:
-    runs = find_runs(root)
-    if not runs:
-        raise UserError(f"no runs under {root} (a run directory holds {artifacts.MANIFEST_FILE})")
-    blocks = [format_run(describe_run(run)) for run in runs]
+def cluster_lines(address: str) -> list[str]:
+    """Nodes, jobs and Ray Train workers of a running cluster, from its state API."""
+    from ray.util.state import list_actors, list_jobs, list_nodes
+
+    url = address if address.startswith("http") else f"http://{address}"
+    try:
+        nodes = list_nodes(address=url, raise_on_missing_output=False)
+        actors = list_actors(address=url, filters=[("state", "=", "ALIVE")], raise_on_missing_output=False)
+        jobs = list_jobs(address=url, raise_on_missing_output=False)
+    except Exception as err:  # noqa: BLE001 - any failure to reach it is the same for the user
+        raise UserError(f"--address {url}: no Ray dashboard answers there ({str(err).splitlines()[0][:200]})") from None
+    lines = [f"cluster {url}  (the Ray dashboard; Train runs under its Train tab)"]
+    for node in nodes:
+        workers = [a for a in actors if a.class_name == "RayTrainWorker" and a.node_id == node.node_id]
+        resources = node.resources_total or {}
+        lines.append(
+            f"  node {node.node_ip} {'head' if node.is_head_node else 'worker'} [{node.state}]  "
+            f"CPU {resources.get('CPU', 0):g}  GPU {resources.get('GPU', 0):g}  "
+            f"memory {resources.get('memory', 0) / 2**30:.1f} GiB  training workers {len(workers)}"
+            + (f" (pids {', '.join(str(w.pid) for w in workers)})" if workers else "")
+        )
+    runs = sum(a.class_name == "TrainController" for a in actors)
+    lines.append(f"  Ray Train runs in progress: {runs}")
+    for job in jobs:
+        if str(job.status).endswith("RUNNING") or job.submission_id:
+            lines.append(f"  job {job.submission_id or job.job_id} [{str(job.status).rsplit('.', 1)[-1]}]  {job.entrypoint}")
+    return lines
+
+
+def report(root: Path | None, gpus: GpuWatch, address: str | None = None) -> str:
+    blocks = []
+    if root is not None:
+        runs = find_runs(root)
+        if not runs and address is None:
+            raise UserError(f"no runs under {root} (a run directory holds {artifacts.MANIFEST_FILE})")
+        blocks = [format_run(describe_run(run)) for run in runs]
+    if address:
+        blocks.append("\n".join(cluster_lines(address)))
     return "\n".join([*blocks, "", machine_usage(), *gpus.lines()])
 
 
@@ -172,17 +208,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("path", nargs="?", default="runs", help="a run directory or a folder of runs (default ./runs)")
     parser.add_argument("--watch", action="store_true", help="refresh until interrupted")
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between refreshes (default 5)")
+    parser.add_argument("--address", default=None,
+                        help="a Ray dashboard address (http://HOST:8265) to add the cluster's nodes, jobs and workers")
     args = parser.parse_args(argv)
-    root = Path(args.path)
+    root: Path | None = Path(args.path)
     if not root.exists():
-        raise UserError(f"{root} does not exist")
+        if args.address is None or args.path != "runs":
+            raise UserError(f"{root} does not exist")
+        root = None  # only the cluster: its runs are in the cluster's storage
     gpus = GpuWatch()
     if not args.watch:
-        print(report(root, gpus))
+        print(report(root, gpus, args.address))
         return 0
     try:
         while True:
-            print(f"\033[2J\033[H{time.strftime('%H:%M:%S')}  (Ctrl-C stops)\n{report(root, gpus)}", flush=True)
+            shown = report(root, gpus, args.address)
+            print(f"\033[2J\033[H{time.strftime('%H:%M:%S')}  (Ctrl-C stops)\n{shown}", flush=True)
             time.sleep(args.interval)
     except KeyboardInterrupt:
         return 0

@@ -64,6 +64,27 @@ def test_run_prints_progress_and_writes_the_run_directory(plain_run):
     assert manifest["metric"]["best"] == max(row["val/acc"] for row in _history(run_dir))
 
 
+def _tensorboard_scalars(folder: Path, tag: str) -> dict[int, float]:
+    """Scalars of one tag from TFRecord event files: length, its CRC, the Event, the Event's CRC."""
+    from tensorboardX.proto import event_pb2
+
+    found = {}
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        data, offset = path.read_bytes(), 0
+        while offset < len(data):
+            length = int.from_bytes(data[offset:offset + 8], "little")
+            event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+            offset += 12 + length + 4
+            found.update({event.step: value.simple_value for value in event.summary.value if value.tag == tag})
+    return found
+
+
+def test_metrics_are_tensorboard_scalars_too(plain_run):
+    run_dir, _stdout = plain_run
+    scalars = _tensorboard_scalars(run_dir / "tensorboard", "val/acc")
+    assert scalars == pytest.approx({row["epoch"]: row["val/acc"] for row in _history(run_dir)})
+
+
 def test_monitor_shows_the_finished_run_and_the_machine(plain_run, storage):
     result = run_command("monitor", str(storage))
     assert result.returncode == 0, result.stderr
@@ -123,6 +144,36 @@ def test_a_killed_driver_continues_with_resume(plain_run, ray_address, storage):
     assert manifest["status"] == "finished" and manifest["resumes"] == 1
     assert manifest["training"]["restarts"] >= 1
     assert _history(run_dir) == _history(plain_run[0])
+
+
+def test_monitor_with_an_address_shows_the_cluster_and_its_training_worker(ray_address, storage):
+    import ray
+
+    dashboard = f"http://{ray._private.worker.get_dashboard_url()}"  # noqa: SLF001 - the session's own Ray
+    run_dir = storage / "asl" / "watched"
+    env = {**os.environ, **TEST_ENV, "RAY_ADDRESS": ray_address}
+    command = [sys.executable, "-m", "platform.run", "asl", "--tier", "smoke", "--set", "epochs=400",
+               "--storage", str(storage), "--name", "watched"]
+    driver = subprocess.Popen(command, cwd=REPO, env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not list(run_dir.glob("epoch_0002-*")) and time.monotonic() < deadline and driver.poll() is None:
+            time.sleep(0.2)
+        watched = run_command("monitor", str(run_dir), "--address", dashboard)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    assert watched.returncode == 0, watched.stderr
+    assert "asl/watched  [running]" in watched.stdout and f"cluster {dashboard}" in watched.stdout
+    assert "head [ALIVE]  CPU 2" in watched.stdout and "training workers 1 (pids " in watched.stdout
+    assert "Ray Train runs in progress: 1" in watched.stdout
+
+
+def test_monitor_with_a_wrong_address_says_so_in_one_line(storage):
+    result = run_command("monitor", "--address", "http://127.0.0.1:9")
+    assert result.returncode == 2 and result.stderr.startswith("error: --address http://127.0.0.1:9: no Ray dashboard")
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_real_asl_sample_trains_with_classes_from_its_map(ray_address, storage):
