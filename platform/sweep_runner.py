@@ -23,6 +23,7 @@ from platform.sweep_results import (
 from platform.sweep_space import DefineByRun, Objective, format_duration
 from typing import Any
 
+import optuna
 import pandas as pd
 from ray import tune
 from ray.tune.search import ConcurrencyLimiter
@@ -62,12 +63,19 @@ def trainable(plan: Any, sweep_dir: Path, prepared: dict, cpus_per_worker: float
     return tune.with_resources(fn, {"CPU": sweep_trial.TRIAL_DRIVER_CPU})
 
 
+def sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    """Optuna's TPE (multi-objective too, for a Pareto front), or random search as a baseline."""
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
 def tuner(plan: Any, sweep_dir: Path, fn: Any, concurrent: int) -> tune.Tuner:
     objectives = plan.objectives
     metric = [o.metric for o in objectives] if len(objectives) > 1 else objectives[0].metric
     mode = [o.mode for o in objectives] if len(objectives) > 1 else objectives[0].mode
     searcher = OptunaSearch(space=DefineByRun(plan.tiers, plan.space), metric=metric, mode=mode,
-                            seed=plan.chosen["search_seed"])
+                            sampler=sampler(plan.chosen.get("sampler", "tpe"), plan.chosen["search_seed"]))
     return tune.Tuner(
         fn,
         tune_config=tune.TuneConfig(

@@ -33,7 +33,7 @@ DEFAULT_KEEP_BEST = 3
 SETTINGS_FILE = "sweep.json"
 # Settings a resumed sweep keeps: passing them again with --resume is an error, not ignored.
 KEPT = ("tiers", "trials", "concurrent", "cpus_per_trial", "objective", "pareto", "time_budget", "scheduler",
-        "save_tier", "data", "sets", "keep_best", "search_seed")
+        "save_tier", "data", "sets", "keep_best", "search_seed", "sampler")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", dest="sets", action="append", metavar="KEY=VALUE", help="fix a config key (repeatable)")
     parser.add_argument("--keep-best", type=int, help=f"trials whose checkpoints are kept (default {DEFAULT_KEEP_BEST})")
     parser.add_argument("--search-seed", type=int, help="seed of Optuna's sampler (default 0)")
+    parser.add_argument("--sampler", choices=["tpe", "random"],
+                        help="Optuna's sampler: tpe (default; multi-objective with --pareto) or random, the baseline")
     parser.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
     parser.add_argument("--storage", default=DEFAULT_STORAGE, help=f"where runs and sweeps are written (default ./{DEFAULT_STORAGE})")
     parser.add_argument("--name", help="sweep name (default <tiers>-<timestamp>)")
@@ -78,7 +80,7 @@ def settings(args: argparse.Namespace, sweep_dir: Path) -> dict:
     chosen.update(tiers=args.tiers or registry.DEFAULT_TIER, trials=args.trials or DEFAULT_TRIALS,
                   save_tier=args.save_tier or "tuned", sets=args.sets or [], data=args.data or "",
                   keep_best=args.keep_best or DEFAULT_KEEP_BEST, search_seed=args.search_seed or 0,
-                  cpus_per_trial=args.cpus_per_trial or 1.0)
+                  cpus_per_trial=args.cpus_per_trial or 1.0, sampler=args.sampler or "tpe")
     return chosen
 
 
@@ -130,7 +132,7 @@ class Plan:
         mean_s = sum(self.estimates[t][0] for t in self.tiers) / len(self.tiers)
         lines = [
             f"sweep {self.stem}: {trials} trials, {concurrent} at a time; objective "
-            f"{', '.join(map(str, self.objectives))}; scheduler {self.scheduler}"
+            f"{', '.join(map(str, self.objectives))}; sampler {self.chosen.get('sampler', 'tpe')}; scheduler {self.scheduler}"
             + (f"; time budget {space_lib.format_duration(self.budget)}" if self.budget else ""),
             "search space:", *space_lib.describe_space(self.tiers, self.space), "estimate:",
         ]

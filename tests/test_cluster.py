@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import psutil
@@ -58,7 +59,7 @@ def cluster(synthetic_cache) -> dict:
                     f"--dashboard-port={dashboard_port}", f"--temp-dir={temp_dir}")
         for _ in range(2):
             _start_node(f"--address=127.0.0.1:{port}", "--num-cpus=2")
-        yield {"dashboard": f"http://127.0.0.1:{dashboard_port}", "temp_dir": temp_dir}
+        yield {"dashboard": f"http://127.0.0.1:{dashboard_port}", "gcs": f"127.0.0.1:{port}", "temp_dir": temp_dir}
     finally:
         _kill_processes_mentioning(temp_dir)
 
@@ -81,3 +82,53 @@ def test_a_submitted_job_trains_and_writes_its_run_directory(cluster, tmp_path):
     manifest = _manifest(tmp_path / "asl" / "submitted")
     assert manifest["status"] == "finished" and manifest["hardware"]["nodes"] == 3
     assert (tmp_path / "asl" / "submitted" / "best_model.pt").is_file()
+
+
+def _job_status(cluster: dict, job_id: str) -> str:
+    result = _ray("job", "status", "--address", cluster["dashboard"], job_id, timeout=60)
+    return result.stdout + result.stderr
+
+
+def _training_worker_pid(cluster: dict) -> int | None:
+    listed = _ray("list", "actors", "--address", cluster["dashboard"], "--filter", "class_name=RayTrainWorker",
+                  "--filter", "state=ALIVE", "--format", "json", timeout=60)
+    actors = json.loads(listed.stdout or "[]") if listed.returncode == 0 else []
+    return actors[0]["pid"] if actors else None
+
+
+def _kill_node_of(worker_pid: int) -> None:
+    """The raylet that started that worker, and every process it started: the machine is gone."""
+    raylet = psutil.Process(worker_pid).parent()
+    assert "raylet" in " ".join(raylet.cmdline())
+    for process in [*raylet.children(recursive=True), raylet]:
+        try:
+            process.kill()
+        except psutil.Error:
+            pass
+
+
+def test_losing_the_training_node_continues_from_the_checkpoint_on_another(cluster, tmp_path):
+    _start_node(f"--address={cluster['gcs']}", "--num-cpus=2")  # a spare node to fail over to
+    run_dir = tmp_path / "asl" / "node-loss"
+    job_id = f"node-loss-{time.time_ns()}"
+    submitted = _ray(
+        "job", "submit", "--no-wait", "--submission-id", job_id, "--address", cluster["dashboard"],
+        "--working-dir", ".", "--runtime-env-json",
+        JOB_ENV, "--", "python", "-m", "platform.run", "asl", "--tier", "smoke", "--set", "epochs=30",
+        "--cpus-per-worker", "1", "--storage", str(tmp_path), "--name", "node-loss",
+    )
+    assert submitted.returncode == 0, submitted.stderr[-3000:]
+    deadline = time.monotonic() + 600
+    while not list(run_dir.glob("epoch_0003-*")) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    worker_pid = _training_worker_pid(cluster)
+    assert worker_pid, _job_status(cluster, job_id)
+    _kill_node_of(worker_pid)
+    while time.monotonic() < deadline and not any(s in _job_status(cluster, job_id) for s in ("SUCCEEDED", "FAILED", "STOPPED")):
+        time.sleep(2)
+    logs = _ray("job", "logs", "--address", cluster["dashboard"], job_id, timeout=60).stdout
+    assert "SUCCEEDED" in _job_status(cluster, job_id), logs[-4000:]
+    manifest = _manifest(run_dir)
+    assert manifest["status"] == "finished" and manifest["training"]["restarts"] >= 1
+    assert manifest["training"]["epochs_completed"] == 30
+    assert "restored from" in logs
