@@ -20,6 +20,7 @@ from platform import config as config_lib
 from platform import storage as storage_lib
 from platform.errors import UserError, exit_on_user_error
 from platform.storage import RunLocation
+from platform.worker import is_headline
 
 DEFAULT_STORAGE = "runs"
 DEFAULT_MAX_FAILURES = 3
@@ -153,7 +154,8 @@ def summary(location: RunLocation, manifest: dict, storage_arg: str) -> str:
         f"  predict: python -m platform.predict {shown} <input ...>",
     ]
     if "test_metrics" in manifest:
-        lines.insert(1, "  test split: " + "  ".join(f"{k} {v:.4f}" for k, v in manifest["test_metrics"].items()))
+        shown = {k: v for k, v in manifest["test_metrics"].items() if is_headline(k)}
+        lines.insert(1, "  test split: " + "  ".join(f"{k} {v:.4f}" for k, v in shown.items()))
     return "\n".join(lines)
 
 
