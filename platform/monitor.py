@@ -25,7 +25,7 @@ import psutil
 
 from platform import artifacts, registry
 from platform.errors import UserError, exit_on_user_error
-from platform.worker import format_seconds
+from platform.worker import format_seconds, is_headline
 
 SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"
 GPU_HOT_C = 85
@@ -89,7 +89,7 @@ def describe_run(run_dir: Path) -> dict[str, Any]:
         "eta": format_seconds(eta) if eta is not None else "-",
         "metric": metric,
         "best": best,
-        "latest": {k: v for k, v in (latest or {}).items() if k.startswith(("train/", "val/"))},
+        "latest": {k: v for k, v in (latest or {}).items() if is_headline(k)},
         "restarts": int(latest.get("restarts", 0)) if latest else 0,
         "checkpoints": f"{len(kept)} kept, latest {kept[-1]['dir']}" if kept else "none yet",
         "dashboard": manifest.get("dashboard"),
