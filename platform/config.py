@@ -51,7 +51,7 @@ class TrainConfig:
     checkpoint_every: int = 1
     """Checkpoint every N epochs (the best and the last epochs are always checkpointed)."""
     keep_checkpoints: int = 2
-    """Best checkpoints kept by the trainable's METRIC (the latest is kept as well)."""
+    """Best checkpoints kept by the trainable's METRIC (the latest is kept as well); 0 keeps every one."""
     shuffle_buffer: int = 256
     """Rows in the seeded local shuffle buffer of the training data."""
 

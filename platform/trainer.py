@@ -63,7 +63,7 @@ def build(
             storage_path=train_storage or str(run_dir.parent),
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
             checkpoint_config=ray.train.CheckpointConfig(
-                num_to_keep=cfg.keep_checkpoints,
+                num_to_keep=cfg.keep_checkpoints or None,
                 checkpoint_score_attribute=metric,
                 checkpoint_score_order=mode,
             ),
