@@ -1,0 +1,175 @@
+"""The MELD layout: ``{train,dev,test}_sent_emo.csv`` and clips ``dia{D}_utt{U}.mp4``, read without Ray.
+
+Used by ``python -m platform.run emotion --data DIR``. DIR holds the three CSVs (columns Sr No.,
+Utterance, Speaker, Emotion, Sentiment, Dialogue_ID, Utterance_ID, Season, Episode, StartTime,
+EndTime; the test CSV is optional) and the clips, in DIR itself or in the real release's per-split
+folders (``train_splits/``, ``dev_splits_complete/``, ``output_repeated_splits_test/``), which come
+first: the real release reuses clip names across splits, so one flat folder suits one split's clips
+or a sample, not the whole release. dev is the platform's ``val`` split. A row whose clip is absent
+(or empty) keeps its text and has its audio and video masked; the counts go into meta. The real
+CSVs are cp1252 in places, with mojibake smart quotes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from platform.errors import UserError
+
+EMOTIONS = ("neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear")
+SENTIMENTS = ("neutral", "positive", "negative")
+CSV_COLUMNS = ("Sr No.", "Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID",
+               "Season", "Episode", "StartTime", "EndTime")
+REQUIRED_COLUMNS = ("Utterance", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID")
+CSV_FILES = {"train": "train_sent_emo.csv", "val": "dev_sent_emo.csv", "test": "test_sent_emo.csv"}
+# The real release's folder first (the synthetic set writes there), then common re-packagings.
+CLIP_FOLDERS = {
+    "train": ("train_splits", "train", "train_videos"),
+    "val": ("dev_splits_complete", "dev_splits", "dev", "dev_videos"),
+    "test": ("output_repeated_splits_test", "test_splits", "test", "test_videos"),
+}
+# UTF-8 read as cp1252 (the real CSVs' "Youâ€™re"), and the smart quotes tokenizers split oddly.
+MOJIBAKE_MARKERS = ("â€", "Ã")
+PLAIN_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2014": "-",
+                              "\u2013": "-", "\u2026": "...", "\u0092": "'", "\u0085": "...", "\u0097": "-"})
+
+
+def decode_text(raw: bytes) -> str:
+    """UTF-8 when it is, else cp1252, else latin-1 (cp1252 leaves five bytes undefined)."""
+    for encoding in ("utf-8-sig", "cp1252"):
+        try:
+            return raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    return raw.decode("latin-1")
+
+
+def clean_utterance(text: str) -> str:
+    """Mojibake repaired where it round-trips, smart quotes as ASCII, whitespace collapsed."""
+    if any(marker in text for marker in MOJIBAKE_MARKERS):
+        try:
+            text = text.encode("cp1252").decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            pass
+    return " ".join(text.translate(PLAIN_QUOTES).split())
+
+
+def read_csv(path: Path) -> tuple[pd.DataFrame, bytes]:
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        raise UserError(f"{path}: not found or unreadable") from None
+    try:
+        frame = pd.read_csv(io.StringIO(decode_text(raw)), dtype=str, keep_default_na=False)
+    except (ValueError, pd.errors.ParserError) as err:
+        raise UserError(f"{path}: not a readable CSV ({str(err).splitlines()[0]})") from None
+    frame.columns = [c.strip() for c in frame.columns]
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise UserError(f"{path}: missing column(s) {', '.join(missing)}")
+    return frame, raw
+
+
+def clip_index(root: Path, split: str) -> dict[str, Path]:
+    """Clip file name -> path, over the split's folders and DIR itself (one listing a folder)."""
+    found: dict[str, Path] = {}
+    for folder in (*(root / name for name in CLIP_FOLDERS[split]), root):
+        if folder.is_dir():
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if entry.name.endswith(".mp4") and entry.name not in found and entry.is_file():
+                        found[entry.name] = Path(entry.path)
+    return found
+
+
+def _label(value: str, classes: tuple[str, ...], where: str, column: str) -> int:
+    name = value.strip().lower()
+    if name not in classes:
+        raise UserError(f"{where}: {column} {value!r} is not one of {', '.join(classes)}")
+    return classes.index(name)
+
+
+def _integer(value: str, where: str, column: str) -> int:
+    try:
+        return int(float(value))
+    except ValueError:
+        raise UserError(f"{where}: {column} {value!r} is not an integer") from None
+
+
+def split_rows(frame: pd.DataFrame, clips: dict[str, Path], shown: Path, max_rows: int) -> list[dict]:
+    """Rows {utterance, clip ("" when absent), emotion, sentiment, dialogue_id, utterance_id}."""
+    rows = []
+    for line, record in enumerate(frame.to_dict("records"), start=2):
+        if max_rows and len(rows) >= max_rows:
+            break
+        where = f"{shown} line {line}"
+        dialogue = _integer(record["Dialogue_ID"], where, "Dialogue_ID")
+        utterance_id = _integer(record["Utterance_ID"], where, "Utterance_ID")
+        clip = clips.get(f"dia{dialogue}_utt{utterance_id}.mp4")
+        rows.append({
+            "utterance": clean_utterance(record["Utterance"]),
+            # An empty file is as missing as an absent one (the real release has a few).
+            "clip": str(clip) if clip is not None and clip.stat().st_size > 0 else "",
+            "emotion": _label(record["Emotion"], EMOTIONS, where, "Emotion"),
+            "sentiment": _label(record["Sentiment"], SENTIMENTS, where, "Sentiment"),
+            "dialogue_id": dialogue,
+            "utterance_id": utterance_id,
+        })
+    return rows
+
+
+def read_meld(data_dir: str, max_rows: int = 0) -> tuple[dict[str, list[dict]], dict]:
+    """Rows by split (train, val and, when its CSV exists, test) and meta of a MELD folder."""
+    root = Path(data_dir).expanduser().resolve()
+    if not root.is_dir():
+        raise UserError(f"{data_dir}: data folder not found")
+    splits, digest, listing = {}, hashlib.sha256(), []
+    for split, name in CSV_FILES.items():
+        if split == "test" and not (root / name).is_file():
+            continue
+        frame, raw = read_csv(root / name)
+        clips = clip_index(root, split)
+        splits[split] = split_rows(frame, clips, Path(data_dir) / name, max_rows)
+        digest.update(hashlib.sha256(raw).digest())
+        listing += [f"{split}/{row['clip']}\0{Path(row['clip']).stat().st_size}" for row in splits[split] if row["clip"]]
+    for entry in sorted(listing):
+        digest.update(entry.encode() + b"\n")
+    meta = {
+        "data_path": str(root),
+        "content_hash": "sha256:" + digest.hexdigest(),
+        "max_rows": max_rows,
+        "split_sizes": {split: len(rows) for split, rows in splits.items()},
+        "missing_clips": {split: sum(not row["clip"] for row in rows) for split, rows in splits.items()},
+    }
+    return splits, meta
+
+
+def class_counts(rows: list[dict], target: str, classes: tuple[str, ...]) -> list[int]:
+    return np.bincount([row[target] for row in rows], minlength=len(classes)).tolist()
+
+
+def class_weights(counts: list[int]) -> list[float]:
+    """Inverse frequency, normalised so a balanced set weighs 1 everywhere; absent classes weigh 1."""
+    counts_array = np.asarray(counts, dtype=np.float64)
+    weights = counts_array.sum() / (len(counts) * np.maximum(counts_array, 1))
+    weights[counts_array == 0] = 1.0
+    return [round(float(w), 6) for w in weights]
+
+
+def oversample(rows: list[dict], target: str, seed: int) -> list[dict]:
+    """Every class drawn (with replacement, seeded) up to the largest class's count, then shuffled."""
+    rng = np.random.default_rng(seed)
+    labels = np.array([row[target] for row in rows])
+    largest = np.bincount(labels).max()
+    picked = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        extra = rng.choice(members, size=largest - len(members), replace=True)
+        picked += [*members, *extra]
+    return [rows[i] for i in rng.permutation(picked)]
