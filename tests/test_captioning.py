@@ -1,0 +1,337 @@
+"""The captioning trainable: Flickr8k layouts, vocabulary, synthetic set, decoding, BLEU, and one run.
+
+Run with ``cd <repo> && .venv/bin/python -m pytest tests/test_captioning.py`` (unit tests without
+Ray; the last test runs ``python -m platform.run captioning --tier smoke`` twice and predicts).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_command, shared_dataset
+from PIL import Image
+from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.rouge.rouge import Rouge
+
+from platform import registry
+from platform.config import resolve
+from platform.errors import UserError
+from search_spaces.captioning import ALIASES, SPACE, TIERS
+from trainables import captioning as cap
+from trainables.captioning import data, synthetic, vocab
+
+CAPTIONS = {
+    "a.jpg": ["A dog runs .", "A brown dog , running on grass .", "Dog running"],
+    "b.jpg": ["Two children play in the park .", "Kids playing outside"],
+    "c.jpg": ["A red car", "A car parked on the street ."],
+    "d.jpg": ["A man rides a bike", "Someone cycling"],
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Two torch threads on a shared 2-core machine spin against each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def smoke_cfg() -> cap.Config:
+    return resolve(cap.Config, TIERS["smoke"])
+
+
+@pytest.fixture(scope="module")
+def smoke_rows(smoke_cfg):
+    """Rows and meta of the smoke tier's synthetic set (written in the session's cache)."""
+    return cap.raw_rows(smoke_cfg)
+
+
+def jpeg(path: Path, colour=(200, 30, 30)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (40, 30), colour).save(path)
+
+
+def write_folder(root: Path, layout: str, captions=CAPTIONS, images="Images") -> Path:
+    for k, name in enumerate(captions):
+        jpeg(root / images / name, (40 * k, 100, 200))
+    if layout == "csv":
+        lines = ["image,caption"] + [f'{name},"{c}"' for name, cs in captions.items() for c in cs]
+        (root / "captions.txt").write_text("\n".join(lines) + "\n")
+    else:
+        lines = [f"{name}#{n}\t{c}" for name, cs in captions.items() for n, c in enumerate(cs)]
+        (root / "Flickr8k.token.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def torch_batch(rows: list[dict], cfg) -> dict[str, torch.Tensor]:
+    raw = {key: np.array([row[key] for row in rows]) for key in rows[0]}
+    return {key: torch.from_numpy(value) for key, value in cap.preprocess(raw, cfg).items()}
+
+
+# ---------------------------------------------------------------- reading Flickr8k folders
+
+
+def table(rows: dict[str, list[dict]]) -> dict[str, list[tuple]]:
+    """Images and their captions by split, without the paths (which differ between two folders)."""
+    return {split: [(r["image"], r["captions"]) for r in split_rows] for split, split_rows in rows.items()}
+
+
+def test_both_caption_layouts_read_to_the_same_table(tmp_path):
+    csv_rows, csv_meta = data.read_flickr(str(write_folder(tmp_path / "csv", "csv")), 0.25, 0.25, seed=1)
+    token_rows, token_meta = data.read_flickr(
+        str(write_folder(tmp_path / "token", "token", images="Flicker8k_Dataset")), 0.25, 0.25, seed=1)
+    assert table(csv_rows) == table(token_rows)
+    assert sorted(r["image"] for split in csv_rows.values() for r in split) == sorted(CAPTIONS)
+    assert {s: len(r) for s, r in csv_rows.items()} == {"train": 2, "val": 1, "test": 1}
+    assert csv_meta["captions"] == token_meta["captions"] == 9 and csv_meta["split_source"] == "seeded split (seed 1)"
+    first = csv_rows["train"][0]
+    assert first["captions"] == CAPTIONS[first["image"]] and Path(first["image_path"]).is_file()
+
+
+def test_the_real_flickr8k_sample_reads_with_five_captions_an_image():
+    folder = shared_dataset("flickr8k")
+    rows, meta = data.read_flickr(str(folder))
+    every = [row for split in rows.values() for row in split]
+    assert len(every) == 40 and all(len(row["captions"]) == 5 for row in every)
+    assert meta["captions"] == 200 and meta["skipped_captions"]["count"] == 0
+    assert all(Path(row["image_path"]).is_file() for row in every)
+    cfg = cap.Config(data_dir=str(folder), image_weights="none", image_size=64, vocab_size=50, max_len=10)
+    items, meta = cap.raw_rows(cfg)  # reads only: nothing is written into the sample
+    assert len(meta["vocabulary"]) == 50 and items["train"][0]["captions"].shape == (5, 12)
+    batch = torch_batch(items["val"][:2], cfg)
+    assert batch["features"].shape == (2, 512) and torch.isfinite(batch["features"]).all()
+
+
+def test_standard_split_lists_are_honoured(tmp_path):
+    root = write_folder(tmp_path, "token")
+    (root / "Flickr_8k.trainImages.txt").write_text("a.jpg\nc.jpg\n")
+    (root / "Flickr_8k.devImages.txt").write_text("d.jpg\n")
+    (root / "Flickr_8k.testImages.txt").write_text("b.jpg\n")
+    rows, meta = data.read_flickr(str(root))
+    assert {s: [r["image"] for r in split] for s, split in rows.items()} == {
+        "train": ["a.jpg", "c.jpg"], "val": ["d.jpg"], "test": ["b.jpg"]}
+    assert meta["split_source"] == "standard split lists"
+
+
+def test_captions_of_missing_images_are_skipped_and_counted(tmp_path):
+    root = write_folder(tmp_path, "csv")
+    (root / "Images" / "b.jpg").unlink()
+    rows, meta = data.read_flickr(str(root), 0.34, 0.0)
+    assert "b.jpg" not in [r["image"] for split in rows.values() for r in split]
+    assert meta["skipped_captions"] == {"count": 2, "images": 1, "examples": ["b.jpg"]}
+
+
+def test_bad_folders_and_lines_are_user_errors_naming_the_file(tmp_path):
+    with pytest.raises(UserError, match="nowhere: data folder not found"):
+        data.read_flickr(str(tmp_path / "nowhere"))
+    with pytest.raises(UserError, match="no captions file"):
+        data.read_flickr(str(tmp_path))
+    root = write_folder(tmp_path / "bad", "token")
+    (root / "Flickr8k.token.txt").write_text("a.jpg#0\tA dog\na.jpg A dog without a tab\n")
+    with pytest.raises(UserError, match=r"Flickr8k\.token\.txt line 2: expected"):
+        data.read_flickr(str(root))
+    (root / "Flickr8k.token.txt").unlink()
+    (root / "captions.txt").write_text("file,text\na.jpg,A dog\n")
+    with pytest.raises(UserError, match=r"captions\.txt: the first line must be the header"):
+        data.read_flickr(str(root))
+    shutil.rmtree(root / "Images")
+    with pytest.raises(UserError, match="no image folder"):
+        data.read_flickr(str(root))
+
+
+def test_an_unreadable_image_is_a_user_error_naming_it(tmp_path, smoke_cfg, smoke_rows):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    rows = [{**smoke_rows[0]["train"][0], "image_path": str(broken)}]
+    with pytest.raises(UserError, match=f"{broken}: not a readable image"):
+        torch_batch(rows, smoke_cfg)
+
+
+# ---------------------------------------------------------------- vocabulary and synthetic set
+
+
+def test_vocabulary_size_and_caption_length_follow_the_config(tmp_path):
+    root = write_folder(tmp_path, "csv")
+    cfg = cap.Config(data_dir=str(root), vocab_size=9, max_len=3, val_fraction=0.25, test_fraction=0.25,
+                     image_weights="none")
+    items, meta = cap.raw_rows(cfg)
+    assert len(meta["vocabulary"]) == 9 and meta["vocabulary"][:4] == list(vocab.SPECIALS)
+    train_words = {w for r in items["train"] for c in CAPTIONS[Path(r["image_path"]).name]
+                   for w in data.normalize(c).split()}
+    assert set(meta["vocabulary"][4:]) <= train_words, "built from the training captions only"
+    captions = items["train"][0]["captions"]
+    assert captions.shape == (3, 3 + 2) and captions.dtype == np.int64  # 3 references at most (a.jpg)
+    assert (captions[:, 0][captions[:, 0] != vocab.PAD] == vocab.START).all()
+    ids = [vocab.START, *(int(t) for t in captions[0, 1:4]), vocab.END]
+    assert captions[0].tolist() == ids, "cut at max_len words, then <end>"
+    assert [r["eval_index"] for r in items["train"]] == [-1, -1]
+    assert sorted(r["eval_index"] for s in ("val", "test") for r in items[s]) == [0, 1]
+    assert [e["references"] for e in meta["eval_images"]] == [[data.normalize(c) for c in CAPTIONS[e["image"]]]
+                                                             for e in meta["eval_images"]]
+
+
+def test_missing_references_are_padding_the_loss_skips(tmp_path):
+    cfg = cap.Config(data_dir=str(write_folder(tmp_path, "csv")), vocab_size=40, max_len=6, val_fraction=0.25,
+                     test_fraction=0.25, image_weights="none", image_size=32, embed_dim=8, hidden_dim=16, dropout=0.0)
+    items, meta = cap.raw_rows(cfg)
+    two_refs = [r for split in items.values() for r in split if Path(r["image_path"]).name in ("b.jpg", "c.jpg")]
+    padded = torch_batch(two_refs, cfg)
+    assert padded["captions"].shape[1] == 3 and (padded["captions"][:, 2] == vocab.PAD).all()
+    torch.manual_seed(0)
+    model = cap.build_model(cfg, meta).eval()
+    with_padding, _ = cap.loss(model, padded, cfg)
+    without, _ = cap.loss(model, {**padded, "captions": padded["captions"][:, :2]}, cfg)
+    assert torch.isfinite(with_padding) and with_padding.item() == pytest.approx(without.item())
+
+
+def test_synthetic_set_is_in_the_flickr8k_layout_and_written_once(smoke_cfg, monkeypatch):
+    folder = cap.synthetic_dataset(smoke_cfg)
+    table, _ = data.read_captions(folder / "captions.txt")
+    assert (folder / "captions.txt").read_text().startswith("image,caption\n")
+    assert len(table) == smoke_cfg.synthetic_images and all(len(c) == 5 and len(set(c)) == 5 for c in table.values())
+    with Image.open(folder / "Images" / next(iter(table))) as image:
+        assert image.format == "JPEG" and image.size == (synthetic.IMAGE_PIXELS,) * 2
+    first = table[next(iter(table))]
+    colours = [c for c in synthetic.COLOURS if all(c in caption for caption in first)]
+    assert len(colours) == 1, "every caption of an image names its colour"
+    written = (folder / "captions.txt").stat().st_mtime_ns
+    monkeypatch.setattr(synthetic, "_write_synthetic", lambda *_: pytest.fail("written again"))
+    assert cap.synthetic_dataset(smoke_cfg) == folder and (folder / "captions.txt").stat().st_mtime_ns == written
+
+
+# ---------------------------------------------------------------- decoding, metrics, training
+
+
+def test_beam_search_of_width_one_is_greedy_decoding(smoke_cfg, smoke_rows):
+    torch.manual_seed(3)
+    model = cap.build_model(smoke_cfg, smoke_rows[1]).eval()
+    features = torch.randn(6, 512)
+    with torch.no_grad():
+        greedy = model.greedy(features, 8)
+        beam, scores = model.beam_search(features, 1, 8)
+    assert torch.equal(beam[:, 0], greedy) and scores.shape == (6, 1)
+
+
+def test_beam_search_shapes_and_order(smoke_cfg, smoke_rows):
+    torch.manual_seed(4)
+    model = cap.build_model(smoke_cfg, smoke_rows[1]).eval()
+    with torch.no_grad():
+        sequences, scores = model.beam_search(torch.randn(3, 512), 4, 8)
+        greedy_score = model.beam_search(torch.randn(3, 512), 1, 8)[1]
+    assert sequences.shape[:2] == (3, 4) and sequences.shape[2] <= 9 and scores.shape == (3, 4)
+    assert (scores[:, :-1] >= scores[:, 1:]).all() and torch.isfinite(scores).all() and greedy_score.shape == (3, 1)
+    for row in sequences.reshape(-1, sequences.shape[2]).tolist():
+        assert vocab.START not in row
+        if vocab.END in row:  # nothing but <pad> after <end>
+            assert set(row[row.index(vocab.END) + 1:]) <= {vocab.PAD}
+        else:
+            assert vocab.PAD not in row
+
+
+def test_evaluate_bleu_is_pycocoevalcap_on_its_own_predictions(smoke_cfg, smoke_rows, capsys):
+    items, meta = smoke_rows
+    model = cap.build_model(smoke_cfg, meta).eval()
+    with torch.no_grad():
+        metrics = cap.evaluate(model, [torch_batch(items["val"][:5], smoke_cfg), torch_batch(items["val"][5:], smoke_cfg)],
+                               smoke_cfg)
+    assert capsys.readouterr().out == "", "pycocoevalcap's prints are silenced"
+    predictions = metrics["predictions"]
+    assert [p["image"] for p in predictions] == [meta["eval_images"][r["eval_index"]]["image"] for r in items["val"]]
+    references = {k: p["references"] for k, p in enumerate(predictions)}
+    written = {k: [json.loads(json.dumps(p))["prediction"]] for k, p in enumerate(predictions)}
+    with contextlib.redirect_stdout(io.StringIO()):
+        bleu, _ = Bleu(4).compute_score(references, written)
+    assert [metrics[f"val/bleu{n}"] for n in range(1, 5)] == pytest.approx(bleu)
+    assert metrics["val/rougeL"] == pytest.approx(Rouge().compute_score(references, written)[0])
+    assert np.isfinite(metrics["val/loss"]) and cap.METRIC == ("val/bleu4", "max")
+
+
+def test_the_model_overfits_a_few_batches_and_then_captions_them(smoke_rows):
+    cfg = resolve(cap.Config, TIERS["smoke"], sets=["embed_dim=32", "hidden_dim=64", "dropout=0"])
+    items, meta = smoke_rows
+    torch.manual_seed(0)
+    batches = [torch_batch(items["train"][k:k + 4], cfg) for k in (0, 4)]
+    model = cap.build_model(cfg, meta)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(60):
+        for batch in batches:
+            value, metrics = cap.loss(model.train(), batch, cfg)
+            optimizer.zero_grad()
+            value.backward()
+            optimizer.step()
+        losses.append(metrics["loss"])
+    assert set(metrics) == {"loss", "word_acc"} and losses[-1] < 0.4 * losses[0], losses[::10]
+    with torch.no_grad():
+        scored = cap.evaluate(model.eval(), batches, cfg)
+    assert scored["val/bleu1"] > 0.5, scored["predictions"][:2]
+    assert len({p["prediction"] for p in scored["predictions"]}) > 1, "captions follow the image"
+    single = {"features": batches[0]["features"][:1], "captions": batches[0]["captions"][:1, :1]}
+    assert torch.isfinite(cap.loss(model.train(), single, cfg)[0]), "a last batch of one image with one caption"
+
+
+def test_predict_captions_image_files_with_a_beam(smoke_cfg, smoke_rows, tmp_path):
+    items, meta = smoke_rows
+    model = cap.build_model(smoke_cfg, meta)
+    paths = [items["val"][0]["image_path"], items["val"][1]["image_path"]]
+    results = cap.predict(model, paths, smoke_cfg, meta, beam=3)
+    assert [r["input"] for r in results] == paths and all(isinstance(r["caption"], str) for r in results)
+    with pytest.raises(UserError, match="--beam must be at least 1"):
+        cap.predict(model, paths, smoke_cfg, meta, beam=0)
+    with pytest.raises(UserError, match="gone.jpg: image not found"):
+        cap.predict(model, [str(tmp_path / "gone.jpg")], smoke_cfg, meta)
+
+
+def test_tiers_aliases_and_search_keys_are_config_fields():
+    for tier in TIERS.values():
+        resolve(cap.Config, tier)
+    assert set(SPACE) <= set(cap.Config.__dataclass_fields__)
+    assert set(TIERS) == {"smoke", "fast", "standard", "full"}
+    # The seed's "fast" cannot be an alias: aliases are looked up first and would hide the fast tier.
+    assert ALIASES == {"minimal": "fast", "optimized": "full"}
+    _, space = registry.load("captioning")
+    assert registry.tier_overrides(space, "minimal")["vocab_size"] == 3000
+    assert registry.tier_overrides(space, "fast")["vocab_size"] == 3000
+    assert registry.tier_overrides(space, "standard")["vocab_size"] == 5000
+    assert resolve(cap.Config, registry.tier_overrides(space, "optimized")).vocab_size == 8000
+
+
+# ---------------------------------------------------------------- end to end
+
+
+def test_smoke_run_reuses_its_cached_features_and_predicts(ray_address, tmp_path):
+    first = run_command("run", "captioning", "--tier", "smoke", "--storage", str(tmp_path), "--name", "e2e",
+                        address=ray_address)
+    assert first.returncode == 0, first.stderr[-4000:]
+    run_dir = tmp_path / "captioning" / "e2e"
+    for name in ("manifest.json", "val_predictions.jsonl", "test_predictions.jsonl", "best_model.pt"):
+        assert (run_dir / name).stat().st_size > 0, name
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert "random initialisation" in manifest["data"]["image_encoder"]
+    predictions = [json.loads(line) for line in (run_dir / "val_predictions.jsonl").read_text().splitlines()]
+    assert len(predictions) == manifest["data"]["rows"]["val"] and {"image", "references", "prediction"} <= set(predictions[0])
+    caches = [Path(folder) for folder in manifest["data"]["preprocessed_cache"].values()]
+    files = {path: path.stat().st_mtime_ns for folder in caches for path in folder.glob("*.parquet")}
+    assert files and all(folder.is_dir() for folder in caches)
+
+    # One epoch is enough to show the features are read back, not computed again (the epochs are no cache key).
+    second = run_command("run", "captioning", "--tier", "smoke", "--set", "epochs=1", "--storage", str(tmp_path),
+                         "--name", "again", address=ray_address)
+    assert second.returncode == 0, second.stderr[-4000:]
+    again = json.loads((tmp_path / "captioning" / "again" / "manifest.json").read_text())
+    assert again["data"]["preprocessed_cache"] == manifest["data"]["preprocessed_cache"]
+    assert {path: path.stat().st_mtime_ns for path in files} == files, "features were not computed again"
+
+    image = Path(manifest["data"]["data_path"]) / "Images" / predictions[0]["image"]
+    result = run_command("predict", str(run_dir), str(image), "--beam", "3")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(str(image)) and "  caption: " in result.stdout

@@ -1,0 +1,200 @@
+"""Image captioning: pooled CNN features of an image -> LSTM decoder -> a caption (Flickr8k).
+
+Used by ``python -m platform.run captioning [--tier fast] [--data DIR]`` (DIR: a Flickr8k folder,
+see ``trainables/captioning/data.py``; without it a cached synthetic set of drawn shapes) and by
+``python -m platform.predict RUN_DIR image.jpg [more.jpg ...] [--beam K]``.
+
+Data flow: ``build_datasets`` reads the captions, builds the vocabulary from the training captions
+(``vocab_size`` words, captions cut at ``max_len``) and puts each image's references as token ids
+into its row; ``preprocess`` runs ResNet18 over the image files once (Ray Data; the platform
+keeps the features beside the data by ``PREPROCESS_KEYS`` and every run and trial reuses them).
+Training: teacher forcing over all references of an image at once (each a sequence), cross
+entropy over words. Validation: greedy (``beam_width`` 1) or beam-search captions scored with
+pycocoevalcap's BLEU-1..4 and ROUGE-L against all references; ``METRIC`` is BLEU-4. Every
+validation caption is written to ``val_predictions.jsonl`` as the exact text that was scored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from platform.config import TrainConfig
+from platform.errors import UserError
+from trainables.captioning.data import normalize, read_flickr
+from trainables.captioning.features import FEATURE_DIM, describe, extract
+from trainables.captioning.metrics import caption_metrics
+from trainables.captioning.model import Captioner
+from trainables.captioning.synthetic import synthetic_dataset
+from trainables.captioning.vocab import PAD, START, build_vocabulary, decode, encode_references
+from trainables.pretrained import image_source
+
+METRIC = ("val/bleu4", "max")
+# A new vocabulary (vocab_size, max_len, min_word_count) changes the rows' token ids, hence the
+# cache key as well; only these keys change the features themselves.
+PREPROCESS_KEYS = ("image_size", "image_weights")
+
+
+@dataclasses.dataclass
+class Config(TrainConfig):
+    """The seed's optimized mode; tiers in ``search_spaces/captioning.py`` shrink it."""
+
+    # The seed's training recipe, where it differs from the platform's defaults (documented there).
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 2e-3
+    grad_clip: float = 5.0
+    patience: int = 5
+    embed_dim: int = 256
+    """Word embedding size."""
+    hidden_dim: int = 384
+    """LSTM hidden size."""
+    dropout: float = 0.3
+    """Dropout on the image features, the word embeddings and the LSTM outputs."""
+    vocab_size: int = 8000
+    """Vocabulary size, the 4 special tokens included: the most frequent training words."""
+    min_word_count: int = 1
+    """Training-caption occurrences a word needs to enter the vocabulary."""
+    max_len: int = 25
+    """Words a caption keeps in training, and at most generated."""
+    beam_width: int = 3
+    """Beam width of validation and predict captions; 1 is greedy decoding."""
+    image_size: int = 224
+    """Images are resized (shorter side) and centre-cropped to this many pixels square for the CNN."""
+    image_weights: str = "auto"
+    """ResNet18 weights: auto (ImageNet if in the torch hub cache, else random from a fixed seed), none, or a .pth path."""
+    val_fraction: float = 0.1
+    """Share of the images held out for validation when the data has no split lists."""
+    test_fraction: float = 0.1
+    """Share of the images held out for the test split when the data has no split lists."""
+    synthetic_images: int = 2000
+    """Synthetic set (no data_dir): number of images (five captions each)."""
+
+
+def _checked(cfg: Config) -> None:
+    if cfg.vocab_size < 5 or cfg.max_len < 1 or cfg.beam_width < 1 or not 0 <= cfg.dropout < 1:
+        raise UserError("config keys 'vocab_size' (>= 5), 'max_len' (>= 1), 'beam_width' (>= 1) "
+                        "or 'dropout' (0 <= p < 1) are out of range")
+
+
+def raw_rows(cfg: Config) -> tuple[dict[str, list[dict]], dict]:
+    """Rows {image_path, encoder_weights, captions [refs, max_len+2], eval_index} by split, and meta; no Ray."""
+    _checked(cfg)
+    data_dir = cfg.data_dir or str(synthetic_dataset(cfg))
+    splits, meta = read_flickr(data_dir, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    if not splits.get("train") or not splits.get("val"):
+        raise UserError(f"{data_dir}: no training or no validation images (split: {meta['split_source']})")
+    vocabulary = build_vocabulary([row["captions"] for row in splits["train"]], cfg.vocab_size, cfg.min_word_count)
+    index = {word: k for k, word in enumerate(vocabulary)}
+    references = max(len(row["captions"]) for rows in splits.values() for row in rows)
+    # Concrete now: the features (and their cache key, through the rows) name the weights they came from.
+    weights = image_source(cfg.image_weights)
+    eval_images: list[dict] = []
+    items: dict[str, list[dict]] = {}
+    for split, rows in splits.items():
+        items[split] = []
+        for row in rows:
+            if split != "train":
+                eval_images.append({"image": row["image"], "references": [normalize(c) for c in row["captions"]]})
+            items[split].append({
+                "image_path": row["image_path"], "encoder_weights": weights,
+                "captions": encode_references(row["captions"], index, cfg.max_len, references),
+                "eval_index": len(eval_images) - 1 if split != "train" else -1,
+            })
+    meta.update(vocabulary=vocabulary, references_per_image=references, encoder_weights=weights,
+                image_encoder=describe(weights), eval_images=eval_images)
+    return items, meta
+
+
+def build_datasets(cfg: Config):
+    """Ray datasets of :func:`raw_rows` by split, and meta; a synthetic set when no data_dir."""
+    import ray.data
+
+    items, meta = raw_rows(cfg)
+    sys.stdout.write(f"[captioning] {meta['image_encoder']}; vocabulary {len(meta['vocabulary'])} words; "
+                     f"images {meta['images']}; skipped captions {meta['skipped_captions']['count']}\n")
+    return {split: ray.data.from_items(rows) for split, rows in items.items()}, meta
+
+
+def preprocess(batch: dict[str, np.ndarray], cfg: Config) -> dict[str, np.ndarray]:
+    """Raw rows -> {features float32 [B, 512], captions int64 [B, refs, max_len+2], eval_index int64 [B]}."""
+    weights = str(batch["encoder_weights"][0]) if len(batch["encoder_weights"]) else "none"
+    return {
+        "features": extract(batch["image_path"], cfg.image_size, weights),
+        "captions": np.asarray(batch["captions"], dtype=np.int64),
+        "eval_index": np.asarray(batch["eval_index"], dtype=np.int64),
+    }
+
+
+def build_model(cfg: Config, meta: dict) -> nn.Module:
+    _checked(cfg)
+    vocabulary = meta.get("vocabulary") or []
+    if len(vocabulary) < 5:
+        raise UserError("meta has no vocabulary: build the model from build_datasets' meta")
+    model = Captioner(len(vocabulary), cfg.embed_dim, cfg.hidden_dim, cfg.dropout, FEATURE_DIM)
+    model.vocabulary = list(vocabulary)
+    model.eval_images = list(meta.get("eval_images") or [])
+    return model
+
+
+# ---------------------------------------------------------------- loss, evaluation, prediction
+
+
+def _teacher_forcing(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    """Cross entropy of every reference of every image (each its own sequence), and word accuracy."""
+    captions = batch["captions"]
+    count, references, length = captions.shape
+    sequences = captions.reshape(count * references, length)
+    present = sequences[:, 0] == START  # an image with fewer captions pads with empty references
+    features = batch["features"].repeat_interleave(references, dim=0)[present]
+    sequences = sequences[present]
+    logits = model(features, sequences[:, :-1]).float()
+    targets = sequences[:, 1:]
+    value = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=PAD)
+    words = targets != PAD
+    accuracy = (logits.argmax(dim=-1) == targets)[words].float().mean()
+    return value, {"loss": value.item(), "word_acc": accuracy.item()}
+
+
+def loss(model: nn.Module, batch: dict[str, torch.Tensor], cfg: Config):
+    return _teacher_forcing(model, batch)
+
+
+def evaluate(model: nn.Module, batches, cfg: Config) -> dict:
+    """val/loss, val/word_acc, val/bleu1..4, val/rougeL and one prediction a validation image."""
+    core = getattr(model, "module", model)
+    predictions, totals, seen = [], {"loss": 0.0, "word_acc": 0.0}, 0
+    for batch in batches:
+        _, metrics = _teacher_forcing(core, batch)
+        totals = {key: totals[key] + metrics[key] for key in totals}
+        seen += 1
+        for index, ids in zip(batch["eval_index"].tolist(), core.caption(batch["features"], cfg.beam_width, cfg.max_len).tolist()):
+            image = core.eval_images[index]
+            predictions.append({"image": image["image"], "references": image["references"],
+                                "prediction": decode(ids, core.vocabulary)})
+    if not predictions:
+        raise UserError("the validation split is empty")
+    return {**{f"val/{key}": total / seen for key, total in totals.items()}, **caption_metrics(predictions),
+            "predictions": predictions}
+
+
+def add_predict_arguments(parser) -> None:
+    parser.add_argument("--beam", type=int, default=None, metavar="K",
+                        help="beam width (default: the run's beam_width; 1 is greedy decoding)")
+
+
+def predict(model: nn.Module, inputs: list[str], cfg: Config, meta: dict, beam: int | None = None) -> list[dict]:
+    """A caption for each image file in ``inputs``."""
+    width = cfg.beam_width if beam is None else beam
+    if width < 1:
+        raise UserError(f"--beam must be at least 1, not {width}")
+    features = torch.from_numpy(extract(inputs, cfg.image_size, meta["encoder_weights"]))
+    model.eval()
+    with torch.no_grad():
+        ids = model.caption(features.to(next(model.parameters()).device), width, cfg.max_len).tolist()
+    return [{"input": path, "caption": decode(tokens, model.vocabulary)} for path, tokens in zip(inputs, ids)]
