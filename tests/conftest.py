@@ -44,6 +44,18 @@ def synthetic_cache(tmp_path_factory) -> Path:
     return cache
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Unit tests run torch in this process beside Ray's workers: on 2 cores, two torch threads
+    each spin against them (20x slower measured here)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

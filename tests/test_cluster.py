@@ -1,4 +1,5 @@
-"""A real multi-node Ray cluster on this machine: ``ray job submit`` of a training run.
+"""A real multi-node Ray cluster on this machine: ``ray job submit`` of a training run, and the
+loss of the node it trains on.
 
     .venv/bin/python -m pytest tests/test_cluster.py
 
@@ -64,11 +65,17 @@ def cluster(synthetic_cache) -> dict:
         _kill_processes_mentioning(temp_dir)
 
 
-def _submit(cluster: dict, *args: str) -> subprocess.CompletedProcess:
-    return _ray(
-        "job", "submit", "--address", cluster["dashboard"], "--working-dir", ".", "--runtime-env-json", JOB_ENV,
-        "--", "python", "-m", "platform.run", *args, timeout=900,
-    )
+def _submit(cluster: dict, *args: str, options: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """``ray job submit ... -- python -m platform.run ARGS``, as a user types it."""
+    command = ("job", "submit", *options, "--address", cluster["dashboard"], "--working-dir", ".",
+               "--runtime-env-json", JOB_ENV, "--", "python", "-m", "platform.run", *args)
+    deadline = time.monotonic() + 120
+    while True:
+        result = _ray(*command, timeout=900)
+        # A fresh head's job agent registers a few seconds after `ray start` returns.
+        if "No available agent" not in result.stderr or time.monotonic() > deadline:
+            return result
+        time.sleep(2)
 
 
 def _manifest(run_dir: Path) -> dict:
@@ -85,8 +92,10 @@ def test_a_submitted_job_trains_and_writes_its_run_directory(cluster, tmp_path):
 
 
 def _job_status(cluster: dict, job_id: str) -> str:
+    """"succeeded", "failed", "stopped" once it ended ("Job 'x' succeeded"); else the CLI's text."""
     result = _ray("job", "status", "--address", cluster["dashboard"], job_id, timeout=60)
-    return result.stdout + result.stderr
+    text = (result.stdout + result.stderr).lower()
+    return next((s for s in ("succeeded", "failed", "stopped") if f"' {s}" in text), text)
 
 
 def _training_worker_pid(cluster: dict) -> int | None:
@@ -111,11 +120,9 @@ def test_losing_the_training_node_continues_from_the_checkpoint_on_another(clust
     _start_node(f"--address={cluster['gcs']}", "--num-cpus=2")  # a spare node to fail over to
     run_dir = tmp_path / "asl" / "node-loss"
     job_id = f"node-loss-{time.time_ns()}"
-    submitted = _ray(
-        "job", "submit", "--no-wait", "--submission-id", job_id, "--address", cluster["dashboard"],
-        "--working-dir", ".", "--runtime-env-json",
-        JOB_ENV, "--", "python", "-m", "platform.run", "asl", "--tier", "smoke", "--set", "epochs=30",
-        "--cpus-per-worker", "1", "--storage", str(tmp_path), "--name", "node-loss",
+    submitted = _submit(
+        cluster, "asl", "--tier", "smoke", "--set", "epochs=30", "--cpus-per-worker", "1",
+        "--storage", str(tmp_path), "--name", "node-loss", options=("--no-wait", "--submission-id", job_id),
     )
     assert submitted.returncode == 0, submitted.stderr[-3000:]
     deadline = time.monotonic() + 600
@@ -124,10 +131,10 @@ def test_losing_the_training_node_continues_from_the_checkpoint_on_another(clust
     worker_pid = _training_worker_pid(cluster)
     assert worker_pid, _job_status(cluster, job_id)
     _kill_node_of(worker_pid)
-    while time.monotonic() < deadline and not any(s in _job_status(cluster, job_id) for s in ("SUCCEEDED", "FAILED", "STOPPED")):
+    while time.monotonic() < deadline and _job_status(cluster, job_id) not in ("succeeded", "failed", "stopped"):
         time.sleep(2)
     logs = _ray("job", "logs", "--address", cluster["dashboard"], job_id, timeout=60).stdout
-    assert "SUCCEEDED" in _job_status(cluster, job_id), logs[-4000:]
+    assert _job_status(cluster, job_id) == "succeeded", logs[-4000:]
     manifest = _manifest(run_dir)
     assert manifest["status"] == "finished" and manifest["training"]["restarts"] >= 1
     assert manifest["training"]["epochs_completed"] == 30

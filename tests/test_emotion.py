@@ -23,15 +23,6 @@ from trainables import emotion
 from trainables.emotion import data, media, synthetic
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two torch threads on a shared 2-core machine spin against each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def smoke_cfg() -> emotion.Config:
     return resolve(emotion.Config, TIERS["smoke"])

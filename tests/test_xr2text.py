@@ -27,15 +27,6 @@ from trainables import xr2text as xt
 from trainables.xr2text import data, reports, synthetic
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two torch threads on a shared 2-core machine spin against each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def smoke_cfg() -> xt.Config:
     return resolve(xt.Config, TIERS["smoke"])

@@ -13,11 +13,9 @@ import functools
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch import nn
 
-from platform.errors import UserError
-from trainables.pretrained import IMAGENET_MEAN, IMAGENET_STD, build_image_encoder
+from trainables.pretrained import IMAGENET_MEAN, IMAGENET_STD, build_image_encoder, load_image
 
 FEATURE_DIM = 512
 RANDOM_ENCODER_SEED = 0
@@ -39,27 +37,17 @@ def load_encoder(weights_source: str) -> nn.Module:
     return encoder.eval()
 
 
-def load_image(path: str, size: int) -> np.ndarray:
-    """[3, size, size] float32, ImageNet-normalised: the shorter side resized to size, centre-cropped."""
-    try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            scale = size / min(image.size)
-            width, height = max(size, round(image.width * scale)), max(size, round(image.height * scale))
-            image = image.resize((width, height), Image.Resampling.BILINEAR)
-            left, top = (width - size) // 2, (height - size) // 2
-            pixels = np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.float32) / 255
-    except FileNotFoundError:
-        raise UserError(f"{path}: image not found") from None
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise UserError(f"{path}: not a readable image ({str(err).splitlines()[0]})") from None
-    return ((pixels - np.array(IMAGENET_MEAN, np.float32)) / np.array(IMAGENET_STD, np.float32)).transpose(2, 0, 1)
+def normalised_image(path: str, size: int) -> np.ndarray:
+    """[3, size, size] float32, ImageNet-normalised, as the encoder was trained."""
+    pixels = load_image(path, size).astype(np.float32) / 255
+    mean, std = (np.array(v, np.float32).reshape(3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
+    return (pixels - mean) / std
 
 
 def extract(paths, size: int, weights_source: str) -> np.ndarray:
     """float32 [N, 512]: the encoder's globally pooled features of each image file."""
     if len(paths) == 0:
         return np.zeros((0, FEATURE_DIM), np.float32)
-    pixels = torch.from_numpy(np.stack([load_image(str(path), size) for path in paths]))
+    pixels = torch.from_numpy(np.stack([normalised_image(str(path), size) for path in paths]))
     with torch.no_grad():
         return load_encoder(weights_source)(pixels).numpy().astype(np.float32)

@@ -24,10 +24,10 @@ from torch import nn
 
 from platform.config import TrainConfig
 from platform.errors import UserError
-from trainables.gender_bias.data import load_image, read_labels
+from trainables.gender_bias.data import read_labels
 from trainables.gender_bias.model import BiasScorer, describe_sources
 from trainables.gender_bias.synthetic import synthetic_dataset
-from trainables.pretrained import load_tokenizer, text_source
+from trainables.pretrained import load_image, load_tokenizer, text_source
 
 METRIC = ("val/mae", "min")
 

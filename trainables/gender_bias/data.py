@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
 
 from platform.errors import UserError
 
@@ -134,24 +133,3 @@ def read_labels(
         "labeling": _ledger(frame),
     }
     return splits, meta
-
-
-def load_image(path: str, size: int) -> np.ndarray:
-    """[3, size, size] uint8 RGB: the shorter side resized to size, then centre-cropped.
-
-    uint8, not normalised floats: the preprocessed set is materialised in Ray's object store, and
-    5K posts at 224 px take 750 MB this way instead of 3 GB; the model normalises on its first step.
-    """
-    try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            scale = size / min(image.size)
-            width, height = max(size, round(image.width * scale)), max(size, round(image.height * scale))
-            image = image.resize((width, height), Image.Resampling.BILINEAR)
-            left, top = (width - size) // 2, (height - size) // 2
-            image = image.crop((left, top, left + size, top + size))
-            return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1).copy()
-    except FileNotFoundError:
-        raise UserError(f"{path}: image not found") from None
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise UserError(f"{path}: not a readable image ({str(err).splitlines()[0]})") from None
