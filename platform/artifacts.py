@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from platform import config as config_lib
-from platform import plots
+from platform import plots, tensorboard
 from platform.errors import UserError
 from platform.loop import validate
 from platform.worker import STATE_FILE
@@ -30,6 +30,7 @@ META_FILE = "meta.json"
 MANIFEST_FILE = "manifest.json"
 HISTORY_FILE = "history.csv"
 BEST_MODEL_FILE = "best_model.pt"
+TENSORBOARD_DIR = "tensorboard"
 TIMED_PREDICTIONS = 20
 
 
@@ -97,6 +98,7 @@ def finish(
 
     history = latest["history"]
     pd.DataFrame(history).to_csv(run_dir / HISTORY_FILE, index=False)
+    tensorboard.write_history(run_dir / TENSORBOARD_DIR, history)
     title = f"{manifest['stem']} / {manifest['tier']} / {run_dir.name}"
     plots.training_curves(history, run_dir / "training_curves.png", title)
     write_extras(best.get("extras", {}), run_dir, "", meta, f"{title} (best epoch {best['epoch']})")

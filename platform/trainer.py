@@ -15,11 +15,10 @@ from ray.train.torch import TorchTrainer
 
 from platform import config as config_lib
 from platform import registry
+from platform.artifacts import TENSORBOARD_DIR
 from platform.cluster import QUIET_ENV, default_cpus_per_worker
 from platform.tensorboard import TensorBoardCallback
 from platform.worker import train_loop_per_worker
-
-TENSORBOARD_DIR = "tensorboard"
 
 
 def data_config() -> ray.train.DataConfig:
