@@ -237,20 +237,21 @@ def test_tiers_and_space_use_config_fields():
 # ---------------------------------------------------------------- end to end, on Ray
 
 
-def test_smoke_run_and_predict(ray_address, tmp_path, smoke_cfg, synthetic_dir, monkeypatch):
+def test_smoke_run_survives_a_lost_worker_in_the_right_stage_and_predicts(ray_address, tmp_path, smoke_cfg, synthetic_dir, monkeypatch):
     # The driver scores the test split and times predictions: two torch threads on this shared
     # 2-core machine spin against each other (30x slower decoding here).
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    # The worker dies as epoch 3 starts: the restarted one must go on in stage 2, then 3.
     result = run_command("run", "xr2text", "--tier", "smoke", "--storage", str(tmp_path), "--name", "e2e",
-                         address=ray_address)
+                         "--fail-at-epoch", "3", address=ray_address)
     assert result.returncode == 0, result.stderr[-3000:]
-    print(result.stdout[-2500:])
     run_dir = tmp_path / "xr2text" / "e2e"
     for name in ("manifest.json", "history.csv", "val_predictions.jsonl", "test_predictions.jsonl", "best_model.pt"):
         assert (run_dir / name).is_file(), name
     history = pd.read_csv(run_dir / "history.csv")
     assert history["schedule/stage"].tolist() == [0, 1, 2, 3]
     manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["training"]["restarts"] == 1
     assert manifest["data"]["skipped"]["missing_image"] == 0 and "test/bleu4_rouge_l" in manifest["test_metrics"]
     val_rows = [json.loads(line) for line in (run_dir / "val_predictions.jsonl").read_text().splitlines()]
     assert len(val_rows) == manifest["data"]["split_sizes"]["val"]
