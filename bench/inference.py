@@ -1,0 +1,128 @@
+"""Inference: the full-tier ASL model (250 signs, 384 frames) on CPU, plain eager torch vs the platform's predict path.
+
+    .venv/bin/python -m bench.inference [--small | --full]
+
+``--small`` (default): 10 timed calls at batch 1 and 2 at batch 32; ``--full``: 50 and 8. Run from
+the repository root.
+
+Model: ``trainables.asl.Config()`` (the seed's full recipe: width 192, 384 frames) with 250 classes,
+random weights (timing does not depend on them). Inputs: synthetic landmark files in the Kaggle
+layout, long enough to fill all 384 frames (longer ones are resampled down, as the seed did).
+- eager: the seed's way, the model called on feature tensors under ``torch.no_grad()``;
+- platform forward: the model as ``platform.artifacts.load_run`` loads it from a run directory
+  (config.json, meta.json, best_model.pt written here in the platform's format), on the same tensors;
+- platform predict: ``trainables.asl.predict`` on the files, as ``python -m platform.predict`` calls it
+  (reads the parquet, extracts features, runs the model, top-5 softmax).
+Calls alternate between the three so a change of machine load biases none. Ratio = eager / platform
+time (1.0: the platform adds nothing). The seed states < 50 ms a prediction at batch 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from platform import artifacts
+from platform import config as config_lib
+
+import numpy as np
+import torch
+
+from bench.common import median, parse_setting, print_summary
+from trainables import asl
+from trainables.asl.landmarks import extract_features, read_index
+from trainables.asl.synthetic import synthetic_dataset
+
+CLASSES = 250
+SETTINGS = {"small": (10, 2), "full": (50, 8)}
+BATCH = 32
+WARM_UP_CALLS = 2
+
+
+def full_length_files(cfg: asl.Config) -> list[str]:
+    """Landmark files whose features fill all ``max_len`` frames (a small synthetic set of long signs)."""
+    long_signs = dataclasses.replace(cfg, synthetic_signs=2, synthetic_sequences=16, synthetic_participants=2,
+                                     synthetic_frames=cfg.max_len * 2)
+    splits, _meta = read_index(str(synthetic_dataset(long_signs)), cfg.val_fraction, cfg.seed)
+    paths = [row["path"] for split in splits.values() for row in split]
+    return [p for p in paths if extract_features(p, cfg.max_len)[1].all()]
+
+
+def features(paths: list[str], cfg: asl.Config) -> tuple[torch.Tensor, torch.Tensor]:
+    pairs = [extract_features(p, cfg.max_len) for p in paths]
+    return torch.from_numpy(np.stack([p[0] for p in pairs])), torch.from_numpy(np.stack([p[1] for p in pairs]))
+
+
+def platform_model(model: torch.nn.Module, cfg: asl.Config, meta: dict, run_dir: Path) -> torch.nn.Module:
+    """The model as ``python -m platform.predict`` gets it: saved in a run directory, loaded back."""
+    config_lib.save(cfg, run_dir / artifacts.CONFIG_FILE)
+    artifacts.write_json(run_dir / artifacts.META_FILE, meta)
+    torch.save({"model": model.state_dict(), "epoch": 0}, run_dir / artifacts.BEST_MODEL_FILE)
+    return artifacts.load_run(run_dir, asl)[2]
+
+
+def time_alternating(calls: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+    """Seconds of each call, round-robin, after warm-up calls that are not counted."""
+    for call in calls.values():
+        for _ in range(WARM_UP_CALLS):
+            call()
+    timings: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            started = time.perf_counter()
+            call()
+            timings[name].append(time.perf_counter() - started)
+    return timings
+
+
+def time_batch(size: str, batch: list[str], repeats: int, eager: torch.nn.Module, loaded: torch.nn.Module,
+               cfg: asl.Config, meta: dict) -> list[tuple[str, str]]:
+    """Summary rows for one batch: eager, the platform's loaded model, and the platform's predict."""
+    x, mask = features(batch, cfg)
+    timings = time_alternating({
+        "eager": lambda: eager(x, mask),
+        "platform forward": lambda: loaded(x, mask),
+        "platform predict": lambda: asl.predict(loaded, batch, cfg, meta),
+    }, repeats)
+    ms = {name: median(values) * 1000 for name, values in timings.items()}
+    spread = statistics.pstdev(timings["eager"]) * 1000
+    return [
+        (f"{size} eager", (f"{ms['eager']:8.1f} ms a call (sd {spread:.1f}), "
+                          f"{len(batch) / ms['eager'] * 1000:6.1f} sequences/s")),
+        (f"{size} platform forward", (f"{ms['platform forward']:8.1f} ms  "
+                                     f"ratio eager/platform {ms['eager'] / ms['platform forward']:.3f}")),
+        (f"{size} platform predict", (f"{ms['platform predict']:8.1f} ms  "
+                                     f"ratio eager/platform {ms['eager'] / ms['platform predict']:.3f} "
+                                     "(file reading and features included)")),
+    ]
+
+
+def main() -> int:
+    args = parse_setting(__doc__)
+    single_repeats, batch_repeats = SETTINGS["full" if args.full else "small"]
+    torch.set_grad_enabled(False)
+    cfg = asl.Config()
+    meta = {"classes": [f"sign_{i}" for i in range(CLASSES)]}
+    paths = full_length_files(cfg)
+    if not paths:
+        raise SystemExit("no synthetic sequence filled all frames")
+    batch_paths = [paths[i % len(paths)] for i in range(BATCH)]
+    torch.manual_seed(cfg.seed)
+    eager = asl.build_model(cfg, meta).eval()
+    with tempfile.TemporaryDirectory(prefix="bench-inference-") as run_dir:
+        loaded = platform_model(eager, cfg, meta, Path(run_dir))
+    rows = time_batch("batch 1", paths[:1], single_repeats, eager, loaded, cfg, meta)
+    rows += time_batch(f"batch {BATCH}", batch_paths, batch_repeats, eager, loaded, cfg, meta)
+    parameters = sum(p.numel() for p in eager.parameters())
+    print_summary(f"inference: asl full tier, {CLASSES} classes, {parameters:,} parameters, {cfg.max_len} frames, "
+                  f"CPU with {torch.get_num_threads()} threads", rows,
+                  [(f"medians of {single_repeats} calls at batch 1 and {batch_repeats} at batch {BATCH}; "
+                   "the seed's target is < 50 ms at batch 1")])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

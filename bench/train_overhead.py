@@ -1,0 +1,191 @@
+"""Training overhead: the same ASL model, data, seed and steps, a plain PyTorch loop vs ``platform.run``.
+
+    .venv/bin/python -m bench.train_overhead [--small | --full]
+
+``--small`` (default): tier fast, 4 epochs (about 4 minutes here, Ray start-up included).
+``--full``: tier standard, 4 epochs.
+Run from the repository root (``python -m`` puts it first on sys.path, ahead of the standard
+library's ``platform``).
+
+Baseline: bench/plain_loop.py (tensors in a DataLoader, the model, AdamW, cosine schedule), run
+before and after the platform so that a change of machine load biases neither side. Platform:
+``python -m platform.run asl --tier T --set epochs=N`` on one Ray Train worker, as a subprocess.
+
+Figures (epochs after the first; Ray's start-up is reported on its own):
+- throughput ratio = plain epoch time / platform epoch time, where the platform's epoch is the wall
+  time between two of its epoch lines, so it includes ``ray.train.report`` and the checkpoint
+  (target >= 0.95); the ratio on ``epoch_s`` of history.csv (train + validation only) is shown too;
+- data feed alone: an epoch of the platform's Ray Data input pipeline without the model, in this
+  process after the runs (explains part of a gap);
+- checkpoint share of an epoch (target < 2%), two ways: (a) in this process, the median time to write
+  what the worker writes every epoch (``torch.save`` of ``TrainState.state_dict()`` plus config and
+  meta, in a temporary folder) and to copy it into run storage as Ray Train's report does, over the
+  plain loop's epoch time; (b) in the real run, the wall time between epoch lines minus ``epoch_s``
+  (report, checkpoint, persisting and the progress line together), over the platform's epoch.
+
+Ray starts its workers at niceness 15 (``RAY_worker_niceness``), so on a machine busy with other
+work the Train worker yields the CPU while the plain loop (niceness 0) does not.
+``--ray-worker-niceness 0`` runs the platform's workers at the plain loop's priority, to tell that
+apart from the platform's own overhead.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from platform import config as config_lib
+from platform.loop import TrainState
+from platform.worker import STATE_FILE
+
+import pandas as pd
+import torch
+
+from bench import plain_loop
+from bench.common import (
+    child_env,
+    median,
+    parse_setting,
+    print_summary,
+    require_success,
+    run_timed,
+)
+from trainables import asl
+
+SETTINGS = {"small": ("fast", 4), "full": ("standard", 4)}
+CHECKPOINT_REPEATS = 5
+FEED_EPOCHS = 3
+RUN_NAME = "bench"
+
+
+def plain_epochs(cfg, train_set, val_set, meta) -> tuple[list[float], plain_loop.PlainRun]:
+    """Per-epoch seconds after the first (which pays for allocator and thread-pool warm-up)."""
+    run = plain_loop.new_run(cfg, meta)
+    plain_loop.train(run, train_set, val_set, cfg)
+    return run.epoch_seconds[1:], run
+
+
+def checkpoint_seconds(run: plain_loop.PlainRun, cfg, meta: dict, storage: Path) -> float:
+    """Median time to write the worker's checkpoint and copy it into storage (platform/worker.py's
+    ``_report``; with local storage Ray Train persists by copying the folder)."""
+    state = TrainState(run.model, run.optimizer, run.scheduler, torch.amp.GradScaler("cpu", enabled=False),
+                       epoch=cfg.epochs, history=[{"val/acc": acc} for acc in run.val_acc])
+    classes = len(meta["classes"])
+    extras = {"confusion_matrix": [[0] * classes for _ in range(classes)]}
+    timings = []
+    for attempt in range(CHECKPOINT_REPEATS):
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="checkpoint-") as directory:
+            torch.save({**state.state_dict(), "extras": extras}, Path(directory) / STATE_FILE)
+            (Path(directory) / "config.json").write_text(json.dumps(config_lib.to_dict(cfg), indent=2))
+            (Path(directory) / "meta.json").write_text(json.dumps(meta, indent=2))
+            shutil.copytree(directory, storage / f"epoch_{attempt:04d}")
+        timings.append(time.perf_counter() - started)
+    return median(timings)
+
+
+def data_feed_seconds(cfg) -> float:
+    """Median seconds of an epoch (after the first) of the platform's input pipeline alone: Ray Data's
+    ``iter_torch_batches`` over the prepared splits with the worker's shuffle buffer, no model. A lower
+    bound of what feeding costs in the worker, which reads the same blocks through a streaming split."""
+    from platform import cluster, data
+
+    import ray
+
+    cluster.start()
+    try:
+        datasets, _meta = data.prepare(asl, cfg)
+        timings = []
+        for epoch in range(FEED_EPOCHS):
+            started = time.perf_counter()
+            for _batch in datasets["train"].iter_torch_batches(
+                    batch_size=cfg.batch_size, local_shuffle_buffer_size=cfg.shuffle_buffer or None,
+                    local_shuffle_seed=epoch):
+                pass
+            for _batch in datasets["val"].iter_torch_batches(batch_size=cfg.batch_size):
+                pass
+            timings.append(time.perf_counter() - started)
+    finally:
+        ray.shutdown()
+    return median(timings[1:])
+
+
+def platform_run(tier: str, epochs: int, storage: Path, env: dict[str, str]) -> tuple[pd.DataFrame, list[float], float]:
+    """history.csv, the wall seconds between epoch lines (epochs 2..N), and seconds to the first epoch."""
+    command = ["-m", "platform.run", "asl", "--tier", tier, "--set", f"epochs={epochs}",
+               "--storage", str(storage), "--name", RUN_NAME]
+    run = run_timed(command, env, timeout=1800)
+    require_success(run, "python -m platform.run")
+    history = pd.read_csv(storage / "asl" / RUN_NAME / "history.csv")
+    # Worker lines arrive prefixed by Ray's "(RayTrainWorker pid=...)".
+    line_times = [t for t, line in run.lines if "[asl] epoch " in line]
+    if len(line_times) != epochs or len(history) != epochs:
+        raise SystemExit(f"expected {epochs} epochs, saw {len(line_times)} lines:\n{run.tail()}")
+    walls = [later - earlier for earlier, later in itertools.pairwise(line_times)]
+    first_epoch_start = line_times[0] - history["epoch_s"].iloc[0]
+    return history, walls, first_epoch_start
+
+
+@dataclass
+class Measured:
+    plain_s: list[float]
+    """Plain loop seconds an epoch (after the first), before and after the platform run."""
+    plain_val_acc: float
+    history: pd.DataFrame
+    platform_walls: list[float]
+    """Seconds between the platform's epoch lines: epochs 2..N, report and checkpoint included."""
+    startup_s: float
+    checkpoint_s: float
+    feed_s: float
+
+
+def summary_rows(m: Measured, rows: int) -> list[tuple[str, str]]:
+    epoch_s = m.history["epoch_s"].tolist()[1:]  # aligned with platform_walls
+    plain_s, wall_s, train_s = median(m.plain_s), median(m.platform_walls), median(epoch_s)
+    between_s = median([wall - train for wall, train in zip(m.platform_walls, epoch_s)])
+    return [
+        ("plain loop", (f"{rows / plain_s:8.1f} samples/s  ({plain_s:.2f}s an epoch, median of "
+                        f"{len(m.plain_s)} epochs after the first, run before and after the platform)")),
+        ("platform (wall)", f"{rows / wall_s:8.1f} samples/s  ({wall_s:.2f}s between epoch lines)"),
+        ("platform (epoch_s)", f"{rows / train_s:8.1f} samples/s  ({train_s:.2f}s train + validation)"),
+        ("ratio platform/plain", f"{plain_s / wall_s:.3f} (wall, target >= 0.95); {plain_s / train_s:.3f} (epoch_s)"),
+        ("checkpoint (a)", (f"{m.checkpoint_s * 1000:.0f} ms to write and persist = "
+                            f"{m.checkpoint_s / plain_s:.2%} of an epoch (target < 2%)")),
+        ("between epochs (b)", (f"{between_s * 1000:.0f} ms report + checkpoint + line = "
+                                f"{between_s / wall_s:.2%} of an epoch")),
+        ("data feed alone", (f"{m.feed_s:.2f}s an epoch through Ray Data without the model = "
+                             f"{m.feed_s / plain_s:.1%} of a plain epoch (in this process: a lower bound)")),
+        ("Ray start-up", f"{m.startup_s:.1f}s from the command to the first epoch (not in the ratio)"),
+        ("final val/acc", (f"plain {m.plain_val_acc:.3f}, platform {m.history['val/acc'].iloc[-1]:.3f} "
+                           "(same model and steps; data order differs)")),
+    ]
+
+
+def main() -> int:
+    args = parse_setting(__doc__, [("--ray-worker-niceness", {
+        "type": int, "default": None,
+        "help": "diagnostic: the niceness of the run's Ray workers (Ray's default is 15)"})])
+    tier, epochs = SETTINGS["full" if args.full else "small"]
+    extra_env = {} if args.ray_worker_niceness is None else {"RAY_worker_niceness": str(args.ray_worker_niceness)}
+    cfg = plain_loop.resolve_config(tier, epochs)
+    train_set, val_set, meta = plain_loop.load_data(cfg)
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as scratch:
+        scratch = Path(scratch)
+        before, plain = plain_epochs(cfg, train_set, val_set, meta)
+        checkpoint_s = checkpoint_seconds(plain, cfg, meta, scratch)
+        history, platform_walls, startup_s = platform_run(tier, epochs, scratch / "runs", child_env(**extra_env))
+        after, _ = plain_epochs(cfg, train_set, val_set, meta)
+    measured = Measured(before + after, plain.val_acc[-1], history, platform_walls, startup_s, checkpoint_s,
+                        data_feed_seconds(cfg))
+    rows = len(train_set)
+    print_summary(f"training overhead: asl tier {tier}, {epochs} epochs, {rows} training rows, "
+                  f"{plain_loop.steps_per_epoch(rows, cfg)} steps an epoch", summary_rows(measured, rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
