@@ -2,19 +2,25 @@
 
     .venv/bin/python -m bench.train_overhead [--small | --full]
 
-``--small`` (default): tier fast, 4 epochs (about 4 minutes here, Ray start-up included).
-``--full``: tier standard, 4 epochs.
+``--small`` (default): tier fast, 4 epochs, one round (about 4 minutes here, Ray start-ups included).
+``--full``: tier standard, 4 epochs, three rounds (about 25 minutes).
 Run from the repository root (``python -m`` puts it first on sys.path, ahead of the standard
 library's ``platform``).
 
-Baseline: bench/plain_loop.py (tensors in a DataLoader, the model, AdamW, cosine schedule), run
-before and after the platform so that a change of machine load biases neither side. Platform:
+Baseline: bench/plain_loop.py (tensors in a DataLoader, the model, AdamW, cosine schedule). Platform:
 ``python -m platform.run asl --tier T --set epochs=N`` on one Ray Train worker, as a subprocess.
+A round runs the plain loop, the platform and the plain loop in Ray Train (below) one after
+another; the ratios are taken within each round, since a shared machine's speed drifts by more than
+the differences measured here, and their median over the rounds is reported with each round's.
 
 Figures (epochs after the first; Ray's start-up is reported on its own):
 - throughput ratio = plain epoch time / platform epoch time, where the platform's epoch is the wall
   time between two of its epoch lines, so it includes ``ray.train.report`` and the checkpoint
   (target >= 0.95); the ratio on ``epoch_s`` of history.csv (train + validation only) is shown too;
+- that ratio split in two by a third arm, the plain loop run unchanged as the body of a one-worker
+  ``TorchTrainer`` on a local Ray started as ``platform.run`` starts it: plain / plain-in-Ray-Train
+  is what Ray's runtime costs (its own processes share the cores, the worker runs at niceness 15),
+  plain-in-Ray-Train / platform is what the platform's code costs (Ray Data feed, metrics, report);
 - data feed alone: an epoch of the platform's Ray Data input pipeline without the model, in this
   process after the runs (explains part of a gap);
 - checkpoint share of an epoch (target < 2%), two ways: (a) in this process, the median time to write
@@ -31,8 +37,10 @@ apart from the platform's own overhead.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -56,7 +64,8 @@ from bench.common import (
 )
 from trainables import asl
 
-SETTINGS = {"small": ("fast", 4), "full": ("standard", 4)}
+SETTINGS = {"small": ("fast", 4, 1), "full": ("standard", 4, 3)}
+"""Tier, epochs a run, rounds of the three arms (the machine's speed drifts: see the README)."""
 CHECKPOINT_REPEATS = 5
 FEED_EPOCHS = 3
 RUN_NAME = "bench"
@@ -88,29 +97,67 @@ def checkpoint_seconds(run: plain_loop.PlainRun, cfg, meta: dict, storage: Path)
     return median(timings)
 
 
+@contextlib.contextmanager
+def local_ray():
+    """A local Ray started as ``platform.run`` starts it, in this process; a new one each time."""
+    from platform import cluster
+
+    import ray
+
+    os.environ.pop("RAY_ADDRESS", None)  # a new local instance, like the platform's child (child_env)
+    cluster.start()
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        os.environ.pop("RAY_ADDRESS", None)  # cluster.start pointed it at the instance now gone
+
+
+def plain_in_ray_train(tier: str, epochs: int, storage: Path) -> list[float]:
+    """Per-epoch seconds (after the first) of bench/plain_loop.py run as the body of a Ray Train
+    worker with the platform's resources: Ray's runtime around it, none of the platform's code."""
+    import ray.train
+    from platform.cluster import default_cpus_per_worker
+    from ray.train.torch import TorchTrainer
+
+    storage.mkdir(parents=True)
+    trainer = TorchTrainer(
+        _plain_loop_worker,
+        train_loop_config={"tier": tier, "epochs": epochs, "out": str(storage / "epoch_seconds.json")},
+        scaling_config=ray.train.ScalingConfig(num_workers=1,
+                                               resources_per_worker={"CPU": default_cpus_per_worker(1)}),
+        run_config=ray.train.RunConfig(name="plain-in-ray-train", storage_path=str(storage)),
+    )
+    trainer.fit()
+    return json.loads((storage / "epoch_seconds.json").read_text())[1:]
+
+
+def _plain_loop_worker(config: dict) -> None:
+    """Writes its epoch times to ``config["out"]``: a local Ray, so the worker shares this disk."""
+    cfg = plain_loop.resolve_config(config["tier"], config["epochs"])
+    train_set, val_set, meta = plain_loop.load_data(cfg)
+    run = plain_loop.new_run(cfg, meta)
+    plain_loop.train(run, train_set, val_set, cfg)
+    Path(config["out"]).write_text(json.dumps(run.epoch_seconds))
+
+
 def data_feed_seconds(cfg) -> float:
     """Median seconds of an epoch (after the first) of the platform's input pipeline alone: Ray Data's
     ``iter_torch_batches`` over the prepared splits with the worker's shuffle buffer, no model. A lower
     bound of what feeding costs in the worker, which reads the same blocks through a streaming split."""
-    from platform import cluster, data
+    from platform import data
 
-    import ray
-
-    cluster.start()
-    try:
-        datasets, _meta = data.prepare(asl, cfg)
-        timings = []
-        for epoch in range(FEED_EPOCHS):
-            started = time.perf_counter()
-            for _batch in datasets["train"].iter_torch_batches(
-                    batch_size=cfg.batch_size, local_shuffle_buffer_size=cfg.shuffle_buffer or None,
-                    local_shuffle_seed=epoch):
-                pass
-            for _batch in datasets["val"].iter_torch_batches(batch_size=cfg.batch_size):
-                pass
-            timings.append(time.perf_counter() - started)
-    finally:
-        ray.shutdown()
+    datasets, _meta = data.prepare(asl, cfg)
+    timings = []
+    for epoch in range(FEED_EPOCHS):
+        started = time.perf_counter()
+        for _batch in datasets["train"].iter_torch_batches(
+                batch_size=cfg.batch_size, local_shuffle_buffer_size=cfg.shuffle_buffer or None,
+                local_shuffle_seed=epoch):
+            pass
+        for _batch in datasets["val"].iter_torch_batches(batch_size=cfg.batch_size):
+            pass
+        timings.append(time.perf_counter() - started)
     return median(timings[1:])
 
 
@@ -131,36 +178,65 @@ def platform_run(tier: str, epochs: int, storage: Path, env: dict[str, str]) -> 
 
 
 @dataclass
-class Measured:
+class Round:
+    """The three arms run one after another, so that they see the machine at about the same speed."""
+
     plain_s: list[float]
-    """Plain loop seconds an epoch (after the first), before and after the platform run."""
-    plain_val_acc: float
+    """Plain loop seconds an epoch (after the first)."""
     history: pd.DataFrame
     platform_walls: list[float]
     """Seconds between the platform's epoch lines: epochs 2..N, report and checkpoint included."""
     startup_s: float
+    in_ray_train_s: list[float]
+    """The plain loop's seconds an epoch (after the first) inside a Ray Train worker."""
+
+    def ratios(self) -> tuple[float, float, float]:
+        """platform/plain, Ray's runtime, the platform's own (see the module docstring)."""
+        plain_s, wall_s, in_ray_s = median(self.plain_s), median(self.platform_walls), median(self.in_ray_train_s)
+        return plain_s / wall_s, plain_s / in_ray_s, in_ray_s / wall_s
+
+
+@dataclass
+class Measured:
+    rounds: list[Round]
+    plain_val_acc: float
     checkpoint_s: float
     feed_s: float
 
+    def pooled(self, field: str) -> list[float]:
+        return [value for measured in self.rounds for value in getattr(measured, field)]
+
+
+def ratio_row(values: list[float], what: str) -> str:
+    rounds = f"; rounds {', '.join(f'{value:.3f}' for value in values)}" if len(values) > 1 else ""
+    return f"{median(values):.3f} ({what}{rounds})"
+
 
 def summary_rows(m: Measured, rows: int) -> list[tuple[str, str]]:
-    epoch_s = m.history["epoch_s"].tolist()[1:]  # aligned with platform_walls
-    plain_s, wall_s, train_s = median(m.plain_s), median(m.platform_walls), median(epoch_s)
-    between_s = median([wall - train for wall, train in zip(m.platform_walls, epoch_s)])
+    epoch_s = [value for measured in m.rounds for value in measured.history["epoch_s"].tolist()[1:]]
+    walls = m.pooled("platform_walls")  # aligned with epoch_s
+    plain_s, wall_s, train_s, in_ray_s = (median(values) for values in (
+        m.pooled("plain_s"), walls, epoch_s, m.pooled("in_ray_train_s")))
+    between_s = median([wall - train for wall, train in zip(walls, epoch_s)])
+    overall, runtime, own = zip(*(measured.ratios() for measured in m.rounds))
     return [
         ("plain loop", (f"{rows / plain_s:8.1f} samples/s  ({plain_s:.2f}s an epoch, median of "
-                        f"{len(m.plain_s)} epochs after the first, run before and after the platform)")),
+                        f"{len(m.pooled('plain_s'))} epochs after the first in {len(m.rounds)} round(s))")),
         ("platform (wall)", f"{rows / wall_s:8.1f} samples/s  ({wall_s:.2f}s between epoch lines)"),
         ("platform (epoch_s)", f"{rows / train_s:8.1f} samples/s  ({train_s:.2f}s train + validation)"),
-        ("ratio platform/plain", f"{plain_s / wall_s:.3f} (wall, target >= 0.95); {plain_s / train_s:.3f} (epoch_s)"),
+        ("plain loop in Ray Train", f"{rows / in_ray_s:8.1f} samples/s  ({in_ray_s:.2f}s an epoch, as a one-worker TorchTrainer)"),
+        ("ratio platform/plain", ratio_row(list(overall), "wall, target >= 0.95")),
+        ("  = Ray's runtime", ratio_row(list(runtime), "plain loop in Ray Train / plain loop")),
+        ("  x platform's own", ratio_row(list(own), "platform / plain loop in Ray Train")),
         ("checkpoint (a)", (f"{m.checkpoint_s * 1000:.0f} ms to write and persist = "
                             f"{m.checkpoint_s / plain_s:.2%} of an epoch (target < 2%)")),
         ("between epochs (b)", (f"{between_s * 1000:.0f} ms report + checkpoint + line = "
                                 f"{between_s / wall_s:.2%} of an epoch")),
         ("data feed alone", (f"{m.feed_s:.2f}s an epoch through Ray Data without the model = "
                              f"{m.feed_s / plain_s:.1%} of a plain epoch (in this process: a lower bound)")),
-        ("Ray start-up", f"{m.startup_s:.1f}s from the command to the first epoch (not in the ratio)"),
-        ("final val/acc", (f"plain {m.plain_val_acc:.3f}, platform {m.history['val/acc'].iloc[-1]:.3f} "
+        ("Ray start-up", (f"{median([measured.startup_s for measured in m.rounds]):.1f}s from the command "
+                          "to the first epoch (not in the ratio)")),
+        ("final val/acc", (f"plain {m.plain_val_acc:.3f}, platform {m.rounds[-1].history['val/acc'].iloc[-1]:.3f} "
                            "(same model and steps; data order differs)")),
     ]
 
@@ -169,18 +245,22 @@ def main() -> int:
     args = parse_setting(__doc__, [("--ray-worker-niceness", {
         "type": int, "default": None,
         "help": "diagnostic: the niceness of the run's Ray workers (Ray's default is 15)"})])
-    tier, epochs = SETTINGS["full" if args.full else "small"]
+    tier, epochs, round_count = SETTINGS["full" if args.full else "small"]
     extra_env = {} if args.ray_worker_niceness is None else {"RAY_worker_niceness": str(args.ray_worker_niceness)}
     cfg = plain_loop.resolve_config(tier, epochs)
     train_set, val_set, meta = plain_loop.load_data(cfg)
+    rounds = []
     with tempfile.TemporaryDirectory(prefix="bench-train-") as scratch:
         scratch = Path(scratch)
-        before, plain = plain_epochs(cfg, train_set, val_set, meta)
-        checkpoint_s = checkpoint_seconds(plain, cfg, meta, scratch)
-        history, platform_walls, startup_s = platform_run(tier, epochs, scratch / "runs", child_env(**extra_env))
-        after, _ = plain_epochs(cfg, train_set, val_set, meta)
-    measured = Measured(before + after, plain.val_acc[-1], history, platform_walls, startup_s, checkpoint_s,
-                        data_feed_seconds(cfg))
+        for index in range(round_count):
+            plain_s, plain = plain_epochs(cfg, train_set, val_set, meta)
+            history, walls, startup_s = platform_run(tier, epochs, scratch / f"runs-{index}", child_env(**extra_env))
+            with local_ray():
+                in_ray_train_s = plain_in_ray_train(tier, epochs, scratch / f"in-ray-train-{index}")
+            rounds.append(Round(plain_s, history, walls, startup_s, in_ray_train_s))
+        with local_ray():
+            feed_s = data_feed_seconds(cfg)
+        measured = Measured(rounds, plain.val_acc[-1], checkpoint_seconds(plain, cfg, meta, scratch), feed_s)
     rows = len(train_set)
     print_summary(f"training overhead: asl tier {tier}, {epochs} epochs, {rows} training rows, "
                   f"{plain_loop.steps_per_epoch(rows, cfg)} steps an epoch", summary_rows(measured, rows))

@@ -21,10 +21,12 @@ from platform.tensorboard import TensorBoardCallback
 from platform.worker import train_loop_per_worker
 
 
-def data_config() -> ray.train.DataConfig:
-    """Validation is not split (every rank scores all of it); order is kept for exact resumes."""
+def data_config(workers: int) -> ray.train.DataConfig:
+    """Validation is not split (every rank scores all of it); order is kept for exact resumes.
+    One worker reads its splits directly: a streaming split's coordinator actor would cost it about
+    a tenth of its steps on two cores (bench/train_overhead.py) and divide nothing."""
     options = ray.data.ExecutionOptions(preserve_order=True)
-    return ray.train.DataConfig(datasets_to_split=["train"], execution_options=options)
+    return ray.train.DataConfig(datasets_to_split=["train"] if workers > 1 else [], execution_options=options)
 
 
 def build(
@@ -71,5 +73,5 @@ def build(
             worker_runtime_env={"env_vars": QUIET_ENV},
         ),
         datasets=datasets,
-        dataset_config=data_config(),
+        dataset_config=data_config(workers),
     )
