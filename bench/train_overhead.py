@@ -2,8 +2,8 @@
 
     .venv/bin/python -m bench.train_overhead [--small | --full]
 
-``--small`` (default): tier fast, 4 epochs, one round (about 4 minutes here, Ray start-ups included).
-``--full``: tier standard, 4 epochs, three rounds (about 25 minutes).
+``--small`` (default): tier fast, 4 epochs, one round (about 5 minutes here, Ray start-ups included).
+``--full``: tier standard, 4 epochs, three rounds (about 50 minutes here).
 Run from the repository root (``python -m`` puts it first on sys.path, ahead of the standard
 library's ``platform``).
 
@@ -16,7 +16,7 @@ the differences measured here, and their median over the rounds is reported with
 Figures (epochs after the first; Ray's start-up is reported on its own):
 - throughput ratio = plain epoch time / platform epoch time, where the platform's epoch is the wall
   time between two of its epoch lines, so it includes ``ray.train.report`` and the checkpoint
-  (target >= 0.95); the ratio on ``epoch_s`` of history.csv (train + validation only) is shown too;
+  (target >= 0.95); samples/s on ``epoch_s`` of history.csv (train + validation only) are shown too;
 - that ratio split in two by a third arm, the plain loop run unchanged as the body of a one-worker
   ``TorchTrainer`` on a local Ray started as ``platform.run`` starts it: plain / plain-in-Ray-Train
   is what Ray's runtime costs (its own processes share the cores, the worker runs at niceness 15),
@@ -144,7 +144,7 @@ def _plain_loop_worker(config: dict) -> None:
 def data_feed_seconds(cfg) -> float:
     """Median seconds of an epoch (after the first) of the platform's input pipeline alone: Ray Data's
     ``iter_torch_batches`` over the prepared splits with the worker's shuffle buffer, no model. A lower
-    bound of what feeding costs in the worker, which reads the same blocks through a streaming split."""
+    bound of what feeding costs in the worker, which reads the same blocks beside its training threads."""
     from platform import data
 
     datasets, _meta = data.prepare(asl, cfg)
