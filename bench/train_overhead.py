@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.train_overhead [--small | --full]
 
 ``--small`` (default): tier fast, 4 epochs, one round (about 5 minutes here, Ray start-ups included).
-``--full``: tier standard, 4 epochs, three rounds (about 50 minutes here).
+``--full``: tier standard, 4 epochs, three rounds (about 40 minutes here).
 Run from the repository root (``python -m`` puts it first on sys.path, ahead of the standard
 library's ``platform``).
 
