@@ -23,8 +23,8 @@ from platform.worker import train_loop_per_worker
 
 def data_config(workers: int) -> ray.train.DataConfig:
     """Validation is not split (every rank scores all of it); order is kept for exact resumes.
-    One worker reads its splits directly: a streaming split's coordinator actor would cost it about
-    a tenth of its steps on two cores (bench/train_overhead.py) and divide nothing."""
+    One worker reads its splits directly: a streaming split's coordinator actor would divide nothing
+    and cost it about 8% of an epoch on two cores (a probe recorded in bench/README.md)."""
     options = ray.data.ExecutionOptions(preserve_order=True)
     return ray.train.DataConfig(datasets_to_split=["train"] if workers > 1 else [], execution_options=options)
 
