@@ -1,8 +1,8 @@
 """The loopback OpenAI-compatible server of tests/openai_server.py, with a requests-per-minute limit.
 
 Used by ``python -m bench.label_throughput``. ``FakeOpenAI`` answers 429 only where a test scripts
-it; a paid API answers 429 once a key goes over its rate. This subclass (kept in bench/, tests/ is
-not changed) puts a token bucket in front of every authorised call: it holds one second's requests
+it; a paid API answers 429 once a key goes over its rate. This subclass (kept in bench/, the test
+server unchanged) puts a token bucket in front of every authorised call: it holds one second's requests
 plus one (the timer slack tests/test_label.py allows too) and refills at ``rpm / 60`` a second; an
 empty bucket gets 429 with ``retry-after-ms`` and ``Retry-After`` (whole seconds), as OpenAI sends.
 """
