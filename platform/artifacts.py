@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from platform import config as config_lib
-from platform import plots, tensorboard
+from platform import plots, stream, tensorboard
 from platform.errors import UserError
 from platform.loop import validate
 from platform.worker import STATE_FILE
@@ -86,7 +86,7 @@ def load_state(checkpoint: Any) -> dict:
 
 
 def finish(
-    run_dir: Path, trainable: ModuleType, cfg: Any, meta: dict, result: Any, val_ds: Any, manifest: dict, test_ds: Any = None
+    run_dir: Path, trainable: ModuleType, cfg: Any, meta: dict, result: Any, val_split: Any, manifest: dict, test_split: Any = None
 ) -> dict:
     """Export the best model, write history, plots and the finished manifest; returns it. A test
     split is scored once, here, by the best model."""
@@ -104,8 +104,8 @@ def finish(
     write_extras(best.get("extras", {}), run_dir, "", meta, f"{title} (best epoch {best['epoch']})")
 
     model = load_model(trainable, cfg, meta, best["model"])
-    if test_ds is not None:
-        test_metrics, test_extras = score_split(trainable, model, cfg, test_ds)
+    if test_split is not None:
+        test_metrics, test_extras = score_split(trainable, model, cfg, test_split)
         write_extras(test_extras, run_dir, "test_", meta, f"{title} (test split, best epoch {best['epoch']})")
         manifest["test_metrics"] = test_metrics
     best_row = history[best["epoch"] - 1]
@@ -126,7 +126,7 @@ def finish(
         best_metrics=best_row,
         final_metrics=history[-1],
         history=history,
-        inference=time_predictions(trainable, model, cfg, val_ds),
+        inference=time_predictions(trainable, model, cfg, val_split),
         checkpoints={"best": best_checkpoint.path, "latest": result.checkpoint.path},
     )
     write_json(run_dir / MANIFEST_FILE, manifest)
@@ -144,10 +144,9 @@ def write_extras(extras: dict, run_dir: Path, prefix: str, meta: dict, title: st
         (run_dir / f"{prefix or 'val_'}predictions.jsonl").write_text(lines, encoding="utf-8")
 
 
-def score_split(trainable: ModuleType, model: torch.nn.Module, cfg: Any, dataset: Any) -> tuple[dict, dict]:
+def score_split(trainable: ModuleType, model: torch.nn.Module, cfg: Any, split: Any) -> tuple[dict, dict]:
     """``evaluate`` over a whole split on this process's CPU, its scalars keyed ``test/...``."""
-    batches = dataset.iter_torch_batches(batch_size=cfg.batch_size, device="cpu")
-    scalars, extras = validate(trainable, model, batches, cfg, torch.device("cpu"))
+    scalars, extras = validate(trainable, model, stream.split_batches(split, cfg.batch_size), cfg, torch.device("cpu"))
     return {key.replace("val/", "test/", 1): value for key, value in scalars.items()}, extras
 
 
@@ -166,11 +165,11 @@ def describe_model(model: torch.nn.Module) -> dict[str, Any]:
     }
 
 
-def time_predictions(trainable: ModuleType, model: torch.nn.Module, cfg: Any, val_ds: Any) -> dict[str, Any]:
+def time_predictions(trainable: ModuleType, model: torch.nn.Module, cfg: Any, val_split: Any) -> dict[str, Any]:
     """Milliseconds for one validation sample through the best model on this machine's CPU."""
     timings = []
     with torch.no_grad():
-        for batch in val_ds.limit(TIMED_PREDICTIONS).iter_torch_batches(batch_size=1, device="cpu"):
+        for batch in stream.split_batches(val_split, 1, limit=TIMED_PREDICTIONS):
             started = time.perf_counter()
             trainable.evaluate(model, [batch], cfg)
             timings.append((time.perf_counter() - started) * 1000)

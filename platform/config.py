@@ -50,10 +50,16 @@ class TrainConfig:
     """Mixed precision (and cuDNN benchmark) when training on a GPU; ignored on CPU."""
     checkpoint_every: int = 1
     """Checkpoint every N epochs (the best and the last epochs are always checkpointed)."""
+    checkpoint_every_steps: int = 0
+    """Also checkpoint inside an epoch every N optimizer steps, with the position in it; 0: only at epoch ends."""
     keep_checkpoints: int = 2
     """Best checkpoints kept by the trainable's METRIC (the latest is kept as well); 0 keeps every one."""
-    shuffle_buffer: int = 256
-    """Rows in the seeded local shuffle buffer of the training data."""
+    shuffle_buffer: int = 4096
+    """Rows shuffled together: the training order visits windows of this many rows of shards."""
+    shard_rows: int = 256
+    """Rows a preprocessed store shard holds (part of the store's identity)."""
+    bucket_by_length: bool = True
+    """Batch variable-length rows of similar length together (less padding); the order stays seeded."""
 
 
 def field_docs(config_cls: type) -> dict[str, str]:

@@ -1,8 +1,10 @@
-"""Ray Data: a trainable's raw datasets, preprocessed once in ``map_batches`` and materialised.
+"""Ray Data: a trainable's raw rows, preprocessed once by parallel tasks into the store.
 
-Used by ``python -m platform.run asl`` before training starts. Materialising once means every
-epoch, worker restart and resumed run reads the same blocks in the same order (the basis of an
-exact resume), and a malformed file is reported before any worker starts.
+Used by ``python -m platform.run asl`` (and every sweep trial) before training starts. Each split
+is cut into shards of ``shard_rows`` raw rows; one Ray Data task per missing shard preprocesses it
+and writes it straight to the store (``platform/store.py``), so the driver only ever holds the raw
+rows (paths, texts, labels) and the shards' small records. A split is keyed by its content (see
+:func:`identity`), so later runs and trials with the same data read it back without preprocessing.
 """
 
 from __future__ import annotations
@@ -11,22 +13,25 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import time
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import ray
 import ray.data
+from ray.data.block import BlockAccessor
 
-from platform.cache import cache_root, write_once
+from platform import store
+from platform.cache import cache_root
+from platform.config import to_dict
 from platform.errors import UserError
 
 PREPROCESS_BATCH_ROWS = 16
-BLOCK_ROWS = 64
+# Training rows are stored in this fixed permutation, so every shard is a sample of the whole
+# split and a shuffle window of a few shards mixes well even when the raw index is sorted.
+STORE_ORDER_SEED = 20_240_601
 
 
 @contextlib.contextmanager
@@ -42,73 +47,150 @@ def _quiet_ray_data():
         logger.setLevel(level)
 
 
-def prepare(trainable: ModuleType, cfg: Any) -> tuple[dict[str, ray.data.Dataset], dict[str, Any]]:
-    """Build, preprocess and materialise every split; ``meta`` gains each split's row count."""
+def default_store_root() -> str:
+    """The platform cache (only this user writes there); ``--store`` names a shared one."""
+    return str(cache_root() / "store")
+
+
+def preprocess_keys(trainable: ModuleType, cfg: Any) -> list[str]:
+    """The config keys ``preprocess`` depends on: the trainable's ``PREPROCESS_KEYS``, or every key
+    when it names none (always right, rarely reused). With the raw rows' hash (which carries every
+    key that changes the rows: split, seed, sampling, balance) this decides when data is reused."""
+    declared = getattr(trainable, "PREPROCESS_KEYS", None)
+    return sorted(declared if declared is not None else to_dict(cfg))
+
+
+def identity(trainable: ModuleType, cfg: Any, meta: dict, split: str, raw: pa.Table) -> dict[str, Any]:
+    values = to_dict(cfg)
+    return {
+        "format": store.FORMAT,
+        "stem": trainable.__name__.rsplit(".", 1)[-1],
+        "split": split,
+        "files": meta.get("content_hash"),
+        "rows": _rows_digest(raw),
+        "shard_rows": cfg.shard_rows,
+        "preprocess": {key: values[key] for key in preprocess_keys(trainable, cfg)},
+    }
+
+
+def split_uri(root: str, ident: dict) -> str:
+    digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    return store.join(root, f"{ident['stem']}-{digest}", ident["split"])
+
+
+def prepare(trainable: ModuleType, cfg: Any, root: str | None = None, say=print) -> tuple[dict[str, store.Split], dict]:
+    """Every split in the store (written where missing); ``meta`` gains rows and store records."""
     started = time.perf_counter()
-    raw, meta = trainable.build_datasets(cfg)
-    if "train" not in raw or "val" not in raw:
+    if cfg.shard_rows < 1:
+        raise UserError("config key 'shard_rows' must be at least 1")
+    raw_sets, meta = trainable.build_datasets(cfg)
+    if "train" not in raw_sets or "val" not in raw_sets:
         raise UserError(f"{trainable.__name__}.build_datasets must return 'train' and 'val' splits")
-    ready: dict[str, ray.data.Dataset] = {}
-    # Blocks in input order, not completion order: a resumed run must see the same data order.
-    ray.data.DataContext.get_current().execution_options.preserve_order = True
-    cached: dict[str, str] = {}
+    splits: dict[str, store.Split] = {}
     with _quiet_ray_data():
-        for split, dataset in raw.items():
-            preprocessed = dataset.map_batches(
-                trainable.preprocess, fn_kwargs={"cfg": cfg}, batch_size=PREPROCESS_BATCH_ROWS, batch_format="numpy"
-            )
-            if hasattr(trainable, "PREPROCESS_KEYS"):
-                folder = _cache_folder(trainable, cfg, meta, dataset)
-                preprocessed = _read_blocks(write_once(folder, lambda partial: _write_blocks(preprocessed, partial)))
-                cached[split] = str(folder)
-            # Block sizes shape the seeded shuffle, and Ray picks them from the free CPUs: fix them.
-            ready[split] = preprocessed.repartition(target_num_rows_per_block=BLOCK_ROWS, strict=True).materialize()
-    meta = {**meta, "rows": {split: dataset.count() for split, dataset in ready.items()}}
-    if cached:
-        meta["preprocessed_cache"] = cached
-    empty = [split for split in ("train", "val") if meta["rows"][split] == 0]
+        for name, dataset in raw_sets.items():
+            raw = _raw_table(dataset)
+            if name == "train":
+                raw = raw.take(np.random.default_rng(STORE_ORDER_SEED).permutation(raw.num_rows))
+            ident = identity(trainable, cfg, meta, name, raw)
+            uri = split_uri(root or default_store_root(), ident)
+            manifest = store.read_manifest(uri) or _write_split(trainable, cfg, raw, uri, ident, say)
+            splits[name] = store.Split(uri, manifest)
+            splits[name].verify()
+    meta = {**meta, "rows": {name: split.rows for name, split in splits.items()}}
+    meta["store"] = {name: store.describe(split) for name, split in splits.items()}
+    empty = [name for name in ("train", "val") if meta["rows"][name] == 0]
     if empty:
         raise UserError(f"the {empty[0]} split is empty (data: {meta.get('data_path') or 'synthetic'})")
     meta["preprocess_s"] = round(time.perf_counter() - started, 2)
-    return ready, meta
+    return splits, meta
 
 
-def _cache_folder(trainable: ModuleType, cfg: Any, meta: dict, raw: ray.data.Dataset) -> Path:
-    """Where a split preprocessed by a trainable that names its ``PREPROCESS_KEYS`` is kept: beside
-    the data when that folder is writable, so every run and trial with the same raw rows (and files
-    behind them) and the same values of those keys reuses one costly preprocessing."""
-    identity = {
-        "stem": trainable.__name__,
-        "files": meta.get("content_hash"),
-        "rows": _rows_digest(raw),
-        **{key: getattr(cfg, key) for key in trainable.PREPROCESS_KEYS},
-    }
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:20]
-    name = f"{trainable.__name__.rsplit('.', 1)[-1]}-{digest}"
-    data_path = Path(meta.get("data_path") or "")
-    if meta.get("data_path") and data_path.is_dir() and os.access(data_path, os.W_OK):
-        return data_path / ".preprocessed" / name
-    return cache_root() / "preprocessed" / name
-
-
-def _rows_digest(dataset: ray.data.Dataset) -> str:
-    """A hash of a raw split's rows (paths, texts, labels: small), whatever its blocks."""
+def _raw_table(dataset: ray.data.Dataset) -> pa.Table:
+    """A raw split's rows (small: paths, texts, labels) in their order."""
     tables = [ray.get(block) for block in dataset.to_arrow_refs()]
+    tables = [t if isinstance(t, pa.Table) else BlockAccessor.for_block(t).to_arrow() for t in tables]
     if not tables:
+        return pa.table({})
+    return pa.concat_tables(tables, promote_options="default").combine_chunks()
+
+
+def _rows_digest(table: pa.Table) -> str:
+    if table.num_rows == 0:
         return "empty"
-    table = pa.concat_tables(tables, promote_options="default").combine_chunks()
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema.remove_metadata()) as writer:
         writer.write_table(table.replace_schema_metadata(None))
     return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
 
 
-def _write_blocks(dataset: ray.data.Dataset, folder: Path) -> None:
-    """From the driver, block by block: on a cluster the workers may not share this disk."""
-    for index, block in enumerate(dataset.to_arrow_refs()):
-        pq.write_table(ray.get(block), folder / f"{index:05d}.parquet")
+def _ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
 
 
-def _read_blocks(folder: Path) -> ray.data.Dataset:
-    tables = [pq.read_table(path) for path in sorted(folder.glob("*.parquet"))]
-    return ray.data.from_arrow(tables) if tables else ray.data.from_items([])
+def _write_split(trainable: ModuleType, cfg: Any, raw: pa.Table, uri: str, ident: dict, say) -> dict:
+    """One Ray Data task per shard; a shard a killed preprocessing left whole is kept as it is."""
+    size = cfg.shard_rows
+    starts = range(0, raw.num_rows, size)
+    stem = ident["stem"]
+    if not starts:
+        return store.write_manifest(uri, [], {}, ident)
+    say(f"[{stem}] preprocessing {ident['split']}: {raw.num_rows} rows in {len(starts)} shard(s) -> {uri}")
+    pieces = [{"index": i, "rows": _ipc(raw.slice(start, size))} for i, start in enumerate(starts)]
+    records = (
+        ray.data.from_items(pieces, override_num_blocks=len(pieces))
+        .map_batches(_write_shards, batch_size=1, fn_kwargs={"trainable": trainable.__name__, "cfg": cfg, "uri": uri})
+        .take_all()
+    )
+    records.sort(key=lambda r: int(r["index"]))
+    specs = None
+    for record in records:
+        shard_specs = json.loads(record["columns"])
+        specs = shard_specs if specs is None else {k: store.merge_specs(k, specs[k], shard_specs[k]) for k in specs}
+    shards = [{"file": store.shard_name(int(r["index"])), "rows": int(r["rows"]), "bytes": int(r["bytes"]),
+               "sha256": str(r["sha256"])} for r in records]
+    kept = sum(bool(r["kept"]) for r in records)
+    if kept:
+        say(f"[{stem}] {kept} of {len(records)} shard(s) were already written by an interrupted run: kept")
+    return store.write_manifest(uri, shards, specs, ident)
+
+
+def _write_shards(batch: dict[str, np.ndarray], *, trainable: str, cfg: Any, uri: str) -> dict[str, list]:
+    """Ray Data task: preprocess each shard of the batch and write it; return its small record."""
+    import importlib
+
+    module = importlib.import_module(trainable)
+    fs, path = store.filesystem(uri)
+    out: dict[str, list] = {"index": [], "rows": [], "bytes": [], "sha256": [], "columns": [], "kept": []}
+    for index, payload in zip(batch["index"], batch["rows"]):
+        raw = pa.ipc.open_stream(payload).read_all()
+        target = store.join(path, store.shard_name(int(index)))
+        found = store.existing_shard(fs, target, raw.num_rows)
+        out["kept"].append(found is not None)
+        if found is None:
+            columns, specs = _preprocess_shard(module, raw, cfg)
+            data = store.parquet_bytes(store.to_arrow(columns, specs), specs)
+            store.write_atomic(fs, target, data)
+            found = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "columns": specs}
+        out["index"].append(int(index))
+        out["rows"].append(raw.num_rows)
+        out["bytes"].append(found["bytes"])
+        out["sha256"].append(found["sha256"])
+        out["columns"].append(json.dumps(found["columns"]))
+    return out
+
+
+def _preprocess_shard(module: ModuleType, raw: pa.Table, cfg: Any) -> tuple[dict[str, list], dict[str, dict]]:
+    """``preprocess`` over the shard in small batches; every array column as a list of rows."""
+    columns: dict[str, list] = {}
+    specs: dict[str, dict] = {}
+    for start in range(0, raw.num_rows, PREPROCESS_BATCH_ROWS):
+        batch = BlockAccessor.for_block(raw.slice(start, PREPROCESS_BATCH_ROWS)).to_batch_format("numpy")
+        for name, values in module.preprocess(batch, cfg).items():
+            spec = store.column_spec(values)
+            specs[name] = store.merge_specs(name, specs[name], spec) if name in specs else spec
+            columns.setdefault(name, []).extend(list(values) if spec["kind"] == "array" else np.asarray(values).tolist())
+    return columns, specs

@@ -2,7 +2,8 @@
 
 Ray Train runs it through ``platform/worker.py`` (``python -m platform.run asl``); tests and
 benchmarks call it directly. Everything a resumed run needs is in :meth:`TrainState.state_dict`,
-and every random stream is re-seeded from ``(seed, epoch, rank)`` at the start of each epoch, so a
+including the position inside an epoch and the epoch's running metric sums, and the random
+streams are re-seeded before every optimizer step (the rules are in ``platform/exact.py``), so a
 run restarted from any checkpoint continues exactly as if it had never stopped (on CPU).
 """
 
@@ -11,25 +12,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import random
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 import torch
 
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
-    """A seed per (run seed, epoch, rank); large primes keep the streams apart."""
-    return (seed * 1_000_003 + epoch * 10_007 + rank * 101) % 2**31
+from platform.exact import seed_everything, step_seed
 
 
 def build_optimizer(model: torch.nn.Module, cfg: Any) -> torch.optim.Optimizer:
@@ -75,6 +66,10 @@ class TrainState:
     bad_epochs: int = 0
     restarts: int = 0
     history: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    position: int = 0
+    """Samples of the current epoch already trained, over all ranks (0 between epochs)."""
+    partial: dict[str, Any] = dataclasses.field(default_factory=lambda: {"totals": {}, "batches": 0})
+    """This rank's running metric sums of the current epoch; a checkpoint holds every rank's."""
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -87,9 +82,11 @@ class TrainState:
             "early_stopping": {"best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs},
             "restarts": self.restarts,
             "history": self.history,
+            "position": self.position,
+            "partial": [self.partial],
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any], rank: int = 0, world: int = 1) -> None:
         unwrap(self.model).load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -99,6 +96,8 @@ class TrainState:
         self.best, self.best_epoch, self.bad_epochs = stopping["best"], stopping["best_epoch"], stopping["bad_epochs"]
         self.restarts = state["restarts"]
         self.history = list(state["history"])
+        self.position = state.get("position", 0)
+        self.partial = merged_partial(state.get("partial") or [], rank, world)
 
     def record(self, metrics: dict[str, float], metric: str, mode: str) -> bool:
         """Append an epoch's metrics; update early stopping. True when this epoch is the best."""
@@ -112,6 +111,23 @@ class TrainState:
     def should_stop(self, cfg: Any) -> bool:
         out_of_patience = cfg.patience > 0 and self.bad_epochs >= cfg.patience
         return out_of_patience or self.epoch >= cfg.epochs
+
+
+def merged_partial(saved: list[dict], rank: int, world: int) -> dict[str, Any]:
+    """This rank's running sums from a checkpoint's per-rank list: its own on the same worker
+    count (bitwise), else all ranks' sums on rank 0 (the epoch's mean is still over every batch)."""
+    empty = {"totals": {}, "batches": 0}
+    if len(saved) == world:
+        return {"totals": dict(saved[rank]["totals"]), "batches": saved[rank]["batches"]}
+    if rank or not saved:
+        return empty
+    totals: dict[str, float] = {}
+    for part in saved:
+        for key, value in part["totals"].items():
+            totals[key] = totals.get(key, 0.0) + value
+    # The epoch's mean divides by the batches of one rank: scale so every batch counts once.
+    return {"totals": {k: v * world / len(saved) for k, v in totals.items()},
+            "batches": sum(p["batches"] for p in saved) * world // len(saved)}
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -140,29 +156,52 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
+def _with_last(items: Iterable[Any]) -> Iterator[tuple[Any, bool]]:
+    iterator = iter(items)
+    try:
+        current = next(iterator)
+    except StopIteration:
+        return
+    for following in iterator:
+        yield current, False
+        current = following
+    yield current, True
+
+
 def train_one_epoch(
-    trainable: ModuleType, state: TrainState, batches: Iterable[dict], cfg: Any, device: torch.device
+    trainable: ModuleType, state: TrainState, batches: Iterable[Any], cfg: Any, device: torch.device,
+    *, rank: int = 0, after_step: Callable[[TrainState], None] | None = None,
 ) -> dict[str, float]:
-    """One pass over ``batches`` with gradient accumulation and AMP; the epoch's mean metrics."""
+    """One pass over ``batches`` with gradient accumulation and AMP; the epoch's mean metrics.
+
+    Items are batches, or ``(batch, position)`` with the epoch's position after the global step
+    (``platform/stream.py``); ``after_step(state)`` runs after each optimizer step, where a
+    checkpoint holds no pending gradient. Every rank must see the same number of batches.
+    """
     model, optimizer, scaler = state.model, state.optimizer, state.scaler
     model.train()
-    totals: dict[str, float] = {}
-    seen = 0
+    totals, seen = state.partial["totals"], state.partial["batches"]
     optimizer.zero_grad(set_to_none=True)
-    for index, batch in enumerate(batches, start=1):
-        is_step = index % cfg.grad_accum_steps == 0
-        # DDP must not all-reduce on the batches whose gradients only accumulate.
+    for index, (item, is_last) in enumerate(_with_last(batches), start=1):
+        batch, position = item if isinstance(item, tuple) else (item, None)
+        if index % cfg.grad_accum_steps == 1 or cfg.grad_accum_steps == 1:
+            seed_everything(step_seed(cfg.seed, state.step, rank))
+        # The step's last batch (a full group, or the epoch's remainder) all-reduces in DDP.
+        is_step = index % cfg.grad_accum_steps == 0 or is_last
         sync = contextlib.nullcontext() if is_step or not hasattr(model, "no_sync") else model.no_sync()
         with sync, _autocast(cfg, device):
             loss, metrics = trainable.loss(model, _to_device(batch, device), cfg)
             scaler.scale(loss / cfg.grad_accum_steps).backward()
-        if is_step:
-            _optimizer_step(state, cfg)
         for key, value in metrics.items():
             totals[key] = totals.get(key, 0.0) + float(value)
         seen += 1
-    if seen % cfg.grad_accum_steps:
-        _optimizer_step(state, cfg)
+        if is_step:
+            _optimizer_step(state, cfg)
+            state.partial = {"totals": totals, "batches": seen}
+            if position is not None:
+                state.position = position
+            if after_step is not None and not is_last:
+                after_step(state)
     return {f"train/{key}": total / max(seen, 1) for key, total in totals.items()}
 
 
@@ -188,26 +227,6 @@ def validate(
     return scalars, extras
 
 
-def keep_rows(batches: Iterable[dict], keep: Any, batch_size: int) -> Iterator[dict]:
-    """``batches`` with only the rows where ``keep(batch)`` is true, regrouped into full batches,
-    so a curriculum samples from its unlocked rows at the configured batch size."""
-    pending: list[dict] = []
-    pending_rows = 0
-    for batch in batches:
-        mask = torch.as_tensor(keep(batch), dtype=torch.bool)
-        if not mask.any():
-            continue
-        pending.append({key: value[mask] for key, value in batch.items()})
-        pending_rows += int(mask.sum())
-        while pending_rows >= batch_size:
-            merged = {key: torch.cat([part[key] for part in pending]) for key in pending[0]}
-            yield {key: value[:batch_size] for key, value in merged.items()}
-            pending = [{key: value[batch_size:] for key, value in merged.items()}]
-            pending_rows -= batch_size
-    if pending_rows:
-        yield {key: torch.cat([part[key] for part in pending]) for key in pending[0]}
-
-
 def run_epoch(
     trainable: ModuleType,
     state: TrainState,
@@ -215,14 +234,19 @@ def run_epoch(
     val_batches: Iterable[dict],
     cfg: Any,
     device: torch.device,
+    *,
+    rank: int = 0,
+    after_step: Callable[[TrainState], None] | None = None,
 ) -> tuple[dict[str, float], dict[str, Any]]:
-    """Train and validate epoch ``state.epoch + 1``; returns its metrics and validation extras."""
+    """Train and validate epoch ``state.epoch + 1`` (from ``state.position`` when a checkpoint
+    was taken inside it); returns its metrics and validation extras."""
     started = time.perf_counter()
     lr = state.optimizer.param_groups[0]["lr"]
-    train_metrics = train_one_epoch(trainable, state, train_batches, cfg, device)
+    train_metrics = train_one_epoch(trainable, state, train_batches, cfg, device, rank=rank, after_step=after_step)
     val_metrics, extras = validate(trainable, state.model, val_batches, cfg, device)
     state.scheduler.step()
     state.epoch += 1
+    state.position, state.partial = 0, {"totals": {}, "batches": 0}
     metrics = {"epoch": state.epoch, "lr": lr, **train_metrics, **val_metrics}
     metrics["epoch_s"] = time.perf_counter() - started
     return metrics, extras

@@ -44,6 +44,9 @@ def build_parser(stem: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--gpu", action="store_true", help="one GPU per worker (CUDA, mixed precision)")
     parser.add_argument("--storage", default=DEFAULT_STORAGE,
                         help=f"where runs are written: a folder (default ./{DEFAULT_STORAGE}) or a URI such as s3://bucket/runs")
+    parser.add_argument("--store", default=None,
+                        help="where preprocessed data is kept, a folder every node sees or a URI "
+                             "(default: <storage>/.store for a URI storage, else ~/.cache/rayplatform/store)")
     parser.add_argument("--name", default=None, help="run name (default <tier>-<timestamp>)")
     parser.add_argument("--resume", action="store_true", help="continue the run --name from its latest checkpoint")
     parser.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
@@ -111,27 +114,30 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers < 1:
         raise UserError("--workers must be at least 1")
 
-    from platform import cluster, data, trainer
+    from platform import cluster, data, preempt, trainer
 
     dashboard = cluster.start(args.address, env=storage_lib.forwarded_env())
     print(f"Ray dashboard: {dashboard or 'not running'}", flush=True)
     if args.gpu and cluster.cluster_gpus() < args.workers:
         raise UserError(f"--gpu asks for {args.workers} GPU(s); the Ray cluster has {cluster.cluster_gpus()}")
     print(f"[{args.stem}] preparing data ({cfg.data_dir or 'synthetic set'})", flush=True)
-    datasets, meta = data.prepare(trainable, cfg)
+    splits, meta = data.prepare(trainable, cfg, store_root(args))
     print(f"[{args.stem}] rows: {meta['rows']}  in {meta['preprocess_s']}s", flush=True)
 
     manifest = artifacts.start(run_dir, args.stem, tier, cfg, meta, cluster.hardware(), args.resume, dashboard)
     location.push()
     print(f"[{args.stem}] run directory: {location.remote or run_dir}", flush=True)
+    notice = preempt.Notice.remote()
+    preempt.install_driver_handler(notice, lambda saved: _preempted(args, location, manifest, saved))
     try:
         result = trainer.build(
-            args.stem, cfg, meta, datasets, run_dir,
+            args.stem, cfg, meta, splits, run_dir,
             workers=args.workers, use_gpu=args.gpu, cpus_per_worker=args.cpus_per_worker,
             max_failures=args.max_failures, fail_at_epoch=args.fail_at_epoch, train_storage=location.train_storage,
+            notice=notice,
         ).fit()
         manifest = artifacts.finish(
-            run_dir, trainable, cfg, meta, result, datasets["val"], manifest, test_ds=datasets.get("test")
+            run_dir, trainable, cfg, meta, result, splits["val"], manifest, test_split=splits.get("test")
         )
     except BaseException as exc:
         artifacts.fail(run_dir, manifest, f"{type(exc).__name__}: {exc}".splitlines()[0])
@@ -140,6 +146,24 @@ def main(argv: list[str] | None = None) -> int:
     location.push()
     print(summary(location, manifest, args.storage), flush=True)
     return 0
+
+
+def _preempted(args: argparse.Namespace, location: RunLocation, manifest: dict, saved: str | None) -> None:
+    """The driver was told to stop (SIGTERM): the run is interrupted, resumable from ``saved``."""
+    artifacts.write_json(location.local / artifacts.MANIFEST_FILE,
+                         {**manifest, "status": "interrupted", "updated": artifacts.now(), "preempted_at": saved})
+    location.push()
+    where = f"checkpoint {saved}" if saved else "no new checkpoint (the workers did not answer in time)"
+    print(f"[{args.stem}] preempted: {where}; continue with: python -m platform.run {args.stem} "
+          f"--storage {args.storage} --name {location.name} --resume", flush=True)
+
+
+def store_root(args: argparse.Namespace) -> str | None:
+    """``--store``; with an object-store ``--storage`` the store sits beside the runs, where every
+    node reads it; else the platform cache (``None``)."""
+    if args.store:
+        return args.store
+    return f"{args.storage.rstrip('/')}/.store" if storage_lib.is_uri(args.storage) else None
 
 
 def summary(location: RunLocation, manifest: dict, storage_arg: str) -> str:

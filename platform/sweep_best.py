@@ -72,7 +72,7 @@ class _FinishedTrial:
         return self._best
 
 
-def export_best(stem: str, run_dir: Path, val_dataset: Any) -> dict | None:
+def export_best(stem: str, run_dir: Path, val_split: Any) -> dict | None:
     """Make the best trial a finished run directory (history, plots, ``best_model.pt``, manifest),
     as ``python -m platform.run`` would, so ``python -m platform.predict <run_dir>`` works."""
     trainable, _space = registry.load(stem)
@@ -83,12 +83,12 @@ def export_best(stem: str, run_dir: Path, val_dataset: Any) -> dict | None:
     metric, mode = trainable.METRIC
     history = [row for row in state["history"] if metric in row]
     pick = (max if mode == "max" else min)(history, key=lambda row: row[metric]) if history else None
-    best_dirs = [d for d in checkpoint_dirs(run_dir) if pick and d.name.startswith(f"epoch_{int(pick['epoch']):04d}")]
+    best_dirs = [d for d in checkpoint_dirs(run_dir) if pick and d.name.startswith(f"epoch_{int(pick['epoch']):04d}-attempt")]
     cfg = config_lib.from_dict(trainable.Config, artifacts.read_json(run_dir / artifacts.CONFIG_FILE))
     meta = artifacts.read_json(run_dir / artifacts.META_FILE)
     manifest = artifacts.read_json(run_dir / artifacts.MANIFEST_FILE)
     finished = _FinishedTrial(latest_dir, best_dirs[-1] if best_dirs else latest_dir)
-    return artifacts.finish(run_dir, trainable, cfg, meta, finished, val_dataset, manifest)
+    return artifacts.finish(run_dir, trainable, cfg, meta, finished, val_split, manifest)
 
 
 def save_tier(storage: Path, stem: str, name: str, row: pd.Series, sets: list[str], sweep_dir: Path) -> Path:

@@ -53,11 +53,11 @@ def asha(plan: Any, sweep_dir: Path) -> RecordingASHA:
     )
 
 
-def trainable(plan: Any, sweep_dir: Path, prepared: dict, cpus_per_worker: float, max_failures: int):
+def trainable(plan: Any, sweep_dir: Path, cpus_per_worker: float, max_failures: int):
     chosen = plan.chosen
     fn = tune.with_parameters(
         sweep_trial.run_trial, stem=plan.stem, tiers=plan.tiers, sets=chosen["sets"], data_dir=chosen["data"],
-        storage=str(plan.storage), sweep_dir=str(sweep_dir), prepared=prepared, cpus_per_worker=cpus_per_worker,
+        storage=str(plan.storage), sweep_dir=str(sweep_dir), cpus_per_worker=cpus_per_worker,
         max_failures=max_failures, env=sweep_trial.propagated_env(),
     )
     return tune.with_resources(fn, {"CPU": sweep_trial.TRIAL_DRIVER_CPU})
@@ -98,18 +98,18 @@ def tuner(plan: Any, sweep_dir: Path, fn: Any, concurrent: int) -> tune.Tuner:
 
 
 def run(plan: Any, sweep_dir: Path, concurrent: int, cpus_per_worker: float, max_failures: int, resume: bool) -> str:
-    prepared = sweep_trial.prepare_shared(plan.stem, plan.tier_configs)
-    fn = trainable(plan, sweep_dir, prepared, cpus_per_worker, max_failures)
+    sweep_trial.prepare_shared(plan.stem, plan.tier_configs)
+    fn = trainable(plan, sweep_dir, cpus_per_worker, max_failures)
     if resume and tune.Tuner.can_restore(str(sweep_dir)):
         print(f"[sweep] resuming {sweep_dir}", flush=True)
         runner = tune.Tuner.restore(str(sweep_dir), trainable=fn, resume_unfinished=True, resume_errored=False)
     else:
         runner = tuner(plan, sweep_dir, fn, concurrent)
     runner.fit()
-    return finish(plan, sweep_dir, prepared)
+    return finish(plan, sweep_dir)
 
 
-def finish(plan: Any, sweep_dir: Path, prepared: dict) -> str:
+def finish(plan: Any, sweep_dir: Path) -> str:
     """results.csv with the front and the best marked, pareto.png, the best run, tier and best.json."""
     frame = pd.read_csv(sweep_dir / RESULTS_FILE) if (sweep_dir / RESULTS_FILE).exists() else pd.DataFrame()
     if frame.empty:
@@ -136,11 +136,10 @@ def finish(plan: Any, sweep_dir: Path, prepared: dict) -> str:
     row = frame.loc[best]
     manifest = None
     if row["run_dir"]:
-        # The trial's own config: its sampled values may have changed the data (DATA_KEYS).
+        # The trial's own config: its sampled values may have changed the data (a store look-up).
         cfg = config_lib.from_dict(plan.trainable.Config, artifacts.read_json(Path(row["run_dir"]) / artifacts.CONFIG_FILE))
-        signature = sweep_trial.data_signature(plan.trainable, cfg)
-        datasets = prepared[signature][0] if signature in prepared else data.prepare(plan.trainable, cfg)[0]
-        manifest = sweep_best.export_best(plan.stem, Path(row["run_dir"]), datasets["val"])
+        splits, _meta = data.prepare(plan.trainable, cfg)
+        manifest = sweep_best.export_best(plan.stem, Path(row["run_dir"]), splits["val"])
     tier_path = sweep_best.save_tier(plan.storage, plan.stem, plan.chosen["save_tier"], row, plan.chosen["sets"],
                                      sweep_dir) if row["run_dir"] else None
     front_ids = list(frame.loc[front, "trial_id"]) if len(objectives) > 1 else []

@@ -5,9 +5,10 @@ that builds the run's ``TorchTrainer`` with ``platform.trainer.build`` and fits 
 ``TuneReportCallback`` forwards each epoch's metrics to Tune. The Train run is named by the trial
 id under ``<sweep>/trials/``, so a retried or resumed trial continues from its own checkpoints.
 
-Data: materialised once per distinct data config in the driver (:func:`prepare_shared`) and handed
-to every trial through ``tune.with_parameters`` (one copy in the object store). Only a trial whose
-sampled values change the data (a key in the trainable's ``DATA_KEYS``) prepares its own.
+Data: the driver writes the store of each tier's data before the trials start
+(:func:`prepare_shared`); each trial then prepares its own config's data, which is a look-up of
+the store when the data is the same (``platform/data.py`` keys it by content) and a new store
+when its sampled values change the rows or the preprocessing.
 """
 
 from __future__ import annotations
@@ -29,38 +30,18 @@ from ray.tune.integration.ray_train import TuneReportCallback
 TRIALS_DIR = "trials"
 TRIAL_DRIVER_CPU = 0.01  # the trial function only waits on its Train run (DESIGN.md)
 DONE_FILE = "trial_done.json"
-# Which config keys change the materialised data, for trainables that do not say (``DATA_KEYS``).
-DEFAULT_DATA_KEYS = ("data_dir", "seed", "val_fraction", "max_len")
-DEFAULT_DATA_PREFIXES = ("synthetic_", "data_")
 # A trial whose workers cannot be placed (CPUs still held by a stopped trial) fails after this
 # instead of hanging the sweep; Tune then retries it (``FailureConfig(max_failures=1)``).
 WORKER_START_TIMEOUT_S = "120"
 
 
-def data_keys(trainable: Any, cfg: Any) -> set[str]:
-    declared = getattr(trainable, "DATA_KEYS", None)
-    if declared is not None:
-        return set(declared)
-    names = config_lib.to_dict(cfg)
-    return {k for k in names if k in DEFAULT_DATA_KEYS or k.startswith(DEFAULT_DATA_PREFIXES)}
-
-
-def data_signature(trainable: Any, cfg: Any) -> str:
-    values = config_lib.to_dict(cfg)
-    return json.dumps({k: values[k] for k in sorted(data_keys(trainable, cfg))}, default=str)
-
-
-def prepare_shared(stem: str, tier_configs: dict[str, Any], say=print) -> dict[str, tuple[dict, dict]]:
-    """Datasets and meta for each distinct data config among the tiers: prepared once, shared."""
+def prepare_shared(stem: str, tier_configs: dict[str, Any], say=print) -> None:
+    """The store of every tier's data, written once before concurrent trials would race for it."""
     trainable, _space = registry.load(stem)
-    prepared: dict[str, tuple[dict, dict]] = {}
     for tier, cfg in tier_configs.items():
-        signature = data_signature(trainable, cfg)
-        if signature not in prepared:
-            say(f"[{stem}] preparing data for tier {tier} ({cfg.data_dir or 'synthetic set'})")
-            prepared[signature] = data.prepare(trainable, cfg)
-            say(f"[{stem}] rows: {prepared[signature][1]['rows']}  in {prepared[signature][1]['preprocess_s']}s")
-    return prepared
+        say(f"[{stem}] preparing data for tier {tier} ({cfg.data_dir or 'synthetic set'})")
+        _splits, meta = data.prepare(trainable, cfg, say=say)
+        say(f"[{stem}] rows: {meta['rows']}  in {meta['preprocess_s']}s")
 
 
 def propagated_env() -> dict[str, str]:
@@ -85,28 +66,29 @@ class SweepReportCallback(TuneReportCallback):
 
     def after_report(self, run_context, metrics, checkpoint):
         first = metrics[0]
+        if first.get("partial"):  # a checkpoint inside an epoch: not a result for Tune's schedulers
+            return
         self._epoch_seconds[int(first["epoch"])] = float(first.get("epoch_s", 0.0))
         extra = {**self._static, "train_s": round(sum(self._epoch_seconds.values()), 3)}
         super().after_report(run_context, [{**first, **extra}, *metrics[1:]], checkpoint)
 
 
 def run_trial(params: dict, *, stem: str, tiers: list[str], sets: list[str], data_dir: str, storage: str,
-              sweep_dir: str, prepared: dict, cpus_per_worker: float, max_failures: int, env: dict) -> None:
+              sweep_dir: str, cpus_per_worker: float, max_failures: int, env: dict) -> None:
     """The Tune trainable: resolve the trial's config, train it on Ray Train, mark it done."""
     os.environ.update(env)  # before fit(): Train passes them on to its controller and workers
     trainable, _space = registry.load(stem)
     tier = params.get("tier", tiers[0])
     sampled = {key: value for key, value in params.items() if key != "tier"}
     cfg = registry.resolve(stem, tier, sets, sampled, data_dir, Path(storage))
-    signature = data_signature(trainable, cfg)
-    datasets, meta = prepared[signature] if signature in prepared else data.prepare(trainable, cfg)
+    splits, meta = data.prepare(trainable, cfg)
 
     run_dir = Path(sweep_dir) / TRIALS_DIR / ray.tune.get_context().get_trial_id()
     resumed = (run_dir / artifacts.MANIFEST_FILE).exists()
     manifest = artifacts.start(run_dir, stem, tier, cfg, meta, cluster.hardware(), resumed, dashboard=cluster.start())
     artifacts.write_json(run_dir / artifacts.MANIFEST_FILE, {**manifest, "command": f"python -m platform.tune {stem}",
                                                               "sweep": {"dir": sweep_dir, "params": params}})
-    trainer = trainer_lib.build(stem, cfg, meta, datasets, run_dir, workers=1,
+    trainer = trainer_lib.build(stem, cfg, meta, splits, run_dir, workers=1,
                                 cpus_per_worker=cpus_per_worker, max_failures=max_failures)
     params_count = sum(p.numel() for p in trainable.build_model(cfg, meta).parameters())
     # RunConfig.callbacks is read when fit() starts the controller, so it can be extended here.
@@ -119,7 +101,8 @@ def run_trial(params: dict, *, stem: str, tiers: list[str], sets: list[str], dat
 
 
 def checkpoint_dirs(run_dir: Path) -> list[Path]:
-    """Ray Train's checkpoint directories of a trial, oldest epoch first."""
+    """Ray Train's checkpoint directories of a trial, oldest first (one inside an epoch sorts
+    after the end of the epoch before it)."""
     return sorted(p.parent for p in run_dir.glob(f"*/{STATE_FILE}"))
 
 

@@ -24,6 +24,8 @@ class TensorBoardCallback(ray.train.UserCallback):
     def after_report(self, run_context, metrics: list[dict], checkpoint) -> None:
         from tensorboardX import SummaryWriter
 
+        if metrics[0].get("partial"):  # a checkpoint inside an epoch, not an epoch's metrics
+            return
         if self._writer is None:
             self._writer = SummaryWriter(self.folder, flush_secs=5)
         # Every rank reports the same validation metrics and averaged training ones.

@@ -6,34 +6,28 @@ from its ``checkpoint_manager_snapshot.json`` (``--resume``; Ray Train V2 has no
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
-import ray.data
 import ray.train
 from ray.train.torch import TorchTrainer
+from ray.train.v2._internal.constants import CHECKPOINT_MANAGER_SNAPSHOT_FILENAME
 
 from platform import config as config_lib
 from platform import registry
 from platform.artifacts import TENSORBOARD_DIR
 from platform.cluster import QUIET_ENV, default_cpus_per_worker
 from platform.tensorboard import TensorBoardCallback
-from platform.worker import train_loop_per_worker
-
-
-def data_config(workers: int) -> ray.train.DataConfig:
-    """Validation is not split (every rank scores all of it); order is kept for exact resumes.
-    One worker reads its splits directly: a streaming split's coordinator actor would divide nothing
-    and cost it about 8% of an epoch on two cores (a probe recorded in bench/README.md)."""
-    options = ray.data.ExecutionOptions(preserve_order=True)
-    return ray.train.DataConfig(datasets_to_split=["train"] if workers > 1 else [], execution_options=options)
+from platform.store import Split
+from platform.worker import TRACE_ENV, train_loop_per_worker
 
 
 def build(
     stem: str,
     cfg: Any,
     meta: dict,
-    datasets: dict[str, ray.data.Dataset],
+    splits: dict[str, Split],
     run_dir: Path,
     *,
     workers: int = 1,
@@ -42,17 +36,23 @@ def build(
     max_failures: int = 3,
     fail_at_epoch: int | None = None,
     train_storage: str | None = None,
+    notice: Any = None,
 ) -> TorchTrainer:
     """A named Ray Train run writing to ``run_dir``; ``fit()`` it, or call it from a Tune trial.
     Checkpoints go to ``<train_storage>/<run name>`` (an object-store URI), by default ``run_dir``."""
     metric, mode = registry.load(stem)[0].METRIC
+    storage_path = train_storage or str(run_dir.parent)
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
             "stem": stem,
             "config": config_lib.to_dict(cfg),
             "meta": meta,
+            # Where each split's shards are and their manifest: the workers read them directly.
+            "store": {name: (split.uri, split.manifest) for name, split in splits.items() if name != "test"},
             "fail_at_epoch": fail_at_epoch,
+            "notice": notice,  # the driver's preemption notice (platform/preempt.py)
+            "snapshot": "/".join([storage_path.rstrip("/"), run_dir.name, CHECKPOINT_MANAGER_SNAPSHOT_FILENAME]),
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=workers,
@@ -61,7 +61,7 @@ def build(
         ),
         run_config=ray.train.RunConfig(
             name=run_dir.name,
-            storage_path=train_storage or str(run_dir.parent),
+            storage_path=storage_path,
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=cfg.keep_checkpoints or None,
@@ -70,8 +70,10 @@ def build(
             ),
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),
             callbacks=[TensorBoardCallback(run_dir / TENSORBOARD_DIR)],
-            worker_runtime_env={"env_vars": QUIET_ENV},
+            worker_runtime_env={"env_vars": {**QUIET_ENV, **_trace_env()}},
         ),
-        datasets=datasets,
-        dataset_config=data_config(workers),
     )
+
+
+def _trace_env() -> dict[str, str]:
+    return {TRACE_ENV: os.environ[TRACE_ENV]} if os.environ.get(TRACE_ENV) else {}

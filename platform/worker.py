@@ -4,6 +4,10 @@ Started by ``python -m platform.run asl`` (through ``TorchTrainer``). Rank 0 wri
 checkpoints; every rank reports once an epoch (``ray.train.report`` is a barrier). Validation
 data is not split, so every rank computes the same metrics and stops at the same epoch.
 
+Data: each rank streams its part of every global step from the preprocessed store
+(``platform/stream.py``), in the order ``platform/exact.py`` defines; with
+``checkpoint_every_steps`` a checkpoint is also taken inside an epoch, with the position in it.
+
 Fault injection, for tests and demos: ``python -m platform.run asl --fail-at-epoch 3`` makes the
 rank-0 worker process exit abruptly as it starts epoch 3 of its first attempt; Ray Train then
 restarts the workers from the latest checkpoint.
@@ -12,10 +16,8 @@ restarts the workers from the latest checkpoint.
 from __future__ import annotations
 
 import importlib
-import itertools
 import json
 import logging
-import math
 import os
 import sys
 import tempfile
@@ -23,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import ray.data
 import ray.train
 import ray.train.torch
@@ -30,9 +33,15 @@ import torch
 from ray.train.v2._internal.execution import context as train_context
 
 from platform import config as config_lib
-from platform.loop import TrainState, epoch_seed, keep_rows, new_state, run_epoch, seed_everything, unwrap
+from platform import preempt, stream
+from platform.exact import seed_everything
+from platform.loop import TrainState, new_state, run_epoch, unwrap
+from platform.store import Split
 
 STATE_FILE = "state.pt"
+# A folder: each rank appends one JSON line a batch (epoch, position, store row ids, pid), for
+# the tests that check which samples a killed and resumed run trained.
+TRACE_ENV = "RAYPLATFORM_TRACE_DIR"
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
@@ -41,7 +50,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     cfg = config_lib.from_dict(trainable.Config, loop_config["config"])
     meta = loop_config["meta"]
     context = ray.train.get_context()
-    rank = context.get_world_rank()
+    rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = cfg.amp
@@ -49,39 +58,65 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     seed_everything(cfg.seed)
     model = ray.train.torch.prepare_model(trainable.build_model(cfg, meta))
     state = new_state(model, cfg, device)
-    _restore(state)
+    _restore(state, rank, world)
 
-    train_shard = ray.train.get_dataset_shard("train")
-    val_shard = ray.train.get_dataset_shard("val")
+    splits = {name: Split(uri, manifest) for name, (uri, manifest) in loop_config["store"].items()}
     metric, mode = trainable.METRIC
     started = time.perf_counter()
     epochs_this_attempt = 0
+    after_step = _step_checkpoints(cfg, loop_config, metric, mode, rank, world)
     while not state.should_stop(cfg):
         _maybe_inject_fault(loop_config.get("fail_at_epoch"), state, rank)
-        shuffle_seed = epoch_seed(cfg.seed, state.epoch, rank)
-        seed_everything(shuffle_seed)
         if hasattr(trainable, "on_epoch_start"):
             trainable.on_epoch_start(unwrap(model), state.epoch, cfg)
         schedule = trainable.epoch_schedule(state.epoch, cfg) if hasattr(trainable, "epoch_schedule") else {}
-        train_batches = train_shard.iter_torch_batches(
-            batch_size=cfg.batch_size,
-            local_shuffle_buffer_size=cfg.shuffle_buffer or None,
-            local_shuffle_seed=shuffle_seed,
-        )
-        if hasattr(trainable, "train_filter"):
-            train_batches = _filtered(trainable, train_shard, train_batches, schedule, cfg, device)
-        val_batches = val_shard.iter_torch_batches(batch_size=cfg.batch_size)
-        metrics, extras = run_epoch(trainable, state, train_batches, val_batches, cfg, device)
+        train_batches = _traced(_train_batches(trainable, splits["train"], state, schedule, cfg, rank, world), state, rank, world)
+        val_batches = stream.split_batches(splits["val"], cfg.batch_size)
+        metrics, extras = run_epoch(trainable, state, train_batches, val_batches, cfg, device, rank=rank, after_step=after_step)
         metrics.update({f"schedule/{key}": value for key, value in schedule.items()})
         metrics.update(_mean_over_workers({k: v for k, v in metrics.items() if k.startswith("train/")}, device))
         metrics["restarts"] = state.restarts
         improved = state.record(metrics, metric, mode)
         epochs_this_attempt += 1
         is_due = improved or state.should_stop(cfg) or state.epoch % cfg.checkpoint_every == 0
-        _report(state, metrics, extras, loop_config, is_due and rank == 0)
+        _report(state, metrics, extras, loop_config, is_due, rank)
         if rank == 0:
             seconds_per_epoch = (time.perf_counter() - started) / epochs_this_attempt
             say(progress_line(loop_config["stem"], metrics, cfg.epochs, seconds_per_epoch, improved))
+
+
+def _train_batches(trainable, split: Split, state: TrainState, schedule: dict, cfg: Any, rank: int, world: int):
+    """This rank's (batch, store ids, position) of the epoch, from ``state.position`` on, made ahead
+    by a background thread."""
+    keep = None
+    if hasattr(trainable, "train_filter"):
+        def keep(window: stream.Window) -> np.ndarray:
+            scalars = {k: torch.from_numpy(np.asarray(v)) for k, v in window.columns.items()
+                       if window.specs[k]["kind"] == "scalar"}
+            return torch.as_tensor(trainable.train_filter(scalars, schedule, cfg)).numpy()
+    return stream.prefetched(stream.rank_batches(
+        split, rank=rank, world=world, seed=cfg.seed, epoch=state.epoch, batch_size=cfg.batch_size,
+        shards_per_window=max(1, cfg.shuffle_buffer // cfg.shard_rows), bucket=cfg.bucket_by_length,
+        position=state.position, keep=keep,
+    ))
+
+
+def _traced(batches, state: TrainState, rank: int, world: int):
+    """(batch, position) for the loop; with ``RAYPLATFORM_TRACE_DIR`` set, one line a batch there."""
+    folder = os.environ.get(TRACE_ENV)
+    trace = open(Path(folder) / f"rank{rank}-{os.getpid()}.jsonl", "a", encoding="utf-8") if folder else None  # noqa: SIM115
+    before = state.position
+    try:
+        for batch, ids, position in batches:
+            if trace is not None:
+                trace.write(json.dumps({"epoch": state.epoch + 1, "position": before, "rank": rank, "world": world,
+                                        "ids": ids.tolist(), "pid": os.getpid()}) + "\n")
+                trace.flush()
+            before = position
+            yield batch, position
+    finally:
+        if trace is not None:
+            trace.close()
 
 
 def _quiet() -> None:
@@ -102,30 +137,63 @@ def _mean_over_workers(metrics: dict[str, float], device: torch.device) -> dict[
     return dict(zip(metrics, (values / torch.distributed.get_world_size()).tolist()))
 
 
-def _filtered(trainable, shard, batches, schedule: dict, cfg: Any, device: torch.device):
-    """The rows ``train_filter`` keeps this epoch (a curriculum's unlocked stages). With several
-    workers each rank takes as many batches as the poorest, as DDP needs equal step counts."""
-    keep = lambda batch: trainable.train_filter(batch, schedule, cfg)  # noqa: E731
-    kept = keep_rows(batches, keep, cfg.batch_size)
-    if not torch.distributed.is_initialized() or torch.distributed.get_world_size() == 1:
-        return kept
-    rows = sum(int(torch.as_tensor(keep(b)).sum()) for b in shard.iter_torch_batches(batch_size=cfg.batch_size))
-    count = torch.tensor([math.ceil(rows / cfg.batch_size)], device=device)
-    torch.distributed.all_reduce(count, op=torch.distributed.ReduceOp.MIN)
-    return itertools.islice(kept, int(count.item()))
-
-
-def _restore(state: TrainState) -> None:
+def _restore(state: TrainState, rank: int, world: int) -> None:
     """Continue from Ray Train's latest checkpoint (a worker restart or ``--resume``)."""
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return
     with checkpoint.as_directory() as directory:
         saved = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
-    state.load_state_dict(saved)
+    state.load_state_dict(saved, rank, world)
     state.restarts += 1
-    if ray.train.get_context().get_world_rank() == 0:
-        say(f"restored from {checkpoint.path} at epoch {state.epoch} (restart {state.restarts})")
+    if rank == 0:
+        inside = f", {state.position} samples into epoch {state.epoch + 1}" if state.position else ""
+        say(f"restored from {checkpoint.path} at epoch {state.epoch}{inside} (restart {state.restarts})")
+
+
+def _step_checkpoints(cfg: Any, loop_config: dict, metric: str, mode: str, rank: int, world: int):
+    """``after_step`` for the loop: a checkpoint inside the epoch, with its position and every
+    rank's running sums, every ``checkpoint_every_steps`` optimizer steps and once when a
+    preemption asks for one. Its metric is the worst value, so it is never the best checkpoint
+    and is pruned first."""
+    worst = -1e30 if mode == "max" else 1e30
+    notice = loop_config.get("notice")
+    preempted = preempt.watch(notice)
+    device = ray.train.torch.get_device()
+    handled = False
+
+    def after_step(state: TrainState) -> None:
+        nonlocal handled
+        asked = not handled and _any_rank(preempted(), world, device)
+        due = cfg.checkpoint_every_steps > 0 and state.step % cfg.checkpoint_every_steps == 0
+        if not (due or asked):
+            return
+        partials = [state.partial]
+        if world > 1:
+            partials = [None] * world
+            torch.distributed.all_gather_object(partials, state.partial)
+        metrics = {"epoch": state.epoch, "step": state.step, "position": state.position, "partial": 1,
+                   metric: worst, "restarts": state.restarts}
+        name = _report(state, metrics, {}, loop_config, True, rank, partials)
+        if asked:
+            handled = True
+            if rank == 0:
+                preempt.wait_registered(loop_config["snapshot"], name)
+                if notice is not None:
+                    ray.get(notice.checkpointed.remote(name))
+            _any_rank(True, world, device)  # every rank waits for rank 0's checkpoint to be recorded
+            preempt.exit_if_signalled(say)
+
+    return after_step
+
+
+def _any_rank(flag: bool, world: int, device: torch.device) -> bool:
+    """One answer for every rank, so all of them report the same checkpoint (a barrier)."""
+    if world == 1:
+        return flag
+    value = torch.tensor([int(flag)], device=device)
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+    return bool(value.item())
 
 
 def _maybe_inject_fault(fail_at_epoch: int | None, state: TrainState, rank: int) -> None:
@@ -134,18 +202,26 @@ def _maybe_inject_fault(fail_at_epoch: int | None, state: TrainState, rank: int)
         os._exit(1)
 
 
-def _report(state: TrainState, metrics: dict, extras: dict, loop_config: dict, with_checkpoint: bool) -> None:
-    if not with_checkpoint:
+def _report(state: TrainState, metrics: dict, extras: dict, loop_config: dict, due: bool, rank: int,
+            partials: list[dict] | None = None) -> str | None:
+    """Every rank reports (it is a barrier); rank 0 attaches the checkpoint when one is due and
+    returns its name."""
+    if not (due and rank == 0):
         ray.train.report(metrics)
-        return
+        return None
     with tempfile.TemporaryDirectory(prefix="checkpoint-") as directory:
-        torch.save({**state.state_dict(), "extras": extras}, Path(directory) / STATE_FILE)
+        saved = {**state.state_dict(), "extras": extras}
+        if partials is not None:
+            saved["partial"] = partials
+        torch.save(saved, Path(directory) / STATE_FILE)
         (Path(directory) / "config.json").write_text(json.dumps(loop_config["config"], indent=2, sort_keys=True))
         (Path(directory) / "meta.json").write_text(json.dumps(loop_config["meta"], indent=2))
         checkpoint = ray.train.Checkpoint.from_directory(directory)
         # A replayed epoch after a restart must not reuse the name of an orphaned directory.
-        name = f"epoch_{state.epoch:04d}-attempt_{state.restarts}"
+        inside = f"-step_{state.step:07d}" if metrics.get("partial") else ""
+        name = f"epoch_{state.epoch:04d}{inside}-attempt_{state.restarts}"
         ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
+    return name
 
 
 def say(line: str) -> None:

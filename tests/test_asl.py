@@ -16,6 +16,7 @@ import torch
 
 from platform.config import resolve
 from platform.errors import UserError
+from platform.stream import as_batch
 from search_spaces.asl import SPACE, TIERS
 from trainables import asl
 from trainables.asl import landmarks, synthetic
@@ -48,7 +49,7 @@ def synthetic_index(synthetic_dir, smoke_cfg):
 
 def batch_of(rows: list[dict], cfg: asl.Config) -> dict[str, torch.Tensor]:
     raw = {"path": np.array([r["path"] for r in rows]), "label": np.array([r["label"] for r in rows])}
-    return {key: torch.from_numpy(value) for key, value in asl.preprocess(raw, cfg).items()}
+    return as_batch(asl.preprocess(raw, cfg))
 
 
 def copy_of_sample(tmp_path: Path) -> Path:

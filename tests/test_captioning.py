@@ -310,7 +310,7 @@ def test_smoke_run_reuses_its_cached_features_and_predicts(ray_address, tmp_path
     assert "random initialisation" in manifest["data"]["image_encoder"]
     predictions = [json.loads(line) for line in (run_dir / "val_predictions.jsonl").read_text().splitlines()]
     assert len(predictions) == manifest["data"]["rows"]["val"] and {"image", "references", "prediction"} <= set(predictions[0])
-    caches = [Path(folder) for folder in manifest["data"]["preprocessed_cache"].values()]
+    caches = [Path(s["uri"]) for s in manifest["data"]["store"].values()]
     files = {path: path.stat().st_mtime_ns for folder in caches for path in folder.glob("*.parquet")}
     assert files and all(folder.is_dir() for folder in caches)
 
@@ -319,7 +319,7 @@ def test_smoke_run_reuses_its_cached_features_and_predicts(ray_address, tmp_path
                          "--name", "again", address=ray_address)
     assert second.returncode == 0, second.stderr[-4000:]
     again = json.loads((tmp_path / "captioning" / "again" / "manifest.json").read_text())
-    assert again["data"]["preprocessed_cache"] == manifest["data"]["preprocessed_cache"]
+    assert again["data"]["store"] == manifest["data"]["store"]
     assert {path: path.stat().st_mtime_ns for path in files} == files, "features were not computed again"
 
     image = Path(manifest["data"]["data_path"]) / "Images" / predictions[0]["image"]

@@ -250,14 +250,14 @@ def test_smoke_run_end_to_end_reuses_its_preprocessing_and_predicts(ray_address,
         assert (run_dir / picture).read_bytes()[:4] == b"\x89PNG", picture
     assert (run_dir / "best_model.pt").stat().st_size > 0
 
-    cached = {split: Path(folder) for split, folder in manifest["data"]["preprocessed_cache"].items()}
+    cached = {split: Path(s["uri"]) for split, s in manifest["data"]["store"].items()}
     written = {path: path.stat().st_mtime_ns for folder in cached.values() for path in folder.iterdir()}
     assert written and set(cached) == {"train", "val", "test"}
     second = run_command("run", "emotion", "--tier", "smoke", "--set", "epochs=1", "--storage", str(tmp_path),
                          "--name", "again", address=ray_address)
     assert second.returncode == 0, second.stderr[-4000:]
     again = json.loads((tmp_path / "emotion" / "again" / "manifest.json").read_text())
-    assert again["data"]["preprocessed_cache"] == manifest["data"]["preprocessed_cache"]
+    assert again["data"]["store"] == manifest["data"]["store"]
     assert {path: path.stat().st_mtime_ns for folder in cached.values() for path in folder.iterdir()} == written
 
     clip = next((synthetic_cache / "emotion").glob("synthetic-*/train_splits/*.mp4"))

@@ -12,7 +12,8 @@ import types
 import torch
 
 from platform import config as config_lib
-from platform.loop import TrainState, epoch_seed, keep_rows, new_state, run_epoch, seed_everything
+from platform.exact import epoch_seed, seed_everything
+from platform.loop import TrainState, new_state, run_epoch
 
 CPU = torch.device("cpu")
 
@@ -111,10 +112,3 @@ def test_learning_rate_follows_warm_restarts():
     history = _train(state, cfg, 4)
     lrs = [row["lr"] for row in history]
     assert lrs[0] == lrs[2] == cfg.lr and lrs[1] < cfg.lr
-
-
-def test_keep_rows_drops_locked_rows_and_regroups_full_batches_in_order():
-    batches = [{"x": torch.arange(start, start + 4), "stage": torch.tensor([0, 1, 2, 0])} for start in (0, 4, 8)]
-    kept = list(keep_rows(batches, lambda batch: batch["stage"] <= 1, batch_size=4))
-    assert [batch["x"].tolist() for batch in kept] == [[0, 1, 3, 4], [5, 7, 8, 9], [11]]
-    assert all(batch["stage"].max() <= 1 for batch in kept)

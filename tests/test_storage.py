@@ -81,6 +81,12 @@ def test_a_run_writes_checkpoints_to_s3_and_recovers_a_lost_worker_from_them(ray
     assert manifest["status"] == "finished" and manifest["training"]["restarts"] == 1
     assert manifest["checkpoints"]["latest"].startswith(f"{BUCKET}/runs/asl/s3-run/")
     assert f"run directory: {storage}/asl/s3-run" in result.stdout
+    # The preprocessed store sits beside the runs, written by Ray Data tasks and read by the workers.
+    stored = _listing("runs/.store")
+    for split in ("train", "val"):
+        assert manifest["data"]["store"][split]["uri"].startswith(f"{storage}/.store/asl-")
+        assert any(name.endswith(f"/{split}/manifest.json") for name in stored), stored
+        assert any(f"/{split}/shard-" in name for name in stored), stored
 
 
 def test_resume_on_a_machine_without_the_local_mirror_reads_everything_from_s3(ray_address, s3_env):

@@ -99,12 +99,13 @@ def _motion(positions: np.ndarray) -> list[np.ndarray]:
     return [velocity, acceleration, displacement]
 
 
-def sequence_features(landmarks: np.ndarray, max_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """([max_len, 744] float32 features, [max_len] bool mask of real frames) of one sequence.
+def frame_features(landmarks: np.ndarray, max_len: int) -> np.ndarray:
+    """[frames, 744] float32 features of one sequence, at most ``max_len`` frames (unpadded).
 
     Frames before the first and after the last sighting of a hand are dropped (the sign happens
     between them); gaps inside stay, so timing survives. Unseen values are 0, and a hand that
-    reappears gets no velocity spike because differences with a missing frame are 0 too.
+    reappears gets no velocity spike because differences with a missing frame are 0 too. A longer
+    sequence is resampled evenly down to ``max_len`` frames.
     """
     hand_seen = np.isfinite(landmarks[:, HAND_POINTS, 0]).any(axis=1)
     if not hand_seen.any():
@@ -115,21 +116,35 @@ def sequence_features(landmarks: np.ndarray, max_len: int) -> tuple[np.ndarray, 
     parts = [positions, *_motion(positions)]
     frames = len(landmarks)
     features = np.concatenate([p.reshape(frames, -1) for p in parts], axis=1)
-    features = np.clip(np.nan_to_num(features, nan=0.0), -FEATURE_CLIP, FEATURE_CLIP)
+    features = np.clip(np.nan_to_num(features, nan=0.0), -FEATURE_CLIP, FEATURE_CLIP).astype(np.float32)
     if frames > max_len:
         features = features[np.linspace(0, frames - 1, max_len).round().astype(int)]
+    return features
+
+
+def sequence_features(landmarks: np.ndarray, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """([max_len, 744] float32 features, [max_len] bool mask of real frames): padded."""
+    features = frame_features(landmarks, max_len)
     padded = np.zeros((max_len, NUM_FEATURES), dtype=np.float32)
-    padded[: min(frames, max_len)] = features
-    return padded, np.arange(max_len) < min(frames, max_len)
+    padded[: len(features)] = features
+    return padded, np.arange(max_len) < len(features)
+
+
+def read_features(path: str, max_len: int) -> np.ndarray:
+    """Unpadded features of one parquet file; a file the model cannot use is a UserError."""
+    landmarks = read_landmarks(path)
+    try:
+        return frame_features(landmarks, max_len)
+    except ValueError as err:
+        raise UserError(f"{path}: {err}") from None
 
 
 def extract_features(path: str, max_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """Features and mask of one parquet file; a file the model cannot use is a UserError."""
-    landmarks = read_landmarks(path)
-    try:
-        return sequence_features(landmarks, max_len)
-    except ValueError as err:
-        raise UserError(f"{path}: {err}") from None
+    """Padded features and mask of one parquet file (see :func:`sequence_features`)."""
+    features = read_features(path, max_len)
+    padded = np.zeros((max_len, NUM_FEATURES), dtype=np.float32)
+    padded[: len(features)] = features
+    return padded, np.arange(max_len) < len(features)
 
 
 

@@ -1,0 +1,133 @@
+"""Preemption: a SIGTERM to the driver or to a Train worker becomes a checkpoint at the next step.
+
+Used by ``python -m platform.run asl``: a spot instance's preemption notice (a SIGTERM) costs no
+work. The driver's handler asks the workers, through a small actor (:class:`Notice`), for a
+checkpoint; it waits for it, marks the run interrupted and exits (``--resume`` continues from
+that step). A worker's SIGTERM is kept from ending the process until that worker has reported
+its checkpoint; then it exits and Ray Train restarts from that checkpoint.
+
+Ray's own worker handler exits at once (``ray._private.worker.main_loop``), and a handler can only
+be installed from a process's main thread, which a Train worker's loop is not: so the worker side
+replaces the function Ray's handler calls (Ray is pinned below the next minor version for this).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+import ray
+
+POLL_S = 0.5
+DRIVER_WAIT_S = 120.0
+_signalled = threading.Event()
+
+
+@ray.remote(num_cpus=0)
+class Notice:
+    """The driver's request for a checkpoint, and the workers' answer."""
+
+    def __init__(self):
+        self.requested, self.saved = False, None
+
+    def request(self) -> None:
+        self.requested = True
+
+    def is_requested(self) -> bool:
+        return self.requested
+
+    def checkpointed(self, where: str) -> None:
+        self.saved = where
+
+    def saved_at(self) -> str | None:
+        return self.saved
+
+
+# ---------------------------------------------------------------- in a Train worker
+
+
+def watch(notice) -> Callable[[], bool]:
+    """In a worker: whether a checkpoint was asked for, by this process's SIGTERM or the driver.
+    The driver's notice is polled by a background thread, never on the training step."""
+    import ray._private.worker as ray_worker
+
+    if not getattr(ray_worker, "_rayplatform_patched", False):
+        ray_worker.raise_sys_exit_with_custom_error_message = _defer_exit(
+            ray_worker.raise_sys_exit_with_custom_error_message
+        )
+        ray_worker._rayplatform_patched = True
+    asked = threading.Event()
+
+    def poll() -> None:
+        while not asked.is_set():
+            try:
+                if ray.get(notice.is_requested.remote(), timeout=10):
+                    asked.set()
+            except Exception:  # noqa: BLE001 - the driver is gone: it will not ask
+                return
+            time.sleep(POLL_S)
+
+    if notice is not None:
+        threading.Thread(target=poll, daemon=True, name="rayplatform-preempt").start()
+    return lambda: _signalled.is_set() or asked.is_set()
+
+
+def _defer_exit(original: Callable) -> Callable:
+    def deferred(message: str, exit_code: int = 1) -> None:
+        if "SIGTERM" not in message:
+            original(message, exit_code)
+            return
+        _signalled.set()  # the training thread checkpoints at its next step, then exits
+
+    return deferred
+
+
+def wait_registered(snapshot_uri: str, name: str, timeout: float = 60.0) -> bool:
+    """Until Ray Train's controller has recorded checkpoint ``name`` in its snapshot: a worker or
+    driver that ends right after ``report`` returns could otherwise lose it."""
+    from platform.store import filesystem
+
+    fs, path = filesystem(snapshot_uri)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with fs.open_input_stream(path) as stream:
+                if name in stream.read().decode("utf-8", "replace"):
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.1)
+    return False
+
+
+def exit_if_signalled(say: Callable[[str], None]) -> None:
+    """After the checkpoint a SIGTERM asked for: end this worker as the signal meant to."""
+    if _signalled.is_set():
+        say("preempted: checkpoint written, worker exits (SIGTERM)")
+        sys.stdout.flush()
+        os._exit(143)
+
+
+# ---------------------------------------------------------------- in the driver
+
+
+def install_driver_handler(notice, on_checkpoint: Callable[[str | None], None]) -> None:
+    """SIGTERM in the driver: ask for a checkpoint, wait for it, report it, exit 143."""
+
+    def handler(signum, frame) -> None:
+        print("[preempt] SIGTERM: asking the workers for a checkpoint at their next step", flush=True)
+        notice.request.remote()
+        deadline = time.monotonic() + DRIVER_WAIT_S
+        saved = None
+        while saved is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            saved = ray.get(notice.saved_at.remote())
+        on_checkpoint(saved)
+        sys.stdout.flush()
+        os._exit(143)
+
+    signal.signal(signal.SIGTERM, handler)

@@ -1,0 +1,130 @@
+"""The preprocessed store: compact rows, refused shards, an interrupted preprocessing that continues.
+
+    .venv/bin/python -m pytest tests/test_store.py
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from conftest import last_line, run_command
+
+from platform import data, store, stream
+from platform.config import resolve
+from platform.errors import UserError
+from search_spaces.asl import TIERS
+from trainables import asl
+
+LENGTHS = [3, 7, 1, 5, 2]
+
+
+def _write(folder, columns: dict) -> store.Split:
+    """A one-shard split written the way a preprocessing task writes one."""
+    specs = {name: store.column_spec(values) for name, values in columns.items()}
+    payload = store.parquet_bytes(store.to_arrow(columns, specs), specs)
+    fs, path = store.filesystem(str(folder))
+    store.write_atomic(fs, store.join(path, store.shard_name(0)), payload)
+    shard = {"file": store.shard_name(0), "rows": len(LENGTHS), "bytes": len(payload),
+             "sha256": hashlib.sha256(payload).hexdigest()}
+    return store.Split(str(folder), store.write_manifest(str(folder), [shard], specs, {"test": True}))
+
+
+def _columns() -> dict:
+    rng = np.random.default_rng(0)
+    return {
+        "x": [rng.normal(size=(n, 4)).astype(np.float16) for n in LENGTHS],
+        "image": rng.integers(0, 255, (len(LENGTHS), 1, 2, 2), dtype=np.uint8),
+        "label": np.arange(len(LENGTHS), dtype=np.int64),
+        "name": np.array([f"row{i}" for i in range(len(LENGTHS))]),
+    }
+
+
+def test_rows_are_stored_unpadded_and_narrow_and_batches_pad_to_their_longest(tmp_path):
+    columns = _columns()
+    split = _write(tmp_path / "split", columns)
+    split.verify()
+    assert pq.read_schema(tmp_path / "split" / store.shard_name(0)).field("x").type == pa.large_list(pa.float16())
+    assert split.manifest["columns"]["x"] == {"kind": "array", "dtype": "float16", "shape": [None, 4], "mask": True}
+    first, second = stream.split_batches(split, batch_size=3)
+    assert first["x"].shape == (3, 7, 4) and first["x"].dtype == torch.float32  # widened for training
+    assert second["x"].shape == (2, 5, 4)
+    assert first["x_mask"].sum(dim=1).tolist() == LENGTHS[:3]
+    assert torch.equal(first["x"][1, :7], torch.from_numpy(columns["x"][1].astype(np.float32)))
+    assert not first["x"][0, 3:].any(), "padding is zeros"
+    assert first["image"].dtype == torch.uint8 and first["image"].shape == (3, 1, 2, 2)
+    assert first["name"] == ["row0", "row1", "row2"] and second["label"].tolist() == [3, 4]
+
+
+def test_a_corrupt_or_foreign_shard_is_refused(tmp_path):
+    split = _write(tmp_path / "split", _columns())
+    shard = tmp_path / "split" / store.shard_name(0)
+    good = shard.read_bytes()
+
+    flipped = bytearray(good)
+    flipped[len(flipped) // 2] ^= 0xFF
+    shard.write_bytes(bytes(flipped))  # same size: only the hash can tell
+    with pytest.raises(UserError, match="sha256"):
+        split.read(0)
+
+    # A planted file with a column Ray would unpickle (a binary column holding a pickle).
+    foreign = pa.table({"x": pa.array([b"\x80\x04K\x01."] * 5, pa.binary()), "image": [b""] * 5,
+                        "label": list(range(5)), "name": ["a"] * 5})
+    pq.write_table(foreign, shard)
+    with pytest.raises(UserError, match="size|schema"):
+        split.verify()
+
+    manifest = json.loads((tmp_path / "split" / store.MANIFEST).read_text())
+    manifest["columns"]["label"] = {"kind": "scalar", "dtype": "object"}
+    (tmp_path / "split" / store.MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match="not a plain numeric type"):
+        store.read_manifest(str(tmp_path / "split"))
+
+
+def test_a_half_written_split_has_no_manifest_and_is_not_opened(tmp_path):
+    (tmp_path / "split").mkdir()
+    assert store.read_manifest(str(tmp_path / "split")) is None
+    with pytest.raises(UserError, match="incomplete"):
+        store.open_split(str(tmp_path / "split"))
+
+
+def test_an_interrupted_preprocessing_writes_only_the_missing_shards(ray_address, tmp_path):
+    cfg = resolve(asl.Config, {**TIERS["smoke"], "shard_rows": 8})
+    root = str(tmp_path / "store")
+    splits, _meta = data.prepare(asl, cfg, root)
+    folder = tmp_path / "store" / splits["train"].uri.split("/store/", 1)[1]
+    shards = sorted(folder.glob("shard-*.parquet"))
+    assert len(shards) == 5  # 40 training rows in shards of 8
+    before = json.loads((folder / store.MANIFEST).read_text())
+
+    # As if the preprocessing had been killed: no manifest, two shards never written.
+    (folder / store.MANIFEST).unlink()
+    for lost in shards[1:3]:
+        lost.unlink()
+    kept = {path: path.stat().st_mtime_ns for path in shards if path.exists()}
+    time.sleep(0.01)
+    said: list[str] = []
+    again, _meta = data.prepare(asl, cfg, root, say=said.append)
+    assert any("3 of 5 shard(s) were already written" in line for line in said), said
+    assert {path: path.stat().st_mtime_ns for path in kept} == kept, "whole shards are not written again"
+    assert json.loads((folder / store.MANIFEST).read_text()) == before  # the same bytes, shard by shard
+    assert again["train"].rows == 40
+
+
+def test_a_run_refuses_a_damaged_store_in_one_line(ray_address, tmp_path):
+    root = tmp_path / "store"
+    args = ["asl", "--tier", "smoke", "--set", "epochs=1", "--store", str(root), "--storage", str(tmp_path / "runs")]
+    assert run_command("run", *args, "--name", "first", address=ray_address).returncode == 0
+    shard = next(root.glob("asl-*/train/shard-00000.parquet"))
+    shard.write_bytes(shard.read_bytes()[:-100])  # a torn write
+    result = run_command("run", *args, "--name", "second", address=ray_address)
+    assert result.returncode == 2
+    assert last_line(result.stderr).startswith("error: store shard ") and "size" in last_line(result.stderr)
+    assert not (tmp_path / "runs" / "asl" / "second").exists(), "nothing started"
+
