@@ -142,20 +142,20 @@ def _plain_loop_worker(config: dict) -> None:
 
 
 def data_feed_seconds(cfg) -> float:
-    """Median seconds of an epoch (after the first) of the platform's input pipeline alone: Ray Data's
-    ``iter_torch_batches`` over the prepared splits with the worker's shuffle buffer, no model. A lower
-    bound of what feeding costs in the worker, which reads the same blocks beside its training threads."""
-    from platform import data
+    """Median seconds of an epoch (after the first) of the platform's input pipeline alone: the
+    store's stream of one rank's batches and the validation split, no model. A lower bound of what
+    feeding costs in the worker, which reads the same shards beside its training threads."""
+    from platform import data, stream
 
-    datasets, _meta = data.prepare(asl, cfg)
+    splits, _meta = data.prepare(asl, cfg)
     timings = []
     for epoch in range(FEED_EPOCHS):
         started = time.perf_counter()
-        for _batch in datasets["train"].iter_torch_batches(
-                batch_size=cfg.batch_size, local_shuffle_buffer_size=cfg.shuffle_buffer or None,
-                local_shuffle_seed=epoch):
+        for _batch in stream.prefetched(stream.rank_batches(
+                splits["train"], rank=0, world=1, seed=cfg.seed, epoch=epoch, batch_size=cfg.batch_size,
+                shards_per_window=max(1, cfg.shuffle_buffer // cfg.shard_rows), bucket=cfg.bucket_by_length)):
             pass
-        for _batch in datasets["val"].iter_torch_batches(batch_size=cfg.batch_size):
+        for _batch in stream.split_batches(splits["val"], cfg.batch_size):
             pass
         timings.append(time.perf_counter() - started)
     return median(timings[1:])

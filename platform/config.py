@@ -2,16 +2,19 @@
 
 Used by ``python -m platform.run asl --tier fast --set lr=1e-3 --set epochs=5`` (and by tune and
 predict). Every trainable's ``Config`` subclasses :class:`TrainConfig`, overriding defaults by
-re-declaring a field. Unknown keys and values of the wrong type are errors that name the key.
+re-declaring a field. Unknown keys, values of the wrong type, a choice outside a ``Literal`` field's
+values, a number outside its ``LIMITS`` and a float that is not finite are errors that name the key,
+raised before Ray starts (a trainable adds its own fields' limits in its ``Config.LIMITS``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 from platform.errors import UserError
 
@@ -32,7 +35,7 @@ class TrainConfig:
     """Peak learning rate (AdamW)."""
     weight_decay: float = 0.01
     """AdamW weight decay."""
-    scheduler: str = "cosine"
+    scheduler: Literal["none", "cosine", "cosine_restarts"] = "cosine"
     """Learning-rate schedule stepped each epoch: none, cosine or cosine_restarts."""
     restart_period: int = 50
     """cosine_restarts: epochs in the first cycle (T_0)."""
@@ -60,6 +63,15 @@ class TrainConfig:
     """Rows a preprocessed store shard holds (part of the store's identity)."""
     bucket_by_length: bool = True
     """Batch variable-length rows of similar length together (less padding); the order stays seeded."""
+
+    # Inclusive (lowest, highest) of numeric fields; None is unbounded. Subclasses add theirs.
+    LIMITS: ClassVar[dict[str, tuple[float | None, float | None]]] = {
+        "epochs": (1, None), "batch_size": (1, None), "lr": (1e-12, None), "weight_decay": (0, None),
+        "restart_period": (1, None), "restart_mult": (1, None), "min_lr_ratio": (0, 1),
+        "grad_accum_steps": (1, None), "grad_clip": (0, None), "patience": (0, None),
+        "checkpoint_every": (1, None), "checkpoint_every_steps": (0, None), "keep_checkpoints": (0, None),
+        "shuffle_buffer": (1, None), "shard_rows": (1, None),
+    }
 
 
 def field_docs(config_cls: type) -> dict[str, str]:
@@ -108,6 +120,11 @@ def coerce(key: str, value: Any, kind: Any) -> Any:
             raise ValueError(f"{value!r} is not a number")
         if kind is str:
             return _exact(value, str)
+        if typing.get_origin(kind) is Literal:
+            choices = typing.get_args(kind)
+            if value not in choices:
+                raise ValueError(f"{value!r} is not one of {', '.join(map(str, choices))}")
+            return value
         if typing.get_origin(kind) is tuple:
             items = value.split(",") if isinstance(value, str) else list(value)
             (item_kind, *_rest) = typing.get_args(kind)
@@ -149,10 +166,31 @@ def parse_sets(pairs: list[str]) -> dict[str, str]:
 
 
 def resolve(config_cls: type, tier: dict, trial: dict | None = None, sets: list[str] = ()) -> Any:
-    """Defaults, then the tier, then a sampled trial, then ``--set`` overrides."""
+    """Defaults, then the tier, then a sampled trial, then ``--set`` overrides; checked."""
     cfg = apply(config_cls(), tier, "the tier")
     cfg = apply(cfg, trial or {}, "the trial")
-    return apply(cfg, parse_sets(list(sets)), "--set")
+    return check(apply(cfg, parse_sets(list(sets)), "--set"))
+
+
+def limits(config_cls: type) -> dict[str, tuple[float | None, float | None]]:
+    merged: dict[str, tuple[float | None, float | None]] = {}
+    for cls in reversed(config_cls.__mro__):
+        merged.update(cls.__dict__.get("LIMITS", {}))
+    return merged
+
+
+def check(cfg: Any) -> Any:
+    """Every number finite and inside its limits; ``cfg`` itself when it is."""
+    values = to_dict(cfg)
+    for key, value in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"config key {key!r} must be a finite number, not {value}")
+    for key, (lowest, highest) in limits(type(cfg)).items():
+        value = values[key]
+        if (lowest is not None and value < lowest) or (highest is not None and value > highest):
+            shown = f">= {lowest}" if highest is None else f"in [{lowest}, {highest}]"
+            raise UserError(f"config key {key!r} must be {shown}, not {value}")
+    return cfg
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -160,7 +198,7 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def from_dict(config_cls: type, values: dict[str, Any]) -> Any:
-    return apply(config_cls(), values, "the saved config")
+    return check(apply(config_cls(), values, "the saved config"))
 
 
 def save(cfg: Any, path: Path) -> None:

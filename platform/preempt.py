@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import ray
 
-POLL_S = 0.5
+POLL_S = 0.2
 DRIVER_WAIT_S = 120.0
 _signalled = threading.Event()
 

@@ -1,7 +1,8 @@
 """Train a trainable on Ray Train with fault-tolerant checkpoints.
 
     python -m platform.run asl [--tier smoke|fast|standard|full] [--data DIR] [--set key=value ...]
-                               [--workers N] [--gpu] [--storage PATH|URI] [--name NAME] [--resume]
+                               [--workers N] [--gpu] [--storage PATH|URI] [--store PATH|URI]
+                               [--name NAME] [--resume]
 
 On a cluster: ``ray job submit --working-dir . -- python -m platform.run asl --tier fast``.
 ``python -m platform.run asl --help`` lists that trainable's tiers and config keys.
@@ -120,9 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Ray dashboard: {dashboard or 'not running'}", flush=True)
     if args.gpu and cluster.cluster_gpus() < args.workers:
         raise UserError(f"--gpu asks for {args.workers} GPU(s); the Ray cluster has {cluster.cluster_gpus()}")
+    if args.workers * (args.cpus_per_worker or 1) > cluster.cluster_cpus():
+        raise UserError(f"--workers {args.workers} needs {args.workers * (args.cpus_per_worker or 1):g} CPUs; "
+                        f"the Ray cluster has {cluster.cluster_cpus()}")
     print(f"[{args.stem}] preparing data ({cfg.data_dir or 'synthetic set'})", flush=True)
     splits, meta = data.prepare(trainable, cfg, store_root(args))
     print(f"[{args.stem}] rows: {meta['rows']}  in {meta['preprocess_s']}s", flush=True)
+    trainable.build_model(cfg, meta)  # a shape error (dim vs heads...) is reported here, not in a worker
 
     manifest = artifacts.start(run_dir, args.stem, tier, cfg, meta, cluster.hardware(), args.resume, dashboard)
     location.push()

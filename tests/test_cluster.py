@@ -83,11 +83,16 @@ def _manifest(run_dir: Path) -> dict:
 
 
 def test_a_submitted_job_trains_and_writes_its_run_directory(cluster, tmp_path):
-    result = _submit(cluster, "asl", "--tier", "smoke", "--storage", str(tmp_path), "--name", "submitted")
+    # The store on a folder every node sees: the worker nodes' Ray Data tasks write it, the Train worker reads it.
+    result = _submit(cluster, "asl", "--tier", "smoke", "--storage", str(tmp_path), "--store", str(tmp_path / "store"),
+                     "--name", "submitted")
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     assert "succeeded" in (result.stdout + result.stderr).lower()
     manifest = _manifest(tmp_path / "asl" / "submitted")
     assert manifest["status"] == "finished" and manifest["hardware"]["nodes"] == 3
+    for split in ("train", "val"):
+        assert manifest["data"]["store"][split]["uri"].startswith(str(tmp_path / "store"))
+        assert list((tmp_path / "store").glob(f"asl-*/{split}/shard-*.parquet"))
     assert (tmp_path / "asl" / "submitted" / "best_model.pt").is_file()
 
 

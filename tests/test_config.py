@@ -79,3 +79,31 @@ def test_registry_knows_asl_and_rejects_unknown_names():
         registry.resolve("asl", "huge")
     smoke = registry.resolve("asl", "smoke", ["seed=3"], data_dir="/data")
     assert smoke.seed == 3 and smoke.data_dir == "/data" and smoke.epochs < registry.resolve("asl", "full").epochs
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (["epochs=-3"], "config key 'epochs' must be >= 1, not -3"),
+        (["batch_size=0"], "config key 'batch_size' must be >= 1, not 0"),
+        (["lr=nan"], "config key 'lr' must be a finite number, not nan"),
+        (["grad_accum_steps=0"], "config key 'grad_accum_steps' must be >= 1"),
+        (["checkpoint_every=0"], "config key 'checkpoint_every' must be >= 1"),
+        (["min_lr_ratio=2"], r"config key 'min_lr_ratio' must be in \[0, 1\]"),
+        (["scheduler=linear"], "config key 'scheduler' expects .*'linear' is not one of none, cosine, cosine_restarts"),
+    ],
+)
+def test_out_of_range_values_and_unknown_choices_fail_before_any_work(sets, message):
+    with pytest.raises(UserError, match=message):
+        config_lib.resolve(ToyConfig, {}, None, sets)
+
+
+def test_a_trainable_declares_its_own_limits_and_choices():
+    with pytest.raises(UserError, match="'fusion' expects"):
+        registry.resolve("emotion", "smoke", ["fusion=sum"])
+    with pytest.raises(UserError, match="'balance' expects"):
+        registry.resolve("emotion", "smoke", ["balance=upsample"])
+    with pytest.raises(UserError, match="config key 'heads' must be >= 1, not 0"):
+        registry.resolve("asl", "smoke", ["heads=0"])
+    with pytest.raises(UserError, match=r"config key 'val_fraction' must be in \[0.01, 0.9\]"):
+        registry.resolve("asl", "smoke", ["val_fraction=0"])

@@ -112,3 +112,25 @@ def test_learning_rate_follows_warm_restarts():
     history = _train(state, cfg, 4)
     lrs = [row["lr"] for row in history]
     assert lrs[0] == lrs[2] == cfg.lr and lrs[1] < cfg.lr
+
+
+def _ddp_rank(rank: int, world: int, folder: str) -> None:
+    """One gloo rank: 3 batches of its own, accumulation 2, then its weights to a file."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    cfg = ToyConfig(grad_accum_steps=2, epochs=1)
+    model = torch.nn.parallel.DistributedDataParallel(_toy_model(cfg))
+    state = new_state(model, cfg, CPU)
+    batches = _batches(rank, cfg)[:3]
+    run_epoch(TOY, state, batches, _batches(99, cfg), cfg, CPU, rank=rank)
+    torch.save(model.module.state_dict(), f"{folder}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_ranks_end_an_epoch_with_an_accumulation_remainder_in_agreement(tmp_path):
+    """3 batches, accumulation 2: the epoch's last step (one batch) must all-reduce too."""
+    torch.multiprocessing.spawn(_ddp_rank, args=(2, str(tmp_path)), nprocs=2, join=True)
+    first, second = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert all(torch.equal(first[name], second[name]) for name in first)

@@ -262,6 +262,9 @@ def test_malformed_data_ends_with_one_line_naming_the_file(breaker, kaggle_copy,
         (["asl", "--tier", "huge"], "error: unknown tier 'huge' for asl"),
         (["asl", "--set", "depth=3"], "error: unknown config key 'depth' in --set"),
         (["asl", "--set", "epochs=many"], "error: config key 'epochs' expects int"),
+        (["asl", "--set", "epochs=-3"], "error: config key 'epochs' must be >= 1, not -3"),
+        (["asl", "--set", "lr=nan"], "error: config key 'lr' must be a finite number"),
+        (["asl", "--set", "scheduler=linear"], "error: config key 'scheduler' expects"),
         (["asl", "--data", "/no/such/folder"], "error: data folder not found: /no/such/folder"),
         (["asl", "--resume", "--name", "never-ran"], "error: nothing to resume at"),
     ],
@@ -278,6 +281,21 @@ def test_gpu_request_without_gpus_is_an_error(ray_address, tmp_path):
     result = run_command("run", "asl", "--tier", "smoke", "--gpu", "--storage", str(tmp_path), address=ray_address)
     assert result.returncode == 2
     assert last_line(result.stderr) == "error: --gpu asks for 1 GPU(s); the Ray cluster has 0"
+
+
+def test_more_workers_than_the_cluster_has_cpus_is_one_line(ray_address, tmp_path):
+    result = run_command("run", "asl", "--tier", "smoke", "--workers", "5", "--storage", str(tmp_path), address=ray_address)
+    assert result.returncode == 2
+    assert last_line(result.stderr) == "error: --workers 5 needs 5 CPUs; the Ray cluster has 2"
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_shape_error_in_the_config_is_reported_before_training(ray_address, tmp_path):
+    result = run_command("run", "asl", "--tier", "smoke", "--set", "heads=5", "--storage", str(tmp_path),
+                         address=ray_address)
+    assert result.returncode == 2
+    assert last_line(result.stderr).startswith("error: config key 'dim' (32) must be even and divisible by heads (5)")
+    assert not any(tmp_path.iterdir())
 
 
 def test_help_lists_trainables_tiers_and_config_keys():

@@ -7,14 +7,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import last_line, run_command
+from conftest import REPO, TEST_ENV, last_line, run_command
 
 from platform import data, store, stream
 from platform.config import resolve
@@ -128,3 +136,45 @@ def test_a_run_refuses_a_damaged_store_in_one_line(ray_address, tmp_path):
     assert last_line(result.stderr).startswith("error: store shard ") and "size" in last_line(result.stderr)
     assert not (tmp_path / "runs" / "asl" / "second").exists(), "nothing started"
 
+
+
+def test_a_dataset_three_times_the_object_store_trains_without_spilling(synthetic_cache, tmp_path):
+    """The whole split never enters Ray's object store: with about 85 MiB of it and 280 MB of rows,
+    preprocessing and an epoch run without a byte spilled to disk."""
+    cfg = resolve(asl.Config, TIERS["fast"])
+    source = asl.synthetic_dataset(cfg)
+    index = pd.read_csv(source / "train.csv")
+    repeats = 8  # each file listed 8 times: 4,800 sequences, ~190k frames, 280 MB in float16
+    big = pd.concat([index.assign(sequence_id=index["sequence_id"] * 10 + i) for i in range(repeats)])
+    folder = tmp_path / "big"
+    folder.mkdir()
+    (folder / "train_landmark_files").symlink_to(source / "train_landmark_files")
+    shutil.copy(source / "sign_to_prediction_index_map.json", folder)
+    big.to_csv(folder / "train.csv", index=False)
+
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rp", dir="/tmp"))  # short: Ray's socket paths are bounded
+    object_store = 85 * 2**20  # Ray's least is 75 MiB; it sizes the store from the memory available
+    env = {k: v for k, v in {**os.environ, **TEST_ENV}.items() if k != "RAY_ADDRESS"}
+    env.update(RAY_TMPDIR=str(ray_tmp),
+               RAY_DEFAULT_OBJECT_STORE_MEMORY_PROPORTION=f"{object_store / psutil.virtual_memory().available:.8f}")
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "platform.run", "asl", "--tier", "smoke", "--data", str(folder),
+             "--set", "max_len=64", "--set", "epochs=1", "--set", "batch_size=64", "--set", "shard_rows=128",
+             "--storage", str(tmp_path / "runs"), "--name", "big"],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
+        )
+        assert result.returncode == 0, result.stderr[-4000:]
+        manifest = json.loads((tmp_path / "runs" / "asl" / "big" / "manifest.json").read_text())
+        capacity = manifest["hardware"]["cluster_resources"]["object_store_memory"]
+        assert capacity <= 1.2 * object_store
+        rows = manifest["data"]["rows"]["train"] + manifest["data"]["rows"]["val"]
+        assert rows == len(big)
+        splits = {name: store.open_split(s["uri"]) for name, s in manifest["data"]["store"].items()}
+        frames = sum(int(batch["x_mask"].sum()) for split in splits.values() for batch in stream.split_batches(split, 512))
+        assert frames * 744 * 2 >= 3 * capacity, (frames, capacity)
+        # Ray starts its spill workers only to spill (and deletes spilled files at exit): their logs tell.
+        spill_workers = list(ray_tmp.rglob("python-core-spill_worker-*.log"))
+        assert list(ray_tmp.rglob("raylet.out")) and not spill_workers, spill_workers
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -24,9 +24,13 @@ Every ``trainables/<stem>.py`` defines the same small interface:
     Cheap checks (missing folder, missing columns) raise ``UserError`` here.
 
 ``preprocess(batch, cfg) -> batch``
-    The per-batch transform (numpy dicts) that the platform runs once in Ray Data
-    ``map_batches`` before training; its output columns reach ``loss`` and ``evaluate`` as
-    tensors on the training device. A bad row raises ``UserError`` naming its file.
+    The per-batch transform (numpy dicts) that the platform runs once, in Ray Data tasks that
+    write the preprocessed store (``platform/store.py``); its output columns reach ``loss`` and
+    ``evaluate`` as tensors on the training device. Store what the model needs in the narrowest
+    dtype that is faithful enough: uint8 images, float16 features (widened to float32 in the
+    batches). A column returned as a *list* of arrays is stored unpadded (variable-length rows);
+    its batches are padded to their longest row and come with a ``<name>_mask`` of real rows. A
+    bad row raises ``UserError`` naming its file.
 
 ``build_model(cfg, meta) -> torch.nn.Module``
 
@@ -60,13 +64,14 @@ a resumed run is exact:
     Values that change by epoch (a curriculum stage): recorded as ``schedule/<key>`` in the
     history, the checkpoints and the progress line, and handed to ``train_filter``.
 ``train_filter(batch, schedule, cfg) -> bool tensor``
-    Which rows of a preprocessed training batch this epoch trains on (the unlocked curriculum
-    stages); the platform drops the rest and regroups the kept rows into full batches.
+    Which training rows this epoch trains on (the unlocked curriculum stages), given the scalar
+    columns of a shuffle window of rows; the platform drops the rest before it forms batches, so
+    the order stays a function of (seed, epoch).
 ``PREPROCESS_KEYS = ("image_size", ...)``
-    The config keys ``preprocess`` depends on. When set, the preprocessed splits are written once
-    (beside the data when that folder is writable, else in the platform cache) and every run and
-    trial with the same raw rows, data files and values of those keys reads them back: for costly
-    preprocessing (decoding video, CNN features).
+    The config keys ``preprocess`` depends on. Every split is preprocessed once into the store
+    and read back by every later run and sweep trial with the same raw rows, data files and values
+    of these keys (``platform.data.identity``); without the list every key counts, which is always
+    right but rarely reused.
 ``add_predict_arguments(parser)``
     Options of ``python -m platform.predict`` for this trainable (``--beam K``), passed to
     ``predict`` as keyword arguments.

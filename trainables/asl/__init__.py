@@ -12,6 +12,7 @@ Conv1D and Transformer blocks -> masked mean pooling, with adaptive and late dro
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -36,7 +37,7 @@ class Config(TrainConfig):
     epochs: int = 300
     lr: float = 4e-4
     weight_decay: float = 0.005
-    scheduler: str = "cosine_restarts"
+    scheduler: Literal["none", "cosine", "cosine_restarts"] = "cosine_restarts"
     patience: int = 20
     max_len: int = 384
     """Most frames a sequence keeps; longer ones are resampled evenly down to it (none is padded)."""
@@ -86,6 +87,16 @@ class Config(TrainConfig):
     """Synthetic set: mean frames a sequence (they vary from half to one and a half times it)."""
     synthetic_participants: int = 6
     """Synthetic set: number of signers (a quarter of them left-handed)."""
+
+    LIMITS: ClassVar[dict] = {
+        "max_len": (1, None), "dim": (2, None), "heads": (1, None), "kernel_size": (1, None),
+        "lstm_layers": (1, None), "conv_blocks": (0, None), "transformer_blocks": (0, None),
+        "conv_expand": (1, None), "ffn_expand": (1, None), "block_dropout": (0, 0.99), "drop_path": (0, 0.99),
+        "adaptive_dropout_start": (0, 0.99), "adaptive_dropout_end": (0, 0.99), "adaptive_dropout_epochs": (0, None),
+        "late_dropout": (0, 0.99), "late_dropout_epoch": (0, None), "label_smoothing": (0, 0.99),
+        "val_fraction": (0.01, 0.9), "synthetic_signs": (2, None), "synthetic_sequences": (4, None),
+        "synthetic_frames": (2, None), "synthetic_participants": (1, None),
+    }
 
 
 def preprocess(batch: dict[str, np.ndarray], cfg: Config) -> dict:

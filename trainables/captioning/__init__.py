@@ -7,7 +7,7 @@ see ``trainables/captioning/data.py``; without it a cached synthetic set of draw
 Data flow: ``build_datasets`` reads the captions, builds the vocabulary from the training captions
 (``vocab_size`` words, captions cut at ``max_len``) and puts each image's references as token ids
 into its row; ``preprocess`` runs ResNet18 over the image files once (Ray Data; the platform
-keeps the features beside the data by ``PREPROCESS_KEYS`` and every run and trial reuses them).
+keeps the features in its preprocessed store, keyed by ``PREPROCESS_KEYS``, and every run and trial reuses them).
 Training: teacher forcing over all references of an image at once (each a sequence), cross
 entropy over words. Validation: greedy (``beam_width`` 1) or beam-search captions scored with
 pycocoevalcap's BLEU-1..4 and ROUGE-L against all references; ``METRIC`` is BLEU-4. Every
