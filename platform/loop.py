@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from platform.errors import UserError
 from platform.exact import seed_everything, step_seed
 
 
@@ -38,8 +39,6 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Any) -> torch.optim.l
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.epochs), eta_min=eta_min)
     if cfg.scheduler == "none":
         return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
-    from platform.errors import UserError
-
     raise UserError(f"config key 'scheduler' must be none, cosine or cosine_restarts, not {cfg.scheduler!r}")
 
 
@@ -191,6 +190,7 @@ def train_one_epoch(
         sync = contextlib.nullcontext() if is_step or not hasattr(model, "no_sync") else model.no_sync()
         with sync, _autocast(cfg, device):
             loss, metrics = trainable.loss(model, _to_device(batch, device), cfg)
+            _check_finite(loss, state, index)
             scaler.scale(loss / cfg.grad_accum_steps).backward()
         for key, value in metrics.items():
             totals[key] = totals.get(key, 0.0) + float(value)
@@ -203,6 +203,18 @@ def train_one_epoch(
             if after_step is not None and not is_last:
                 after_step(state)
     return {f"train/{key}": total / max(seen, 1) for key, total in totals.items()}
+
+
+def _check_finite(loss: torch.Tensor, state: TrainState, batch: int) -> None:
+    """A NaN or infinite loss ends the run with the place it happened, before it reaches the
+    weights (mixed precision's scaler skips its own overflow steps; a loss that is itself NaN is
+    the model's or the data's)."""
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise UserError(
+            f"the training loss is {value} in epoch {state.epoch + 1}, batch {batch} (after {state.step} "
+            f"optimizer steps): lower lr, set grad_clip, or check the data"
+        )
 
 
 def _optimizer_step(state: TrainState, cfg: Any) -> None:

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import types
 
+import pytest
 import torch
 
 from platform import config as config_lib
+from platform.errors import UserError
 from platform.exact import epoch_seed, seed_everything
 from platform.loop import TrainState, new_state, run_epoch
 
@@ -134,3 +137,13 @@ def test_ranks_end_an_epoch_with_an_accumulation_remainder_in_agreement(tmp_path
     torch.multiprocessing.spawn(_ddp_rank, args=(2, str(tmp_path)), nprocs=2, join=True)
     first, second = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert all(torch.equal(first[name], second[name]) for name in first)
+
+
+def test_a_nan_loss_stops_the_run_naming_where():
+    cfg = ToyConfig(epochs=1)
+    state = new_state(_toy_model(cfg), cfg, CPU)
+    batches = _batches(0, cfg)
+    batches[2] = {**batches[2], "x": batches[2]["x"] * float("nan")}
+    with pytest.raises(UserError, match=r"training loss is nan in epoch 1, batch 3 \(after 2 optimizer steps\)"):
+        run_epoch(TOY, state, batches, _batches(99, cfg), cfg, CPU)
+    assert not math.isnan(state.model[0].weight.sum().item()), "the weights never saw it"

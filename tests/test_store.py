@@ -139,12 +139,12 @@ def test_a_run_refuses_a_damaged_store_in_one_line(ray_address, tmp_path):
 
 
 def test_a_dataset_three_times_the_object_store_trains_without_spilling(synthetic_cache, tmp_path):
-    """The whole split never enters Ray's object store: with about 85 MiB of it and 280 MB of rows,
+    """The whole split never enters Ray's object store: with about 85 MiB of it and 330 MB of rows,
     preprocessing and an epoch run without a byte spilled to disk."""
     cfg = resolve(asl.Config, TIERS["fast"])
     source = asl.synthetic_dataset(cfg)
     index = pd.read_csv(source / "train.csv")
-    repeats = 8  # each file listed 8 times: 4,800 sequences, ~190k frames, 280 MB in float16
+    repeats = 10  # each file listed 10 times: 6,000 sequences, ~220k frames, 330 MB in float16
     big = pd.concat([index.assign(sequence_id=index["sequence_id"] * 10 + i) for i in range(repeats)])
     folder = tmp_path / "big"
     folder.mkdir()
