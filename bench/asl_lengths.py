@@ -3,13 +3,14 @@
 Imported by ``python -m bench.data_scale``; not a benchmark itself.
 
 220 real Kaggle sequences measured: mean about 32 frames, median 17, p95 115, max 240. A lognormal
-with median 17 and sigma 1.17, rounded and clipped to [2, 240], fits them (mean 32, p95 116; about
-1% of the sequences sit at the 240 cap). trainables/asl/synthetic.py's lengths are uniform around a
-mean instead, which hides what unpadded storage and length buckets save.
+with median 17 and sigma 1.17, rounded and clipped to [2, 240], fits them (mean 31, median 17, p95
+116, about 1% at the 240 cap; sigma 1.05 gives mean 29 and p95 95). trainables/asl/synthetic.py's
+lengths are uniform around a mean instead, which hides what unpadded storage and length buckets save.
 
-Landmarks are a random walk around a fixed face and body (learnability does not matter here), with
-one hand seen in every frame, since the feature extractor drops the frames before the first and
-after the last sighting of a hand: a sequence's feature length is its frame count. Files live in
+Landmarks are a random walk around a fixed face and body (learnability does not matter here). The
+right hand is seen in every frame, since the feature extractor drops the frames before the first
+and after the last sighting of a hand, so a sequence's feature length is its frame count; the left
+hand is never seen (one-handed signing), so a third of the features are zeros, as in much real data. Files live in
 one pool under the platform cache, each written from its own seed, so a set of N sequences is the
 pool's first N (a folder with its own train.csv and a link to the pool): a larger size writes only
 the files it adds, and a rerun writes nothing.
@@ -34,7 +35,6 @@ from trainables.asl.landmarks import LANDMARK_TYPES, LANDMARKS_PER_FRAME
 VERSION = 1
 MEDIAN_FRAMES, SIGMA, MIN_FRAMES, MAX_FRAMES = 17, 1.17, 2, 240
 SIGNS, PARTICIPANTS = 10, 8
-RIGHT_HAND = slice(522, 543)
 
 
 def sample_lengths(count: int, seed: int = VERSION) -> np.ndarray:
@@ -77,7 +77,7 @@ TYPES, INDEX, SUFFIX = _frame_template()
 def landmark_table(landmarks: np.ndarray, first_frame: int) -> pa.Table:
     """The Kaggle parquet layout (frame, row_id, type, landmark_index, x, y, z; doubles holding
     float32 values, as MediaPipe's are), built by Arrow kernels: trainables/asl/synthetic.py's
-    writer converts 17k Python strings a file, 20x slower, which would dominate --full's set-up."""
+    writer converts 17k Python strings a file, about 15x slower, which would dominate --full's set-up."""
     frames = len(landmarks)
     position = np.tile(np.arange(LANDMARKS_PER_FRAME), frames)
     frame = np.repeat(np.arange(first_frame, first_frame + frames), LANDMARKS_PER_FRAME).astype(np.int16)
@@ -98,8 +98,9 @@ def _write_one(args: tuple[Path, int, int]) -> None:
         return
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-    # Dictionaries only where values repeat: trying them on random doubles costs 5x the write.
-    pq.write_table(landmark_table(_landmarks(k, frames), k % 7), partial, use_dictionary=["frame", "type", "landmark_index"])
+    # Dictionaries only where values repeat: trying them on random doubles costs several times the write.
+    pq.write_table(landmark_table(_landmarks(k, frames), k % 7), partial,
+                   use_dictionary=["frame", "type", "landmark_index"])
     partial.rename(target)  # whole files only: a killed writer leaves no half file under the name
 
 

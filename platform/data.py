@@ -86,7 +86,8 @@ def prepare(trainable: ModuleType, cfg: Any, root: str | None = None, say=print)
     raw_sets, meta = trainable.build_datasets(cfg)
     if "train" not in raw_sets or "val" not in raw_sets:
         raise UserError(f"{trainable.__name__}.build_datasets must return 'train' and 'val' splits")
-    splits: dict[str, store.Split] = {}
+    found: dict[str, dict] = {}
+    missing: list[tuple[str, pa.Table, str, dict]] = []
     with _quiet_ray_data():
         for name, dataset in raw_sets.items():
             raw = _raw_table(dataset)
@@ -94,9 +95,15 @@ def prepare(trainable: ModuleType, cfg: Any, root: str | None = None, say=print)
                 raw = raw.take(np.random.default_rng(STORE_ORDER_SEED).permutation(raw.num_rows))
             ident = identity(trainable, cfg, meta, name, raw)
             uri = split_uri(root or default_store_root(), ident)
-            manifest = store.read_manifest(uri) or _write_split(trainable, cfg, raw, uri, ident, say)
-            splits[name] = store.Split(uri, manifest)
-            splits[name].verify()
+            manifest = store.read_manifest(uri)
+            if manifest is None:
+                missing.append((name, raw, uri, ident))
+            else:
+                found[name] = {"uri": uri, "manifest": manifest}
+        found.update(_write_splits(trainable, cfg, missing, say))
+    splits = {name: store.Split(found[name]["uri"], found[name]["manifest"]) for name in raw_sets}
+    for split in splits.values():
+        split.verify()
     meta = {**meta, "rows": {name: split.rows for name, split in splits.items()}}
     meta["store"] = {name: store.describe(split) for name, split in splits.items()}
     empty = [name for name in ("train", "val") if meta["rows"][name] == 0]
@@ -131,41 +138,53 @@ def _ipc(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def _write_split(trainable: ModuleType, cfg: Any, raw: pa.Table, uri: str, ident: dict, say) -> dict:
-    """One Ray Data task per shard; a shard a killed preprocessing left whole is kept as it is."""
-    size = cfg.shard_rows
-    starts = range(0, raw.num_rows, size)
-    stem = ident["stem"]
-    if not starts:
-        return store.write_manifest(uri, [], {}, ident)
-    say(f"[{stem}] preprocessing {ident['split']}: {raw.num_rows} rows in {len(starts)} shard(s) -> {uri}")
-    pieces = [{"index": i, "rows": _ipc(raw.slice(start, size))} for i, start in enumerate(starts)]
-    records = (
-        ray.data.from_items(pieces, override_num_blocks=len(pieces))
-        .map_batches(_write_shards, batch_size=1, fn_kwargs={"trainable": trainable.__name__, "cfg": cfg, "uri": uri})
-        .take_all()
-    )
-    records.sort(key=lambda r: int(r["index"]))
+def _write_splits(trainable: ModuleType, cfg: Any, missing: list[tuple[str, pa.Table, str, dict]], say) -> dict:
+    """One Ray Data task per shard of every missing split, all in one job so no core waits for a
+    split's last shard; a shard a killed preprocessing left whole is kept as it is."""
+    stem, size = trainable.__name__.rsplit(".", 1)[-1], cfg.shard_rows
+    pieces = []
+    for name, raw, uri, _ident in missing:
+        starts = range(0, raw.num_rows, size)
+        say(f"[{stem}] preprocessing {name}: {raw.num_rows} rows in {len(starts)} shard(s) -> {uri}")
+        pieces += [{"uri": uri, "index": i, "rows": _ipc(raw.slice(start, size))} for i, start in enumerate(starts)]
+    records: list[dict] = []
+    if pieces:
+        records = (
+            ray.data.from_items(pieces, override_num_blocks=len(pieces))
+            .map_batches(_write_shards, batch_size=1, fn_kwargs={"trainable": trainable.__name__, "cfg": cfg})
+            .take_all()
+        )
+    kept = sum(bool(r["kept"]) for r in records)
+    if kept:
+        say(f"[{stem}] {kept} of {len(records)} shard(s) were already written by an interrupted run: kept")
+    written = {}
+    for name, _raw, uri, ident in missing:
+        mine = sorted((r for r in records if r["uri"] == uri), key=lambda r: int(r["index"]))
+        written[name] = {"uri": uri, "manifest": store.write_manifest(uri, _shard_records(mine), _specs(mine), ident)}
+    return written
+
+
+def _specs(records: list[dict]) -> dict:
     specs = None
     for record in records:
         shard_specs = json.loads(record["columns"])
         specs = shard_specs if specs is None else {k: store.merge_specs(k, specs[k], shard_specs[k]) for k in specs}
-    shards = [{"file": store.shard_name(int(r["index"])), "rows": int(r["rows"]), "bytes": int(r["bytes"]),
-               "sha256": str(r["sha256"])} for r in records]
-    kept = sum(bool(r["kept"]) for r in records)
-    if kept:
-        say(f"[{stem}] {kept} of {len(records)} shard(s) were already written by an interrupted run: kept")
-    return store.write_manifest(uri, shards, specs, ident)
+    return specs or {}
 
 
-def _write_shards(batch: dict[str, np.ndarray], *, trainable: str, cfg: Any, uri: str) -> dict[str, list]:
+def _shard_records(records: list[dict]) -> list[dict]:
+    return [{"file": store.shard_name(int(r["index"])), "rows": int(r["rows"]), "bytes": int(r["bytes"]),
+             "sha256": str(r["sha256"])} for r in records]
+
+
+def _write_shards(batch: dict[str, np.ndarray], *, trainable: str, cfg: Any) -> dict[str, list]:
     """Ray Data task: preprocess each shard of the batch and write it; return its small record."""
     import importlib
 
     module = importlib.import_module(trainable)
-    fs, path = store.filesystem(uri)
-    out: dict[str, list] = {"index": [], "rows": [], "bytes": [], "sha256": [], "columns": [], "kept": []}
-    for index, payload in zip(batch["index"], batch["rows"]):
+    out: dict[str, list] = {"uri": [], "index": [], "rows": [], "bytes": [], "sha256": [], "columns": [], "kept": []}
+    for uri, index, payload in zip(batch["uri"], batch["index"], batch["rows"]):
+        fs, path = store.filesystem(str(uri))
         raw = pa.ipc.open_stream(payload).read_all()
         target = store.join(path, store.shard_name(int(index)))
         found = store.existing_shard(fs, target, raw.num_rows)
@@ -175,6 +194,7 @@ def _write_shards(batch: dict[str, np.ndarray], *, trainable: str, cfg: Any, uri
             data = store.parquet_bytes(store.to_arrow(columns, specs), specs)
             store.write_atomic(fs, target, data)
             found = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "columns": specs}
+        out["uri"].append(str(uri))
         out["index"].append(int(index))
         out["rows"].append(raw.num_rows)
         out["bytes"].append(found["bytes"])

@@ -148,7 +148,10 @@ def parquet_bytes(table: pa.Table, specs: dict) -> bytes:
     """The shard's bytes; its column specs ride in the footer, so an interrupted preprocessing
     that finds the shard whole can take it as it is."""
     sink = pa.BufferOutputStream()
-    pq.write_table(table.replace_schema_metadata({SPECS_KEY: json.dumps(specs)}), sink, compression="zstd")
+    # No dictionary encoding: features and pixels rarely repeat, and trying it costs 2x on write
+    # and 4x on read (measured on a 256-row ASL shard, same size either way).
+    pq.write_table(table.replace_schema_metadata({SPECS_KEY: json.dumps(specs)}), sink, compression="zstd",
+                   use_dictionary=False)
     return sink.getvalue().to_pybytes()
 
 

@@ -6,6 +6,7 @@ a split far larger than memory or Ray's object store trains; the order comes fro
 ``platform/exact.py``. Batches are padded to their own longest row; a column ``preprocess``
 returned as a list of arrays gets a ``<name>_mask`` of its real rows. float16 columns are widened
 to float32 here: stored narrow, trained in full precision (mixed precision is the loop's choice).
+Batches are made by numpy alone, in a background thread (:func:`prefetched`).
 """
 
 from __future__ import annotations
@@ -84,14 +85,16 @@ def collate(parts: list[tuple[Window, np.ndarray]]) -> dict[str, Any]:
         width = int(np.prod(trailing)) if trailing else 1
         rows_data = [window.columns[name][1][window.columns[name][0][r]:window.columns[name][0][r + 1]]
                      for window, rows in parts for r in rows]
-        lengths = [len(row) // width for row in rows_data]
-        padded = np.zeros((len(rows_data), max(lengths, default=0), *trailing), dtype=spec["dtype"])
+        lengths = np.array([len(row) // width for row in rows_data], dtype=np.int64)
+        # Numpy only: this runs in the prefetch thread, where a torch op would start a second
+        # OpenMP team that slows the training threads' own.
+        wide = np.float32 if spec["dtype"] == "float16" else spec["dtype"]
+        padded = np.zeros((len(rows_data), int(lengths.max(initial=0)), *trailing), dtype=wide)
         for i, (row, length) in enumerate(zip(rows_data, lengths)):
             padded[i, :length] = row.reshape(length, *trailing)
-        tensor = torch.from_numpy(padded)
-        batch[name] = tensor.float() if tensor.dtype == torch.float16 else tensor
+        batch[name] = torch.from_numpy(padded)
         if spec["mask"]:
-            batch[f"{name}_mask"] = torch.arange(padded.shape[1])[None, :] < torch.tensor(lengths)[:, None]
+            batch[f"{name}_mask"] = torch.from_numpy(np.arange(padded.shape[1])[None, :] < lengths[:, None])
     return batch
 
 

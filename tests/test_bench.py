@@ -25,7 +25,7 @@ from bench.limited_server import RateLimitedOpenAI
 from bench.search_efficiency import Sweep
 
 KEY = "test-key"
-BENCHMARKS = ("train_overhead", "label_throughput", "search_efficiency", "inference", "startup")
+BENCHMARKS = ("train_overhead", "label_throughput", "search_efficiency", "inference", "startup", "data_scale")
 
 
 def _call(client: openai.OpenAI, caption: str) -> openai.APIStatusError | None:
