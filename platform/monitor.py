@@ -58,13 +58,17 @@ def status_of(manifest: dict) -> str:
 
 
 def checkpoints(run_dir: Path) -> tuple[dict | None, list[dict]]:
-    """The latest reported checkpoint's metrics and the kept ones, from Ray Train's snapshot."""
+    """The latest epoch's metrics and the kept checkpoints, from Ray Train's snapshot. A checkpoint
+    taken inside an epoch (``partial``) carries no metrics of its own: the epoch before it does."""
     snapshot_path = run_dir / SNAPSHOT_FILE
     if not snapshot_path.is_file():
         return None, []
     snapshot = json.loads(snapshot_path.read_text(encoding="utf-8"))
-    latest = (snapshot.get("latest_checkpoint_result") or {}).get("metrics")
     kept = [{**r["metrics"], "dir": r["checkpoint_dir_name"]} for r in snapshot.get("checkpoint_results", [])]
+    latest = (snapshot.get("latest_checkpoint_result") or {}).get("metrics")
+    if latest and latest.get("partial"):
+        epochs = [row for row in kept if not row.get("partial") and row["epoch"] <= latest["epoch"]]
+        latest = max(epochs, key=lambda row: row["epoch"]) if epochs else None
     return latest, kept
 
 
@@ -75,7 +79,7 @@ def describe_run(run_dir: Path) -> dict[str, Any]:
     latest, kept = checkpoints(run_dir)
     epochs_max = manifest.get("config", {}).get("epochs", 0)
     epoch = int(latest["epoch"]) if latest else 0
-    scores = [row[metric] for row in kept if metric in row]
+    scores = [row[metric] for row in kept if metric in row and not row.get("partial")]
     best = (max if mode == "max" else min)(scores) if scores else None
     status = status_of(manifest)
     eta = (epochs_max - epoch) * latest["epoch_s"] if latest and status == "running" else None
@@ -190,13 +194,21 @@ def cluster_lines(address: str) -> list[str]:
     return lines
 
 
+def _shown_run(run_dir: Path) -> str:
+    """A run's block; a run whose files a crash left unreadable is listed as broken, not fatal."""
+    try:
+        return format_run(describe_run(run_dir))
+    except (OSError, ValueError, KeyError, TypeError, UserError) as err:
+        return f"{run_dir.parent.name}/{run_dir.name}  [broken]  {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+
+
 def report(root: Path | None, gpus: GpuWatch, address: str | None = None) -> str:
     blocks = []
     if root is not None:
         runs = find_runs(root)
         if not runs and address is None:
             raise UserError(f"no runs under {root} (a run directory holds {artifacts.MANIFEST_FILE})")
-        blocks = [format_run(describe_run(run)) for run in runs]
+        blocks = [_shown_run(run) for run in runs]
     if address:
         blocks.append("\n".join(cluster_lines(address)))
     return "\n".join([*blocks, "", machine_usage(), *gpus.lines()])
