@@ -13,11 +13,9 @@ when its sampled values change the rows or the preprocessing.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from platform import artifacts, cluster, data, registry
-from platform import config as config_lib
 from platform import trainer as trainer_lib
 from platform.worker import STATE_FILE
 from typing import Any

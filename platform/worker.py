@@ -88,17 +88,24 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 def _train_batches(trainable, split: Split, state: TrainState, schedule: dict, cfg: Any, rank: int, world: int):
     """This rank's (batch, store ids, position) of the epoch, from ``state.position`` on, made ahead
     by a background thread."""
-    keep = None
-    if hasattr(trainable, "train_filter"):
-        def keep(window: stream.Window) -> np.ndarray:
-            scalars = {k: torch.from_numpy(np.asarray(v)) for k, v in window.columns.items()
-                       if window.specs[k]["kind"] == "scalar"}
-            return torch.as_tensor(trainable.train_filter(scalars, schedule, cfg)).numpy()
     return stream.prefetched(stream.rank_batches(
         split, rank=rank, world=world, seed=cfg.seed, epoch=state.epoch, batch_size=cfg.batch_size,
         shards_per_window=max(1, cfg.shuffle_buffer // cfg.shard_rows), bucket=cfg.bucket_by_length,
-        position=state.position, keep=keep,
+        position=state.position, keep=_window_filter(trainable, schedule, cfg),
     ))
+
+
+def _window_filter(trainable, schedule: dict, cfg: Any):
+    """``train_filter`` over a shuffle window's scalar columns, or None when the trainable has none."""
+    if not hasattr(trainable, "train_filter"):
+        return None
+
+    def keep(window: stream.Window) -> np.ndarray:
+        scalars = {k: torch.from_numpy(np.asarray(v)) for k, v in window.columns.items()
+                   if window.specs[k]["kind"] == "scalar"}
+        return torch.as_tensor(trainable.train_filter(scalars, schedule, cfg)).numpy()
+
+    return keep
 
 
 def _traced(batches, state: TrainState, rank: int, world: int):
