@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import signal
 import statistics
@@ -93,7 +94,8 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def print_summary(title: str, rows: list[tuple[str, str]], notes: list[str] = ()) -> None:
+def print_summary(title: str, rows: list[tuple[str, str]], notes: list[str] = (), headline: dict | None = None) -> None:
+    """The readable block, then ``headline`` as the output's last line: one JSON object."""
     width = max(len(label) for label, _ in rows)
     print(f"\n== {title} ==")
     print(f"machine: {machine()}")
@@ -101,4 +103,6 @@ def print_summary(title: str, rows: list[tuple[str, str]], notes: list[str] = ()
         print(f"  {label:<{width}}  {value}")
     for note in notes:
         print(f"  note: {note}")
+    if headline is not None:
+        print(json.dumps(headline))
     sys.stdout.flush()

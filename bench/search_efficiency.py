@@ -91,6 +91,17 @@ def summary_rows(sweeps: list[Sweep], target: float) -> list[tuple[str, str]]:
     return rows
 
 
+def headline(sweeps: list[Sweep], target: float, trials: int) -> dict:
+    baseline = sweeps[0]
+    return {
+        "trials": trials, "target": round(target, 4),
+        "best": {sweep.name: round(sweep.best, 4) for sweep in sweeps},
+        "compute_vs_random": {sweep.name: round(sweep.train_s / baseline.train_s, 3) for sweep in sweeps[1:]},
+        "to_target_vs_random": {sweep.name: round(sweep.train_s_to_reach(target) / baseline.train_s_to_reach(target), 3)
+                                for sweep in sweeps[1:]},
+    }
+
+
 def main() -> int:
     args = parse_setting(__doc__)
     tier, trials = SETTINGS["full" if args.full else "small"]
@@ -104,7 +115,8 @@ def main() -> int:
                      "their differences are timing noise")
     print_summary(f"search efficiency: asl tier {tier}, {trials} trials a sweep", rows,
                   [*notes, ("train-s = the sum of the trials' epoch seconds (Ray and trial start-up excluded); "
-                   "wall = the whole sweep, start-up included")])
+                   "wall = the whole sweep, start-up included")],
+                  headline=headline(sweeps, target, trials))
     return 0
 
 

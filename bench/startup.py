@@ -90,7 +90,10 @@ def main() -> int:
                                 "to the first step")),
     ]
     print_summary(f"start-up: asl smoke tier, median of {repeats} run(s) each", rows,
-                  ["platform 'exit' = after the first epoch until the command returns (best model, plots, manifest)"])
+                  ["platform 'exit' = after the first epoch until the command returns (best model, plots, manifest)"],
+                  headline={"first_step_ratio": round(platform_to_step / plain_to_step, 3),
+                            "plain_to_step_s": round(plain_to_step, 2), "platform_to_step_s": round(platform_to_step, 2),
+                            "repeats": repeats})
     return 0
 
 
