@@ -5,6 +5,7 @@ Run with ``cd <repo> && .venv/bin/python -m pytest tests/test_asl.py``.
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -186,6 +187,56 @@ def test_sequence_without_hands_is_a_user_error_naming_it(tmp_path):
     pq.write_table(synthetic._landmark_table(landmarks, first_frame=0), handless)
     with pytest.raises(UserError, match=f"{handless}: no hand landmarks"):
         asl.preprocess({"path": np.array([str(handless)]), "label": np.array([0])}, asl.Config(max_len=8))
+
+
+def _landmark_frame() -> pd.DataFrame:
+    """One frame of the Kaggle layout, every landmark seen."""
+    return synthetic._landmark_table(np.full((1, 543, 3), 0.5), first_frame=0).to_pandas()
+
+
+@pytest.mark.parametrize(("column", "change", "expected"), [
+    ("x", lambda values: values.astype(str), "numbers"),
+    ("frame", lambda values: values.astype(float), "integers"),
+    ("landmark_index", lambda values: values.astype(str), "integers"),
+    ("type", lambda values: values.astype("category").cat.codes, "text"),
+])
+def test_a_landmark_column_of_the_wrong_type_is_a_user_error_naming_file_and_column(tmp_path, column, change, expected):
+    table = _landmark_frame()
+    table[column] = change(table[column])
+    path = tmp_path / "retyped.parquet"
+    table.to_parquet(path)
+    with pytest.raises(UserError, match=re.escape(f"{path}: landmark column {column!r} holds ") + f".*expected {expected}"):
+        asl.preprocess({"path": np.array([str(path)]), "label": np.array([0])}, asl.Config(max_len=8))
+
+
+def test_a_categorical_type_column_and_float32_coordinates_read(tmp_path):
+    table = _landmark_frame().astype({"type": "category", "x": "float32"})
+    table.to_parquet(tmp_path / "narrow.parquet")
+    assert landmarks.read_features(str(tmp_path / "narrow.parquet"), 8).shape == (1, landmarks.NUM_FEATURES)
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"", "empty file"),
+    (b"path,participant_id,sequence_id,sign\n", "a header but no rows"),
+    (b"path,participant_id,sequence_id,sign\na.parquet,1,2,caf\xe9\n", "not UTF-8 text (byte 0xe9 on line 2)"),
+])
+def test_an_empty_header_only_or_non_utf8_train_csv_is_a_user_error_naming_it(tmp_path, content, message):
+    (tmp_path / "train.csv").write_bytes(content)
+    with pytest.raises(UserError, match=re.escape(f"{tmp_path}/train.csv: {message}")):
+        landmarks.read_index(str(tmp_path))
+
+
+@pytest.mark.parametrize("path", ["../outside.parquet", "train_landmark_files/../../outside.parquet", "ABSOLUTE"])
+def test_a_train_csv_path_outside_the_data_folder_is_a_user_error_naming_it(tmp_path, path):
+    outside = tmp_path / "outside.parquet"
+    _landmark_frame().to_parquet(outside)
+    path = str(outside) if path == "ABSOLUTE" else path
+    folder = tmp_path / "data"
+    folder.mkdir()
+    index = {"path": [path, path], "participant_id": [1, 1], "sequence_id": [1, 2], "sign": ["a", "b"]}
+    pd.DataFrame(index).to_csv(folder / "train.csv", index=False)
+    with pytest.raises(UserError, match=re.escape(f"{folder}/train.csv: path {path!r} points outside the data folder")):
+        landmarks.read_index(str(folder))
 
 
 # ---------------------------------------------------------------- model, loss, schedule, predict

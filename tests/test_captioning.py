@@ -9,13 +9,14 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import run_command, shared_dataset
+from conftest import png_header_only, run_command, shared_dataset
 from PIL import Image
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.rouge.rouge import Rouge
@@ -144,6 +145,38 @@ def test_an_unreadable_image_is_a_user_error_naming_it(tmp_path, smoke_cfg, smok
     broken.write_bytes(b"not a jpeg")
     rows = [{**smoke_rows[0]["train"][0], "image_path": str(broken)}]
     with pytest.raises(UserError, match=f"{broken}: not a readable image"):
+        torch_batch(rows, smoke_cfg)
+
+
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("captions.txt", b"", "empty file"),
+    ("Flickr8k.token.txt", "a.jpg#0\tA d\u00f6g\n".encode("latin-1"), "not UTF-8 text (byte 0xf6 on line 1)"),
+    ("Flickr_8k.trainImages.txt", b"a.jpg\nb\xe9.jpg\n", "not UTF-8 text (byte 0xe9 on line 2)"),
+])
+def test_an_empty_or_non_utf8_text_file_is_a_user_error_naming_it(tmp_path, name, content, message):
+    root = write_folder(tmp_path, "token")
+    (root / "Flickr_8k.devImages.txt").write_text("d.jpg\n")
+    (root / name).write_bytes(content)
+    if name == "captions.txt":
+        (root / "Flickr8k.token.txt").unlink()
+    with pytest.raises(UserError, match=re.escape(f"{root / name}: {message}")):
+        data.read_flickr(str(root))
+
+
+@pytest.mark.parametrize("image", ["../outside.jpg", "../../outside.jpg", "ABSOLUTE"])
+def test_an_image_name_outside_the_image_folder_is_a_user_error_naming_it(tmp_path, image):
+    jpeg(tmp_path / "outside.jpg")
+    jpeg(tmp_path / "data" / "outside.jpg")
+    image = str(tmp_path / "outside.jpg") if image == "ABSOLUTE" else image
+    root = write_folder(tmp_path / "data", "csv", captions={**CAPTIONS, image: ["A picture from elsewhere"]})
+    with pytest.raises(UserError, match=re.escape(f"{root / 'captions.txt'}: path {image!r} points outside the data folder")):
+        data.read_flickr(str(root))
+
+
+def test_a_decompression_bomb_is_a_user_error_naming_it(tmp_path, smoke_cfg, smoke_rows):
+    bomb = png_header_only(tmp_path / "bomb.png", 9_000, 9_000)
+    rows = [{**smoke_rows[0]["train"][0], "image_path": str(bomb)}]
+    with pytest.raises(UserError, match=re.escape(f"{bomb}: 9000x9000 pixels, more than the 64,000,000 pixels")):
         torch_batch(rows, smoke_cfg)
 
 

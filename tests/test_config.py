@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 
 import pytest
 
 from platform import config as config_lib
-from platform import registry
+from platform import registry, sweep_space
 from platform.errors import UserError
 
 
@@ -107,3 +108,58 @@ def test_a_trainable_declares_its_own_limits_and_choices():
         registry.resolve("asl", "smoke", ["heads=0"])
     with pytest.raises(UserError, match=r"config key 'val_fraction' must be in \[0.01, 0.9\]"):
         registry.resolve("asl", "smoke", ["val_fraction=0"])
+
+
+@pytest.mark.parametrize(
+    ("stem", "sets", "message"),
+    [
+        ("xr2text", ["encoder_stages=5"], r"config key 'encoder_stages' must be in \[1, 4\], not 5"),
+        ("xr2text", ["val_fraction=0"], r"config key 'val_fraction' must be in \[0.01, 0.9\], not 0.0"),
+        ("xr2text", ["scheduler=step"], "config key 'scheduler' expects .*'step' is not one of none, cosine"),
+        ("emotion", ["audio_seconds=0"], "config key 'audio_seconds' must be >= 0.025, not 0.0"),
+        ("emotion", ["modality_dropout=1"], r"config key 'modality_dropout' must be in \[0, 0.99\], not 1.0"),
+        ("emotion", ["modalities=audio"], "config key 'modalities' expects .*'audio' is not one of text, text,audio"),
+        ("emotion", ["tasks=both"], "config key 'tasks' expects .*'both' is not one of emotion, sentiment"),
+        ("gender_bias", ["fusion_dim=1"], "config key 'fusion_dim' must be >= 2, not 1"),
+        ("gender_bias", ["max_tokens=2"], "config key 'max_tokens' must be >= 3, not 2"),
+        ("gender_bias", ["scheduler=linear"], "config key 'scheduler' expects .*'linear' is not one of none"),
+        ("captioning", ["vocab_size=4"], "config key 'vocab_size' must be >= 5, not 4"),
+        ("captioning", ["test_fraction=-0.1"], r"config key 'test_fraction' must be in \[0, 0.9\], not -0.1"),
+        ("captioning", ["scheduler=linear"], "config key 'scheduler' expects .*'linear' is not one of none"),
+    ],
+)
+def test_each_trainable_rejects_its_out_of_range_values_and_unknown_choices(stem, sets, message):
+    with pytest.raises(UserError, match=message):
+        registry.resolve(stem, "smoke", sets)
+
+
+# Numbers that are meaningful whatever their value: the only int/float fields without LIMITS.
+UNLIMITED = {"seed"}
+
+
+def unlimited_numbers(config_cls: type) -> set[str]:
+    """The int and float fields of a Config that have no LIMITS entry and are not UNLIMITED."""
+    hints = typing.get_type_hints(config_cls)
+    numbers = {f.name for f in dataclasses.fields(config_cls) if hints[f.name] in (int, float)}
+    return numbers - set(config_lib.limits(config_cls)) - UNLIMITED
+
+
+def test_the_contract_check_sees_a_number_without_a_limit():
+    assert unlimited_numbers(ToyConfig) == {"width"}
+
+
+@pytest.mark.parametrize("stem", registry.stems())
+def test_every_number_has_limits_and_every_tier_and_search_bound_resolves(stem):
+    trainable, space = registry.load(stem)
+    assert unlimited_numbers(trainable.Config) == set(), f"{stem}: add these to Config.LIMITS"
+    fields = {f.name for f in dataclasses.fields(trainable.Config)}
+    for key, (lowest, highest) in config_lib.limits(trainable.Config).items():
+        assert key in fields, f"{stem}: LIMITS names {key!r}, which is not a config field"
+        assert lowest is None or highest is None or lowest <= highest, f"{stem}: {key} limits {lowest} > {highest}"
+    for tier in registry.tier_names(space):
+        registry.resolve(stem, tier)
+    # Every end of every searched range (and every choice) is a value the config accepts.
+    for key, distribution in sweep_space.searched_space(space, trainable.Config, []).items():
+        values = getattr(distribution, "choices", None) or (distribution.low, distribution.high)
+        for value in values:
+            config_lib.resolve(trainable.Config, {}, {key: value})

@@ -6,6 +6,7 @@ Run with ``cd <repo> && .venv/bin/python -m pytest -q tests/test_emotion.py``.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -99,6 +100,19 @@ def test_missing_files_columns_and_labels_are_user_errors_naming_the_file(tmp_pa
         data.read_meld(str(tmp_path))
     (tmp_path / "train_sent_emo.csv").write_text("Utterance,Emotion,Sentiment,Dialogue_ID,Utterance_ID\nhi,bored,neutral,0,0\n")
     with pytest.raises(UserError, match=r"train_sent_emo\.csv line 2: Emotion 'bored' is not one of"):
+        data.read_meld(str(tmp_path))
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"", "empty file"),
+    (b"  \n\n", "empty file"),
+    (b"Utterance,Emotion,Sentiment,Dialogue_ID,Utterance_ID\n", "a header but no rows"),
+])
+def test_an_empty_or_header_only_csv_is_a_user_error_naming_it(tmp_path, content, message):
+    header = "Utterance,Emotion,Sentiment,Dialogue_ID,Utterance_ID\n"
+    (tmp_path / "train_sent_emo.csv").write_text(header + "hi,joy,positive,0,0\n")
+    (tmp_path / "dev_sent_emo.csv").write_bytes(content)
+    with pytest.raises(UserError, match=re.escape(f"{tmp_path / 'dev_sent_emo.csv'}: {message}")):
         data.read_meld(str(tmp_path))
 
 

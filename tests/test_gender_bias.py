@@ -6,6 +6,7 @@ Run with ``cd <repo> && .venv/bin/python -m pytest tests/test_gender_bias.py``.
 from __future__ import annotations
 
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import png_header_only
 from PIL import Image
 
 from platform.config import resolve
@@ -128,6 +130,36 @@ def test_an_unreadable_image_is_a_user_error_naming_it_in_preprocess(tmp_path):
     cfg = gb.Config(image_size=32, max_tokens=8, text_model="tiny")
     rows = [{"image_path": str(broken), "caption": "hi", "score": 1.0}]
     with pytest.raises(UserError, match=f"{broken}: not a readable image"):
+        gb.preprocess(raw_batch(rows), cfg)
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"", "empty file"),
+    (b"post_id,image_path,caption,score\n", "a header but no rows"),
+    (b"post_id,image_path,caption,score\np1,images/a.jpg,caf\xe9,3\n", "not UTF-8 text (byte 0xe9 on line 2)"),
+])
+def test_an_empty_header_only_or_non_utf8_labels_csv_is_a_user_error_naming_it(tmp_path, content, message):
+    (tmp_path / "labels.csv").write_bytes(content)
+    with pytest.raises(UserError, match=re.escape(f"{tmp_path / 'labels.csv'}: {message}")):
+        data.read_labels(str(tmp_path))
+
+
+@pytest.mark.parametrize("image", ["../outside.jpg", "images/../../outside.jpg"])
+def test_a_relative_image_path_outside_the_data_folder_is_a_user_error_naming_it(tmp_path, image):
+    jpeg(tmp_path / "outside.jpg")
+    good = {"post_id": "p1", "image_path": "images/a.jpg", "caption": "a caption", "score": "3.5"}
+    jpeg(tmp_path / "data" / "images" / "a.jpg")
+    folder = write_labels(tmp_path / "data", [good, {**good, "post_id": "p2", "image_path": image}])
+    where = f"{folder / 'labels.csv'} line 3 (post p2)"
+    with pytest.raises(UserError, match=re.escape(f"{where}: path {image!r} points outside the data folder")):
+        data.read_labels(str(folder))
+
+
+def test_a_decompression_bomb_is_a_user_error_naming_it_in_preprocess(tmp_path):
+    bomb = png_header_only(tmp_path / "bomb.png", 9_000, 9_000)
+    cfg = gb.Config(image_size=32, max_tokens=8, text_model="tiny")
+    rows = [{"image_path": str(bomb), "caption": "hi", "score": 1.0}]
+    with pytest.raises(UserError, match=re.escape(f"{bomb}: 9000x9000 pixels, more than the 64,000,000 pixels")):
         gb.preprocess(raw_batch(rows), cfg)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import run_command, shared_dataset
+from conftest import png_header_only, run_command, shared_dataset
 from PIL import Image
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.rouge.rouge import Rouge
@@ -113,6 +114,57 @@ def test_annotation_json_bad_input_is_skipped_and_counted(tmp_path, smoke_cfg, c
     assert "warning: skipped 1 without findings or impression, 1 without an image on disk, 1 empty split(s)" in capsys.readouterr().err
     assert set(splits) == {"train", "val"}
     assert {s["id"]: s["stage"] for s in splits["train"]} == {"a": 2, "b": 0}
+
+
+@pytest.mark.parametrize(("name", "content", "message"), [
+    (data.REPORTS_CSV, b"", "empty file"),
+    (data.PROJECTIONS_CSV, b"uid,filename,projection\n", "a header but no rows"),
+    (data.REPORTS_CSV, b"uid,findings,impression\n1,caf\xe9,normal\n", "not UTF-8 text (byte 0xe9 on line 2)"),
+    (data.ANNOTATION_JSON, b'{"train": [{"report": "caf\xe9"}]}', "not UTF-8 text (byte 0xe9 on line 1)"),
+])
+def test_an_empty_header_only_or_non_utf8_file_is_a_user_error_naming_it(tmp_path, name, content, message):
+    (tmp_path / data.REPORTS_CSV).write_text("uid,findings,impression\n1,Heart is normal.,No effusion.\n")
+    (tmp_path / data.PROJECTIONS_CSV).write_text("uid,filename,projection\n1,1.png,Frontal\n")
+    png(tmp_path / "images" / "1.png")
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(UserError, match=re.escape(f"{tmp_path / name}: {message}")):
+        data.read_studies(str(tmp_path), 3)
+
+
+@pytest.mark.parametrize("layout", ["projections", "annotation"])
+@pytest.mark.parametrize("image", ["../outside.png", "images/../../outside.png", "ABSOLUTE"])
+def test_an_image_path_outside_the_data_folder_is_a_user_error_naming_it(tmp_path, layout, image):
+    png(tmp_path / "outside.png")
+    root = tmp_path / "data"
+    image = str(tmp_path / "outside.png") if image == "ABSOLUTE" else image
+    root.mkdir()
+    if layout == "projections":
+        (root / data.REPORTS_CSV).write_text("uid,findings,impression\n1,Heart is normal.,No effusion.\n")
+        pd.DataFrame({"uid": [1], "filename": [image], "projection": ["Frontal"]}).to_csv(root / data.PROJECTIONS_CSV, index=False)
+        named = root / data.PROJECTIONS_CSV
+    else:
+        entry = {"id": "1", "report": "Heart is normal.", "image_path": [image], "split": "train"}
+        (root / data.ANNOTATION_JSON).write_text(json.dumps({"train": [entry], "val": [entry]}))
+        named = root / data.ANNOTATION_JSON
+    with pytest.raises(UserError, match=re.escape(f"{named}: path {image!r} points outside the data folder")):
+        data.read_studies(str(root), 3)
+
+
+@pytest.mark.parametrize(("side", "message"), [
+    (9_000, "9000x9000 pixels, more than the 64,000,000 pixels an image may have"),  # above ours, below Pillow's limit
+    (20_000, "more than the 64,000,000 pixels an image may have"),  # Pillow's own DecompressionBombError
+    (0, "not a readable image"),
+])
+def test_a_decompression_bomb_or_a_non_image_is_a_user_error_naming_it_in_preprocess(tmp_path, smoke_cfg, side, message):
+    path = tmp_path / "scan.png"
+    if side:
+        png_header_only(path, side, side)
+    else:
+        path.write_text("uid,findings\n")
+    raw = {"image_path": np.array([str(path)]), "tokens": np.zeros((1, 4), np.int64), "reference": np.zeros((1, 4), np.uint8),
+           "id": np.zeros((1, 4), np.uint8), "stage": np.array([0])}
+    with pytest.raises(UserError, match=re.escape(f"{path}: {message}")):
+        xt.preprocess(raw, smoke_cfg)
 
 
 # ---------------------------------------------------------------- synthetic set and stages

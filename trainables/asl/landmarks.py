@@ -2,12 +2,15 @@
 
 Used by ``python -m platform.run asl --data DIR`` (in Ray Data preprocessing) and by
 ``python -m platform.predict RUN_DIR seq.parquet``. No Ray here: tests call it directly.
+
+Bad input is a ``UserError`` naming the file: an empty or non-UTF-8 ``train.csv``, a path in it
+outside DIR (checked when the index is read), a parquet file that is unreadable or has a missing
+or mistyped column (found where it is read, in preprocessing).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 
@@ -19,6 +22,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from platform.errors import UserError
+from trainables.files import confined, read_csv, utf8_text
 
 LANDMARK_TYPES = {"face": (0, 468), "left_hand": (468, 21), "pose": (489, 33), "right_hand": (522, 21)}
 LANDMARKS_PER_FRAME = 543
@@ -44,14 +48,41 @@ def _filesystem(path: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), os.path.abspath(path)
 
 
+def _is_text(kind: pa.DataType) -> bool:
+    # Writers store "type" as string, large_string or dictionary (pandas' category).
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
+
+def _is_number(kind: pa.DataType) -> bool:
+    return pa.types.is_floating(kind) or pa.types.is_integer(kind)
+
+
+# What read_landmarks can use of each column, and how an error message says it.
+COLUMN_KINDS = {
+    "frame": (pa.types.is_integer, "integers"), "type": (_is_text, "text"),
+    "landmark_index": (pa.types.is_integer, "integers"),
+    **{axis: (_is_number, "numbers") for axis in "xyz"},
+}
+
+
+def _check_schema(schema: pa.Schema, path: str) -> None:
+    """Every landmark column present with a usable type, so a bad file names its column."""
+    missing = [c for c in LANDMARK_COLUMNS if c not in schema.names]
+    if missing:
+        raise UserError(f"{path}: landmark file lacks column(s) {', '.join(missing)}")
+    for name, (accepts, expected) in COLUMN_KINDS.items():
+        kind = schema.field(name).type
+        if not accepts(kind):
+            raise UserError(f"{path}: landmark column {name!r} holds {kind}, expected {expected}")
+
+
 def read_landmarks(path: str) -> np.ndarray:
     """[frames, 543, 3] float32 landmarks of one parquet file, NaN where not seen."""
     try:
         fs, inner = _filesystem(path)
-        names = set(pq.read_schema(inner, filesystem=fs).names)
-        missing = [c for c in LANDMARK_COLUMNS if c not in names]
-        if missing:
-            raise UserError(f"{path}: landmark file lacks column(s) {', '.join(missing)}")
+        _check_schema(pq.read_schema(inner, filesystem=fs), path)
         table = pq.read_table(inner, filesystem=fs, columns=list(LANDMARK_COLUMNS))
     except (OSError, pa.ArrowException) as err:
         raise UserError(f"{path}: cannot read landmark parquet ({str(err).splitlines()[0]})") from None
@@ -158,16 +189,13 @@ def _read_bytes(fs: pafs.FileSystem, path: str, shown: str) -> bytes:
 
 
 def _read_train_csv(fs: pafs.FileSystem, root: str, shown: str) -> tuple[pd.DataFrame, bytes]:
-    raw = _read_bytes(fs, f"{root}/train.csv", f"{shown}/train.csv")
-    try:
-        frame = pd.read_csv(io.BytesIO(raw), dtype={"path": str, "sign": str})
-    except (ValueError, pd.errors.ParserError) as err:
-        raise UserError(f"{shown}/train.csv: not a readable CSV ({err})") from None
-    missing = [c for c in INDEX_COLUMNS if c not in frame.columns]
-    if missing:
-        raise UserError(f"{shown}/train.csv: missing column(s) {', '.join(missing)}")
-    if frame.empty or frame[["path", "sign"]].isna().any().any():
-        raise UserError(f"{shown}/train.csv: no rows, or rows without path or sign")
+    """train.csv, with each path confined to the data folder (lexically: it may be s3://)."""
+    where = f"{shown}/train.csv"
+    raw = _read_bytes(fs, f"{root}/train.csv", where)
+    frame = read_csv(utf8_text(raw, where), where, INDEX_COLUMNS, dtype={"path": str, "sign": str})
+    if frame[["path", "sign"]].isna().any().any():
+        raise UserError(f"{where}: rows without path or sign")
+    frame["path"] = [confined(path, where) for path in frame["path"]]
     return frame, raw
 
 

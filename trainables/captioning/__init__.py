@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -74,6 +75,15 @@ class Config(TrainConfig):
     """Share of the images held out for the test split when the data has no split lists."""
     synthetic_images: int = 2000
     """Synthetic set (no data_dir): number of images (five captions each)."""
+
+    LIMITS: ClassVar[dict] = {
+        "embed_dim": (1, None), "hidden_dim": (1, None), "dropout": (0, 0.99),
+        "vocab_size": (5, None),  # the 4 special tokens and at least one word
+        "min_word_count": (1, None), "max_len": (1, None), "beam_width": (1, None),
+        "image_size": (16, None),  # ResNet18 downsamples 32x; smaller images leave it nothing to see
+        "val_fraction": (0.01, 0.9), "test_fraction": (0, 0.9),  # val must not be empty; test may be
+        "synthetic_images": (10, None),
+    }
 
 
 def _checked(cfg: Config) -> None:

@@ -11,8 +11,9 @@ and the images in ``Images/`` (or ``Flicker8k_Dataset/``, the original release's
 ``Flickr_8k.devImages.txt`` (our ``val``) and ``Flickr_8k.testImages.txt``, beside the captions
 file, are honoured when present; otherwise images are split by a seeded shuffle.
 
-Bad input: a missing folder, no captions file, a line that does not parse or an empty caption is a
-``UserError`` naming the file and line. A caption whose image file is absent is skipped and counted
+Bad input: a missing folder, no captions file, an empty or non-UTF-8 one, a line that does not
+parse, an empty caption or an image name that climbs out of the image folder is a ``UserError``
+naming the file (and line). A caption whose image file is absent is skipped and counted
 (``meta["skipped_captions"]``, with a few names): the original release lists captions of an image
 that it does not ship. An image that exists but does not decode is a ``UserError`` naming it, raised
 in preprocessing (decoding every image here would read the set twice).
@@ -29,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from platform.errors import UserError
+from trainables.files import confined, utf8_text
 
 CAPTION_FILES = ("captions.txt", "Flickr8k.token.txt")
 TEXT_FOLDERS = (".", "Flickr8k_text")
@@ -88,10 +90,7 @@ def _token_pairs(text: str, path: Path) -> list[tuple[int, str, str]]:
 def read_captions(path: Path) -> tuple[dict[str, list[str]], bytes]:
     """{image file name: [caption, ...]} in file order, and the file's bytes (for the content hash)."""
     raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise UserError(f"{path}: not UTF-8 text ({err})") from None
+    text = utf8_text(raw, path)
     pairs = _csv_pairs(text, path) if path.name == "captions.txt" else _token_pairs(text, path)
     captions: dict[str, list[str]] = {}
     for line, image, caption in pairs:
@@ -108,8 +107,14 @@ def _split_lists(folder: Path) -> dict[str, list[str]] | None:
     present = {split: folder / name for split, name in SPLIT_LISTS.items() if (folder / name).is_file()}
     if "train" not in present or "val" not in present:
         return None
-    return {split: [n.strip() for n in path.read_text(encoding="utf-8").splitlines() if n.strip()]
-            for split, path in present.items()}
+    return {split: _listed_names(path) for split, path in present.items()}
+
+
+def _listed_names(path: Path) -> list[str]:
+    raw = path.read_bytes()
+    if not raw.strip():  # an empty list is an empty split, not a bad file
+        return []
+    return [n.strip() for n in utf8_text(raw, path).splitlines() if n.strip()]
 
 
 def seeded_split(images: list[str], val_fraction: float, test_fraction: float, seed: int) -> dict[str, list[str]]:
@@ -142,7 +147,8 @@ def read_flickr(data_dir: str, val_fraction: float = 0.1, test_fraction: float =
     captions_path = find_captions_file(root)
     image_folder = find_image_folder(root)
     captions, raw = read_captions(captions_path)
-    present = {name: image_folder / name for name in captions if (image_folder / name).is_file()}
+    paths = {name: image_folder / confined(name, captions_path) for name in captions}
+    present = {name: path for name, path in paths.items() if path.is_file()}
     skipped = [name for name in captions if name not in present]
     if not present:
         raise UserError(f"{captions_path}: none of its {len(captions)} images is in {image_folder}")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from typing import Literal
+from typing import ClassVar, Literal
 from pathlib import Path
 
 import numpy as np
@@ -50,13 +50,13 @@ class Config(TrainConfig):
     lr: float = 2e-4
     grad_clip: float = 1.0
     patience: int = 3
-    tasks: str = "emotion,sentiment"
+    tasks: Literal["emotion", "sentiment", "emotion,sentiment"] = "emotion,sentiment"
     """Heads trained: emotion, sentiment, or emotion,sentiment (the emotion head picks the best model when on)."""
     sentiment_weight: float = 0.5
     """Weight of the sentiment loss beside the emotion loss when both heads train."""
     balance: Literal["weights", "oversample", "none"] = "weights"
     """Class imbalance: weights (inverse frequency in the loss), oversample (train rows, seeded) or none."""
-    modalities: str = "text,audio,video"
+    modalities: Literal["text", "text,audio", "text,video", "text,audio,video"] = "text,audio,video"
     """Modalities the model reads: text, text,audio or text,audio,video (the unimodal baseline is text)."""
     fusion: Literal["concat", "attention"] = "attention"
     """How the modality vectors combine: concat (concatenation) or attention (self-attention across them)."""
@@ -90,6 +90,16 @@ class Config(TrainConfig):
     """Rows read from each split's CSV, in file order; 0: all."""
     synthetic_clips: int = 600
     """Synthetic set (no data_dir): utterances over the three splits (70/15/15)."""
+
+    # Most lowest values are the ones clip_shape, build_model and synthetic_dataset check again later.
+    # frozen_layers has no highest: it depends on the text model (build_model checks it).
+    LIMITS: ClassVar[dict] = {
+        "sentiment_weight": (0, None), "fusion_dim": (4, None), "dropout": (0, 0.99), "modality_dropout": (0, 0.99),
+        "max_tokens": (3, None),  # [CLS], [SEP] and one word (at 1 the tokenizer returns ragged rows)
+        "frozen_layers": (0, None), "audio_width": (1, None), "sample_rate": (4000, None), "n_mels": (8, None),
+        "audio_seconds": (0.025, None),  # one 25 ms analysis window of the log-mel spectrogram
+        "frames": (1, None), "frame_size": (16, None), "max_rows": (0, None), "synthetic_clips": (12, None),
+    }
 
 
 def parse_tasks(text: str) -> tuple[str, ...]:

@@ -7,13 +7,13 @@ folders (``train_splits/``, ``dev_splits_complete/``, ``output_repeated_splits_t
 first: the real release reuses clip names across splits, so one flat folder suits one split's clips
 or a sample, not the whole release. dev is the platform's ``val`` split. A row whose clip is absent
 (or empty) keeps its text and has its audio and video masked; the counts go into meta. The real
-CSVs are cp1252 in places, with mojibake smart quotes.
+CSVs are cp1252 in places, with mojibake smart quotes. An empty CSV, or one with a header but no
+rows, is a ``UserError`` naming it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from pathlib import Path
 
@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from platform.errors import UserError
+from trainables import files
 
 EMOTIONS = ("neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear")
 SENTIMENTS = ("neutral", "positive", "negative")
@@ -65,15 +66,7 @@ def read_csv(path: Path) -> tuple[pd.DataFrame, bytes]:
         raw = path.read_bytes()
     except OSError:
         raise UserError(f"{path}: not found or unreadable") from None
-    try:
-        frame = pd.read_csv(io.StringIO(decode_text(raw)), dtype=str, keep_default_na=False)
-    except (ValueError, pd.errors.ParserError) as err:
-        raise UserError(f"{path}: not a readable CSV ({str(err).splitlines()[0]})") from None
-    frame.columns = [c.strip() for c in frame.columns]
-    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
-    if missing:
-        raise UserError(f"{path}: missing column(s) {', '.join(missing)}")
-    return frame, raw
+    return files.read_csv(decode_text(raw), path, REQUIRED_COLUMNS, dtype=str, keep_default_na=False), raw
 
 
 def clip_index(root: Path, split: str) -> dict[str, Path]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -60,6 +61,16 @@ class Config(TrainConfig):
     """Posts used, a seeded sample taken before the split; 0: all (the seed's modes capped at 2000 or 5000)."""
     synthetic_samples: int = 2000
     """Synthetic set (no data_dir): number of posts."""
+
+    # frozen_layers has no highest: it depends on the text model (build_model checks it).
+    LIMITS: ClassVar[dict] = {
+        "image_size": (16, None),  # ResNet18 downsamples 32x; smaller images leave it nothing to see
+        "max_tokens": (3, None),  # [CLS], [SEP] and one word (at 1 the tokenizer returns ragged rows)
+        "frozen_layers": (0, None),
+        "fusion_dim": (2, None),  # the second fusion layer is half as wide
+        "dropout": (0, 0.99), "val_fraction": (0.01, 0.9), "max_samples": (0, None),
+        "synthetic_samples": (4, None),
+    }
 
 
 def build_datasets(cfg: Config):

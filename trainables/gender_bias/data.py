@@ -8,21 +8,22 @@ counted here). No Ray here: tests call it directly.
 
 Bad rows are errors, not skipped: the labeler already quarantines what it could not score, so a
 row here that lacks a caption, a score in 0..10 or an image means the folder was edited or copied
-badly, and training on the rest would hide it. Missing images and bad scores are found when the
-folder is read; an image that exists but does not decode is found in preprocessing (decoding every
-image up front would read the whole set twice).
+badly, and training on the rest would hide it. Missing images, bad scores, a relative image_path
+that climbs out of DIR, and an empty or non-UTF-8 CSV are found when the folder is read; an image
+that exists but does not decode, or is a decompression bomb, is found in preprocessing (decoding
+every image up front would read the whole set twice).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from platform.errors import UserError
+from trainables.files import confined, read_csv, utf8_text
 
 LABEL_COLUMNS = (
     "post_id", "image_path", "caption", "score", "reason", "model", "prompt_version",
@@ -33,23 +34,21 @@ REQUIRED_COLUMNS = ("post_id", "image_path", "caption", "score")
 SCORE_RANGE = (0.0, 10.0)
 
 
-def _read_csv(path: Path) -> tuple[pd.DataFrame, bytes]:
+def _read_csv(path: Path, shown: Path, columns: tuple[str, ...] = (),
+              rows_required: bool = True) -> tuple[pd.DataFrame, bytes]:
     try:
         raw = path.read_bytes()
     except OSError:
-        raise UserError(f"{path}: not found or unreadable") from None
-    try:
-        # Everything as text (post ids like "1e5" stay ids, a caption "NA" stays a caption).
-        frame = pd.read_csv(io.BytesIO(raw), dtype=str, keep_default_na=False)
-    except (ValueError, pd.errors.ParserError) as err:
-        raise UserError(f"{path}: not a readable CSV ({str(err).splitlines()[0]})") from None
+        raise UserError(f"{shown}: not found or unreadable") from None
+    # Everything as text (post ids like "1e5" stay ids, a caption "NA" stays a caption).
+    frame = read_csv(utf8_text(raw, shown), shown, columns, rows_required, dtype=str, keep_default_na=False)
     return frame, raw
 
 
 def _count_rows(path: Path) -> int:
     if not path.is_file():
         return 0
-    return len(_read_csv(path)[0])
+    return len(_read_csv(path, path, rows_required=False)[0])
 
 
 def _checked_rows(frame: pd.DataFrame, root: Path, shown: Path) -> list[dict]:
@@ -66,7 +65,8 @@ def _checked_rows(frame: pd.DataFrame, root: Path, shown: Path) -> list[dict]:
             raise UserError(f"{where}: score {text!r} is not a number in 0..10")
         if not image.strip():
             raise UserError(f"{where}: empty image_path")
-        path = Path(image) if Path(image).is_absolute() else root / image
+        # Absolute paths are what the labeler writes (into the folder it labeled); relative ones stay in DIR.
+        path = Path(image) if Path(image).is_absolute() else root / confined(image, where)
         if not path.is_file():
             raise UserError(f"{where}: image not found: {path}")
         rows.append({"post_id": post_id, "image_path": str(path), "caption": caption, "score": float(score)})
@@ -111,12 +111,7 @@ def read_labels(
     if not root.is_dir():
         raise UserError(f"{shown}: data folder not found")
     labels = shown / "labels.csv"
-    frame, raw = _read_csv(root / "labels.csv")
-    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
-    if missing:
-        raise UserError(f"{labels}: missing column(s) {', '.join(missing)}")
-    if frame.empty:
-        raise UserError(f"{labels}: no rows")
+    frame, raw = _read_csv(root / "labels.csv", labels, REQUIRED_COLUMNS)
     rows = _checked_rows(frame, root, labels)
     train, val = split_rows(len(rows), val_fraction, max_samples, seed)
     splits = {"train": [rows[i] for i in train], "val": [rows[i] for i in val]}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -85,6 +86,18 @@ class Config(TrainConfig):
     """Synthetic set (no data_dir): number of studies."""
     synthetic_image_size: int = 224
     """Synthetic set: image side in pixels."""
+
+    LIMITS: ClassVar[dict] = {
+        "image_size": (16, None),  # ResNet18 downsamples 32x; smaller images leave it nothing to see
+        "encoder_stages": (1, 4),  # ResNet18 has four stages
+        "d_model": (1, None), "heads": (1, None), "decoder_layers": (1, None), "dropout": (0, 0.99),
+        "label_smoothing": (0, 0.99), "max_tokens": (1, None),
+        "vocab_size": (5, None),  # the 4 special tokens and at least one word
+        "min_word_count": (1, None), "beam_width": (1, None), "complex_min_findings": (1, None),
+        "val_fraction": (0.01, 0.9), "test_fraction": (0, 0.9),  # val must not be empty; test may be
+        "max_studies": (0, None), "synthetic_studies": (2, None),  # a train and a val study
+        "synthetic_image_size": (16, None),
+    }
 
 
 def read_splits(data_dir: str, cfg: Config) -> tuple[dict[str, list[dict]], dict]:

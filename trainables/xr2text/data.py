@@ -10,7 +10,9 @@ No Ray here: tests call it directly.
 
 A study is trained on its frontal image (the first listed image for annotation.json). Studies
 without findings and impression, or without an image on disk, are skipped and counted in
-``meta["skipped"]``; a missing folder, file or column, or no usable study, is a ``UserError``.
+``meta["skipped"]``; a missing folder, file or column, an empty or non-UTF-8 file, an image path
+outside DIR, or no usable study, is a ``UserError`` (so is an image that does not decode or is
+a decompression bomb, found in preprocessing: ``trainables/files.py``).
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from platform.errors import UserError
+from trainables.files import confined, decode_image, read_csv, utf8_text
 from trainables.xr2text import reports
 
 REPORTS_CSV = "indiana_reports.csv"
@@ -40,14 +43,7 @@ def _read_csv(path: Path, columns: tuple[str, ...]) -> tuple[pd.DataFrame, bytes
     if not path.is_file():
         raise UserError(f"{path}: not found (an IU X-Ray folder needs {REPORTS_CSV} and {PROJECTIONS_CSV})")
     raw = path.read_bytes()
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (ValueError, pd.errors.ParserError) as err:
-        raise UserError(f"{path}: not a readable CSV ({str(err).splitlines()[0]})") from None
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise UserError(f"{path}: missing column(s) {', '.join(missing)}")
-    return frame, raw
+    return read_csv(utf8_text(raw, path), path, columns, dtype=str, keep_default_na=False), raw
 
 
 def report_text(findings: str, impression: str) -> str:
@@ -69,6 +65,7 @@ def _read_open_i(root: Path, complex_min: int) -> tuple[list[dict], dict, bytes]
     projections, projections_raw = _read_csv(root / PROJECTIONS_CSV, PROJECTION_COLUMNS)
     # Frontal views first: the one a report is mostly written from.
     projections = projections.assign(lateral=projections["projection"].str.lower() != "frontal")
+    projections["filename"] = [confined(name, root / PROJECTIONS_CSV) for name in projections["filename"]]
     files = projections.sort_values("lateral", kind="stable").groupby("uid")["filename"].apply(list).to_dict()
     skipped = {"no_report_text": 0, "missing_image": 0}
     studies = []
@@ -93,7 +90,7 @@ def _read_annotation(root: Path, complex_min: int) -> tuple[list[dict], dict, by
     path = root / ANNOTATION_JSON
     raw = path.read_bytes()
     try:
-        splits = json.loads(raw)
+        splits = json.loads(utf8_text(raw, path))
     except json.JSONDecodeError as err:
         raise UserError(f"{path}: not valid JSON ({err})") from None
     if not isinstance(splits, dict) or not any(isinstance(splits.get(s), list) for s in SPLITS):
@@ -106,7 +103,7 @@ def _read_annotation(root: Path, complex_min: int) -> tuple[list[dict], dict, by
             if not reports.words(text):
                 skipped["no_report_text"] += 1
                 continue
-            image = _find_image(root, [str(p) for p in entry.get("image_path", [])])
+            image = _find_image(root, [confined(str(p), path) for p in entry.get("image_path", [])])
             if image is None:
                 skipped["missing_image"] += 1
                 continue
@@ -187,11 +184,5 @@ def rows_of(split: list[dict], index: dict[str, int], max_tokens: int) -> list[d
 
 def load_image(path: str, size: int) -> np.ndarray:
     """[1, size, size] uint8 grayscale, resized (X-rays are near square; no crop, the borders matter)."""
-    try:
-        with Image.open(path) as image:
-            image = image.convert("L").resize((size, size), Image.Resampling.BILINEAR)
-            return np.asarray(image, dtype=np.uint8)[None].copy()
-    except FileNotFoundError:
-        raise UserError(f"{path}: image not found") from None
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise UserError(f"{path}: not a readable image ({str(err).splitlines()[0]})") from None
+    image = decode_image(path, "L").resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(image, dtype=np.uint8)[None].copy()
