@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from platform import config as config_lib
 from platform.loop import TrainState
-from platform.worker import STATE_FILE
+from platform.checkpoints import STATE_FILE
 
 import pandas as pd
 import torch

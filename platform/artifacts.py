@@ -7,6 +7,7 @@ Written by ``python -m platform.run asl``; read by ``python -m platform.predict 
 from __future__ import annotations
 
 import datetime
+import io
 import json
 import os
 import statistics
@@ -19,11 +20,10 @@ from typing import Any
 import pandas as pd
 import torch
 
+from platform import checkpoints, durable, plots, stream, tensorboard
 from platform import config as config_lib
-from platform import plots, stream, tensorboard
 from platform.errors import UserError
 from platform.loop import validate
-from platform.worker import STATE_FILE
 
 CONFIG_FILE = "config.json"
 META_FILE = "meta.json"
@@ -40,9 +40,7 @@ def now() -> str:
 
 def write_json(path: Path, value: Any) -> None:
     """Atomically, so a reader (the monitor) never sees half a file and a crash never loses one."""
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(value, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(partial, path)
+    durable.write_text(path, json.dumps(value, indent=2, default=str) + "\n")
 
 
 def read_json(path: Path) -> Any:
@@ -50,9 +48,11 @@ def read_json(path: Path) -> Any:
 
 
 def start(
-    run_dir: Path, stem: str, tier: str, cfg: Any, meta: dict, hardware: dict, resumed: bool, dashboard: str | None
+    run_dir: Path, stem: str, tier: str, cfg: Any, meta: dict, hardware: dict, resumed: bool, dashboard: str | None,
+    launch: dict | None = None,
 ) -> dict:
-    """Config, meta and a ``running`` manifest, before any worker starts."""
+    """Config, meta and a ``running`` manifest, before any worker starts. ``launch`` (workers,
+    CPUs a worker, GPU) is what ``--resume`` holds the run to."""
     run_dir.mkdir(parents=True, exist_ok=True)
     config_lib.save(cfg, run_dir / CONFIG_FILE)
     write_json(run_dir / META_FILE, meta)
@@ -67,6 +67,7 @@ def start(
         data=meta,
         hardware=hardware,
         dashboard=dashboard,
+        launch=launch,
         pid=os.getpid(),
         updated=now(),
     )
@@ -80,24 +81,21 @@ def fail(run_dir: Path, manifest: dict, reason: str) -> None:
         write_json(run_dir / MANIFEST_FILE, {**manifest, "status": "failed", "error": reason, "updated": now()})
 
 
-def load_state(checkpoint: Any) -> dict:
-    with checkpoint.as_directory() as directory:
-        return torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
-
-
 def finish(
     run_dir: Path, trainable: ModuleType, cfg: Any, meta: dict, result: Any, val_split: Any, manifest: dict, test_split: Any = None
 ) -> dict:
     """Export the best model, write history, plots and the finished manifest; returns it. A test
     split is scored once, here, by the best model."""
     metric, mode = trainable.METRIC
-    latest = load_state(result.checkpoint)
+    latest = checkpoints.state_of_result(result.checkpoint)
     best_checkpoint = result.get_best_checkpoint(metric=metric, mode=mode) or result.checkpoint
-    best = load_state(best_checkpoint)
-    torch.save({"model": best["model"], "epoch": best["epoch"]}, run_dir / BEST_MODEL_FILE)
+    best = checkpoints.state_of_result(best_checkpoint)
+    saved = io.BytesIO()
+    torch.save({"model": best["model"], "epoch": best["epoch"]}, saved)
+    durable.write_bytes(run_dir / BEST_MODEL_FILE, saved.getvalue())
 
     history = latest["history"]
-    pd.DataFrame(history).to_csv(run_dir / HISTORY_FILE, index=False)
+    durable.write_text(run_dir / HISTORY_FILE, pd.DataFrame(history).to_csv(index=False))
     tensorboard.write_history(run_dir / TENSORBOARD_DIR, history)
     title = f"{manifest['stem']} / {manifest['tier']} / {run_dir.name}"
     plots.training_curves(history, run_dir / "training_curves.png", title)
@@ -141,7 +139,7 @@ def write_extras(extras: dict, run_dir: Path, prefix: str, meta: dict, title: st
         plots.predicted_vs_true(extras["predicted_vs_true"], run_dir / f"{prefix}predicted_vs_true.png", title)
     if "predictions" in extras:
         lines = "".join(json.dumps(row, default=str) + "\n" for row in extras["predictions"])
-        (run_dir / f"{prefix or 'val_'}predictions.jsonl").write_text(lines, encoding="utf-8")
+        durable.write_text(run_dir / f"{prefix or 'val_'}predictions.jsonl", lines)
 
 
 def score_split(trainable: ModuleType, model: torch.nn.Module, cfg: Any, split: Any) -> tuple[dict, dict]:

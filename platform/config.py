@@ -16,6 +16,7 @@ import typing
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from platform import durable
 from platform.errors import UserError
 
 
@@ -202,4 +203,4 @@ def from_dict(config_cls: type, values: dict[str, Any]) -> Any:
 
 
 def save(cfg: Any, path: Path) -> None:
-    path.write_text(json.dumps(to_dict(cfg), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    durable.write_text(path, json.dumps(to_dict(cfg), indent=2, sort_keys=True) + "\n")

@@ -14,7 +14,6 @@ Ray's state API.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -24,10 +23,10 @@ from typing import Any
 import psutil
 
 from platform import artifacts, registry
+from platform import checkpoints as checkpoint_lib
 from platform.errors import UserError, exit_on_user_error
 from platform.worker import format_seconds, is_headline
 
-SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"
 GPU_HOT_C = 85
 GPU_MEMORY_FULL = 0.95
 GPU_IDLE_S = 300
@@ -58,18 +57,11 @@ def status_of(manifest: dict) -> str:
 
 
 def checkpoints(run_dir: Path) -> tuple[dict | None, list[dict]]:
-    """The latest epoch's metrics and the kept checkpoints, from Ray Train's snapshot. A checkpoint
-    taken inside an epoch (``partial``) carries no metrics of its own: the epoch before it does."""
-    snapshot_path = run_dir / SNAPSHOT_FILE
-    if not snapshot_path.is_file():
-        return None, []
-    snapshot = json.loads(snapshot_path.read_text(encoding="utf-8"))
-    kept = [{**r["metrics"], "dir": r["checkpoint_dir_name"]} for r in snapshot.get("checkpoint_results", [])]
-    latest = (snapshot.get("latest_checkpoint_result") or {}).get("metrics")
-    if latest and latest.get("partial"):
-        epochs = [row for row in kept if not row.get("partial") and row["epoch"] <= latest["epoch"]]
-        latest = max(epochs, key=lambda row: row["epoch"]) if epochs else None
-    return latest, kept
+    """The latest finished epoch's metrics and the kept checkpoints (newest first), from Ray Train's
+    snapshot. A checkpoint taken inside an epoch (``partial``) carries no metrics of its own: the
+    epoch before it does."""
+    kept = checkpoint_lib.recorded(checkpoint_lib.read_snapshot(str(run_dir)))
+    return next((row for row in kept if not row.get("partial")), None), kept
 
 
 def describe_run(run_dir: Path) -> dict[str, Any]:
@@ -95,7 +87,7 @@ def describe_run(run_dir: Path) -> dict[str, Any]:
         "best": best,
         "latest": {k: v for k, v in (latest or {}).items() if is_headline(k)},
         "restarts": int(latest.get("restarts", 0)) if latest else 0,
-        "checkpoints": f"{len(kept)} kept, latest {kept[-1]['dir']}" if kept else "none yet",
+        "checkpoints": f"{len(kept)} kept, latest {kept[0]['dir']}" if kept else "none yet",
         "dashboard": manifest.get("dashboard"),
     }
 

@@ -92,7 +92,9 @@ def resolve_run(args: argparse.Namespace) -> tuple[RunLocation, str, Any]:
             raise UserError(f"nothing to resume at {location.remote or location.local}")
         location.pull()
         cfg = config_lib.from_dict(trainable.Config, artifacts.read_json(location.local / artifacts.CONFIG_FILE))
-        return location, artifacts.read_json(location.local / artifacts.MANIFEST_FILE)["tier"], cfg
+        manifest = artifacts.read_json(location.local / artifacts.MANIFEST_FILE)
+        pin_launch(args, manifest.get("launch"))
+        return location, manifest["tier"], cfg
     tier = args.tier or registry.DEFAULT_TIER
     # Sweeps save tiers in a storage folder (python -m platform.tune), not in object stores.
     tiers_storage = None if storage_lib.is_uri(args.storage) else Path(args.storage).expanduser().resolve()
@@ -115,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers < 1:
         raise UserError("--workers must be at least 1")
 
-    from platform import cluster, data, preempt, trainer
+    from platform import checkpoints, cluster, data, preempt, trainer
 
     dashboard = cluster.start(args.address, env=storage_lib.forwarded_env())
     print(f"Ray dashboard: {dashboard or 'not running'}", flush=True)
@@ -125,11 +127,14 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--workers {args.workers} needs {args.workers * (args.cpus_per_worker or 1):g} CPUs; "
                         f"the Ray cluster has {cluster.cluster_cpus()}")
     print(f"[{args.stem}] preparing data ({cfg.data_dir or 'synthetic set'})", flush=True)
-    splits, meta = data.prepare(trainable, cfg, store_root(args))
+    pinned = artifacts.read_json(run_dir / artifacts.META_FILE) if args.resume else None
+    splits, meta = data.prepare(trainable, cfg, store_root(args), pinned=pinned)
     print(f"[{args.stem}] rows: {meta['rows']}  in {meta['preprocess_s']}s", flush=True)
     trainable.build_model(cfg, meta)  # a shape error (dim vs heads...) is reported here, not in a worker
 
-    manifest = artifacts.start(run_dir, args.stem, tier, cfg, meta, cluster.hardware(), args.resume, dashboard)
+    args.cpus_per_worker = args.cpus_per_worker or cluster.default_cpus_per_worker(args.workers)
+    launch = {"workers": args.workers, "cpus_per_worker": args.cpus_per_worker, "gpu": args.gpu}
+    manifest = artifacts.start(run_dir, args.stem, tier, cfg, meta, cluster.hardware(), args.resume, dashboard, launch)
     location.push()
     print(f"[{args.stem}] run directory: {location.remote or run_dir}", flush=True)
     notice = preempt.Notice.remote()
@@ -144,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         manifest = artifacts.finish(
             run_dir, trainable, cfg, meta, result, splits["val"], manifest, test_split=splits.get("test")
         )
+        checkpoints.remove_orphans(trainer.run_uri(run_dir, location.train_storage))
     except BaseException as exc:
         artifacts.fail(run_dir, manifest, f"{type(exc).__name__}: {exc}".splitlines()[0])
         location.push()
@@ -161,6 +167,24 @@ def _preempted(args: argparse.Namespace, location: RunLocation, manifest: dict, 
     where = f"checkpoint {saved}" if saved else "no new checkpoint (the workers did not answer in time)"
     print(f"[{args.stem}] preempted: {where}; continue with: python -m platform.run {args.stem} "
           f"--storage {args.storage} --name {location.name} --resume", flush=True)
+
+
+def pin_launch(args: argparse.Namespace, launch: dict | None) -> None:
+    """A resume runs on the devices and thread count the run started with, since both change the
+    floats (a run is bitwise only on the same ones); on another ``--workers`` the exactness is the
+    sample order's (each remaining sample once), so the CPUs a worker may change with it."""
+    if launch is None:  # a run from before launches were recorded
+        return
+    if args.gpu != launch["gpu"]:
+        raise UserError(f"this run trained {'with' if launch['gpu'] else 'without'} --gpu: a resume keeps it "
+                        f"({'add' if launch['gpu'] else 'drop'} --gpu)")
+    if args.workers != launch["workers"]:
+        return
+    if args.cpus_per_worker is None:
+        args.cpus_per_worker = launch["cpus_per_worker"]
+    elif args.cpus_per_worker != launch["cpus_per_worker"]:
+        raise UserError(f"this run trained with --cpus-per-worker {launch['cpus_per_worker']:g}: a resume on "
+                        f"{args.workers} worker(s) keeps it (torch's thread count changes the results)")
 
 
 def store_root(args: argparse.Namespace) -> str | None:

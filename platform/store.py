@@ -9,8 +9,10 @@ Ray Train worker (``platform/stream.py``). A split lives in ``<root>/<stem>-<dig
   through the driver. A half-written store has no manifest; writing it again writes only the
   shards that are missing.
 - Rows are compact: the dtype ``preprocess`` returned (float16 where a trainable chose it, uint8
-  images), arrays flattened into ``list<dtype>`` with their per-row shape in the manifest, and
-  variable-length rows (a list of arrays from ``preprocess``) unpadded.
+  images), each row's array as its little-endian bytes in a ``large_binary`` cell with dtype and
+  per-row shape in the manifest, and variable-length rows (a list of arrays from ``preprocess``)
+  unpadded. Bytes, not ``list<dtype>``: parquet then keeps no per-element levels, and a 256-row ASL
+  shard writes in 0.14x the time and reads in 0.08x, at the same size.
 - The reader accepts only plain Arrow types that match the manifest and each shard's sha256, so a
   planted file with a pickled or extension-typed column is refused, never unpickled.
 """
@@ -20,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 from typing import Any
 
 import numpy as np
@@ -28,9 +29,10 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from platform import durable
 from platform.errors import UserError
 
-FORMAT = 1
+FORMAT = 2
 MANIFEST = "manifest.json"
 PLAIN_DTYPES = ("bool", "uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64")
 
@@ -86,6 +88,11 @@ def _rows_of(values: Any) -> list[np.ndarray]:
     return [np.asarray(v) for v in values] if isinstance(values, (list, tuple)) else list(np.asarray(values))
 
 
+def stored_dtype(spec: dict) -> np.dtype:
+    """An array column's element type as its bytes are stored: little-endian on every machine."""
+    return np.dtype(spec["dtype"]).newbyteorder("<")
+
+
 def to_arrow(columns: dict[str, Any], specs: dict[str, dict]) -> pa.Table:
     arrays = {}
     for name, spec in specs.items():
@@ -95,11 +102,9 @@ def to_arrow(columns: dict[str, Any], specs: dict[str, dict]) -> pa.Table:
         elif spec["kind"] == "scalar":
             arrays[name] = pa.array(np.asarray(values, dtype=spec["dtype"]))
         else:
-            rows = _rows_of(values)
-            lengths = np.array([row.size for row in rows], dtype=np.int64)
-            offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-            flat = np.concatenate([row.reshape(-1) for row in rows]) if rows else np.zeros(0, spec["dtype"])
-            arrays[name] = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(flat.astype(spec["dtype"])))
+            dtype = stored_dtype(spec)
+            arrays[name] = pa.array([np.ascontiguousarray(row, dtype=dtype).tobytes() for row in _rows_of(values)],
+                                    pa.large_binary())
     return pa.table(arrays)
 
 
@@ -114,7 +119,7 @@ def arrow_schema(specs: dict[str, dict]) -> pa.Schema:
         elif spec["kind"] == "scalar":
             fields.append(pa.field(name, pa.from_numpy_dtype(np.dtype(spec["dtype"]))))
         else:
-            fields.append(pa.field(name, pa.large_list(pa.from_numpy_dtype(np.dtype(spec["dtype"])))))
+            fields.append(pa.field(name, pa.large_binary()))
     return pa.schema(fields)
 
 
@@ -124,18 +129,7 @@ def arrow_schema(specs: dict[str, dict]) -> pa.Schema:
 def write_atomic(fs: pafs.FileSystem, path: str, data: bytes) -> None:
     """Whole or not at all, and durable before it is visible under its name."""
     if isinstance(fs, pafs.LocalFileSystem):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        partial = f"{path}.{uuid.uuid4().hex[:8]}.partial"
-        with open(partial, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, path)
-        directory = os.open(os.path.dirname(path), os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        durable.write_bytes(path, data)
         return
     with fs.open_output_stream(path) as stream:  # an object store's put appears whole or not at all
         stream.write(data)
@@ -149,8 +143,9 @@ def parquet_bytes(table: pa.Table, specs: dict) -> bytes:
     that finds the shard whole can take it as it is."""
     sink = pa.BufferOutputStream()
     # No dictionary encoding: features and pixels rarely repeat, and trying it costs 2x on write
-    # and 4x on read (measured on a 256-row ASL shard, same size either way).
-    pq.write_table(table.replace_schema_metadata({SPECS_KEY: json.dumps(specs)}), sink, compression="zstd",
+    # and 4x on read (measured on a 256-row ASL shard, same size either way). lz4 against zstd on
+    # that shard: writes in 0.45x the time and reads in 0.35x, for 0.65 of the raw bytes against 0.60.
+    pq.write_table(table.replace_schema_metadata({SPECS_KEY: json.dumps(specs)}), sink, compression="lz4",
                    use_dictionary=False)
     return sink.getvalue().to_pybytes()
 

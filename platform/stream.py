@@ -21,7 +21,8 @@ import pyarrow as pa
 import torch
 
 from platform import exact
-from platform.store import Split, column_spec, to_arrow
+from platform.errors import UserError
+from platform.store import Split, column_spec, stored_dtype, to_arrow
 
 PREFETCH_BATCHES = 4
 
@@ -36,7 +37,7 @@ class Window:
         for name, spec in self.specs.items():
             column = table.column(name).chunk(0) if table.column(name).num_chunks else pa.array([], table.schema.field(name).type)
             if spec["kind"] == "array":
-                self.columns[name] = (column.offsets.to_numpy(), column.values.to_numpy(zero_copy_only=False))
+                self.columns[name] = _elements(column, spec, name)
             elif spec["kind"] == "string":
                 self.columns[name] = np.asarray(column.to_pylist(), dtype=object)
             else:
@@ -70,6 +71,18 @@ class Window:
         return kept
 
 
+def _elements(column: pa.LargeBinaryArray, spec: dict, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A binary column of arrays as (element offsets, elements), without copying the bytes."""
+    dtype, trailing = stored_dtype(spec), spec["shape"][1:]
+    _validity, offset_bytes, data = column.buffers()
+    offsets = np.frombuffer(offset_bytes, dtype=np.int64, count=len(column) + 1, offset=8 * column.offset)
+    if np.any(np.diff(offsets) % (dtype.itemsize * int(np.prod(trailing)))):
+        raise UserError(f"store column {name!r} holds a row that is not whole {spec['dtype']} rows of shape {trailing}")
+    count = int(offsets[-1]) // dtype.itemsize
+    values = np.frombuffer(data, dtype=dtype, count=count) if count else np.zeros(0, dtype)
+    return offsets // dtype.itemsize, values
+
+
 def collate(parts: list[tuple[Window, np.ndarray]]) -> dict[str, Any]:
     """One batch from rows of one or two windows: tensors padded to the batch's longest row."""
     specs = parts[0][0].specs
@@ -81,21 +94,33 @@ def collate(parts: list[tuple[Window, np.ndarray]]) -> dict[str, Any]:
         if spec["kind"] == "scalar":
             batch[name] = torch.from_numpy(np.concatenate([window.columns[name][rows] for window, rows in parts]))
             continue
-        trailing = tuple(spec["shape"][1:])
-        width = int(np.prod(trailing)) if trailing else 1
-        rows_data = [window.columns[name][1][window.columns[name][0][r]:window.columns[name][0][r + 1]]
-                     for window, rows in parts for r in rows]
-        lengths = np.array([len(row) // width for row in rows_data], dtype=np.int64)
-        # Numpy only: this runs in the prefetch thread, where a torch op would start a second
-        # OpenMP team that slows the training threads' own.
-        wide = np.float32 if spec["dtype"] == "float16" else spec["dtype"]
-        padded = np.zeros((len(rows_data), int(lengths.max(initial=0)), *trailing), dtype=wide)
-        for i, (row, length) in enumerate(zip(rows_data, lengths)):
-            padded[i, :length] = row.reshape(length, *trailing)
+        padded, lengths = _padded(spec, [(*window.columns[name], rows) for window, rows in parts])
         batch[name] = torch.from_numpy(padded)
         if spec["mask"]:
             batch[f"{name}_mask"] = torch.from_numpy(np.arange(padded.shape[1])[None, :] < lengths[:, None])
     return batch
+
+
+def _padded(spec: dict, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Rows (element offsets, elements, row numbers) as one zero-padded array and their lengths.
+
+    Numpy only: this runs in the prefetch thread, where a torch op would start a second OpenMP team
+    that slows the training threads' own. One gather-scatter a window, not a copy a row: on two
+    cores making the batch takes its time from training.
+    """
+    trailing = tuple(spec["shape"][1:])
+    width = int(np.prod(trailing)) if trailing else 1
+    lengths = np.concatenate([(offsets[rows + 1] - offsets[rows]) // width for offsets, _values, rows in parts])
+    longest = int(lengths.max(initial=0))
+    wide = np.float32 if spec["dtype"] == "float16" else np.dtype(spec["dtype"])
+    padded = np.zeros((len(lengths), longest, width), dtype=wide)
+    steps, first = np.arange(longest), 0
+    for offsets, values, rows in parts:
+        real = steps[None, :] < lengths[first:first + len(rows), None]
+        sources = (offsets[rows] // width)[:, None] + steps[None, :]
+        padded[first:first + len(rows)][real] = values.reshape(-1, width)[sources[real]]
+        first += len(rows)
+    return padded.reshape(len(lengths), longest, *trailing), lengths
 
 
 def as_batch(preprocessed: dict[str, Any]) -> dict[str, Any]:

@@ -14,11 +14,11 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")  # sweeps have no display; must precede pyplot
-from platform import artifacts, registry
+from platform import artifacts, checkpoints, registry
 from platform import config as config_lib
 from platform.sweep_results import ASHA, COMPLETED, ERROR
 from platform.sweep_space import Objective
-from platform.sweep_trial import checkpoint_dirs, latest_state
+from platform.sweep_trial import latest_state
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -79,15 +79,12 @@ def export_best(stem: str, run_dir: Path, val_split: Any) -> dict | None:
     found = latest_state(run_dir)
     if found is None:
         return None
-    latest_dir, state = found
-    metric, mode = trainable.METRIC
-    history = [row for row in state["history"] if metric in row]
-    pick = (max if mode == "max" else min)(history, key=lambda row: row[metric]) if history else None
-    best_dirs = [d for d in checkpoint_dirs(run_dir) if pick and d.name.startswith(f"epoch_{int(pick['epoch']):04d}-attempt")]
+    latest_dir, _state = found
+    best = checkpoints.best(checkpoints.read_snapshot(str(run_dir)), *trainable.METRIC)
     cfg = config_lib.from_dict(trainable.Config, artifacts.read_json(run_dir / artifacts.CONFIG_FILE))
     meta = artifacts.read_json(run_dir / artifacts.META_FILE)
     manifest = artifacts.read_json(run_dir / artifacts.MANIFEST_FILE)
-    finished = _FinishedTrial(latest_dir, best_dirs[-1] if best_dirs else latest_dir)
+    finished = _FinishedTrial(latest_dir, run_dir / best["dir"] if best else latest_dir)
     return artifacts.finish(run_dir, trainable, cfg, meta, finished, val_split, manifest)
 
 

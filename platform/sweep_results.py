@@ -12,10 +12,10 @@ import math
 import shutil
 import sys
 from pathlib import Path
-from platform import artifacts
+from platform import artifacts, checkpoints
 from platform.errors import find_user_error
 from platform.sweep_space import Objective
-from platform.sweep_trial import DONE_FILE, TRIALS_DIR, checkpoint_dirs
+from platform.sweep_trial import DONE_FILE, TRIALS_DIR
 from typing import Any
 
 import numpy as np
@@ -188,7 +188,8 @@ def prune_checkpoints(frame: pd.DataFrame, objective: Objective, keep: int, runn
     ranked = done.assign(_score=scores).sort_values("_score", ascending=objective.mode == "min", na_position="last")
     removed = []
     for _, row in ranked.iloc[keep:].iterrows():
-        for directory in checkpoint_dirs(Path(row["run_dir"])):
+        for folder in checkpoints.folders(row["run_dir"]):
+            directory = Path(row["run_dir"]) / folder
             shutil.rmtree(directory, ignore_errors=True)
             removed.append(str(directory))
     return removed

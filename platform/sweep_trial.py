@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from platform import artifacts, cluster, data, registry
+from platform import artifacts, checkpoints, cluster, data, registry
 from platform import trainer as trainer_lib
-from platform.worker import STATE_FILE
 from typing import Any
 
 import ray.tune
-import torch
 from ray.train.v2._internal.constants import ENV_VARS_TO_PROPAGATE
 from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -98,19 +96,10 @@ def run_trial(params: dict, *, stem: str, tiers: list[str], sets: list[str], dat
 # ---------------------------------------------------------------- a trial's checkpoints
 
 
-def checkpoint_dirs(run_dir: Path) -> list[Path]:
-    """Ray Train's checkpoint directories of a trial, oldest first (one inside an epoch sorts
-    after the end of the epoch before it)."""
-    return sorted(p.parent for p in run_dir.glob(f"*/{STATE_FILE}"))
-
-
 def latest_state(run_dir: Path) -> tuple[Path, dict] | None:
-    for directory in reversed(checkpoint_dirs(run_dir)):
-        try:
-            return directory, torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, EOFError):
-            continue  # an orphaned or half-written checkpoint of a killed attempt
-    return None
+    """A trial's newest recorded checkpoint that reads whole, and its training state."""
+    found = checkpoints.load_newest(str(run_dir))
+    return (run_dir / found[0], found[1]) if found else None
 
 
 def trained_seconds(run_dir: Path) -> dict[int, float]:

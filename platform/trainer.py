@@ -12,12 +12,13 @@ from typing import Any
 
 import ray.train
 from ray.train.torch import TorchTrainer
-from ray.train.v2._internal.constants import CHECKPOINT_MANAGER_SNAPSHOT_FILENAME
+from ray.train.v2._internal.execution.failure_handling import DefaultFailurePolicy
 
+from platform import checkpoints, registry
 from platform import config as config_lib
-from platform import registry
 from platform.artifacts import TENSORBOARD_DIR
 from platform.cluster import QUIET_ENV, default_cpus_per_worker
+from platform.errors import find_user_error
 from platform.tensorboard import TensorBoardCallback
 from platform.store import Split
 from platform.worker import TRACE_ENV, train_loop_per_worker
@@ -42,7 +43,7 @@ def build(
     Checkpoints go to ``<train_storage>/<run name>`` (an object-store URI), by default ``run_dir``."""
     metric, mode = registry.load(stem)[0].METRIC
     storage_path = train_storage or str(run_dir.parent)
-    return TorchTrainer(
+    return _Trainer(
         train_loop_per_worker,
         train_loop_config={
             "stem": stem,
@@ -52,7 +53,7 @@ def build(
             "store": {name: (split.uri, split.manifest) for name, split in splits.items() if name != "test"},
             "fail_at_epoch": fail_at_epoch,
             "notice": notice,  # the driver's preemption notice (platform/preempt.py)
-            "snapshot": "/".join([storage_path.rstrip("/"), run_dir.name, CHECKPOINT_MANAGER_SNAPSHOT_FILENAME]),
+            "snapshot": f"{run_uri(run_dir, train_storage)}/{checkpoints.SNAPSHOT_FILE}",
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=workers,
@@ -75,5 +76,28 @@ def build(
     )
 
 
+def run_uri(run_dir: Path, train_storage: str | None) -> str:
+    """Where Ray Train writes the run's checkpoints and snapshot: the run directory, or the run's
+    folder in the object store."""
+    return f"{(train_storage or str(run_dir.parent)).rstrip('/')}/{run_dir.name}"
+
+
 def _trace_env() -> dict[str, str]:
     return {TRACE_ENV: os.environ[TRACE_ENV]} if os.environ.get(TRACE_ENV) else {}
+
+
+class _UserErrorsEndTheRun(DefaultFailurePolicy):
+    """Ray Train's policy, except that a ``UserError`` raised in a worker (a NaN loss, a bad file
+    found while training) ends the run at once: a retry would fail the same way, minutes later."""
+
+    def _is_retryable_error(self, training_failed_error) -> bool:
+        return find_user_error(training_failed_error) is None and super()._is_retryable_error(training_failed_error)
+
+
+class _Trainer(TorchTrainer):
+    """``TorchTrainer`` with :class:`_UserErrorsEndTheRun`. Ray Train V2 takes no policy from its
+    public API (``FailureConfig`` only counts): this is the one internal it is given here."""
+
+    def _initialize_and_run_controller(self, **controller_init_kwargs):
+        controller_init_kwargs["failure_policy"] = _UserErrorsEndTheRun(self.run_config.failure_config)
+        return super()._initialize_and_run_controller(**controller_init_kwargs)

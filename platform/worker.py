@@ -2,7 +2,8 @@
 
 Started by ``python -m platform.run asl`` (through ``TorchTrainer``). Rank 0 writes the
 checkpoints; every rank reports once an epoch (``ray.train.report`` is a barrier). Validation
-data is not split, so every rank computes the same metrics and stops at the same epoch.
+data is not split, and every rank takes rank 0's epoch metrics, so all stop at the same epoch.
+A ``UserError`` in a worker (a NaN loss) ends the run without a retry (``platform/trainer.py``).
 
 Data: each rank streams its part of every global step from the preprocessed store
 (``platform/stream.py``), in the order ``platform/exact.py`` defines; with
@@ -32,13 +33,14 @@ import ray.train.torch
 import torch
 from ray.train.v2._internal.execution import context as train_context
 
+from platform import checkpoints
 from platform import config as config_lib
 from platform import preempt, stream
+from platform.errors import UserError
 from platform.exact import seed_everything
 from platform.loop import TrainState, new_state, run_epoch, unwrap
 from platform.store import Split
 
-STATE_FILE = "state.pt"
 # A folder: each rank appends one JSON line a batch (epoch, position, store row ids, pid), for
 # the tests that check which samples a killed and resumed run trained.
 TRACE_ENV = "RAYPLATFORM_TRACE_DIR"
@@ -58,7 +60,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     seed_everything(cfg.seed)
     model = ray.train.torch.prepare_model(trainable.build_model(cfg, meta))
     state = new_state(model, cfg, device)
-    _restore(state, rank, world)
+    _restore(state, rank, world, loop_config["snapshot"].rsplit("/", 1)[0])
 
     splits = {name: Split(uri, manifest) for name, (uri, manifest) in loop_config["store"].items()}
     metric, mode = trainable.METRIC
@@ -76,6 +78,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         metrics.update({f"schedule/{key}": value for key, value in schedule.items()})
         metrics.update(_mean_over_workers({k: v for k, v in metrics.items() if k.startswith("train/")}, device))
         metrics["restarts"] = state.restarts
+        metrics = _from_rank0(metrics, world)
         improved = state.record(metrics, metric, mode)
         epochs_this_attempt += 1
         is_due = improved or state.should_stop(cfg) or state.epoch % cfg.checkpoint_every == 0
@@ -144,18 +147,31 @@ def _mean_over_workers(metrics: dict[str, float], device: torch.device) -> dict[
     return dict(zip(metrics, (values / torch.distributed.get_world_size()).tolist()))
 
 
-def _restore(state: TrainState, rank: int, world: int) -> None:
-    """Continue from Ray Train's latest checkpoint (a worker restart or ``--resume``)."""
+def _from_rank0(metrics: dict, world: int) -> dict:
+    """Rank 0's epoch metrics on every rank, so "best" and "stop" are one decision: ranks that
+    disagreed would report a different number of times and hang in ``report`` (a barrier)."""
+    if world == 1:
+        return metrics
+    holder = [metrics]
+    torch.distributed.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+def _restore(state: TrainState, rank: int, world: int, run_uri: str) -> None:
+    """Continue from Ray Train's latest checkpoint (a worker restart or ``--resume``), or from the
+    newest one before it that reads whole. Every rank reads the same files, so all pick the same."""
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return
-    with checkpoint.as_directory() as directory:
-        saved = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
+    found = checkpoints.load_newest(run_uri, first=Path(checkpoint.path).name, warn=say if rank == 0 else None)
+    if found is None:
+        raise UserError(f"no checkpoint of {run_uri} is readable: start the run again under another --name")
+    folder, saved = found
     state.load_state_dict(saved, rank, world)
     state.restarts += 1
     if rank == 0:
         inside = f", {state.position} samples into epoch {state.epoch + 1}" if state.position else ""
-        say(f"restored from {checkpoint.path} at epoch {state.epoch}{inside} (restart {state.restarts})")
+        say(f"restored from {run_uri}/{folder} at epoch {state.epoch}{inside} (restart {state.restarts})")
 
 
 def _step_checkpoints(cfg: Any, loop_config: dict, metric: str, mode: str, rank: int, world: int):
@@ -220,13 +236,12 @@ def _report(state: TrainState, metrics: dict, extras: dict, loop_config: dict, d
         saved = {**state.state_dict(), "extras": extras}
         if partials is not None:
             saved["partial"] = partials
-        torch.save(saved, Path(directory) / STATE_FILE)
+        torch.save(saved, Path(directory) / checkpoints.STATE_FILE)
         (Path(directory) / "config.json").write_text(json.dumps(loop_config["config"], indent=2, sort_keys=True))
         (Path(directory) / "meta.json").write_text(json.dumps(loop_config["meta"], indent=2))
         checkpoint = ray.train.Checkpoint.from_directory(directory)
         # A replayed epoch after a restart must not reuse the name of an orphaned directory.
-        inside = f"-step_{state.step:07d}" if metrics.get("partial") else ""
-        name = f"epoch_{state.epoch:04d}{inside}-attempt_{state.restarts}"
+        name = checkpoints.name(state.epoch, state.step, state.restarts, bool(metrics.get("partial")))
         ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
     return name
 

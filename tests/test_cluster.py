@@ -19,6 +19,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import torch
 from conftest import REPO, TEST_ENV, free_port
 
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -110,6 +111,10 @@ def _training_worker_pid(cluster: dict) -> int | None:
     return actors[0]["pid"] if actors else None
 
 
+def _without_timings(row: dict) -> dict:
+    return {key: value for key, value in row.items() if key not in ("epoch_s", "restarts")}
+
+
 def _kill_node_of(worker_pid: int) -> None:
     """The raylet that started that worker, and every process it started: the machine is gone."""
     raylet = psutil.Process(worker_pid).parent()
@@ -125,10 +130,9 @@ def test_losing_the_training_node_continues_from_the_checkpoint_on_another(clust
     _start_node(f"--address={cluster['gcs']}", "--num-cpus=2")  # a spare node to fail over to
     run_dir = tmp_path / "asl" / "node-loss"
     job_id = f"node-loss-{time.time_ns()}"
-    submitted = _submit(
-        cluster, "asl", "--tier", "smoke", "--set", "epochs=30", "--cpus-per-worker", "1",
-        "--storage", str(tmp_path), "--name", "node-loss", options=("--no-wait", "--submission-id", job_id),
-    )
+    args = ("asl", "--tier", "smoke", "--set", "epochs=30", "--cpus-per-worker", "1")
+    submitted = _submit(cluster, *args, "--storage", str(tmp_path), "--name", "node-loss",
+                        options=("--no-wait", "--submission-id", job_id))
     assert submitted.returncode == 0, submitted.stderr[-3000:]
     deadline = time.monotonic() + 600
     while not list(run_dir.glob("epoch_0003-*")) and time.monotonic() < deadline:
@@ -144,3 +148,11 @@ def test_losing_the_training_node_continues_from_the_checkpoint_on_another(clust
     assert manifest["status"] == "finished" and manifest["training"]["restarts"] >= 1
     assert manifest["training"]["epochs_completed"] == 30
     assert "restored from" in logs
+
+    # The same run, never interrupted: the lost node cost time, not a single float.
+    straight = _submit(cluster, *args, "--storage", str(tmp_path), "--name", "straight")
+    assert straight.returncode == 0, (straight.stdout + straight.stderr)[-4000:]
+    reference = _manifest(tmp_path / "asl" / "straight")
+    assert [_without_timings(row) for row in manifest["history"]] == [_without_timings(row) for row in reference["history"]]
+    found, expected = (torch.load(d / "best_model.pt", weights_only=True)["model"] for d in (run_dir, tmp_path / "asl" / "straight"))
+    assert all(torch.equal(found[key], expected[key]) for key in expected)

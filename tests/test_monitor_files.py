@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from platform import monitor
+from platform import checkpoints, monitor
 
 
 def _run_dir(root: Path, name: str, snapshot: dict | None = None) -> Path:
@@ -17,7 +17,7 @@ def _run_dir(root: Path, name: str, snapshot: dict | None = None) -> Path:
     manifest = {"stem": "asl", "tier": "smoke", "status": "finished", "config": {"epochs": 5}}
     (run_dir / "manifest.json").write_text(json.dumps(manifest))
     if snapshot is not None:
-        (run_dir / monitor.SNAPSHOT_FILE).write_text(json.dumps(snapshot))
+        (run_dir / checkpoints.SNAPSHOT_FILE).write_text(json.dumps(snapshot))
     return run_dir
 
 

@@ -24,6 +24,8 @@ import pytest
 import torch
 from conftest import REPO, TEST_ENV
 
+from platform import checkpoints
+
 # 40 training sequences in 5 shards of 8, windows of 2 shards, batches of 4: 10 steps an epoch.
 SMALL = ["asl", "--tier", "smoke", "--set", "epochs=6", "--set", "batch_size=4", "--set", "shard_rows=8",
          "--set", "shuffle_buffer=16", "--set", "checkpoint_every_steps=2", "--set", "dim=48"]
@@ -179,3 +181,24 @@ def test_a_resume_on_another_worker_count_trains_each_remaining_sample_once(ray_
         ids = [i for (e, _p, _r), part in after.items() if e == trained_epoch for i in part]
         ids += [i for part in before for i in part] if trained_epoch == epoch else []
         assert sorted(ids) == list(range(train_rows)), f"epoch {trained_epoch} (resumed at {position} of {epoch})"
+
+
+def test_a_torn_latest_checkpoint_falls_back_to_the_one_before_and_orphans_are_removed(ray_address, storage, straight, tmp_path):
+    run_dir = storage / "asl" / "torn"
+    driver = _start([*ONE, "--storage", str(storage), "--name", "torn"], tmp_path / "first", ray_address)
+    _wait_for_batches(tmp_path / "first", random.Random().randint(9, 20), driver)  # after 4 step checkpoints
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    latest = checkpoints.recorded(checkpoints.read_snapshot(str(run_dir)))[0]["dir"]
+    state = run_dir / latest / checkpoints.STATE_FILE
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])  # a full disk cut the write short
+    orphan = run_dir / "epoch_0001-attempt_5-dead00"  # what a killed attempt leaves unrecorded
+    orphan.mkdir()
+    (orphan / checkpoints.STATE_FILE).write_bytes(b"half a checkpoint")
+
+    resumed = _run(["asl", "--storage", str(storage), "--name", "torn", "--resume"], tmp_path / "second", ray_address)
+    assert f"warning: checkpoint {latest} is unreadable" in resumed.stdout + resumed.stderr, resumed.stdout[-3000:]
+    _same_run(run_dir, straight[0])
+    assert not orphan.exists()
+    recorded = {row["dir"] for row in checkpoints.recorded(checkpoints.read_snapshot(str(run_dir)))}
+    assert set(checkpoints.folders(str(run_dir))) == recorded

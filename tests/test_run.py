@@ -304,3 +304,41 @@ def test_help_lists_trainables_tiers_and_config_keys():
     assert "trainables: " in result.stdout and "asl" in result.stdout
     assert "tiers of asl: smoke, fast, standard, full" in result.stdout
     assert "max_len = 384" in result.stdout and "Peak learning rate (AdamW)." in result.stdout
+
+
+def test_a_user_error_in_a_worker_ends_the_run_without_a_retry(ray_address, storage, tmp_path, monkeypatch):
+    # lr 1e30: the first step blows the weights up, the second batch's loss is NaN, inside the worker.
+    monkeypatch.setenv("RAYPLATFORM_TRACE_DIR", str(tmp_path))  # one trace file a worker process
+    result = run_command("run", "asl", "--tier", "smoke", "--set", "lr=1e30", "--set", "epochs=3",
+                         "--storage", str(storage), "--name", "diverges", address=ray_address)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert last_line(result.stderr).startswith("error: the training loss is nan in epoch 1, batch 2")
+    assert len(list(tmp_path.glob("rank0-*.jsonl"))) == 1, "the worker was started again for an error that repeats"
+    assert _manifest(storage / "asl" / "diverges")["status"] == "failed"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--gpu"], "error: this run trained without --gpu: a resume keeps it (drop --gpu)"),
+    (["--cpus-per-worker", "1"], "error: this run trained with --cpus-per-worker 2: a resume on 1 worker(s) keeps it"),
+])
+def test_a_resume_on_other_devices_or_threads_is_refused_before_anything_is_written(plain_run, storage, args, message):
+    run_dir, _stdout = plain_run
+    before = {path.name: path.read_bytes() for path in run_dir.iterdir() if path.is_file()}
+    result = run_command("run", "asl", "--storage", str(storage), "--name", "plain", "--resume", *args)
+    assert result.returncode == 2 and last_line(result.stderr).startswith(message), result.stderr[-3000:]
+    assert {path.name: path.read_bytes() for path in run_dir.iterdir() if path.is_file()} == before
+
+
+def test_a_resume_on_changed_data_is_refused_before_anything_is_written(plain_run, storage, ray_address):
+    run_dir, _stdout = plain_run
+    changed = storage / "asl" / "changed-data"
+    changed.mkdir()
+    for name in ("config.json", "manifest.json", "meta.json"):
+        shutil.copy(run_dir / name, changed / name)
+    meta = json.loads((changed / "meta.json").read_text())
+    (changed / "meta.json").write_text(json.dumps({**meta, "content_hash": "sha256:another"}))
+    before = {path.name: path.read_bytes() for path in changed.iterdir()}
+    result = run_command("run", "asl", "--storage", str(storage), "--name", "changed-data", "--resume", address=ray_address)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert last_line(result.stderr).startswith("error: the data changed since this run started (its content_hash differs")
+    assert {path.name: path.read_bytes() for path in changed.iterdir()} == before
