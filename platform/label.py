@@ -3,18 +3,24 @@
     OPENROUTER_API_KEY=... python -m platform.label /path/to/social [--out DIR] [--model M]
         [--base-url URL] [--rpm N | --rps R] [--concurrency C] [--budget-usd X] [--max-retries N]
         [--timeout S] [--dry-run] [--address ADDR] [--price-in USD_PER_MTOK --price-out USD_PER_MTOK]
+        [--allow-outside-images]
 
 The source is a posts.csv (post_id, image_path, caption, ...) or the folder holding it. Each
 uncached row's image (base64 data URL) and caption go to ``--model``; the reply must be a JSON
 object with a numeric ``score`` in 0..10 and a short ``reason``. Writes, in ``--out`` (default
-``<source folder>/labeled``): ``labels.csv``, ``quarantine.csv``, ``ledger.json`` (what
-``python -m platform.run gender_bias --data DIR`` reads), and keeps every answer in
-``<out>/cache/`` the moment it arrives, so a re-run or a run resumed after a kill never pays twice.
-``--rpm``/``--rps`` and ``--concurrency`` hold for the whole job, however many actors run (one
-Ray actor grants every request; see platform/labeling/gate.py).
+``<source folder>/labeled``): ``labels.csv`` (what ``python -m platform.run gender_bias --data DIR``
+reads), ``quarantine.csv``, ``ledger.json`` (this run's requests, tokens and cost, and ``totals``
+over every run into ``--out``, killed ones included, from the attempt logs in ``<out>/runs/``), and
+keeps every answer in ``<out>/cache/`` the moment it arrives, so a re-run or a run resumed after a
+kill never pays twice. Answers are cached per API (``--base-url``): a run against a test server
+never serves a real one. ``--rpm``/``--rps`` and ``--concurrency`` hold for the whole job, however
+many actors run (one Ray actor grants every request; see platform/labeling/gate.py). A 429's
+Retry-After pauses the job at most ``--timeout`` seconds (at most 60), said in one line when the
+server asked for longer. An ``image_path`` outside the source folder is refused (exit 2) unless
+``--allow-outside-images``.
 
 Exit codes: 0 done (quarantined rows included); 2 a user error (bad input, no API key, key
-rejected, server unreachable), as one ``error: ...`` line; 3 stopped at ``--budget-usd``: the rows
+rejected, server never reachable), as one ``error: ...`` line; 3 stopped at ``--budget-usd``: the rows
 left are reported as not labeled, and running again with a higher budget finishes them (cached rows
 are free). The key is read from OPENROUTER_API_KEY or OPENAI_API_KEY and never printed or written.
 """
@@ -32,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from platform.errors import UserError, exit_on_user_error
-from platform.labeling import cache, inputs, prompt, report
+from platform.labeling import cache, inputs, ledger, prompt, report
 
 DEFAULT_MODEL = "openai/gpt-4o-mini"
 DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
@@ -69,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--actors", type=int, default=2, help="Ray Data actors sending requests (default 2)")
     parser.add_argument("--budget-usd", type=float, default=None, help="stop once this run has spent this much (exit 3)")
     parser.add_argument("--max-retries", type=int, default=4, help="retries a row gets after its first attempt (default 4)")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for one reply (default 60)")
+    parser.add_argument("--timeout", type=float, default=60.0,
+                        help="seconds to wait for one reply (default 60); also the longest a 429's Retry-After "
+                             "pauses the job (never more than 60)")
     parser.add_argument("--backoff", type=float, default=1.0,
                         help="base of the exponential backoff in seconds, with full jitter (default 1)")
     parser.add_argument("--price-in", type=float, default=None, help="USD per million prompt tokens (default: known models)")
@@ -78,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"prompt tokens an image costs, for --dry-run (default {prompt.IMAGE_TOKENS_LOW_DETAIL})")
     parser.add_argument("--retry-quarantined", action="store_true",
                         help="ask again for rows whose cached reply was invalid")
+    parser.add_argument("--allow-outside-images", action="store_true",
+                        help="send images whose image_path is outside the source folder (refused by default)")
     parser.add_argument("--dry-run", action="store_true", help="estimate requests, tokens and cost; send nothing")
     parser.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
     return parser
@@ -97,6 +107,7 @@ def check_args(args: argparse.Namespace) -> float:
     rps = args.rps if args.rps is not None else (args.rpm if args.rpm is not None else DEFAULT_RPM) / 60
     if not rps > 0:
         raise UserError("--rpm/--rps must be positive")
+    inputs.provider(args.base_url)  # a malformed URL is one error line now, not a connection error later
     return rps
 
 
@@ -141,8 +152,8 @@ def dry_run(posts, early, hits, todo, rps: float, price: tuple[float, float] | N
     return 0
 
 
-def label_remote(todo: list[dict], args, rps: float, price, key: str, cache_dir: Path, total: int, base_done: dict):
-    """Runs the Ray Data job; returns (results by key, gate stats)."""
+def label_remote(todo: list[dict], args, rps: float, price, key: str, run: dict, total: int, base_done: dict):
+    """Runs the Ray Data job; returns (results by key, gate stats). ``run``: id, cache shard, attempt log."""
     import ray
     import ray.data
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -152,11 +163,10 @@ def label_remote(todo: list[dict], args, rps: float, price, key: str, cache_dir:
     from platform.labeling.worker import Labeler, Secret, Settings
 
     cluster.start(args.address)
-    run_id = f"{datetime.datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:8]}"
     gate = Gate.options(
-        name=f"label-gate-{run_id}",
+        name=f"label-gate-{run['id']}",
         scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False),
-    ).remote(rps, args.concurrency, args.budget_usd, str(cache_dir / f"{run_id}.jsonl"))
+    ).remote(rps, args.concurrency, args.budget_usd, str(run["shard"]), str(run["attempts"]))
     settings = Settings(
         base_url=args.base_url, model=args.model, timeout_s=args.timeout, max_retries=args.max_retries,
         backoff_s=args.backoff, price_in=price[0] if price else 0.0, price_out=price[1] if price else 0.0,
@@ -178,17 +188,36 @@ def label_remote(todo: list[dict], args, rps: float, price, key: str, cache_dir:
     )
     results: dict[str, dict] = {}
     started = last_print = time.monotonic()
+    told = False
     for batch in dataset.iter_batches(batch_size=None, batch_format="pandas"):
         for record in batch.to_dict("records"):
             results[record["key"]] = record
         if time.monotonic() - last_print >= PROGRESS_EVERY_S:
             last_print = time.monotonic()
-            print(_progress(results, total, base_done, ray.get(gate.stats.remote()), last_print - started), flush=True)
+            stats = ray.get(gate.stats.remote())
+            told = told or _tell_capped(stats, args.timeout)
+            print(_progress(results, total, base_done, stats, last_print - started), flush=True)
     stats = ray.get(gate.stats.remote())
+    if not told:
+        _tell_capped(stats, args.timeout)
     print(_progress(results, total, base_done, stats, time.monotonic() - started), flush=True)
     ray.get(gate.close.remote())
     ray.kill(gate)
     return results, stats
+
+
+def _tell_capped(stats: dict, timeout_s: float) -> bool:
+    """One line once the server asked for a longer pause than we give: else the wait looks like a hang
+    and rows quarantined as rate_limited look like our fault. Returns whether it printed."""
+    from platform.labeling.worker import retry_after_cap
+
+    if not stats.get("retry_after_capped"):
+        return False
+    print(f"[label] the API asked for pauses of up to {stats['longest_retry_after_s']:g}s (Retry-After, "
+          f"{stats['retry_after_capped']} time(s)); paused {retry_after_cap(timeout_s):g}s instead (at most "
+          "--timeout, never over 60s): rows still refused are quarantined as rate_limited and a re-run retries them",
+          flush=True)
+    return True
 
 
 def _progress(results: dict, total: int, base: dict, stats: dict, elapsed: float) -> str:
@@ -221,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     rps = check_args(args)
     started_at, started = datetime.datetime.now().astimezone(), time.monotonic()
-    posts = inputs.read(args.source, args.model)
+    posts = inputs.read(args.source, args.model, inputs.provider(args.base_url), args.allow_outside_images)
     out = Path(args.out).expanduser().resolve() if args.out else posts.folder / "labeled"
     cache_dir = Path(args.cache).expanduser().resolve() if args.cache else out / "cache"
     early, hits, todo = plan(posts, cache.load(cache_dir), args.retry_quarantined)
@@ -237,16 +266,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[label] {total} rows from {posts.source}: {len(hits)} cached, {len(early)} quarantined before any "
           f"request, {len(todo)} to ask {args.model} at {rps * 60:g} requests/min, {args.concurrency} at a time",
           flush=True)
+    run = start_run(args, posts, out, cache_dir, started_at)
     results, stats = {}, {}
     if todo:
-        results, stats = label_remote(todo, args, rps, price, key, cache_dir, total,
+        results, stats = label_remote(todo, args, rps, price, key, run, total,
                                       {"cached": sum(1 for r in posts.table["key"] if r in hits), "early": len(early)})
         if stats.get("fatal"):
             raise UserError(stats["fatal"])
     labels, quarantine, left = assemble(posts, hits, results)
-    ledger = build_ledger(args, rps, price, posts, out, labels, quarantine, left, stats, started_at, started)
-    report.write(out, labels, quarantine, ledger)
-    print(report.summary(ledger, out), flush=True)
+    figures = ledger.build(args, rps, price, posts, out, labels, quarantine, left, stats, started_at, started)
+    report.write(out, labels, quarantine, figures)
+    print(report.summary(figures, out), flush=True)
     if left:
         print(f"[label] budget reached: {report.money(stats.get('cost_usd'))} spent of ${args.budget_usd:g}; "
               f"{len(left)} rows not labeled (run again with a higher --budget-usd: cached rows are free)", flush=True)
@@ -254,31 +284,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def build_ledger(args, rps, price, posts, out, labels, quarantine, left, stats, started_at, started) -> dict[str, Any]:
-    new = [r for r in labels if not r["cached"]]
-    kinds = {k: v for k, v in stats.items() if k.startswith(("http_", "timeout", "connection_error",
-                                                                "malformed_response", "invalid_reply"))}
-    return {
-        "status": "budget_reached" if left else "complete",
-        "source": str(posts.source), "out": str(out), "model": args.model, "base_url": args.base_url,
-        "prompt_version": prompt.PROMPT_VERSION, "generation": prompt.GENERATION,
-        "limits": {"requests_per_minute": rps * 60, "concurrency": args.concurrency, "actors": args.actors,
-                   "budget_usd": args.budget_usd, "max_retries": args.max_retries, "timeout_s": args.timeout},
-        "prices_usd_per_mtok": {"prompt": price[0], "completion": price[1]} if price else None,
-        "rows": {"total": len(posts.table), "labeled": len(labels), "labeled_now": len(new),
-                 "cached": len(labels) - len(new), "quarantined": len(quarantine),
-                 "quarantined_by_reason": report.by_reason([q["reason"] for q in quarantine]),
-                 "not_labeled": len(left)},
-        "requests": stats.get("requests", 0), "http_429": stats.get("http_429", 0),
-        "retries": stats.get("retries", 0), "attempt_failures_by_kind": kinds,
-        "tokens": {"prompt": stats.get("prompt_tokens", 0), "completion": stats.get("completion_tokens", 0)},
-        "cost_usd": round(stats.get("cost_usd", 0.0), 8),
-        "cost_usd_of_cached_rows": round(sum(float(r["cost_usd"] or 0) for r in labels if r["cached"]), 8),
-        "achieved_requests_per_minute": stats.get("achieved_rpm"),
-        "elapsed_s": round(time.monotonic() - started, 3),
-        "started_at": started_at.isoformat(timespec="seconds"),
-        "finished_at": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-    }
+def start_run(args, posts: inputs.Posts, out: Path, cache_dir: Path, started_at) -> dict[str, Any]:
+    """This run's id, cache shard and attempt log (its header written now: a run counts in the
+    ledger's totals even if it is killed before its first answer)."""
+    run_id = f"{started_at:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:8]}"
+    header = {"started_at": started_at.isoformat(timespec="seconds"), "source": str(posts.source),
+              "model": args.model, "provider": inputs.provider(args.base_url)}
+    return {"id": run_id, "shard": cache_dir / f"{run_id}.jsonl", "attempts": ledger.start_run(out, run_id, header)}
 
 
 if __name__ == "__main__":

@@ -3,15 +3,17 @@
     .venv/bin/python tests/openai_server.py --port 8765 [--key test-key] [--latency 0.1]
         [--script '{"#flaky": ["429", "500"]}']
     OPENROUTER_API_KEY=test-key .venv/bin/python -m platform.label ../shared/datasets/social \\
-        --base-url http://127.0.0.1:8765/v1 --price-in 1 --price-out 1 --out /tmp/labeled
+        --base-url http://127.0.0.1:8765/v1 --price-in 1 --price-out 1 --out labeled-by-test-server
 
 Serves ``POST /v1/chat/completions`` with the OpenAI response schema (``usage`` included), on
 127.0.0.1. The caption is the last text part of the last user message (a leading ``Caption:`` is
 dropped); the reply is ``{"score": expected_score(caption), "reason": ...}``, every other one in a
 code fence. A wrong ``Authorization: Bearer`` key gets 401. ``script`` maps a substring of the
 caption to the behaviours of that caption's successive calls (then ``ok``):
-``429`` (with Retry-After), ``500``, ``malformed`` (a body that is not JSON), ``not_json`` (content
-that is not JSON), ``out_of_range`` (score 42), ``slow`` (waits ``slow_s`` before answering).
+``429`` (with Retry-After: ``retry_after`` seconds), ``500``, ``malformed`` (a body that is not
+JSON), ``not_json`` (content that is not JSON), ``out_of_range`` (score 42), ``slow`` (waits
+``slow_s`` before answering), ``drop`` (closes the connection without a response: the client sees
+a connection error).
 Every call is logged (``calls``: time, caption, behaviour, status) for rate and count checks.
 """
 
@@ -84,8 +86,11 @@ class FakeOpenAI:
         body = await request.json()
         caption, has_image = _caption_and_image(body)
         behaviour = self._behaviour(caption)
-        status = {"429": 429, "500": 500}.get(behaviour, 200)
+        status = {"429": 429, "500": 500, "drop": 0}.get(behaviour, 200)  # 0: no response at all
         self._log(arrived, caption, behaviour, status, has_image)
+        if behaviour == "drop":
+            request.transport.close()  # the response below is never sent
+            return web.Response(status=500)
         await asyncio.sleep(self.slow_s if behaviour == "slow" else self.latency)
         if behaviour == "429":
             return web.json_response({"error": {"message": "rate limited", "code": 429}}, status=429,

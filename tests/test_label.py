@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import REPO, TEST_ENV, last_line, run_command, shared_dataset
+from conftest import REPO, TEST_ENV, last_line, png_header_only, run_command, shared_dataset
 from openai_server import PROMPT_TOKENS, FakeOpenAI, expected_score
 from PIL import Image
 
@@ -93,8 +93,15 @@ def synthetic(tmp_path_factory, ray_address):
         first_calls = list(server.calls)
         shutil.copytree(folder / "labeled", folder / "first")  # the re-run rewrites labeled/
         rerun = label(*args, address=ray_address)
+        rerun_calls = server.calls[len(first_calls):]
+        shutil.copytree(folder / "labeled", folder / "second")
+        # The same folder and cache against another API (another port: another --base-url).
+        with FakeOpenAI(key=KEY) as other:
+            elsewhere = label(*args[:2], other.url, *args[3:], address=ray_address)
+            other_calls = list(other.calls)
         yield {"folder": folder, "out": folder / "first", "captions": captions, "first": first,
-               "first_calls": first_calls, "rerun": rerun, "rerun_calls": server.calls[len(first_calls):]}
+               "first_calls": first_calls, "rerun": rerun, "rerun_calls": rerun_calls,
+               "elsewhere": elsewhere, "other_calls": other_calls}
 
 
 def test_every_row_is_labeled_or_quarantined_once_with_its_reason(synthetic):
@@ -148,14 +155,117 @@ def test_a_rerun_pays_only_for_rows_that_failed_for_a_transient_reason(synthetic
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     # The timed-out row is asked again; the invalid reply was paid for, so it stays quarantined.
     assert [c["caption"] for c in synthetic["rerun_calls"]] == [synthetic["captions"][4]]
-    labels = pd.read_csv(synthetic["folder"] / "labeled" / "labels.csv", dtype={"post_id": str})
+    labels = pd.read_csv(synthetic["folder"] / "second" / "labels.csv", dtype={"post_id": str})
     assert len(labels) == 20 and labels["cached"].sum() == 19
     assert "(1 new, 19 from cache)" in rerun.stdout
 
 
+def test_answers_cached_from_one_api_are_not_reused_for_another(synthetic):
+    # The cache of labeled/ holds the first server's answers to every row; another --base-url asks again.
+    elsewhere = synthetic["elsewhere"]
+    assert elsewhere.returncode == 0, elsewhere.stderr[-3000:]
+    assert sorted(c["caption"] for c in synthetic["other_calls"]) == sorted(synthetic["captions"])
+    labels = pd.read_csv(synthetic["folder"] / "labeled" / "labels.csv", dtype={"post_id": str})
+    assert len(labels) == 21 and not labels["cached"].any()  # p0-p19 and the twin of p5
+    assert "(21 new, 0 from cache)" in elsewhere.stdout
+
+
+def test_the_api_in_the_cache_key_is_spelled_one_way_and_a_malformed_one_is_refused(tmp_path):
+    from platform.labeling.inputs import provider
+
+    assert provider("HTTPS://OpenRouter.AI:443/api/v1/") == provider("https://openrouter.ai/api/v1") \
+        == "https://openrouter.ai/api/v1"
+    assert provider("http://user:pw@127.0.0.1:8765/v1") == "http://127.0.0.1:8765/v1"  # no password in a record
+    assert provider("http://127.0.0.1:8765/v1") != provider("http://127.0.0.1:8766/v1")
+    folder = write_posts(tmp_path, ["a post"])
+    result = label(str(folder), "--base-url", "openrouter.ai/api/v1")
+    assert result.returncode == 2
+    assert last_line(result.stderr) == "error: --base-url 'openrouter.ai/api/v1' is not an http(s) URL like " \
+                                       "https://openrouter.ai/api/v1"
+
+
 def test_the_key_is_never_printed_or_written(synthetic):
     assert_key_nowhere(synthetic["folder"], synthetic["first"].stdout, synthetic["first"].stderr,
-                       synthetic["rerun"].stdout, synthetic["rerun"].stderr)
+                       synthetic["rerun"].stdout, synthetic["rerun"].stderr,
+                       synthetic["elsewhere"].stdout, synthetic["elsewhere"].stderr)
+
+
+@pytest.fixture(scope="module")
+def faults(tmp_path_factory, ray_address):
+    """One run through a server that drops a connection and asks for a day's pause, over posts
+    that include decompression bombs."""
+    folder = tmp_path_factory.mktemp("faults")
+    captions = [f"an ordinary post {i}" for i in range(6)] + ["a post #drop", "a post #wait"]
+    png_header_only(folder / "images" / "bomb.png", 100_000, 100_000)  # beyond Pillow's own limit
+    png_header_only(folder / "images" / "big.png", 9_000, 9_000)  # beyond the trainable's 64 MP only
+    extra = [("bomb", "images/bomb.png", "a bomb"), ("big", "images/big.png", "81 megapixels")]
+    write_posts(folder, captions, extra)
+    script = {"#drop": ["500", "drop"], "#wait": ["429"]}
+    with FakeOpenAI(key=KEY, latency=0.05, script=script, retry_after=86400) as server:
+        result = label(str(folder), "--base-url", server.url, *PRICES, "--rps", "20", "--concurrency", "2",
+                       "--max-retries", "1", "--timeout", "1", "--backoff", "0.05", address=ray_address, timeout=150)
+        calls = list(server.calls)
+    quarantine = pd.read_csv(folder / "labeled" / "quarantine.csv", dtype={"post_id": str}) \
+        if result.returncode == 0 else None
+    return {"folder": folder, "captions": captions, "result": result, "calls": calls, "quarantine": quarantine}
+
+
+def test_a_decompression_bomb_is_quarantined_before_any_request(faults):
+    result, quarantine = faults["result"], faults["quarantine"]
+    assert result.returncode == 0, result.stderr[-3000:]
+    reasons = dict(zip(quarantine["post_id"], quarantine["reason"]))
+    assert reasons["bomb"].startswith("decompression_bomb: ") and reasons["big"] == \
+        "decompression_bomb: 9000x9000 pixels, more than the 64,000,000 an image may have"
+    assert dict(zip(quarantine["post_id"], quarantine["attempts"]))["bomb"] == 0
+    assert not {c["caption"] for c in faults["calls"]} & {"a bomb", "81 megapixels"}
+    labels = pd.read_csv(faults["folder"] / "labeled" / "labels.csv", dtype={"post_id": str})
+    assert set(labels["caption"]) == set(faults["captions"]) - {"a post #drop"}
+
+
+def test_a_connection_lost_on_a_rows_last_attempt_quarantines_that_row_and_the_job_goes_on(faults):
+    result, quarantine = faults["result"], faults["quarantine"]
+    assert result.returncode == 0, result.stderr[-3000:]
+    dropped = quarantine.set_index("post_id").loc["p6"]
+    assert dropped["reason"] == "connection_error: RemoteProtocolError: Server disconnected without sending a response."
+    assert dropped["attempts"] == 2
+    assert [c["behaviour"] for c in faults["calls"] if c["caption"] == "a post #drop"] == ["500", "drop"]
+    ledger = json.loads((faults["folder"] / "labeled" / "ledger.json").read_text())
+    assert ledger["rows"]["quarantined_by_reason"] == {"connection_error": 1, "decompression_bomb": 2}
+    assert ledger["attempt_failures_by_kind"]["connection_error"] == 1
+
+
+def test_a_day_long_retry_after_pauses_the_job_a_capped_while_and_says_so(faults):
+    result = faults["result"]
+    assert result.returncode == 0, result.stderr[-3000:]
+    waited = [c["t"] for c in faults["calls"] if c["caption"] == "a post #wait"]
+    assert len(waited) == 2 and 1.0 <= waited[1] - waited[0] < 10  # --timeout 1 caps the pause at 1 s
+    told = [line for line in result.stdout.splitlines() if "Retry-After" in line]
+    assert told == ["[label] the API asked for pauses of up to 86400s (Retry-After, 1 time(s)); paused 1s instead "
+                    "(at most --timeout, never over 60s): rows still refused are quarantined as rate_limited and "
+                    "a re-run retries them"]
+    labels = pd.read_csv(faults["folder"] / "labeled" / "labels.csv", dtype={"post_id": str})
+    assert "a post #wait" in set(labels["caption"])
+    assert json.loads((faults["folder"] / "labeled" / "ledger.json").read_text())["retry_after_capped"] == 1
+
+
+def test_an_image_path_outside_the_source_folder_is_refused_unless_allowed(tmp_path):
+    folder = tmp_path / "posts"
+    elsewhere = write_posts(tmp_path / "elsewhere", ["private one", "private two"])
+    extra = [("inside", str(folder / "images" / "p1.jpg"), "an absolute path inside the folder"),
+             ("out", "../elsewhere/images/p0.jpg", "private one"),
+             ("out2", str(elsewhere / "images" / "p1.jpg"), "private two")]
+    write_posts(folder, ["a post", "another post"], extra)
+    with FakeOpenAI(key=KEY) as server:
+        refused = label(str(folder), "--base-url", server.url, *PRICES)
+        assert server.call_count == 0
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert last_line(refused.stderr) == (
+        f"error: {folder / 'posts.csv'}: post out: image_path '../elsewhere/images/p0.jpg' is outside {folder} "
+        "(and 1 more rows); pass --allow-outside-images to send images from elsewhere to the API")
+    assert not (folder / "labeled").exists()
+    allowed = label(str(folder), "--base-url", server.url, *PRICES, "--allow-outside-images", "--dry-run", key=None)
+    assert allowed.returncode == 0, allowed.stderr[-3000:]
+    assert "would send 5 requests" in allowed.stdout and "0 quarantined before any request" in allowed.stdout
 
 
 @pytest.fixture(scope="module")
@@ -167,8 +277,9 @@ def labeled_social(tmp_path_factory, ray_address) -> tuple[Path, pd.DataFrame, s
     posts["image_path"] = [str(social / p) for p in posts["image_path"]]
     posts.to_csv(folder / "posts.csv", index=False)
     with FakeOpenAI(key=KEY, latency=0.02) as server:
+        # The posts name images in ../shared/datasets/social, outside their own folder.
         result = label(str(folder / "posts.csv"), "--out", str(folder / "out"), "--base-url", server.url,
-                       *PRICES, "--rps", "20", address=ray_address)
+                       *PRICES, "--rps", "20", "--allow-outside-images", address=ray_address)
         calls = server.call_count
     return folder, posts, result, calls
 
@@ -198,7 +309,7 @@ def test_the_labeled_posts_train_gender_bias_and_predict(labeled_social, ray_add
     assert 0 <= json.loads(predicted.stdout.strip().splitlines()[-1])["score"] <= 10
 
 
-def test_a_killed_run_resumes_without_paying_twice(tmp_path, ray_address):
+def test_a_killed_run_resumes_without_paying_twice_and_the_ledger_counts_both_runs(tmp_path, ray_address):
     captions = [f"resumable post {i}" for i in range(30)]
     folder = write_posts(tmp_path / "posts", captions)
     env = {**os.environ, **TEST_ENV, "RAY_ADDRESS": ray_address, "OPENROUTER_API_KEY": KEY}
@@ -224,12 +335,24 @@ def test_a_killed_run_resumes_without_paying_twice(tmp_path, ray_address):
         before = len(server.calls)
         resumed = label(*args, address=ray_address)
         asked = [c["caption"] for c in server.calls[before:]]
+        every_call = server.call_count
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     labels = pd.read_csv(folder / "labeled" / "labels.csv")
     assert sorted(labels["caption"]) == sorted(captions)
     cached_captions = set(labels.loc[labels["cached"], "caption"])
     assert len(cached_captions) == len(cached)
     assert not cached_captions & set(asked) and len(asked) == len(set(asked)) == len(captions) - len(cached)
+    # The killed run never wrote a ledger; the resumed one counts it from its attempt log.
+    ledger = json.loads((folder / "labeled" / "ledger.json").read_text())
+    assert ledger["requests"] == len(asked) and ledger["runs"] == 2
+    totals = ledger["totals"]
+    # Attempts in flight when the killed run's actors died reached the server unlogged: at most --concurrency.
+    assert every_call - 2 <= totals["requests"] <= every_call and totals["requests"] > len(asked)
+    assert totals["cost_usd"] == pytest.approx(totals["requests"] * COST_PER_REQUEST)
+    assert totals["tokens"]["prompt"] == PROMPT_TOKENS * totals["requests"]
+    assert len(captions) <= totals["rows_labeled"] <= len(captions) + 2
+    assert f"all 2 runs into this folder: requests {totals['requests']}  rows labeled {totals['rows_labeled']}" \
+        in resumed.stdout
 
 
 def test_the_budget_stops_the_run_cleanly(tmp_path, ray_address):
@@ -291,7 +414,7 @@ def test_an_unreachable_server_aborts_with_one_error_line(tmp_path, ray_address)
 
 def test_replies_are_parsed_leniently_and_validated_strictly():
     from platform.labeling.prompt import ReplyError, parse_reply
-    from platform.labeling.worker import retry_after
+    from platform.labeling.worker import RETRY_AFTER_CAP_S, retry_after, retry_after_cap
 
     assert parse_reply('```json\n{"score": 7, "reason": "ok"}\n```') == (7.0, "ok")
     assert parse_reply('Sure! {"score": "3.5", "reason": " two\nlines "} Hope it helps.') == (3.5, "two lines")
@@ -301,3 +424,5 @@ def test_replies_are_parsed_leniently_and_validated_strictly():
             parse_reply(bad)
     assert retry_after({"retry-after": "2"}) == 2.0 and retry_after({"retry-after-ms": "250"}) == 0.25
     assert retry_after({}) == 0.0 and retry_after({"retry-after": "soon"}) == 0.0
+    assert retry_after({"retry-after": "86400"}) == 86400  # the server's word; the pause is capped apart
+    assert retry_after_cap(1) == 1 and retry_after_cap(3600) == RETRY_AFTER_CAP_S == 60

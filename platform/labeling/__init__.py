@@ -3,5 +3,6 @@
 Modules: ``prompt`` (messages, reply parsing, cache key parameters), ``inputs`` (posts.csv, image
 checks, cache keys), ``cache`` (durable JSONL results), ``gate`` (the one Ray actor that holds the
 job's rate limit, concurrency cap, budget and counters), ``worker`` (the async Ray Data UDF that
-calls the API) and ``report`` (labels.csv, quarantine.csv, ledger.json and the printed lines).
+calls the API), ``ledger`` (ledger.json: the last run and the totals over every run into a folder)
+and ``report`` (labels.csv, quarantine.csv and the printed lines).
 """

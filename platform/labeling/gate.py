@@ -6,8 +6,10 @@ However many Ray Data actors run, each attempt (first tries and retries alike) f
 at once and then the configured rate, so any 60 s window holds at most ``rpm + burst`` requests;
 a semaphore caps in-flight requests at ``--concurrency``; a 429's Retry-After pauses every worker,
 since the server meant the whole key. The actor also keeps the cost ledger (so ``--budget-usd``
-holds for the job), counts requests, 429s and retries, and appends each result to the cache.
-It is scheduled on the driver's node so the driver reads the same cache folder.
+holds for the job), counts requests, 429s and retries, appends each result to the cache and each
+finished attempt to the run's log (``<out>/runs/``: what ledger.json's totals add up, killed runs
+included), and knows whether the server has answered anything yet (``reachable``).
+It is scheduled on the driver's node so the driver reads the same cache and output folders.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ from aiolimiter import AsyncLimiter
 
 from platform.labeling import cache
 
+# Attempt kinds that mean the server sent something back: it is reachable, whatever it said.
+NO_ANSWER = ("connection_error", "timeout")
+REACHABLE_POLL_S = 0.05
+
 
 def limiter_shape(requests_per_second: float) -> tuple[float, float]:
     """``(max_rate, time_period)`` for AsyncLimiter: a bucket of one second's requests (at least 1)."""
@@ -33,7 +39,8 @@ def limiter_shape(requests_per_second: float) -> tuple[float, float]:
 
 @ray.remote(num_cpus=0)
 class Gate:
-    def __init__(self, requests_per_second: float, concurrency: int, budget_usd: float | None, shard: str):
+    def __init__(self, requests_per_second: float, concurrency: int, budget_usd: float | None, shard: str,
+                 attempts: str):
         self._rps = requests_per_second
         self._limiter = AsyncLimiter(*limiter_shape(requests_per_second))
         self._slots = asyncio.Semaphore(concurrency)
@@ -42,6 +49,10 @@ class Gate:
         self._stop: str | None = None  # "budget" or a fatal error line
         self._fatal: str | None = None
         self._shard = cache.Shard(Path(shard))
+        self._attempts = cache.Shard(Path(attempts))
+        self._in_flight = 0
+        self._answered = 0
+        self._longest_retry_after = 0.0
         self._counts: Counter = Counter()
         self._cost = 0.0
         self._grants: list[float] = []
@@ -66,12 +77,21 @@ class Gate:
             raise
         self._grants.append(time.time())
         self._counts["requests"] += 1
+        self._in_flight += 1
         return None
 
     def done(self, outcome: dict[str, Any]) -> None:
-        """One attempt finished: free its slot and book its tokens, cost and kind."""
+        """One attempt finished: free its slot, book its tokens, cost and kind, and log it durably."""
         self._slots.release()
-        self._counts[outcome.get("kind", "ok")] += 1
+        self._in_flight -= 1
+        kind = outcome.get("kind", "ok")
+        self._attempts.write({"t": round(time.time(), 3), "kind": kind, "retry": bool(outcome.get("retry")),
+                              **{k: outcome.get(k) or 0 for k in ("prompt_tokens", "completion_tokens", "cost_usd")}})
+        self._answered += kind not in NO_ANSWER
+        if outcome.get("retry_after_asked_s"):
+            self._counts["retry_after_capped"] += 1
+            self._longest_retry_after = max(self._longest_retry_after, float(outcome["retry_after_asked_s"]))
+        self._counts[kind] += 1
         if outcome.get("retry"):
             self._counts["retries"] += 1
         self._counts["prompt_tokens"] += int(outcome.get("prompt_tokens") or 0)
@@ -88,6 +108,16 @@ class Gate:
         if cache.cacheable(result):
             self._shard.write(result)
 
+    async def reachable(self, timeout_s: float) -> bool:
+        """Whether the server has answered any attempt of this job; asked by a row whose last attempt
+        failed to connect. Waits for the attempts still in flight first (a row that fails fast must
+        not end the job while others are about to get answers), but no longer than one reply may
+        take (``--timeout``): an attempt of an actor that died is never ``done``."""
+        deadline = time.monotonic() + timeout_s + 1.0
+        while not self._answered and self._in_flight > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(REACHABLE_POLL_S)
+        return self._answered > 0
+
     def abort(self, reason: str) -> None:
         """A job-wide failure (key rejected, server unreachable): every worker stops asking."""
         if self._fatal is None:
@@ -101,6 +131,7 @@ class Gate:
         return {
             **counts,
             "cost_usd": self._cost,
+            "longest_retry_after_s": self._longest_retry_after,
             "stopped": self._stop,
             "fatal": self._fatal,
             "first_request": grants[0] if grants else None,
@@ -112,3 +143,4 @@ class Gate:
 
     def close(self) -> None:
         self._shard.close()
+        self._attempts.close()

@@ -72,4 +72,9 @@ def summary(ledger: dict[str, Any], out: Path) -> str:
         f"elapsed {ledger['elapsed_s']:.1f}s",
         f"  output: {out / LABELS_FILE}, {out / QUARANTINE_FILE}, {out / LEDGER_FILE}",
     ]
+    if ledger.get("runs", 0) > 1:  # what the folder's labels cost in all, killed runs included
+        total = ledger["totals"]
+        lines.insert(2, f"  all {ledger['runs']} runs into this folder: requests {total['requests']}  "
+                        f"rows labeled {total['rows_labeled']}  tokens {total['tokens']['prompt']:,} prompt + "
+                        f"{total['tokens']['completion']:,} completion  cost {money(total['cost_usd'])}")
     return "\n".join(lines)

@@ -5,7 +5,10 @@ Used by ``python -m platform.label posts.csv`` as
 Every attempt first takes a permit from the shared ``Gate`` actor (rate, concurrency, budget), so
 rows of a batch run concurrently without any actor exceeding the job's limits. The openai client
 makes no retries of its own: this module retries 429, 5xx, timeouts, connection errors, malformed
-bodies and invalid replies with exponential backoff and full jitter, waiting at least Retry-After.
+bodies and invalid replies with exponential backoff and full jitter, waiting at least Retry-After
+(but never longer than ``retry_after_cap``: a server asking for a day would stall every worker).
+A row whose attempts end in a connection error is quarantined; only when the server never answered
+anything in the whole job does it end the job ("cannot reach the API").
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ import pandas as pd
 from platform.labeling import prompt
 
 BACKOFF_CAP_S = 60.0
+# The longest a 429's Retry-After pauses the job, whatever the server asks: past a minute it is a
+# quota for the hour or the day, not for the minute, and waiting for it silently looks like a hang.
+RETRY_AFTER_CAP_S = 60.0
 
 
 class Secret:
@@ -120,8 +126,8 @@ class Labeler:
             await self._gate.done.remote(outcome)
             if attempt < s.max_retries:
                 await asyncio.sleep(max(self._backoff(attempt), outcome.get("pause_s") or 0.0))
-        if last_error.startswith("connection_error"):
-            # Every attempt failed to connect: the server, not this row, is the problem.
+        if last_error.startswith("connection_error") and not await self._gate.reachable.remote(s.timeout_s):
+            # Nothing in the whole job ever got an answer: the server, not this row, is the problem.
             await self._gate.abort.remote(f"cannot reach the API at {s.base_url} ({last_error.split(': ', 1)[-1]})")
             result["reason"] = "fatal"
             return result
@@ -163,7 +169,10 @@ class Labeler:
             if code == 404:
                 raise Fatal(f"HTTP 404 from {base_url}: check --base-url and --model {self._settings.model!r}")
             if code == 429:
-                outcome["pause_s"] = retry_after(err.response.headers)
+                asked = retry_after(err.response.headers)
+                outcome["pause_s"] = min(asked, retry_after_cap(self._settings.timeout_s))
+                if asked > outcome["pause_s"]:
+                    outcome["retry_after_asked_s"] = asked  # the gate counts it; the driver says so
                 return "rate_limited: HTTP 429 on every attempt"
             if code >= 500:
                 return f"http_{code}: server error on every attempt"
@@ -175,6 +184,12 @@ class Labeler:
     def _backoff(self, attempt: int) -> float:
         """Full jitter: uniform in [0, base * 2^attempt], capped."""
         return random.uniform(0, min(BACKOFF_CAP_S, self._settings.backoff_s * 2 ** attempt))
+
+
+def retry_after_cap(timeout_s: float) -> float:
+    """The longest pause a Retry-After gets: ``--timeout`` (a 429 holds a row no longer than a reply
+    may take), and never more than RETRY_AFTER_CAP_S."""
+    return min(RETRY_AFTER_CAP_S, timeout_s)
 
 
 def retry_after(headers: Any) -> float:
