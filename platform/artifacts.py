@@ -88,7 +88,7 @@ def finish(
     split is scored once, here, by the best model."""
     metric, mode = trainable.METRIC
     latest = checkpoints.state_of_result(result.checkpoint)
-    best_checkpoint = result.get_best_checkpoint(metric=metric, mode=mode) or result.checkpoint
+    best_checkpoint = checkpoints.best_of_result(result, metric, mode)
     best = checkpoints.state_of_result(best_checkpoint)
     saved = io.BytesIO()
     torch.save({"model": best["model"], "epoch": best["epoch"]}, saved)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import secrets
 from collections.abc import Callable
 from typing import Any
@@ -53,12 +54,27 @@ def recorded(snapshot: dict | None) -> list[dict]:
     return sorted(rows, key=lambda row: (row.get("epoch", 0), row.get("position", 0)), reverse=True)
 
 
+def _scored(metrics: dict, metric: str) -> bool:
+    value = metrics.get(metric)
+    return not metrics.get("partial") and isinstance(value, (int, float)) and not math.isnan(value)
+
+
 def best(snapshot: dict | None, metric: str, mode: str) -> dict | None:
-    """The kept end-of-epoch checkpoint with the best ``metric``; a later one wins a tie."""
-    scored = [row for row in recorded(snapshot) if not row.get("partial") and metric in row]
+    """The kept end-of-epoch checkpoint with the best ``metric`` (never a NaN); a later one wins a tie."""
+    scored = [row for row in recorded(snapshot) if _scored(row, metric)]
     if not scored:
         return None
     return (max if mode == "max" else min)(reversed(scored), key=lambda row: row[metric])
+
+
+def best_of_result(result: Any, metric: str, mode: str) -> Any:
+    """The best checkpoint of a finished Ray Train ``Result``. Not ``get_best_checkpoint``: it takes
+    ``max`` over the scores, where a NaN in first place beats every number."""
+    scored = [(checkpoint, metrics[metric]) for checkpoint, metrics in getattr(result, "best_checkpoints", None) or []
+              if _scored(metrics, metric)]
+    if not scored:
+        return result.get_best_checkpoint(metric=metric, mode=mode) or result.checkpoint
+    return (max if mode == "max" else min)(scored, key=lambda pair: pair[1])[0]
 
 
 def read_state(run_uri: str, folder: str) -> dict:

@@ -46,16 +46,30 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, ModuleType, 
     first = argparse.ArgumentParser(add_help=False)
     first.add_argument("run_dir", nargs="?")
     run_dir = first.parse_known_args(argv)[0].run_dir
-    manifest_path = Path(run_dir or ".") / artifacts.MANIFEST_FILE
-    if run_dir and not manifest_path.exists():
-        raise UserError(f"{run_dir} is not a run directory (no {artifacts.MANIFEST_FILE})")
     parser = build_parser()
     common = {action.dest for action in parser._actions}
-    trainable = registry.load(artifacts.read_json(manifest_path)["stem"])[0] if run_dir else None
+    trainable = registry.load(stem_of(Path(run_dir)))[0] if run_dir else None
     if hasattr(trainable, "add_predict_arguments"):
         trainable.add_predict_arguments(parser.add_argument_group(f"options of {trainable.__name__}"))
     args = parser.parse_args(argv)
     return args, trainable, {key: value for key, value in vars(args).items() if key not in common}
+
+
+def stem_of(run_dir: Path) -> str:
+    """The run's trainable: its manifest says; a torn manifest (a crash, a full disk) costs no
+    prediction, since runs live in ``<storage>/<stem>/<name>``."""
+    manifest_path = run_dir / artifacts.MANIFEST_FILE
+    if not manifest_path.exists():
+        raise UserError(f"{run_dir} is not a run directory (no {artifacts.MANIFEST_FILE})")
+    try:
+        return artifacts.read_json(manifest_path)["stem"]
+    except (ValueError, KeyError) as err:
+        stem = run_dir.resolve().parent.name
+        if stem not in registry.stems():
+            raise UserError(f"{manifest_path} is unreadable ({type(err).__name__}) and the folder names no trainable") from None
+        print(f"warning: {manifest_path} is unreadable ({type(err).__name__}); the run is a {stem} run by its folder",
+              file=sys.stderr)
+        return stem
 
 
 @exit_on_user_error

@@ -3,8 +3,9 @@
 Used by ``python -m platform.run asl``: a spot instance's preemption notice (a SIGTERM) costs no
 work. The driver's handler asks the workers, through a small actor (:class:`Notice`), for a
 checkpoint; it waits for it, marks the run interrupted and exits (``--resume`` continues from
-that step). A worker's SIGTERM is kept from ending the process until that worker has reported
-its checkpoint; then it exits and Ray Train restarts from that checkpoint.
+that step: the workers train no further meanwhile). A worker's SIGTERM is kept from ending the
+process until that worker has reported its checkpoint; then it exits and Ray Train restarts from
+that checkpoint.
 
 Ray's own worker handler exits at once (``ray._private.worker.main_loop``), and a handler can only
 be installed from a process's main thread, which a Train worker's loop is not: so the worker side
@@ -104,12 +105,17 @@ def wait_registered(snapshot_uri: str, name: str, timeout: float = 60.0) -> bool
     return False
 
 
-def exit_if_signalled(say: Callable[[str], None]) -> None:
-    """After the checkpoint a SIGTERM asked for: end this worker as the signal meant to."""
+def exit_or_hold(say: Callable[[str], None]) -> None:
+    """After the checkpoint a SIGTERM asked for. This worker's own: end it as the signal meant to.
+    The driver's: train no further until the driver's exit ends the run, since a later checkpoint
+    recorded meanwhile would make ``--resume`` start elsewhere than the driver said."""
     if _signalled.is_set():
         say("preempted: checkpoint written, worker exits (SIGTERM)")
         sys.stdout.flush()
         os._exit(143)
+    say("preempted: checkpoint written, waiting for the driver to end the run")
+    while True:
+        time.sleep(POLL_S)
 
 
 # ---------------------------------------------------------------- in the driver

@@ -183,11 +183,9 @@ def _step_checkpoints(cfg: Any, loop_config: dict, metric: str, mode: str, rank:
     notice = loop_config.get("notice")
     preempted = preempt.watch(notice)
     device = ray.train.torch.get_device()
-    handled = False
 
     def after_step(state: TrainState) -> None:
-        nonlocal handled
-        asked = not handled and _any_rank(preempted(), world, device)
+        asked = _any_rank(preempted(), world, device)
         due = cfg.checkpoint_every_steps > 0 and state.step % cfg.checkpoint_every_steps == 0
         if not (due or asked):
             return
@@ -199,13 +197,12 @@ def _step_checkpoints(cfg: Any, loop_config: dict, metric: str, mode: str, rank:
                    metric: worst, "restarts": state.restarts}
         name = _report(state, metrics, {}, loop_config, True, rank, partials)
         if asked:
-            handled = True
             if rank == 0:
                 preempt.wait_registered(loop_config["snapshot"], name)
                 if notice is not None:
                     ray.get(notice.checkpointed.remote(name))
             _any_rank(True, world, device)  # every rank waits for rank 0's checkpoint to be recorded
-            preempt.exit_if_signalled(say)
+            preempt.exit_or_hold(say)
 
     return after_step
 

@@ -105,3 +105,16 @@ def test_a_write_that_fails_part_way_keeps_the_old_file_whole(tmp_path, monkeypa
     monkeypatch.undo()
     durable.write_text(target, '{"lr": 0.002}')
     assert target.read_text() == '{"lr": 0.002}'
+
+
+def test_a_nan_epoch_is_never_the_best():
+    class Result:  # what artifacts.finish reads of Ray Train's Result
+        best_checkpoints = [("nan", {"val/acc": float("nan")}), ("half", {"val/acc": 0.5}),
+                            ("inside", {"val/acc": -1e30, "partial": 1}), ("more", {"val/acc": 0.7})]
+        checkpoint = "more"
+
+    assert checkpoints.best_of_result(Result(), "val/acc", "max") == "more"
+    assert checkpoints.best_of_result(Result(), "val/acc", "min") == "half"
+    snapshot = {"checkpoint_results": [_result("epoch_0001-a", epoch=1, **{"val/acc": float("nan")}),
+                                       _result("epoch_0002-a", epoch=2, **{"val/acc": 0.25})]}
+    assert checkpoints.best(snapshot, "val/acc", "max")["dir"] == "epoch_0002-a"

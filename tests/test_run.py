@@ -111,6 +111,21 @@ def test_predict_prints_top_signs_and_time(plain_run):
     assert sum(float(line.split()[1]) for line in lines[1:]) <= 1.0 + 1e-6
 
 
+def test_predict_works_beside_a_torn_manifest(plain_run, storage):
+    run_dir, _stdout = plain_run
+    torn = storage / "asl" / "torn-manifest"
+    torn.mkdir()
+    for name in ("config.json", "meta.json", "best_model.pt"):
+        shutil.copy(run_dir / name, torn / name)
+    (torn / "manifest.json").write_text('{"stem": "asl", "tier"')
+    meta = json.loads((run_dir / "meta.json").read_text())
+    sequence = next(Path(meta["data_path"]).glob("train_landmark_files/*/*.parquet"))
+    result = run_command("predict", str(torn), str(sequence), "--top", "1")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.startswith(f"warning: {torn / 'manifest.json'} is unreadable (JSONDecodeError)")
+    assert result.stdout.startswith(str(sequence))
+
+
 def test_a_worker_killed_mid_run_resumes_to_the_same_metrics(plain_run, ray_address, storage):
     result = run_command(
         "run", *SMOKE, "--storage", str(storage), "--name", "faulty", "--fail-at-epoch", "3", address=ray_address
