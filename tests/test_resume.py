@@ -131,6 +131,21 @@ def test_a_worker_sigkilled_at_a_random_step_ends_bitwise_identical(ray_address,
     assert _trained(tmp_path / "killed") == _trained(reference_trace), f"killed at batch {target}"
 
 
+def test_a_worker_sigkilled_with_a_checkpoint_every_third_epoch_replays_exactly(ray_address, storage, straight, tmp_path):
+    args = [*ONE, "--set", "checkpoint_every_steps=0", "--set", "checkpoint_every=3", "--storage", str(storage),
+            "--name", "every-third"]
+    killed = _start(args, tmp_path, ray_address)
+    victim = _wait_for_batches(tmp_path, random.Random().randint(31, 55), killed)  # a batch of epochs 4-6
+    os.kill(victim["pid"], signal.SIGKILL)
+    output, _ = killed.communicate(timeout=600)
+    assert killed.returncode == 0, output[-4000:]
+    # Epoch 3's end is checkpointed, later ones only when they are the best so far: whole epochs replay.
+    restored = re.search(r"restored from \S+ at epoch (\d+) \(", output)
+    assert restored and int(restored.group(1)) < victim["epoch"], output[-3000:]
+    _same_run(storage / "asl" / "every-third", straight[0])
+    assert _trained(tmp_path) == _trained(straight[1]), f"killed in epoch {victim['epoch']}"
+
+
 def test_a_sigterm_to_a_worker_checkpoints_at_the_next_step_and_loses_nothing(ray_address, storage, straight, tmp_path):
     args = [*ONE, "--set", "checkpoint_every_steps=0", "--storage", str(storage), "--name", "worker-sigterm"]
     run = _start(args, tmp_path, ray_address)
