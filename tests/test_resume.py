@@ -79,6 +79,17 @@ def _wait_for_batches(trace: Path, count: int, process: subprocess.Popen, timeou
     raise AssertionError(f"the run ended or stalled before batch {count}")
 
 
+def _wait_for_checkpoints(run_dir: Path, count: int, process: subprocess.Popen, timeout: float = 300) -> None:
+    """Until Ray Train has recorded ``count`` checkpoints of the run: it registers a reported one a
+    poll later, and a kill before that restarts the run from scratch (a loaded machine shows it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if len(checkpoints.recorded(checkpoints.read_snapshot(str(run_dir)))) >= count:
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"the run ended or stalled before {count} checkpoint(s) were recorded")
+
+
 def _run(args: list[str], trace: Path, address: str) -> subprocess.CompletedProcess:
     result = subprocess.run([sys.executable, "-m", "platform.run", *args], cwd=REPO, env=_env(trace, address),
                             capture_output=True, text=True, timeout=600)
@@ -119,7 +130,9 @@ def test_a_worker_sigkilled_at_a_random_step_ends_bitwise_identical(ray_address,
     # From batch 5 on: a checkpoint (every 2 steps) exists by then, the trace being a batch ahead.
     target = random.Random().randint(5, 20) * workers  # batches over all ranks: a random step of epochs 1-4
     killed = _start([*args, "--name", f"killed-{workers}"], tmp_path / "killed", ray_address)
-    victim = _wait_for_batches(tmp_path / "killed", target, killed)
+    _wait_for_batches(tmp_path / "killed", target, killed)
+    _wait_for_checkpoints(storage / "asl" / f"killed-{workers}", 1, killed)
+    victim = _trace(tmp_path / "killed")[-1]
     os.kill(victim["pid"], signal.SIGKILL)
     output, _ = killed.communicate(timeout=600)
     assert killed.returncode == 0, f"killed at batch {target}:\n{output[-4000:]}"
@@ -135,7 +148,9 @@ def test_a_worker_sigkilled_with_a_checkpoint_every_third_epoch_replays_exactly(
     args = [*ONE, "--set", "checkpoint_every_steps=0", "--set", "checkpoint_every=3", "--storage", str(storage),
             "--name", "every-third"]
     killed = _start(args, tmp_path, ray_address)
-    victim = _wait_for_batches(tmp_path, random.Random().randint(31, 55), killed)  # a batch of epochs 4-6
+    _wait_for_batches(tmp_path, random.Random().randint(31, 55), killed)  # a batch of epochs 4-6
+    _wait_for_checkpoints(storage / "asl" / "every-third", 1, killed)
+    victim = _trace(tmp_path)[-1]
     os.kill(victim["pid"], signal.SIGKILL)
     output, _ = killed.communicate(timeout=600)
     assert killed.returncode == 0, output[-4000:]
@@ -202,6 +217,7 @@ def test_a_torn_latest_checkpoint_falls_back_to_the_one_before_and_orphans_are_r
     run_dir = storage / "asl" / "torn"
     driver = _start([*ONE, "--storage", str(storage), "--name", "torn"], tmp_path / "first", ray_address)
     _wait_for_batches(tmp_path / "first", random.Random().randint(9, 20), driver)  # after 4 step checkpoints
+    _wait_for_checkpoints(run_dir, 2, driver)  # one to tear, one to fall back to
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
     latest = checkpoints.recorded(checkpoints.read_snapshot(str(run_dir)))[0]["dir"]
