@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,17 +31,24 @@ def load(folder: Path) -> dict[str, dict[str, Any]]:
     if not folder.is_dir():
         return records
     for shard in sorted(folder.glob("*.jsonl"), key=lambda p: p.stat().st_mtime):
-        with shard.open(encoding="utf-8") as lines:
-            for line in lines:
-                try:
-                    record = json.loads(line)
-                except ValueError:
+        for record in whole_lines(shard):
+            if record.get("key"):
+                if record["key"] in records and records[record["key"]].get("status") == "labeled":
                     continue
-                if isinstance(record, dict) and record.get("key"):
-                    if record["key"] in records and records[record["key"]].get("status") == "labeled":
-                        continue
-                    records[record["key"]] = record
+                records[record["key"]] = record
     return records
+
+
+def whole_lines(path: Path) -> Iterator[dict[str, Any]]:
+    """Each JSON object line of a JSONL file; a line a kill tore is skipped."""
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                yield record
 
 
 class Shard:

@@ -12,7 +12,6 @@ run killed before it could write ledger.json still counts what it paid.
 from __future__ import annotations
 
 import datetime
-import json
 import time
 from collections import Counter
 from pathlib import Path
@@ -40,21 +39,16 @@ def totals(out: Path) -> tuple[int, dict[str, Any]]:
     counts: Counter = Counter()
     cost = 0.0
     for log in logs:
-        with log.open(encoding="utf-8") as lines:
-            for line in lines:
-                try:
-                    attempt = json.loads(line)
-                except ValueError:
-                    continue
-                if not isinstance(attempt, dict) or "kind" not in attempt:  # the header
-                    continue
-                counts["requests"] += 1
-                counts["rows_labeled"] += attempt["kind"] == "ok"
-                counts["http_429"] += attempt["kind"] == "http_429"
-                counts["retries"] += bool(attempt.get("retry"))
-                counts["prompt"] += int(attempt.get("prompt_tokens") or 0)
-                counts["completion"] += int(attempt.get("completion_tokens") or 0)
-                cost += float(attempt.get("cost_usd") or 0.0)
+        for attempt in cache.whole_lines(log):
+            if "kind" not in attempt:  # the header
+                continue
+            counts["requests"] += 1
+            counts["rows_labeled"] += attempt["kind"] == "ok"
+            counts["http_429"] += attempt["kind"] == "http_429"
+            counts["retries"] += bool(attempt.get("retry"))
+            counts["prompt"] += int(attempt.get("prompt_tokens") or 0)
+            counts["completion"] += int(attempt.get("completion_tokens") or 0)
+            cost += float(attempt.get("cost_usd") or 0.0)
     return len(logs), {
         "requests": counts["requests"], "rows_labeled": counts["rows_labeled"], "http_429": counts["http_429"],
         "retries": counts["retries"], "tokens": {"prompt": counts["prompt"], "completion": counts["completion"]},
