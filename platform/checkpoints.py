@@ -132,5 +132,4 @@ def remove_orphans(run_uri: str) -> list[str]:
 def state_of_result(checkpoint: Any) -> dict:
     """The training state of a checkpoint Ray Train returned in a ``Result``."""
     with checkpoint.as_directory() as directory:
-        with open(f"{directory}/{STATE_FILE}", "rb") as stream:
-            return torch.load(io.BytesIO(stream.read()), map_location="cpu", weights_only=True)
+        return torch.load(f"{directory}/{STATE_FILE}", map_location="cpu", weights_only=True)
