@@ -171,7 +171,11 @@ def _write_splits(trainable: ModuleType, cfg: Any, missing: list[tuple[str, pa.T
     for name, raw, uri, _ident in missing:
         starts = range(0, raw.num_rows, size)
         say(f"[{stem}] preprocessing {name}: {raw.num_rows} rows in {len(starts)} shard(s) -> {uri}")
-        pieces += [{"uri": uri, "index": i, "rows": _ipc(raw.slice(start, size))} for i, start in enumerate(starts)]
+        pieces += [{"uri": uri, "index": i, "count": min(size, raw.num_rows - start), "rows": _ipc(raw.slice(start, size))}
+                   for i, start in enumerate(starts)]
+    # Largest first: the short last shard of each split then fills a core's tail instead of
+    # starting one after every full shard has (on 2 cores, 9% of a 2000-row job's time).
+    pieces.sort(key=lambda piece: -piece["count"])
     records: list[dict] = []
     if pieces:
         with _every_core_to_the_map():
