@@ -1,7 +1,8 @@
-"""Config: dataclasses resolved one way, defaults -> tier -> trial -> ``--set`` overrides.
+"""Config: dataclasses resolved one way, defaults -> tier -> config file -> trial -> ``--set``.
 
-Used by ``python -m platform.run asl --tier fast --set lr=1e-3 --set epochs=5`` (and by tune and
-predict). Every trainable's ``Config`` subclasses :class:`TrainConfig`, overriding defaults by
+Used by ``python -m platform.run asl --tier fast --config my.yaml --set lr=1e-3 --set epochs=5``
+(and by tune and predict). A config file is a flat YAML or JSON mapping of keys to values; a run
+directory's ``config.json`` is one, so any run can be started again from it. Every trainable's ``Config`` subclasses :class:`TrainConfig`, overriding defaults by
 re-declaring a field. Unknown keys, values of the wrong type, a choice outside a ``Literal`` field's
 values, a number outside its ``LIMITS`` and a float that is not finite are errors that name the key,
 raised before Ray starts (a trainable adds its own fields' limits in its ``Config.LIMITS``).
@@ -166,11 +167,42 @@ def parse_sets(pairs: list[str]) -> dict[str, str]:
     return parsed
 
 
-def resolve(config_cls: type, tier: dict, trial: dict | None = None, sets: list[str] = ()) -> Any:
-    """Defaults, then the tier, then a sampled trial, then ``--set`` overrides; checked."""
+def read_file(path: str) -> dict[str, Any]:
+    """A config file's keys and values: YAML (``.yaml``/``.yml``) or JSON, one flat mapping."""
+    import yaml
+
+    source = Path(path).expanduser()
+    try:
+        text = source.read_text(encoding="utf-8")
+        values = json.loads(text) if source.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"--config {path}: cannot read it ({err.strerror or err})") from None
+    except (ValueError, yaml.YAMLError) as err:
+        raise UserError(f"--config {path}: not valid {'JSON' if source.suffix == '.json' else 'YAML'} "
+                        f"({str(err).splitlines()[0]})") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict) or any(isinstance(v, dict) for v in values.values()):
+        raise UserError(f"--config {path}: expected one flat mapping of config keys to values")
+    return values
+
+
+def resolve(config_cls: type, tier: dict, trial: dict | None = None, sets: list[str] = (),
+            config_file: str | None = None) -> Any:
+    """Defaults, then the tier, the config file, a sampled trial, ``--set`` overrides; checked."""
     cfg = apply(config_cls(), tier, "the tier")
+    if config_file:
+        cfg = apply(cfg, read_file(config_file), f"--config {config_file}")
     cfg = apply(cfg, trial or {}, "the trial")
     return check(apply(cfg, parse_sets(list(sets)), "--set"))
+
+
+def as_yaml(cfg: Any) -> str:
+    """``cfg`` as a config file (what ``--print-config`` shows), in field order."""
+    import yaml
+
+    values = {key: list(value) if isinstance(value, tuple) else value for key, value in to_dict(cfg).items()}
+    return yaml.safe_dump(values, sort_keys=False, default_flow_style=None)
 
 
 def limits(config_cls: type) -> dict[str, tuple[float | None, float | None]]:

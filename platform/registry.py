@@ -70,11 +70,10 @@ def tier_overrides(space: ModuleType, tier: str, storage: Path | None = None) ->
 
 def resolve(
     stem: str, tier: str, sets: list[str] = (), trial: dict | None = None, data_dir: str = "",
-    storage: Path | None = None,
+    storage: Path | None = None, config_file: str | None = None,
 ) -> Any:
-    """The config of a run: defaults, tier, trial, ``--data``, ``--set``."""
+    """The config of a run: defaults, tier, ``--config``, trial, ``--data``, ``--set``."""
     trainable, space = load(stem)
-    overrides = tier_overrides(space, tier, storage)
-    if data_dir:
-        overrides["data_dir"] = data_dir
-    return config_lib.resolve(trainable.Config, overrides, trial, list(sets))
+    given = [f"data_dir={data_dir}"] if data_dir else []
+    return config_lib.resolve(trainable.Config, tier_overrides(space, tier, storage), trial, given + list(sets),
+                              config_file)

@@ -1,8 +1,8 @@
 """Train a trainable on Ray Train with fault-tolerant checkpoints.
 
-    python -m platform.run asl [--tier smoke|fast|standard|full] [--data DIR] [--set key=value ...]
-                               [--workers N] [--gpu] [--storage PATH|URI] [--store PATH|URI]
-                               [--name NAME] [--resume]
+    python -m platform.run asl [--tier smoke|fast|standard|full] [--data DIR] [--config FILE.yaml]
+                               [--set key=value ...] [--print-config] [--workers N] [--gpu]
+                               [--storage PATH|URI] [--store PATH|URI] [--name NAME] [--resume]
 
 On a cluster: ``ray job submit --working-dir . -- python -m platform.run asl --tier fast``.
 ``python -m platform.run asl --help`` lists that trainable's tiers and config keys.
@@ -37,8 +37,13 @@ def build_parser(stem: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("stem", help="the trainable (a module in trainables/)")
     parser.add_argument("--tier", default=None, help=f"speed/quality preset (default {registry.DEFAULT_TIER})")
     parser.add_argument("--data", default="", help="dataset folder in the trainable's real format (default: synthetic)")
+    parser.add_argument("--config", default=None, metavar="FILE",
+                        help="config keys from a YAML or JSON file, applied after the tier and before --set "
+                             "(a run directory's config.json is one)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key (repeatable)")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config (a --config file) and exit, before Ray starts")
     parser.add_argument("--workers", type=int, default=1, help="Ray Train workers (default 1)")
     parser.add_argument("--cpus-per-worker", type=float, default=None,
                         help="CPUs each worker reserves (default: the cluster's CPUs shared among the workers)")
@@ -63,8 +68,13 @@ def describe(stem: str | None) -> str:
     lines = [f"trainables: {', '.join(registry.stems())}"]
     if stem in registry.stems():
         trainable, space = registry.load(stem)
-        lines.append(f"tiers of {stem}: {', '.join(registry.tier_names(space, Path(DEFAULT_STORAGE)))}")
-        lines.append(f"config keys of {stem} (--set key=value), with their defaults before a tier applies:")
+        lines.append(f"tiers of {stem} (what each changes from the defaults below; --print-config shows a whole config):")
+        aliases = getattr(space, "ALIASES", {})
+        for tier in registry.tier_names(space, Path(DEFAULT_STORAGE)):
+            changes = registry.tier_overrides(space, tier, Path(DEFAULT_STORAGE))
+            shown = ", ".join(f"{k}={v!r}" for k, v in changes.items()) or "the defaults"
+            lines.append(f"  {tier}: " + (f"the same as {aliases[tier]}" if tier in aliases else shown))
+        lines.append(f"config keys of {stem} (--set key=value, or in a --config file), with their defaults:")
         docs = config_lib.field_docs(trainable.Config)
         for key, value in config_lib.to_dict(trainable.Config()).items():
             lines.append(f"  {key} = {value!r}\n      {docs.get(key, '')}")
@@ -85,8 +95,8 @@ def resolve_run(args: argparse.Namespace) -> tuple[RunLocation, str, Any]:
     if args.resume:
         if not args.name:
             raise UserError("--resume needs the --name of the run to continue")
-        if args.tier or args.sets or args.data:
-            raise UserError("a resumed run keeps its config: drop --tier, --set and --data")
+        if args.tier or args.sets or args.data or args.config:
+            raise UserError("a resumed run keeps its config: drop --tier, --config, --set and --data")
         location = storage_lib.locate(args.storage, args.stem, args.name)
         if not location.exists(artifacts.CONFIG_FILE):
             raise UserError(f"nothing to resume at {location.remote or location.local}")
@@ -95,12 +105,7 @@ def resolve_run(args: argparse.Namespace) -> tuple[RunLocation, str, Any]:
         manifest = artifacts.read_json(location.local / artifacts.MANIFEST_FILE)
         pin_launch(args, manifest.get("launch"))
         return location, manifest["tier"], cfg
-    tier = args.tier or registry.DEFAULT_TIER
-    # Sweeps save tiers in a storage folder (python -m platform.tune), not in object stores.
-    tiers_storage = None if storage_lib.is_uri(args.storage) else Path(args.storage).expanduser().resolve()
-    cfg = registry.resolve(args.stem, tier, args.sets, data_dir=args.data, storage=tiers_storage)
-    if cfg.data_dir and not Path(cfg.data_dir).expanduser().is_dir():
-        raise UserError(f"data folder not found: {cfg.data_dir}")
+    tier, cfg = new_config(args)
     location = storage_lib.locate(args.storage, args.stem, args.name or f"{tier}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
     taken = location.exists(artifacts.CONFIG_FILE) if location.remote else location.local.exists() and any(location.local.iterdir())
     if taken:
@@ -108,10 +113,35 @@ def resolve_run(args: argparse.Namespace) -> tuple[RunLocation, str, Any]:
     return location, tier, cfg
 
 
+def new_config(args: argparse.Namespace) -> tuple[str, Any]:
+    """A new run's tier and config: defaults, tier, ``--config``, ``--data``, ``--set``; checked."""
+    tier = args.tier or registry.DEFAULT_TIER
+    # Sweeps save tiers in a storage folder (python -m platform.tune), not in object stores.
+    tiers_storage = None if storage_lib.is_uri(args.storage) else Path(args.storage).expanduser().resolve()
+    cfg = registry.resolve(args.stem, tier, args.sets, data_dir=args.data, storage=tiers_storage,
+                           config_file=args.config)
+    if cfg.data_dir and not Path(cfg.data_dir).expanduser().is_dir():
+        raise UserError(f"data folder not found: {cfg.data_dir}")
+    return tier, cfg
+
+
+def print_config(args: argparse.Namespace) -> None:
+    if args.resume:
+        _location, tier, cfg = resolve_run(args)
+    else:
+        tier, cfg = new_config(args)
+    print(f"# {args.stem}, tier {tier}{', resumed run ' + args.name if args.resume else ''}: "
+          f"python -m platform.run {args.stem} --config FILE runs this config")
+    print(config_lib.as_yaml(cfg), end="")
+
+
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     trainable, _space = registry.load(args.stem)
+    if args.print_config:
+        print_config(args)
+        return 0
     location, tier, cfg = resolve_run(args)
     run_dir = location.local
     if args.workers < 1:

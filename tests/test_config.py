@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import typing
 
 import pytest
@@ -163,3 +164,59 @@ def test_every_number_has_limits_and_every_tier_and_search_bound_resolves(stem):
         values = getattr(distribution, "choices", None) or (distribution.low, distribution.high)
         for value in values:
             config_lib.resolve(trainable.Config, {}, {key: value})
+
+
+def print_config(capsys, *args: str) -> str:
+    from platform import run
+
+    assert run.main(["asl", *args, "--print-config"]) == 0
+    return capsys.readouterr().out
+
+
+def test_a_config_file_sits_between_the_tier_and_set_and_print_config_writes_one(tmp_path, capsys):
+    (tmp_path / "mine.yaml").write_text("lr: 0.005\nepochs: 7\ntcn_dilations: [1, 3]\n")
+    printed = print_config(capsys, "--tier", "smoke", "--config", str(tmp_path / "mine.yaml"), "--set", "epochs=9")
+    cfg = registry.resolve("asl", "smoke", ["epochs=9"], config_file=str(tmp_path / "mine.yaml"))
+    assert (cfg.lr, cfg.epochs, cfg.tcn_dilations, cfg.dim) == (0.005, 9, (1, 3), registry.resolve("asl", "smoke").dim)
+    # What --print-config shows is a config file that gives the same config back, whatever the tier.
+    (tmp_path / "printed.yaml").write_text(printed)
+    again = registry.resolve("asl", "full", config_file=str(tmp_path / "printed.yaml"))
+    assert config_lib.to_dict(again) == config_lib.to_dict(cfg)
+
+
+def test_a_saved_run_config_runs_again_as_a_config_file(tmp_path, capsys):
+    cfg = registry.resolve("asl", "fast", ["seed=4", "kernel_size=7"], data_dir=str(tmp_path))
+    config_lib.save(cfg, tmp_path / "config.json")  # as every run directory holds it
+    assert config_lib.to_dict(registry.resolve("asl", "smoke", config_file=str(tmp_path / "config.json"))) \
+        == config_lib.to_dict(cfg)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("depth: 3\n", r"unknown config key 'depth' in --config .*bad.yaml"),
+        ("lr: fast\n", "config key 'lr' expects float"),
+        ("model:\n  dim: 3\n", "expected one flat mapping of config keys to values"),
+        ("- lr\n", "expected one flat mapping"),
+        ("lr: [1\n", "not valid YAML"),
+        ("epochs: 0\n", "config key 'epochs' must be >= 1, not 0"),
+    ],
+)
+def test_a_bad_config_file_is_one_error_naming_it(tmp_path, capsys, text, message):
+    from platform import run
+
+    (tmp_path / "bad.yaml").write_text(text)
+    assert run.main(["asl", "--config", str(tmp_path / "bad.yaml"), "--print-config"]) == 2
+    assert re.search(message, capsys.readouterr().err.strip().splitlines()[-1])
+    assert run.main(["asl", "--config", str(tmp_path / "missing.yaml"), "--print-config"]) == 2
+    assert "--config" in capsys.readouterr().err
+
+
+def test_help_shows_what_each_tier_sets(capsys):
+    from platform import run
+
+    with pytest.raises(SystemExit):
+        run.main(["asl", "--help"])
+    shown = capsys.readouterr().out
+    assert "  smoke: " in shown and f"dim={registry.resolve('asl', 'smoke').dim}" in shown
+    assert "  full: the defaults" in shown
