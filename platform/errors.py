@@ -5,6 +5,7 @@ Used by every entry point, e.g. ``python -m platform.run asl --data /no/such/dir
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 from collections.abc import Callable
@@ -45,6 +46,7 @@ def find_user_error(exc: BaseException | None) -> UserError | None:
 def exit_on_user_error(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
     """Wrap a command's ``main``: a UserError anywhere inside becomes ``error: ...`` and exit 2."""
 
+    @functools.wraps(main)  # keeps the raising ``main`` as ``__wrapped__`` for the Python API
     def wrapped(argv: list[str] | None = None) -> int:
         try:
             return main(argv)

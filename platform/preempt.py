@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import ray
 
@@ -121,8 +122,9 @@ def exit_or_hold(say: Callable[[str], None]) -> None:
 # ---------------------------------------------------------------- in the driver
 
 
-def install_driver_handler(notice, on_checkpoint: Callable[[str | None], None]) -> None:
-    """SIGTERM in the driver: ask for a checkpoint, wait for it, report it, exit 143."""
+def install_driver_handler(notice, on_checkpoint: Callable[[str | None], None]) -> Any:
+    """SIGTERM in the driver: ask for a checkpoint, wait for it, report it, exit 143. Returns the
+    handler it replaced, for a driver that outlives the run (a notebook) to put back."""
 
     def handler(signum, frame) -> None:
         print("[preempt] SIGTERM: asking the workers for a checkpoint at their next step", flush=True)
@@ -136,4 +138,4 @@ def install_driver_handler(notice, on_checkpoint: Callable[[str | None], None]) 
         sys.stdout.flush()
         os._exit(143)
 
-    signal.signal(signal.SIGTERM, handler)
+    return signal.signal(signal.SIGTERM, handler)

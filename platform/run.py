@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     location.push()
     print(f"[{args.stem}] run directory: {location.remote or run_dir}", flush=True)
     notice = preempt.Notice.remote()
-    preempt.install_driver_handler(notice, lambda saved: _preempted(args, location, manifest, saved))
+    replaced = preempt.install_driver_handler(notice, lambda saved: _preempted(args, location, manifest, saved))
     try:
         result = trainer.build(
             args.stem, cfg, meta, splits, run_dir,
@@ -184,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         artifacts.fail(run_dir, manifest, f"{type(exc).__name__}: {exc}".splitlines()[0])
         location.push()
         raise
+    finally:
+        if replaced is not None:  # None: the replaced handler was not Python's to put back
+            signal.signal(signal.SIGTERM, replaced)
     location.push()
     print(summary(location, manifest, args.storage), flush=True)
     return 0
