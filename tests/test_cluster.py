@@ -23,17 +23,18 @@ import torch
 from conftest import REPO, TEST_ENV, free_port
 
 RAY = str(Path(sys.executable).with_name("ray"))
-# Nodes joining a head need token authentication asked for explicitly (the head turns it on).
-# The nodes run in this environment, so a job's `python` is its interpreter, as under an active venv.
-CLUSTER_ENV = {
-    **os.environ, **TEST_ENV, "RAY_AUTH_MODE": "token", "PYTHONPATH": str(REPO),
-    "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-}
-JOB_ENV = json.dumps({"env_vars": {**TEST_ENV, "RAYPLATFORM_CACHE": os.environ.get("RAYPLATFORM_CACHE", "")}})
+
+
+def cluster_env() -> dict[str, str]:
+    """Nodes joining a head need token authentication asked for explicitly (the head turns it on).
+    The nodes run in this environment, so a job's `python` is its interpreter, as under an active
+    venv; read when called, so that they write synthetic sets into the session's cache."""
+    return {**os.environ, **TEST_ENV, "RAY_AUTH_MODE": "token", "PYTHONPATH": str(REPO),
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
 
 
 def _ray(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([RAY, *args], cwd=REPO, env=CLUSTER_ENV, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([RAY, *args], cwd=REPO, env=cluster_env(), capture_output=True, text=True, timeout=timeout)
 
 
 def _start_node(*args: str) -> None:
@@ -69,14 +70,31 @@ def cluster(synthetic_cache) -> dict:
 def _submit(cluster: dict, *args: str, options: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     """``ray job submit ... -- python -m platform.run ARGS``, as a user types it."""
     command = ("job", "submit", *options, "--address", cluster["dashboard"], "--working-dir", ".",
-               "--runtime-env-json", JOB_ENV, "--", "python", "-m", "platform.run", *args)
+               "--runtime-env-json", json.dumps({"env_vars": TEST_ENV}), "--", "python", "-m", "platform.run", *args)
+    return _until_an_agent_answers(lambda: _ray(*command, timeout=900))
+
+
+def _until_an_agent_answers(submit) -> subprocess.CompletedProcess:
     deadline = time.monotonic() + 120
     while True:
-        result = _ray(*command, timeout=900)
+        result = submit()
         # A fresh head's job agent registers a few seconds after `ray start` returns.
         if "No available agent" not in result.stderr or time.monotonic() > deadline:
             return result
         time.sleep(2)
+
+
+def test_the_readmes_job_submit_runs_as_written(cluster):
+    """The README's one-machine command, in a shell without RAY_AUTH_MODE: only its address is this
+    cluster's."""
+    readme = (REPO / "README.md").read_text()
+    line = next(l for l in readme.splitlines() if "ray job submit --address http://127.0.0.1:8265" in l)
+    env = {k: v for k, v in cluster_env().items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
+    command = line.replace("http://127.0.0.1:8265", cluster["dashboard"])
+    result = _until_an_agent_answers(lambda: subprocess.run(["bash", "-c", command], cwd=REPO, env=env,
+                                                             capture_output=True, text=True, timeout=900))
+    output = result.stdout + result.stderr
+    assert result.returncode == 0 and "[asl] finished" in output and "succeeded" in output.lower(), output[-4000:]
 
 
 def _manifest(run_dir: Path) -> dict:
