@@ -15,6 +15,7 @@ import psutil
 import ray
 import ray.data
 
+from platform import console
 from platform.registry import REPO_ROOT
 
 DASHBOARD_HOST = "127.0.0.1"
@@ -30,9 +31,11 @@ def _put_repo_first_on_pythonpath() -> None:
         os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *paths])
 
 
-def start(address: str | None = None, num_cpus: int | None = None, env: dict[str, str] | None = None) -> str | None:
+def start(address: str | None = None, num_cpus: int | None = None, env: dict[str, str] | None = None,
+          verbose: bool = False) -> str | None:
     """Connect to ``address`` (or ``RAY_ADDRESS``, as under ``ray job submit``) or start Ray here;
     ``env`` reaches every worker of this driver (on a local instance they inherit it anyway).
+    Ray's own log lines are held back unless ``verbose`` (``platform/console.py``).
 
     Returns the dashboard's URL when there is one.
     """
@@ -48,7 +51,8 @@ def start(address: str | None = None, num_cpus: int | None = None, env: dict[str
         # A submitted job's runtime env already reaches its workers, and Ray refuses a second one.
         in_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
         runtime_env = {"env_vars": env} if env and not in_job else None
-        context = ray.init(address=address, log_to_driver=True, runtime_env=runtime_env)
+        context = ray.init(address=address, log_to_driver=True, runtime_env=runtime_env,
+                           logging_level=console.ray_logging_level(verbose))
     else:
         # "local": a new instance here, never one that `ray start` left running on this machine.
         context = ray.init(
@@ -57,9 +61,11 @@ def start(address: str | None = None, num_cpus: int | None = None, env: dict[str
             include_dashboard=True,
             dashboard_host=DASHBOARD_HOST,
             log_to_driver=True,
+            logging_level=console.ray_logging_level(verbose),
         )
         # Helpers Ray Train starts in their own processes must find this instance, not another.
         os.environ["RAY_ADDRESS"] = context.address_info["gcs_address"]
+    console.filter_forwarded_output(verbose)
     return _url(getattr(context, "dashboard_url", None))
 
 

@@ -59,6 +59,7 @@ def build_parser(stem: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
     parser.add_argument("--max-failures", type=int, default=DEFAULT_MAX_FAILURES,
                         help=f"worker failures to recover from (default {DEFAULT_MAX_FAILURES})")
+    parser.add_argument("--verbose", action="store_true", help="also print Ray's own log lines (its core's, its internal actors')")
     parser.add_argument("--fail-at-epoch", type=int, default=None, metavar="N",
                         help="fault injection for tests and demos: a worker dies as epoch N starts (first attempt only)")
     return parser
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from platform import checkpoints, cluster, data, preempt, trainer
 
-    dashboard = cluster.start(args.address, env=storage_lib.forwarded_env())
+    dashboard = cluster.start(args.address, env=storage_lib.forwarded_env(), verbose=args.verbose)
     print(f"Ray dashboard: {dashboard or 'not running'}", flush=True)
     if args.gpu and cluster.cluster_gpus() < args.workers:
         raise UserError(f"--gpu asks for {args.workers} GPU(s); the Ray cluster has {cluster.cluster_gpus()}")

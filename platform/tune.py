@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", help="sweep name (default <tiers>-<timestamp>)")
     parser.add_argument("--resume", action="store_true", help="continue the interrupted sweep --name")
     parser.add_argument("--dry-run", action="store_true", help="show trials, space and estimated compute; train nothing")
+    parser.add_argument("--verbose", action="store_true", help="also print Ray's own log lines (its core's, its internal actors')")
     return parser
 
 
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     from platform import cluster, sweep_runner
     from platform.sweep_trial import TRIAL_DRIVER_CPU
 
-    dashboard = cluster.start(args.address)
+    dashboard = cluster.start(args.address, verbose=args.verbose)
     print(f"Ray dashboard: {dashboard or 'not running'}", flush=True)
     cpus = cluster.cluster_cpus()
     concurrent = min(chosen["concurrent"] or max(1, int(cpus // chosen["cpus_per_trial"])), chosen["trials"])

@@ -220,3 +220,16 @@ def test_help_shows_what_each_tier_sets(capsys):
     shown = capsys.readouterr().out
     assert "  smoke: " in shown and f"dim={registry.resolve('asl', 'smoke').dim}" in shown
     assert "  full: the defaults" in shown
+
+
+def test_ray_noise_is_held_back_and_the_runs_own_lines_pass():
+    from platform import console
+
+    core = "[2026-12-03 03:34:23,315 E 28330 28395] core_worker.cc:2465: Actor with class name: 'PreemptionWatcher'"
+    mine = "[asl] epoch 1/2  train/loss 1.4761  val/acc 0.8750"
+    failure = "ValueError: the run's own error"
+    batch = {"actor_name": "TrainController", "lines": [core, failure], "pid": 1, "is_err": True}
+    assert console.kept(batch)["lines"] == [failure]
+    assert console.kept({"actor_name": "RayTrainWorker", "lines": [mine]})["lines"] == [mine]
+    assert console.kept({"actor_name": "TrainController", "lines": [core]}) is None
+    assert console.kept({"actor_name": "PlacementGroupCleaner", "lines": ["Traceback (most recent call last):"]}) is None
