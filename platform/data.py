@@ -48,17 +48,18 @@ def _quiet_ray_data():
 
 
 @contextlib.contextmanager
-def _every_core_to_the_map():
+def _every_core_to_the_map(bars: bool):
     """The shard job is one map whose outputs are a few bytes a shard; Ray Data's per-operator
     reservation would keep part of the CPUs for its downstream operators, which here do nothing:
-    on 2 CPUs it ran the first tasks one at a time and the job took 1.3x the tasks' own time."""
+    on 2 CPUs it ran the first tasks one at a time and the job took 1.3x the tasks' own time.
+    ``bars``: its progress bar (shards written) for this job only."""
     context = ray.data.DataContext.get_current()
-    reserved = context.op_resource_reservation_enabled
-    context.op_resource_reservation_enabled = False
+    reserved, shown = context.op_resource_reservation_enabled, context.enable_progress_bars
+    context.op_resource_reservation_enabled, context.enable_progress_bars = False, bars
     try:
         yield
     finally:
-        context.op_resource_reservation_enabled = reserved
+        context.op_resource_reservation_enabled, context.enable_progress_bars = reserved, shown
 
 
 def default_store_root() -> str:
@@ -92,10 +93,11 @@ def split_uri(root: str, ident: dict) -> str:
     return store.join(root, f"{ident['stem']}-{digest}", ident["split"])
 
 
-def prepare(trainable: ModuleType, cfg: Any, root: str | None = None, say=print, pinned: dict | None = None
-            ) -> tuple[dict[str, store.Split], dict]:
+def prepare(trainable: ModuleType, cfg: Any, root: str | None = None, say=print, pinned: dict | None = None,
+            bars: bool = False) -> tuple[dict[str, store.Split], dict]:
     """Every split in the store (written where missing); ``meta`` gains rows and store records.
-    ``pinned``, the meta a resumed run started with: the data must still be that data."""
+    ``pinned``, the meta a resumed run started with: the data must still be that data. ``bars``:
+    Ray Data's progress bar of the shards being written."""
     started = time.perf_counter()
     raw_sets, meta = trainable.build_datasets(cfg)
     if pinned is not None:
@@ -116,7 +118,7 @@ def prepare(trainable: ModuleType, cfg: Any, root: str | None = None, say=print,
                 missing.append((name, raw, uri, ident))
             else:
                 found[name] = {"uri": uri, "manifest": manifest}
-        found.update(_write_splits(trainable, cfg, missing, say))
+        found.update(_write_splits(trainable, cfg, missing, say, bars))
     splits = {name: store.Split(found[name]["uri"], found[name]["manifest"]) for name in raw_sets}
     for split in splits.values():
         split.verify()
@@ -163,7 +165,8 @@ def _ipc(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def _write_splits(trainable: ModuleType, cfg: Any, missing: list[tuple[str, pa.Table, str, dict]], say) -> dict:
+def _write_splits(trainable: ModuleType, cfg: Any, missing: list[tuple[str, pa.Table, str, dict]], say,
+                  bars: bool) -> dict:
     """One Ray Data task per shard of every missing split, all in one job so no core waits for a
     split's last shard; a shard a killed preprocessing left whole is kept as it is."""
     stem, size = trainable.__name__.rsplit(".", 1)[-1], cfg.shard_rows
@@ -178,7 +181,7 @@ def _write_splits(trainable: ModuleType, cfg: Any, missing: list[tuple[str, pa.T
     pieces.sort(key=lambda piece: -piece["count"])
     records: list[dict] = []
     if pieces:
-        with _every_core_to_the_map():
+        with _every_core_to_the_map(bars):
             records = (
                 ray.data.from_items(pieces, override_num_blocks=len(pieces))
                 .map_batches(_write_shards, batch_size=1, fn_kwargs={"trainable": trainable.__name__, "cfg": cfg})

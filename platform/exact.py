@@ -98,6 +98,15 @@ def global_steps(samples: Iterable[np.ndarray], world: int, batch_size: int) -> 
         yield pending
 
 
+def step_count(samples: int, world: int, batch_size: int) -> int:
+    """How many global steps :func:`global_steps` makes of ``samples`` samples."""
+    size = world * batch_size
+    full, tail = divmod(samples, size)
+    if tail >= world or (tail and not full):
+        return full + 1
+    return full  # no tail, or one merged into the last full step
+
+
 def rank_part(step: np.ndarray, world: int, rank: int) -> np.ndarray:
     """Rank ``rank``'s contiguous part of a global step: ``batch_size`` each for a full step, the
     first ranks one more for a merged last step."""

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from platform import artifacts, registry
+from platform import artifacts, progress, registry
 from platform import config as config_lib
 from platform import storage as storage_lib
 from platform.errors import UserError, exit_on_user_error
@@ -59,6 +59,8 @@ def build_parser(stem: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
     parser.add_argument("--max-failures", type=int, default=DEFAULT_MAX_FAILURES,
                         help=f"worker failures to recover from (default {DEFAULT_MAX_FAILURES})")
+    parser.add_argument("--progress", choices=progress.CHOICES, default="auto",
+                        help="progress bars of preprocessing and of each epoch's steps (default auto: when output is a terminal)")
     parser.add_argument("--verbose", action="store_true", help="also print Ray's own log lines (its core's, its internal actors')")
     parser.add_argument("--fail-at-epoch", type=int, default=None, metavar="N",
                         help="fault injection for tests and demos: a worker dies as epoch N starts (first attempt only)")
@@ -160,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"the Ray cluster has {cluster.cluster_cpus()}")
     print(f"[{args.stem}] preparing data ({cfg.data_dir or 'synthetic set'})", flush=True)
     pinned = artifacts.read_json(run_dir / artifacts.META_FILE) if args.resume else None
-    splits, meta = data.prepare(trainable, cfg, store_root(args), pinned=pinned)
+    splits, meta = data.prepare(trainable, cfg, store_root(args), pinned=pinned, bars=progress.wanted(args.progress))
     print(f"[{args.stem}] rows: {meta['rows']}  in {meta['preprocess_s']}s", flush=True)
     trainable.build_model(cfg, meta)  # a shape error (dim vs heads...) is reported here, not in a worker
 
@@ -176,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             args.stem, cfg, meta, splits, run_dir,
             workers=args.workers, use_gpu=args.gpu, cpus_per_worker=args.cpus_per_worker,
             max_failures=args.max_failures, fail_at_epoch=args.fail_at_epoch, train_storage=location.train_storage,
-            notice=notice,
+            notice=notice, show_progress=progress.wanted(args.progress),
         ).fit()
         manifest = artifacts.finish(
             run_dir, trainable, cfg, meta, result, splits["val"], manifest, test_split=splits.get("test")

@@ -38,6 +38,7 @@ def build(
     fail_at_epoch: int | None = None,
     train_storage: str | None = None,
     notice: Any = None,
+    show_progress: bool = False,
 ) -> TorchTrainer:
     """A named Ray Train run writing to ``run_dir``; ``fit()`` it, or call it from a Tune trial.
     Checkpoints go to ``<train_storage>/<run name>`` (an object-store URI), by default ``run_dir``."""
@@ -53,6 +54,7 @@ def build(
             "store": {name: (split.uri, split.manifest) for name, split in splits.items() if name != "test"},
             "fail_at_epoch": fail_at_epoch,
             "notice": notice,  # the driver's preemption notice (platform/preempt.py)
+            "progress": show_progress,  # a bar of each epoch's steps in the driver's terminal
             "snapshot": f"{run_uri(run_dir, train_storage)}/{checkpoints.SNAPSHOT_FILE}",
         },
         scaling_config=ray.train.ScalingConfig(

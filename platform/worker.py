@@ -35,7 +35,7 @@ from ray.train.v2._internal.execution import context as train_context
 
 from platform import checkpoints
 from platform import config as config_lib
-from platform import preempt, stream
+from platform import exact, preempt, progress, stream
 from platform.errors import UserError
 from platform.exact import seed_everything
 from platform.loop import TrainState, new_state, run_epoch, unwrap
@@ -73,6 +73,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             trainable.on_epoch_start(unwrap(model), state.epoch, cfg)
         schedule = trainable.epoch_schedule(state.epoch, cfg) if hasattr(trainable, "epoch_schedule") else {}
         train_batches = _traced(_train_batches(trainable, splits["train"], state, schedule, cfg, rank, world), state, rank, world)
+        if loop_config.get("progress") and rank == 0:
+            train_batches = _with_bar(train_batches, trainable, splits["train"], state, cfg, world, loop_config["stem"])
         val_batches = stream.split_batches(splits["val"], cfg.batch_size)
         metrics, extras = run_epoch(trainable, state, train_batches, val_batches, cfg, device, rank=rank, after_step=after_step)
         metrics.update({f"schedule/{key}": value for key, value in schedule.items()})
@@ -96,6 +98,14 @@ def _train_batches(trainable, split: Split, state: TrainState, schedule: dict, c
         shards_per_window=max(1, cfg.shuffle_buffer // cfg.shard_rows), bucket=cfg.bucket_by_length,
         position=state.position, keep=_window_filter(trainable, schedule, cfg),
     ))
+
+
+def _with_bar(batches, trainable, split: Split, state: TrainState, cfg: Any, world: int, stem: str):
+    """The epoch's steps as a progress bar in the driver's terminal; its length is unknown when a
+    curriculum filters the windows as they are read."""
+    total = None if hasattr(trainable, "train_filter") else exact.step_count(split.rows - state.position, world, cfg.batch_size)
+    return progress.epoch_steps(batches, total=total, title=f"[{stem}] epoch {state.epoch + 1}/{cfg.epochs}",
+                                samples_per_step=world * cfg.batch_size, state=state)
 
 
 def _window_filter(trainable, schedule: dict, cfg: Any):

@@ -89,3 +89,10 @@ def test_a_resume_on_another_worker_count_trains_the_rest_of_the_epoch_once(befo
 def test_step_seeds_differ_by_step_and_rank():
     seeds = {exact.step_seed(0, step, rank) for step in range(100) for rank in range(4)}
     assert len(seeds) == 400
+
+
+@pytest.mark.parametrize("samples", [0, 1, 3, 7, 8, 9, 16, 17, 18, 23, 24, 25, 100])
+@pytest.mark.parametrize(("world", "batch_size"), [(1, 4), (2, 4), (3, 2)])
+def test_step_count_is_the_number_of_global_steps(samples, world, batch_size):
+    pieces = np.array_split(np.arange(samples), 3)
+    assert exact.step_count(samples, world, batch_size) == len(list(exact.global_steps(pieces, world, batch_size)))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -39,7 +40,7 @@ def storage(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def plain_run(ray_address, storage) -> tuple[Path, str]:
-    result = run_command("run", *SMOKE, "--storage", str(storage), "--name", "plain", address=ray_address)
+    result = run_command("run", *SMOKE, "--storage", str(storage), "--name", "plain", "--progress", "on", address=ray_address)
     assert result.returncode == 0, result.stderr[-4000:]
     return storage / "asl" / "plain", result.stdout + result.stderr
 
@@ -50,6 +51,8 @@ def test_run_prints_progress_and_writes_the_run_directory(plain_run):
     assert f"epoch 1/{EPOCHS}" in stdout and "ETA" in stdout and "val/acc" in stdout
     # Ray's core logs a PreemptionWatcher line on every run; it is not the user's (--verbose shows it).
     assert "core_worker.cc" not in stdout and "Token authentication is enabled" not in stdout
+    # --progress on: rank 0's bar of each epoch's steps, drawn by the driver.
+    assert re.search(rf"\[asl\] epoch {EPOCHS}/{EPOCHS}  \d+ samples/s  loss \d\.\d+: 100%", stdout)
     for name in ("config.json", "meta.json", "manifest.json", "history.csv", "best_model.pt"):
         assert (run_dir / name).stat().st_size > 0, name
     for picture in ("training_curves.png", "confusion_matrix.png"):

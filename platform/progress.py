@@ -1,0 +1,43 @@
+"""Progress bars Ray draws in the driver's terminal, whichever worker or task advances them.
+
+Used by ``python -m platform.run asl [--progress auto|on|off]``: the steps of each epoch (rank 0's
+Train worker: steps, samples/s, running loss, ETA) and the shards of the preprocessing job (Ray
+Data's own bars). ``auto``, the default, draws them when the command's output is a terminal, so
+logs and CI keep one line an epoch.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+CHOICES = ("auto", "on", "off")
+
+
+def wanted(choice: str) -> bool:
+    return choice == "on" or (choice == "auto" and sys.stdout.isatty())
+
+
+def epoch_steps(batches: Iterable[Any], *, total: int | None, title: str, samples_per_step: int,
+                state: Any) -> Iterator[Any]:
+    """``batches``, advancing a bar once each has been trained on; the loss shown is the running
+    mean the loop keeps in ``state.partial`` (its metric sums and batches at the last step)."""
+    from ray.experimental.tqdm_ray import tqdm
+
+    bar = tqdm(desc=title, total=total, unit="step")
+    started, done = time.perf_counter(), 0
+    try:
+        for item in batches:
+            yield item
+            done += 1
+            seen = state.partial.get("batches") or 0
+            loss = state.partial.get("totals", {}).get("loss")
+            shown = [title, f"{done * samples_per_step / max(time.perf_counter() - started, 1e-9):.0f} samples/s"]
+            if loss is not None and seen:
+                shown.append(f"loss {loss / seen:.4f}")
+            bar.set_description("  ".join(shown))
+            bar.update(1)
+    finally:
+        bar.close()
