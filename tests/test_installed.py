@@ -85,3 +85,11 @@ def test_the_console_script_answers_version_help_and_bad_commands_without_ray(fo
         "error: unknown command 'train'; known: run, tune, label, predict, monitor"
     bad = elsewhere([str(CONSOLE_SCRIPT), "run", "asl", "--set", "epochs=0"], folder)
     assert bad.returncode == 2 and last_line(bad.stderr) == "error: config key 'epochs' must be >= 1, not 0"
+
+
+def test_the_readme_names_the_extra_that_installs_the_tensorboard_viewer():
+    import tomllib
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(d.startswith("tensorboard") for d in extras["viewer"])
+    assert "pip install -e '.[viewer]'" in (REPO / "README.md").read_text()
