@@ -15,6 +15,7 @@ from pathlib import Path
 from platform import artifacts, checkpoints
 from platform.errors import find_user_error
 from platform.sweep_space import Objective
+from platform.sweep_table import TrialTable, short
 from platform.sweep_trial import DONE_FILE, TRIALS_DIR
 from typing import Any
 
@@ -135,10 +136,16 @@ class SweepCallback(Callback):
 
     def __init__(self, sweep_dir: Path, objectives: list[Objective], keep_best: int, budget: float | None):
         self.sweep_dir, self.objectives, self.keep_best, self.budget = sweep_dir, objectives, keep_best, budget
+        self.table = TrialTable(objectives[0].metric)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Trial, **info):
-        shown = "  ".join(f"{k}={_short(v)}" for k, v in trial.config.items())
+        shown = "  ".join(f"{k}={short(v)}" for k, v in trial.config.items())
         say(f"[sweep] trial {trial.trial_id} started: {shown}")
+        say(self.table.render(trials))
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Trial, result: dict, **info):
+        if self.table.due(trial, result):
+            say(self.table.render(trials))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Trial, **info):
         self._finished(trials, trial)
@@ -149,12 +156,13 @@ class SweepCallback(Callback):
     def on_experiment_end(self, trials: list, **info):
         for _, row in self.write(trials).iterrows():
             mark_manifest(row)  # trials the time budget stopped end here, without on_trial_complete
+        say(self.table.render(trials))  # every trial in its final state
 
     def _finished(self, trials: list, trial: Trial) -> None:
         frame = self.write(trials)
         row = frame[frame["trial_id"] == trial.trial_id].iloc[0]
         mark_manifest(row)
-        values = "  ".join(f"{o.metric} {_short(row.get(o.metric))}" for o in self.objectives)
+        values = "  ".join(f"{o.metric} {short(row.get(o.metric))}" for o in self.objectives)
         say(f"[sweep] trial {trial.trial_id} {row['status']}{' ' + row['reason'] if row['reason'] else ''}: {values}")
 
     def write(self, trials: list) -> pd.DataFrame:
@@ -193,12 +201,6 @@ def prune_checkpoints(frame: pd.DataFrame, objective: Objective, keep: int, runn
             shutil.rmtree(directory, ignore_errors=True)
             removed.append(str(directory))
     return removed
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
 
 
 def say(line: str) -> None:

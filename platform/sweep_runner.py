@@ -92,7 +92,7 @@ def tuner(plan: Any, sweep_dir: Path, fn: Any, concurrent: int) -> tune.Tuner:
             # A trial whose workers could not start (CPUs not yet released) gets one more go; it
             # resumes its Train run from its checkpoints.
             failure_config=tune.FailureConfig(max_failures=1),
-            verbose=0,  # SweepCallback prints one line a trial; Train workers one line an epoch
+            verbose=0,  # SweepCallback prints the trial table
         ),
     )
 

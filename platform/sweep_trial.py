@@ -84,8 +84,8 @@ def run_trial(params: dict, *, stem: str, tiers: list[str], sets: list[str], dat
     manifest = artifacts.start(run_dir, stem, tier, cfg, meta, cluster.hardware(), resumed, dashboard=cluster.start())
     artifacts.write_json(run_dir / artifacts.MANIFEST_FILE, {**manifest, "command": f"python -m platform.tune {stem}",
                                                               "sweep": {"dir": sweep_dir, "params": params}})
-    trainer = trainer_lib.build(stem, cfg, meta, splits, run_dir, workers=1,
-                                cpus_per_worker=cpus_per_worker, max_failures=max_failures)
+    trainer = trainer_lib.build(stem, cfg, meta, splits, run_dir, workers=1, cpus_per_worker=cpus_per_worker,
+                                max_failures=max_failures, epoch_lines=False)  # the sweep's table shows them
     params_count = sum(p.numel() for p in trainable.build_model(cfg, meta).parameters())
     # RunConfig.callbacks is read when fit() starts the controller, so it can be extended here.
     trainer.run_config.callbacks.append(SweepReportCallback(params_count, cfg.epochs, trained_seconds(run_dir)))

@@ -39,6 +39,7 @@ def build(
     train_storage: str | None = None,
     notice: Any = None,
     show_progress: bool = False,
+    epoch_lines: bool = True,
 ) -> TorchTrainer:
     """A named Ray Train run writing to ``run_dir``; ``fit()`` it, or call it from a Tune trial.
     Checkpoints go to ``<train_storage>/<run name>`` (an object-store URI), by default ``run_dir``."""
@@ -55,6 +56,7 @@ def build(
             "fail_at_epoch": fail_at_epoch,
             "notice": notice,  # the driver's preemption notice (platform/preempt.py)
             "progress": show_progress,  # a bar of each epoch's steps in the driver's terminal
+            "epoch_lines": epoch_lines,  # rank 0's line an epoch (a sweep shows its trial table instead)
             "snapshot": f"{run_uri(run_dir, train_storage)}/{checkpoints.SNAPSHOT_FILE}",
         },
         scaling_config=ray.train.ScalingConfig(

@@ -85,7 +85,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         epochs_this_attempt += 1
         is_due = improved or state.should_stop(cfg) or state.epoch % cfg.checkpoint_every == 0
         _report(state, metrics, extras, loop_config, is_due, rank)
-        if rank == 0:
+        if rank == 0 and loop_config.get("epoch_lines", True):
             seconds_per_epoch = (time.perf_counter() - started) / epochs_this_attempt
             say(progress_line(loop_config["stem"], metrics, cfg.epochs, seconds_per_epoch, improved))
 

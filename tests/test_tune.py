@@ -9,6 +9,7 @@ and resumed) and one run of the saved tier; the argument checks run without Ray.
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -57,6 +58,11 @@ def test_a_sweep_writes_results_plot_best_and_the_tuned_tier(sweep, storage):
     assert tier["base"] == "smoke" and tier["source"]["trial"] == best["trial_id"]
     assert tier["overrides"]["lr"] == best["params"]["lr"] and tier["overrides"]["epochs"] == 2
     assert "saved tier 'tuned'" in stdout and "best: trial " + best["trial_id"] in stdout
+    # A trial table, not the trials' Train workers' epoch lines interleaved without their names.
+    tables = [m.start() for m in re.finditer(r"^\[sweep\] trial +state +tier +params +epoch +val/acc$", stdout, re.M)]
+    assert tables and "[asl] epoch " not in stdout, stdout[-3000:]
+    last_table = stdout[tables[-1]:].splitlines()
+    assert all(any(line.split()[:2] == [t, "TERMINATED"] for line in last_table) for t in results["trial_id"]), stdout[-3000:]
 
 
 def test_the_tuned_tier_trains_with_platform_run(sweep, storage, ray_address):
