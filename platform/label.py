@@ -1,7 +1,7 @@
 """Score posts 0-10 for gender bias with a vision model behind an OpenAI-compatible API, on Ray Data.
 
     OPENROUTER_API_KEY=... python -m platform.label /path/to/social [--out DIR] [--model M]
-        [--base-url URL] [--rpm N | --rps R] [--concurrency C] [--budget-usd X] [--max-retries N]
+        [--base-url URL] [--rpm N | --rps R] [--tpm T] [--concurrency C] [--budget-usd X] [--max-retries N]
         [--timeout S] [--dry-run] [--address ADDR] [--price-in USD_PER_MTOK --price-out USD_PER_MTOK]
         [--allow-outside-images]
 
@@ -13,16 +13,22 @@ reads), ``quarantine.csv``, ``ledger.json`` (this run's requests, tokens and cos
 over every run into ``--out``, killed ones included, from the attempt logs in ``<out>/runs/``), and
 keeps every answer in ``<out>/cache/`` the moment it arrives, so a re-run or a run resumed after a
 kill never pays twice. Answers are cached per API (``--base-url``): a run against a test server
-never serves a real one. ``--rpm``/``--rps`` and ``--concurrency`` hold for the whole job, however
-many actors run (one Ray actor grants every request; see platform/labeling/gate.py). A 429's
-Retry-After pauses the job at most ``--timeout`` seconds (at most 60), said in one line when the
-server asked for longer. An ``image_path`` outside the source folder is refused (exit 2) unless
-``--allow-outside-images``.
+never serves a real one. ``--rpm``/``--rps``, ``--tpm`` and ``--concurrency`` hold for the whole
+job, however many actors run (one Ray actor grants every request; see platform/labeling/gate.py).
+``--tpm`` counts what the provider counts: each request's prompt (text at 4 characters a token,
+images by OpenAI's rule for the detail level used, or ``--image-tokens``) plus its ``max_tokens``,
+taken before the send and corrected from the reply's usage. A Labeler actor that dies is
+restarted by Ray Data and re-runs its batch: rows already answered are not sent again, and the
+concurrency slots the dead process held come back. A 429's Retry-After pauses the job at most
+``--timeout`` seconds (at most 60), said in one line when the server asked for longer. An
+``image_path`` outside the source folder is refused (exit 2) unless ``--allow-outside-images``.
 
 Exit codes: 0 done (quarantined rows included); 2 a user error (bad input, no API key, key
 rejected, server never reachable), as one ``error: ...`` line; 3 stopped at ``--budget-usd``: the rows
 left are reported as not labeled, and running again with a higher budget finishes them (cached rows
-are free). The key is read from OPENROUTER_API_KEY or OPENAI_API_KEY and never printed or written.
+are free). The key is read from OPENROUTER_API_KEY or OPENAI_API_KEY and never printed or written;
+the Ray actors read it from their own environment, never through Ray: on a cluster, set it where
+``ray start`` runs on every node, not in a runtime_env (platform/labeling/secret.py).
 """
 
 from __future__ import annotations
@@ -30,7 +36,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import math
-import os
 import sys
 import time
 import uuid
@@ -38,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from platform.errors import UserError, exit_on_user_error
-from platform.labeling import cache, inputs, ledger, prompt, report
+from platform.labeling import cache, inputs, ledger, prompt, report, secret
 
 DEFAULT_MODEL = "openai/gpt-4o-mini"
 DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
@@ -51,7 +56,6 @@ KNOWN_PRICES = {
     "google/gemini-2.0-flash-001": (0.10, 0.40),
     "anthropic/claude-3.5-haiku": (0.80, 4.00),
 }
-KEY_VARIABLES = ("OPENROUTER_API_KEY", "OPENAI_API_KEY")
 EXIT_BUDGET = 3
 PROGRESS_EVERY_S = 2.0
 ROWS_PER_BATCH = 4
@@ -70,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     limit = parser.add_mutually_exclusive_group()
     limit.add_argument("--rpm", type=float, default=None, help=f"requests per minute for the whole job (default {DEFAULT_RPM})")
     limit.add_argument("--rps", type=float, default=None, help="requests per second for the whole job")
+    parser.add_argument("--tpm", type=float, default=None,
+                        help="tokens per minute for the whole job (prompt + max_tokens estimated before each send, "
+                             "corrected from the reply's usage; default: no limit)")
     parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY,
                         help=f"requests in flight for the whole job (default {DEFAULT_CONCURRENCY})")
     parser.add_argument("--actors", type=int, default=2, help="Ray Data actors sending requests (default 2)")
@@ -82,8 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="base of the exponential backoff in seconds, with full jitter (default 1)")
     parser.add_argument("--price-in", type=float, default=None, help="USD per million prompt tokens (default: known models)")
     parser.add_argument("--price-out", type=float, default=None, help="USD per million completion tokens")
-    parser.add_argument("--image-tokens", type=int, default=prompt.IMAGE_TOKENS_LOW_DETAIL,
-                        help=f"prompt tokens an image costs, for --dry-run (default {prompt.IMAGE_TOKENS_LOW_DETAIL})")
+    parser.add_argument("--image-tokens", type=int, default=None,
+                        help="prompt tokens an image costs, for --dry-run and --tpm (default: OpenAI's rule for "
+                             f"the detail level used, {prompt.GENERATION['image_detail']!r}: "
+                             f"{prompt.IMAGE_TOKENS_LOW_DETAIL} at 'low')")
     parser.add_argument("--retry-quarantined", action="store_true",
                         help="ask again for rows whose cached reply was invalid")
     parser.add_argument("--allow-outside-images", action="store_true",
@@ -104,6 +113,10 @@ def check_args(args: argparse.Namespace) -> float:
         raise UserError("--budget-usd must be positive")
     if (args.price_in is None) != (args.price_out is None):
         raise UserError("give both --price-in and --price-out")
+    if args.tpm is not None and not args.tpm > 0:
+        raise UserError("--tpm must be positive")
+    if args.image_tokens is not None and args.image_tokens < 0:
+        raise UserError("--image-tokens must be >= 0")
     rps = args.rps if args.rps is not None else (args.rpm if args.rpm is not None else DEFAULT_RPM) / 60
     if not rps > 0:
         raise UserError("--rpm/--rps must be positive")
@@ -117,8 +130,16 @@ def prices(args: argparse.Namespace) -> tuple[float, float] | None:
     return KNOWN_PRICES.get(args.model)
 
 
-def api_key() -> str | None:
-    return next((os.environ[v] for v in KEY_VARIABLES if os.environ.get(v)), None)
+def estimate(todo: list[dict], image_tokens: int | None, tpm: float | None) -> None:
+    """Each row's ``tokens``: what its request counts against ``--tpm``. A limit below one request's
+    count is a user error: the provider would refuse that request whatever the wait."""
+    for row in todo:
+        image = image_tokens if image_tokens is not None else prompt.image_tokens(row["width"], row["height"])
+        row["image_tokens"], row["tokens"] = image, prompt.request_tokens(row["caption"], image)
+    largest = max((row["tokens"] for row in todo), default=0)
+    if tpm is not None and tpm < largest:
+        raise UserError(f"--tpm {tpm:g} is less than one request's tokens (~{largest:,} estimated: prompt and "
+                        f"max_tokens {prompt.GENERATION['max_tokens']}): no request would fit in a minute")
 
 
 def plan(posts: inputs.Posts, cached: dict[str, dict], retry_quarantined: bool) -> tuple[list, dict, list]:
@@ -138,50 +159,57 @@ def plan(posts: inputs.Posts, cached: dict[str, dict], retry_quarantined: bool) 
 
 
 def dry_run(posts, early, hits, todo, rps: float, price: tuple[float, float] | None, args) -> int:
-    prompt_tokens = sum(prompt.estimate_prompt_tokens(r["caption"], args.image_tokens) for r in todo)
+    prompt_tokens = sum(prompt.estimate_prompt_tokens(r["caption"], r["image_tokens"]) for r in todo)
     completion_tokens = prompt.EXPECTED_COMPLETION_TOKENS * len(todo)
+    seconds = max(len(todo) / rps, sum(r["tokens"] for r in todo) / args.tpm * 60 if args.tpm else 0)
+    tpm = f" and {args.tpm:g} tokens/min" if args.tpm else ""
+    image_tokens = sorted({r["image_tokens"] for r in todo}) or [0]
+    each = f"~{image_tokens[0]}" if len(image_tokens) == 1 else f"~{image_tokens[0]}-{image_tokens[-1]}"
     cost = None if price is None else (prompt_tokens * price[0] + completion_tokens * price[1]) / 1e6
     reasons = ", ".join(f"{k} {v}" for k, v in report.by_reason([r["problem"] for r in early]).items()) or "none"
     priced = f"at ${price[0]:g}/${price[1]:g} per Mtok" if price else "(no prices known: pass --price-in/--price-out)"
     print(f"[label] dry run: {len(posts.table)} rows, {len(hits)} cached, {len(early)} quarantined before any request "
           f"({reasons})")
-    print(f"  would send {len(todo)} requests to {args.model} (at {rps * 60:g} requests/min: at least "
-          f"{len(todo) / rps:.0f}s), retries not counted")
-    print(f"  tokens (estimate): ~{prompt_tokens:,} prompt (~{args.image_tokens} an image) + ~{completion_tokens:,} completion")
+    print(f"  would send {len(todo)} requests to {args.model} (at {rps * 60:g} requests/min{tpm}: at least "
+          f"{seconds:.0f}s), retries not counted")
+    print(f"  tokens (estimate): ~{prompt_tokens:,} prompt ({each} an image) + ~{completion_tokens:,} completion")
     print(f"  cost (estimate): ~{report.money(cost)} {priced}")
     return 0
 
 
-def label_remote(todo: list[dict], args, rps: float, price, key: str, run: dict, total: int, base_done: dict):
+def label_remote(todo: list[dict], args, rps: float, price, key_digest: str, run: dict, total: int, base_done: dict):
     """Runs the Ray Data job; returns (results by key, gate stats). ``run``: id, cache shard, attempt log."""
     import ray
     import ray.data
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from platform import cluster
-    from platform.labeling.gate import Gate
-    from platform.labeling.worker import Labeler, Secret, Settings
+    from platform.labeling.gate import Gate, Limits
+    from platform.labeling.worker import Labeler, Settings
 
     cluster.start(args.address)
     gate = Gate.options(
         name=f"label-gate-{run['id']}",
         scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False),
-    ).remote(rps, args.concurrency, args.budget_usd, str(run["shard"]), str(run["attempts"]))
+    ).remote(Limits(rps, args.concurrency, args.budget_usd, args.tpm), str(run["shard"]), str(run["attempts"]))
     settings = Settings(
         base_url=args.base_url, model=args.model, timeout_s=args.timeout, max_retries=args.max_retries,
         backoff_s=args.backoff, price_in=price[0] if price else 0.0, price_out=price[1] if price else 0.0,
         openrouter="openrouter.ai" in args.base_url,
+        # Never the key: all that goes to Ray is pickled into the object store. The actors read
+        # it from their own environment (platform/labeling/secret.py).
+        key_digest=key_digest,
     )
     import pandas as pd
 
     frame = pd.DataFrame([{"key": r["key"], "post_id": r["post_id"], "caption": r["caption"], "mime": r["mime"],
-                           "image": inputs.image_bytes(r["image_path"])} for r in todo])
+                           "tokens": r["tokens"], "image": inputs.image_bytes(r["image_path"])} for r in todo])
     # Several small blocks, so every actor gets work from the start.
     blocks = [frame.iloc[i:i + ROWS_PER_BATCH] for i in range(0, len(frame), ROWS_PER_BATCH)]
     actors = min(args.actors, len(blocks))
     dataset = ray.data.from_pandas(blocks).map_batches(
         Labeler, batch_size=ROWS_PER_BATCH, batch_format="pandas",
-        fn_constructor_args=(settings, Secret(key), gate),
+        fn_constructor_args=(settings, gate),
         compute=ray.data.ActorPoolStrategy(
             size=actors, max_concurrent_calls_per_actor=max(1, math.ceil(args.concurrency / actors))),
         num_cpus=0.1,  # I/O bound: leave the CPUs to training
@@ -254,22 +282,25 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out).expanduser().resolve() if args.out else posts.folder / "labeled"
     cache_dir = Path(args.cache).expanduser().resolve() if args.cache else out / "cache"
     early, hits, todo = plan(posts, cache.load(cache_dir), args.retry_quarantined)
+    estimate(todo, args.image_tokens, args.tpm)
     price = prices(args)
     if args.dry_run:
         return dry_run(posts, early, hits, todo, rps, price, args)
-    key = api_key()
+    key = secret.read()
     if todo and not key:
-        raise UserError(f"no API key: set {KEY_VARIABLES[0]} (or {KEY_VARIABLES[1]}); --dry-run needs none")
+        raise UserError(f"no API key: set {secret.KEY_VARIABLES[0]} (or {secret.KEY_VARIABLES[1]}); "
+                        "--dry-run needs none")
     if todo and args.budget_usd is not None and price is None:
         raise UserError(f"--budget-usd needs prices for {args.model!r}: pass --price-in and --price-out")
     total = len(posts.table)
     print(f"[label] {total} rows from {posts.source}: {len(hits)} cached, {len(early)} quarantined before any "
-          f"request, {len(todo)} to ask {args.model} at {rps * 60:g} requests/min, {args.concurrency} at a time",
+          f"request, {len(todo)} to ask {args.model} at {rps * 60:g} requests/min"
+          f"{f' and {args.tpm:g} tokens/min' if args.tpm else ''}, {args.concurrency} at a time",
           flush=True)
     run = start_run(args, posts, out, cache_dir, started_at)
     results, stats = {}, {}
     if todo:
-        results, stats = label_remote(todo, args, rps, price, key, run, total,
+        results, stats = label_remote(todo, args, rps, price, secret.digest(key), run, total,
                                       {"cached": sum(1 for r in posts.table["key"] if r in hits), "early": len(early)})
         if stats.get("fatal"):
             raise UserError(stats["fatal"])

@@ -14,7 +14,11 @@ caption to the behaviours of that caption's successive calls (then ``ok``):
 JSON), ``not_json`` (content that is not JSON), ``out_of_range`` (score 42), ``slow`` (waits
 ``slow_s`` before answering), ``drop`` (closes the connection without a response: the client sees
 a connection error).
-Every call is logged (``calls``: time, caption, behaviour, status) for rate and count checks.
+Every call is logged (``calls``: time, caption, behaviour, status, whether it carried an image,
+when it was answered, and ``delivered``: whether the client was still there to read the answer; a
+client killed or timed out first never does) for rate and count checks.
+``hold_after(n)`` answers the first n calls and holds every later answer until ``release()``:
+a test can then kill a client at a moment when no answer is on its way.
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ class FakeOpenAI:
         self._seen: dict[str, int] = defaultdict(int)
         self._lock = threading.Lock()
         self._requested_port = port
+        self._hold_from: int | None = None  # calls from this index on wait for release()
+        self._released = threading.Event()
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -64,6 +70,24 @@ class FakeOpenAI:
         with self._lock:
             return len(self.calls)
 
+    def hold_after(self, answered: int) -> None:
+        with self._lock:
+            self._released.clear()
+            self._hold_from = answered
+
+    def release(self) -> None:
+        self._released.set()
+
+    def held(self) -> int:
+        """Calls waiting for release() to be answered."""
+        with self._lock:
+            return sum(1 for call in self.calls if "replied" not in call and call["index"] >= (self._hold_from or 0))
+
+    def delivered(self) -> list[dict]:
+        """Calls answered 200 to a client that was still there."""
+        with self._lock:
+            return [call for call in self.calls if call.get("delivered") and call["status"] == 200]
+
     def timestamps(self) -> list[float]:
         with self._lock:
             return [call["t"] for call in self.calls if call["status"] != 401]
@@ -80,18 +104,23 @@ class FakeOpenAI:
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         arrived = time.time()
         if request.headers.get("Authorization") != f"Bearer {self.key}":
-            self._log(arrived, "", "auth", 401, False)
+            self._log(arrived, "", "auth", 401, False)["replied"] = arrived
             return web.json_response({"error": {"message": "invalid API key", "type": "invalid_request_error",
                                                 "code": "invalid_api_key"}}, status=401)
         body = await request.json()
         caption, has_image = _caption_and_image(body)
         behaviour = self._behaviour(caption)
         status = {"429": 429, "500": 500, "drop": 0}.get(behaviour, 200)  # 0: no response at all
-        self._log(arrived, caption, behaviour, status, has_image)
+        call = self._log(arrived, caption, behaviour, status, has_image)
         if behaviour == "drop":
+            call.update(replied=time.time(), delivered=False)
             request.transport.close()  # the response below is never sent
             return web.Response(status=500)
         await asyncio.sleep(self.slow_s if behaviour == "slow" else self.latency)
+        while self._hold_from is not None and call["index"] >= self._hold_from and not self._released.is_set():
+            await asyncio.sleep(0.02)
+        transport = request.transport  # None once the client has closed the connection
+        call.update(replied=time.time(), delivered=transport is not None and not transport.is_closing())
         if behaviour == "429":
             return web.json_response({"error": {"message": "rate limited", "code": 429}}, status=429,
                                      headers={"Retry-After": f"{self.retry_after:g}"})
@@ -115,10 +144,12 @@ class FakeOpenAI:
                       "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS},
         })
 
-    def _log(self, t: float, caption: str, behaviour: str, status: int, has_image: bool) -> None:
+    def _log(self, t: float, caption: str, behaviour: str, status: int, has_image: bool) -> dict:
         with self._lock:
-            self.calls.append({"t": t, "caption": caption, "behaviour": behaviour, "status": status,
-                               "has_image": has_image})
+            call = {"t": t, "caption": caption, "behaviour": behaviour, "status": status, "has_image": has_image,
+                    "index": len(self.calls)}
+            self.calls.append(call)
+            return call
 
     async def _start(self) -> None:
         app = web.Application(client_max_size=64 * 2**20)

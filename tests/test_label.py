@@ -22,6 +22,10 @@ from openai_server import PROMPT_TOKENS, FakeOpenAI, expected_score
 from PIL import Image
 
 KEY = "sk-test-9f8e7d6c5b4a"
+# The Labeler actors read the key from their own environment, never through Ray: the shared test
+# Ray (tests/conftest.py, started after every test module is imported) gets it the way a cluster's
+# workers must, in the environment its raylet starts in.
+os.environ["OPENROUTER_API_KEY"] = KEY
 PRICES = ["--price-in", "1", "--price-out", "1"]  # 1000 + 20 tokens a request: $0.00102
 COST_PER_REQUEST = (PROMPT_TOKENS + 20) / 1e6
 RPM = 600

@@ -59,10 +59,19 @@ class Shard:
         self.path = path
         self._file = path.open("a", encoding="utf-8")
 
-    def write(self, record: dict[str, Any]) -> None:
+    def write(self, record: dict[str, Any]) -> int:
+        """Appends ``record``; returns its offset in the file (``read_at`` reads it back)."""
+        offset = self._file.tell()
         self._file.write(json.dumps(record, sort_keys=True) + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
+        return offset
+
+    def read_at(self, offset: int) -> dict[str, Any]:
+        # json.dumps writes ASCII only, so the text file's offset is the byte offset.
+        with self.path.open(encoding="utf-8") as lines:
+            lines.seek(offset)
+            return json.loads(lines.readline())
 
     def close(self) -> None:
         self._file.close()

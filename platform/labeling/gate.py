@@ -1,15 +1,19 @@
 """The one Ray actor every labeling worker asks before each request: the job-wide limits and ledger.
 
-Used by ``python -m platform.label posts.csv --rpm 600 --concurrency 8 --budget-usd 2``.
+Used by ``python -m platform.label posts.csv --rpm 600 --tpm 200000 --concurrency 8 --budget-usd 2``.
 However many Ray Data actors run, each attempt (first tries and retries alike) first awaits
-``acquire``: an ``aiolimiter.AsyncLimiter`` held here grants at most one second's worth of requests
-at once and then the configured rate, so any 60 s window holds at most ``rpm + burst`` requests;
-a semaphore caps in-flight requests at ``--concurrency``; a 429's Retry-After pauses every worker,
-since the server meant the whole key. The actor also keeps the cost ledger (so ``--budget-usd``
-holds for the job), counts requests, 429s and retries, appends each result to the cache and each
-finished attempt to the run's log (``<out>/runs/``: what ledger.json's totals add up, killed runs
-included), and knows whether the server has answered anything yet (``reachable``).
-It is scheduled on the driver's node so the driver reads the same cache and output folders.
+``acquire``: a row this job has already answered is not sent again (its answer is returned: an
+actor that Ray restarted re-runs its whole batch); a concurrency slot is leased to the asking
+process, so a dead one's come back (platform/labeling/leases.py); the tokens-per-minute bucket
+(platform/labeling/tokens.py) takes the request's estimate; an ``aiolimiter.AsyncLimiter`` grants
+at most one second's worth of requests at once and then the configured rate, so any 60 s window
+holds at most ``rpm + burst`` requests; a 429's Retry-After pauses every worker, since the server
+meant the whole key. ``done`` ends the attempt: it settles the tokens from the reply's usage, keeps
+the cost ledger (so ``--budget-usd`` holds for the job), counts requests, 429s and retries, appends
+the row's answer to the cache and each attempt to the run's log (``<out>/runs/``: what
+ledger.json's totals add up, killed runs included), and knows whether the server has answered
+anything yet (``reachable``). It is scheduled on the driver's node so the driver reads the same
+cache and output folders.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import asyncio
 import math
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +30,22 @@ import ray
 from aiolimiter import AsyncLimiter
 
 from platform.labeling import cache
+from platform.labeling.leases import HEARTBEAT_S, Leases
+from platform.labeling.tokens import TokenBucket
 
 # Attempt kinds that mean the server sent something back: it is reachable, whatever it said.
 NO_ANSWER = ("connection_error", "timeout")
+# What ``acquire`` tells a holder taken for dead: the caller is gone, or it stalled and asks again.
+REVOKED = "revoked"
 REACHABLE_POLL_S = 0.05
+
+
+@dataclass
+class Limits:
+    requests_per_second: float
+    concurrency: int
+    budget_usd: float | None = None
+    tokens_per_minute: float | None = None
 
 
 def limiter_shape(requests_per_second: float) -> tuple[float, float]:
@@ -39,55 +56,94 @@ def limiter_shape(requests_per_second: float) -> tuple[float, float]:
 
 @ray.remote(num_cpus=0)
 class Gate:
-    def __init__(self, requests_per_second: float, concurrency: int, budget_usd: float | None, shard: str,
-                 attempts: str):
-        self._rps = requests_per_second
-        self._limiter = AsyncLimiter(*limiter_shape(requests_per_second))
-        self._slots = asyncio.Semaphore(concurrency)
-        self._budget = budget_usd
+    def __init__(self, limits: Limits, shard: str, attempts: str):
+        self._limiter = AsyncLimiter(*limiter_shape(limits.requests_per_second))
+        self._leases = Leases(limits.concurrency)
+        self._tokens = TokenBucket(limits.tokens_per_minute) if limits.tokens_per_minute else None
+        self._budget = limits.budget_usd
         self._paused_until = 0.0
-        self._stop: str | None = None  # "budget" or a fatal error line
+        self._stop: str | None = None  # "budget" or "fatal"
         self._fatal: str | None = None
         self._shard = cache.Shard(Path(shard))
         self._attempts = cache.Shard(Path(attempts))
-        self._in_flight = 0
-        self._answered = 0
+        self._answers: dict[str, int] = {}  # row key -> offset of its answer in the shard
+        self._replies = 0  # attempts the server answered, whatever it said
         self._longest_retry_after = 0.0
         self._counts: Counter = Counter()
         self._cost = 0.0
+        # Grant times by lease, then of the attempts that reported back: a grant to a caller that
+        # died while it queued was never sent, so requests are counted when they report.
+        self._granted: dict[int, float] = {}
         self._grants: list[float] = []
+        self._reaper: asyncio.Task | None = None
 
-    async def acquire(self) -> str | None:
-        """Wait for a slot and a rate permit; ``None`` means go, a string says why to stop instead."""
-        if self._stop:
-            return self._stop
-        await self._slots.acquire()
+    async def acquire(self, key: str, holder: str, tokens: int) -> dict[str, Any]:
+        """Whether to send row ``key`` (``tokens`` estimated) now: ``{"lease": n}`` go, ``{"answered":
+        record}`` it was answered already, ``{"stop": why}`` stop asking (or, for REVOKED, ask again)."""
+        self._start_reaper()
+        if verdict := self._verdict(key):
+            return verdict
+        lease = await self._leases.take(holder)
+        if lease is None:
+            return {"stop": REVOKED}
         try:
-            while True:
-                wait = self._paused_until - time.monotonic()
-                if wait <= 0:
-                    break
+            while (wait := self._paused_until - time.monotonic()) > 0:
                 await asyncio.sleep(wait)
+            if self._tokens:
+                await self._tokens.take(tokens)
             await self._limiter.acquire()
-            if self._stop:  # decided while this caller queued
-                self._slots.release()
-                return self._stop
         except BaseException:
-            self._slots.release()
+            self._leases.give_back(lease)
             raise
-        self._grants.append(time.time())
-        self._counts["requests"] += 1
-        self._in_flight += 1
-        return None
+        if verdict := self._verdict(key) or (None if self._leases.alive(holder) else {"stop": REVOKED}):
+            # Decided while this caller queued, or the caller was taken for dead meanwhile.
+            self._leases.give_back(lease)
+            if self._tokens:
+                self._tokens.settle(tokens, 0)
+            return verdict
+        self._granted[lease] = time.time()
+        return {"lease": lease}
 
-    def done(self, outcome: dict[str, Any]) -> None:
-        """One attempt finished: free its slot, book its tokens, cost and kind, and log it durably."""
-        self._slots.release()
-        self._in_flight -= 1
+    def _verdict(self, key: str) -> dict[str, Any] | None:
+        if key in self._answers:
+            self._counts["resends_avoided"] += 1
+            return {"answered": self._shard.read_at(self._answers[key])}
+        return {"stop": self._stop} if self._stop else None
+
+    def join(self, holder: str, actor_id: str) -> None:
+        """A Labeler process started (a restarted actor's old process is dead: its slots return)."""
+        self._leases.join(holder, actor_id)
+
+    def beat(self, holder: str) -> None:
+        self._leases.beat(holder)
+
+    def _start_reaper(self) -> None:
+        if self._reaper is None:
+            self._reaper = asyncio.get_running_loop().create_task(self._reap())
+
+    async def _reap(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            self._leases.reap()
+
+    def done(self, outcome: dict[str, Any], result: dict[str, Any] | None = None) -> None:
+        """One attempt finished: its slot back, its tokens settled, its figures booked and logged, and
+        the row's result recorded if it is final (in the same call, so an actor killed right after
+        a paid answer cannot lose it)."""
+        self._leases.give_back(outcome["lease"])
+        self._grants.append(self._granted.pop(outcome["lease"], time.time()))
+        self._counts["requests"] += 1
+        if self._tokens:
+            self._tokens.settle(outcome["estimate"], outcome.get("used_tokens", outcome["estimate"]))
+        self._book(outcome)
+        if result is not None:
+            self.record(result)
+
+    def _book(self, outcome: dict[str, Any]) -> None:
         kind = outcome.get("kind", "ok")
         self._attempts.write({"t": round(time.time(), 3), "kind": kind, "retry": bool(outcome.get("retry")),
                               **{k: outcome.get(k) or 0 for k in ("prompt_tokens", "completion_tokens", "cost_usd")}})
-        self._answered += kind not in NO_ANSWER
+        self._replies += kind not in NO_ANSWER
         if outcome.get("retry_after_asked_s"):
             self._counts["retry_after_capped"] += 1
             self._longest_retry_after = max(self._longest_retry_after, float(outcome["retry_after_asked_s"]))
@@ -104,19 +160,19 @@ class Gate:
             self._stop = "budget"
 
     def record(self, result: dict[str, Any]) -> None:
-        """A row's final result: durable in the cache before the worker moves on."""
+        """A row's final result: durable in the cache before the worker moves on, and never asked again."""
         if cache.cacheable(result):
-            self._shard.write(result)
+            self._answers[result["key"]] = self._shard.write(result)
 
     async def reachable(self, timeout_s: float) -> bool:
         """Whether the server has answered any attempt of this job; asked by a row whose last attempt
         failed to connect. Waits for the attempts still in flight first (a row that fails fast must
         not end the job while others are about to get answers), but no longer than one reply may
-        take (``--timeout``): an attempt of an actor that died is never ``done``."""
+        take (``--timeout``)."""
         deadline = time.monotonic() + timeout_s + 1.0
-        while not self._answered and self._in_flight > 0 and time.monotonic() < deadline:
+        while not self._replies and self._leases.in_flight > 0 and time.monotonic() < deadline:
             await asyncio.sleep(REACHABLE_POLL_S)
-        return self._answered > 0
+        return self._replies > 0
 
     def abort(self, reason: str) -> None:
         """A job-wide failure (key rejected, server unreachable): every worker stops asking."""
@@ -126,21 +182,28 @@ class Gate:
 
     def stats(self) -> dict[str, Any]:
         counts = dict(self._counts)
-        grants = self._grants
+        grants = sorted(self._grants)
         span = grants[-1] - grants[0] if len(grants) > 1 else 0.0
+        # Requests over the span they were granted in: what the limiter actually let through
+        # (none under a second: a first burst is no rate).
+        rpm = (len(grants) - 1) / span * 60 if span >= 1.0 else None
+        tokens = counts.get("prompt_tokens", 0) + counts.get("completion_tokens", 0)
         return {
             **counts,
             "cost_usd": self._cost,
             "longest_retry_after_s": self._longest_retry_after,
             "stopped": self._stop,
             "fatal": self._fatal,
+            "leases_revoked": self._leases.revoked,
             "first_request": grants[0] if grants else None,
             "last_request": grants[-1] if grants else None,
-            # Requests over the span they were granted in: what the limiter actually let through
-            # (none under a second: a first burst is no rate).
-            "achieved_rpm": (len(grants) - 1) / span * 60 if span >= 1.0 else None,
+            "achieved_rpm": rpm,
+            # The achieved request rate times the tokens a request used.
+            "achieved_tpm": rpm * tokens / len(grants) if rpm is not None else None,
         }
 
     def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
         self._shard.close()
         self._attempts.close()

@@ -34,7 +34,7 @@ MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "
 class Posts:
     source: Path
     folder: Path
-    table: pd.DataFrame  # post_id, image_path (absolute), caption, key, mime, problem
+    table: pd.DataFrame  # post_id, image_path (absolute), caption, key, mime, width, height, problem
 
 
 def locate(source: str) -> tuple[Path, Path]:
@@ -108,23 +108,23 @@ def read(source: str, model: str, api: str, allow_outside: bool = False) -> Post
     for post_id, image_path, caption in zip(table["post_id"], table["image_path"], table["caption"]):
         image = (folder / image_path).resolve() if image_path else None
         caption = str(caption).strip()
-        mime, key, problem = "", "", ""
+        mime, key, problem, size = "", "", "", (0, 0)
         data = _read_image(image)
         if isinstance(data, str):
             problem = data
         else:
-            mime = data[1]
+            mime, size = data[1], data[2]
             if not caption:
                 problem = "empty_caption"
             key = cache_key(hashlib.sha256(data[0]).hexdigest(), caption, model, api)
         rows.append({"post_id": str(post_id), "image_path": str(image or ""), "caption": caption,
-                     "key": key, "mime": mime, "problem": problem})
-    columns = ["post_id", "image_path", "caption", "key", "mime", "problem"]
+                     "key": key, "mime": mime, "width": size[0], "height": size[1], "problem": problem})
+    columns = ["post_id", "image_path", "caption", "key", "mime", "width", "height", "problem"]
     return Posts(path, folder, pd.DataFrame(rows, columns=columns))
 
 
-def _read_image(image: Path | None) -> tuple[bytes, str] | str:
-    """The bytes and MIME type, or the quarantine reason."""
+def _read_image(image: Path | None) -> tuple[bytes, str, tuple[int, int]] | str:
+    """The bytes, MIME type and size, or the quarantine reason."""
     if image is None or not image.is_file():
         return f"missing_image: {image}" if image else "missing_image: no image_path"
     try:
@@ -142,14 +142,14 @@ def _read_image(image: Path | None) -> tuple[bytes, str] | str:
                     return (f"decompression_bomb: {picture.width}x{picture.height} pixels, more than the "
                             f"{MAX_IMAGE_PIXELS:,} an image may have")
                 picture.verify()
-                kind = picture.format
+                kind, size = picture.format, picture.size
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         return f"decompression_bomb: {str(err).splitlines()[0][:160]}"
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         return f"unreadable_image: {str(err).splitlines()[0][:120] if str(err) else 'not an image'}"
     if kind not in MIME:
         return f"unreadable_image: {kind} is not a format vision APIs take"
-    return data, MIME[kind]
+    return data, MIME[kind], size
 
 
 def image_bytes(path: str) -> bytes:

@@ -16,9 +16,10 @@ PROMPT_VERSION = "gender-bias-v1"
 # Part of the cache key: a different temperature or token cap is a different question.
 GENERATION = {"temperature": 0.0, "max_tokens": 150, "image_detail": "low"}
 MAX_REASON_CHARS = 300
-# Rough token counts for --dry-run: "low" detail images cost a fixed 85 tokens on OpenAI-style
-# vision models; others differ (see --image-tokens).
+# Token counts for --dry-run and --tpm: OpenAI's rule for images on gpt-4o-class models (a "low"
+# detail image costs a fixed 85 tokens; "high" adds 170 a 512 px tile); others differ (see --image-tokens).
 IMAGE_TOKENS_LOW_DETAIL = 85
+IMAGE_TOKENS_A_TILE = 170
 EXPECTED_COMPLETION_TOKENS = 60
 CHARS_PER_TOKEN = 4
 
@@ -49,6 +50,24 @@ def messages(image: bytes, mime: str, caption: str) -> list[dict[str, Any]]:
 def estimate_prompt_tokens(caption: str, image_tokens: int = IMAGE_TOKENS_LOW_DETAIL) -> int:
     text = len(SYSTEM) + len("Caption: ") + len(caption)
     return math.ceil(text / CHARS_PER_TOKEN) + image_tokens
+
+
+def request_tokens(caption: str, image_tokens: int) -> int:
+    """What one request counts against a tokens-per-minute limit before it runs: its prompt and the
+    most it may write (``max_tokens``), as OpenAI counts it."""
+    return estimate_prompt_tokens(caption, image_tokens) + GENERATION["max_tokens"]
+
+
+def image_tokens(width: int, height: int, detail: str = GENERATION["image_detail"]) -> int:
+    """OpenAI's rule: 85 tokens at "low" detail; at "high" (and "auto", counted as high: the most it
+    may cost) 85 plus 170 a 512 px tile, once the image is fitted into 2048x2048 and then its short
+    side into 768 px."""
+    if detail == "low":
+        return IMAGE_TOKENS_LOW_DETAIL
+    scale = min(1.0, 2048 / max(width, height, 1))
+    scale *= min(1.0, 768 / max(min(width, height) * scale, 1))
+    tiles = math.ceil(width * scale / 512) * math.ceil(height * scale / 512)
+    return IMAGE_TOKENS_LOW_DETAIL + IMAGE_TOKENS_A_TILE * tiles
 
 
 _FENCE = re.compile(r"^\s*```[a-zA-Z0-9_-]*\s*\n?(.*?)\n?\s*```\s*$", re.DOTALL)

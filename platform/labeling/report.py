@@ -51,6 +51,14 @@ def rate(rpm: float | None) -> str:
     return "n/a" if rpm is None else f"{rpm:.0f} req/min"
 
 
+def token_rate(ledger: dict[str, Any]) -> str:
+    """`` and N tok/min (limit M)`` when --tpm was given."""
+    limit, achieved = ledger["limits"]["tokens_per_minute"], ledger["achieved_tokens_per_minute"]
+    if limit is None:
+        return ""
+    return f" and {'n/a' if achieved is None else f'{achieved:,.0f}'} tok/min (limit {limit:,.0f})"
+
+
 def progress(done: int, total: int, labeled: int, cached: int, quarantined: int, stats: dict, elapsed: float) -> str:
     tokens = stats.get("prompt_tokens", 0) + stats.get("completion_tokens", 0)
     return (f"[label] {done}/{total} rows  labeled {labeled}  cached {cached}  quarantined {quarantined}  "
@@ -68,8 +76,8 @@ def summary(ledger: dict[str, Any], out: Path) -> str:
         f"{rows['not_labeled']} not labeled",
         f"  requests {ledger['requests']} (429s {ledger['http_429']}, retries {ledger['retries']})  "
         f"tokens {tokens['prompt']:,} prompt + {tokens['completion']:,} completion  cost {money(ledger['cost_usd'])}  "
-        f"achieved {rate(ledger['achieved_requests_per_minute'])} (limit {ledger['limits']['requests_per_minute']:g})  "
-        f"elapsed {ledger['elapsed_s']:.1f}s",
+        f"achieved {rate(ledger['achieved_requests_per_minute'])} (limit {ledger['limits']['requests_per_minute']:g})"
+        f"{token_rate(ledger)}  elapsed {ledger['elapsed_s']:.1f}s",
         f"  output: {out / LABELS_FILE}, {out / QUARANTINE_FILE}, {out / LEDGER_FILE}",
     ]
     if ledger.get("runs", 0) > 1:  # what the folder's labels cost in all, killed runs included

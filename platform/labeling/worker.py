@@ -2,12 +2,16 @@
 
 Used by ``python -m platform.label posts.csv`` as
 ``map_batches(Labeler, compute=ActorPoolStrategy(size=..., max_concurrent_calls_per_actor=...))``.
-Every attempt first takes a permit from the shared ``Gate`` actor (rate, concurrency, budget), so
-rows of a batch run concurrently without any actor exceeding the job's limits. The openai client
-makes no retries of its own: this module retries 429, 5xx, timeouts, connection errors, malformed
-bodies and invalid replies with exponential backoff and full jitter, waiting at least Retry-After
-(but never longer than ``retry_after_cap``: a server asking for a day would stall every worker).
-A row whose attempts end in a connection error is quarantined; only when the server never answered
+Every attempt first asks the shared ``Gate`` actor (rate, tokens, concurrency, budget, and whether
+the row was answered already: an actor Ray restarted re-runs its whole batch, and those rows must
+not be paid twice), so rows of a batch run concurrently without any actor exceeding the job's
+limits. Each process is a lease holder of its own (a fresh id, heartbeats): the slots of a process
+that dies come back (platform/labeling/leases.py). The API key is read from this process's
+environment, never received through Ray (platform/labeling/secret.py). The openai client makes no
+retries of its own: this module retries 429, 5xx, timeouts, connection errors, malformed bodies
+and invalid replies with exponential backoff and full jitter, waiting at least Retry-After (but
+never longer than ``retry_after_cap``: a server asking for a day would stall every worker). A row
+whose attempts end in a connection error is quarantined; only when the server never answered
 anything in the whole job does it end the job ("cannot reach the API").
 """
 
@@ -17,33 +21,22 @@ import asyncio
 import email.utils
 import random
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import openai
 import pandas as pd
+import ray
 
-from platform.labeling import prompt
+from platform.labeling import prompt, secret
+from platform.labeling.gate import REVOKED
+from platform.labeling.leases import HEARTBEAT_S
 
 BACKOFF_CAP_S = 60.0
 # The longest a 429's Retry-After pauses the job, whatever the server asks: past a minute it is a
 # quota for the hour or the day, not for the minute, and waiting for it silently looks like a hang.
 RETRY_AFTER_CAP_S = 60.0
-
-
-class Secret:
-    """Holds the API key; its repr and str never show it (Ray may print constructor arguments)."""
-
-    def __init__(self, value: str):
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
 
 
 @dataclass
@@ -56,6 +49,7 @@ class Settings:
     price_in: float  # USD per million prompt tokens
     price_out: float
     openrouter: bool
+    key_digest: str  # secret.digest of the driver's key: the actors read the key itself from their environment
 
 
 class Fatal(Exception):
@@ -63,77 +57,109 @@ class Fatal(Exception):
 
 
 class Labeler:
-    def __init__(self, settings: Settings, key: Secret, gate: Any):
+    def __init__(self, settings: Settings, gate: Any):
         self._settings = settings
-        self._key = key
         self._gate = gate
+        self._key = secret.read()
+        self._holder = uuid.uuid4().hex  # this process: Ray's restart of the actor is another holder
         self._client: openai.AsyncOpenAI | None = None
+        self._heartbeat: asyncio.Task | None = None
+        gate.join.remote(self._holder, ray.get_runtime_context().get_actor_id())
 
     async def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         if self._client is None:  # made on the loop that runs the calls
+            if problem := secret.problem(self._settings.key_digest):
+                await self._gate.abort.remote(problem)
+                return pd.DataFrame([self._blank(row, reason="fatal") for row in batch.to_dict("records")])
             self._client = openai.AsyncOpenAI(
-                api_key=self._key.reveal(), base_url=self._settings.base_url,
-                timeout=self._settings.timeout_s, max_retries=0,
+                api_key=self._key, base_url=self._settings.base_url, timeout=self._settings.timeout_s, max_retries=0,
             )
+            self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
         rows = batch.to_dict("records")
         results = await asyncio.gather(*(self._label(row) for row in rows))
         return pd.DataFrame(results)
 
+    async def _beat(self) -> None:
+        """Tells the gate this process lives, so the slots it holds stay its own."""
+        while True:
+            try:
+                await self._gate.beat.remote(self._holder)
+            except ray.exceptions.RayError:  # the job is over: its gate is gone
+                return
+            await asyncio.sleep(HEARTBEAT_S)
+
+    def _blank(self, row: dict[str, Any], reason: str = "") -> dict[str, Any]:
+        return {"key": row["key"], "post_id": row["post_id"], "status": "skipped", "score": None, "reason": reason,
+                "model": self._settings.model, "prompt_version": prompt.PROMPT_VERSION, "prompt_tokens": 0,
+                "completion_tokens": 0, "cost_usd": 0.0, "latency_s": None, "attempts": 0}
+
     async def _label(self, row: dict[str, Any]) -> dict[str, Any]:
         s = self._settings
-        result = {"key": row["key"], "post_id": row["post_id"], "status": "skipped", "score": None, "reason": "",
-                  "model": s.model, "prompt_version": prompt.PROMPT_VERSION, "prompt_tokens": 0,
-                  "completion_tokens": 0, "cost_usd": 0.0, "latency_s": None, "attempts": 0}
-        last_error = ""
+        result = self._blank(row)
+        error = ""
         for attempt in range(s.max_retries + 1):
-            stop = await self._gate.acquire.remote()
-            if stop:
-                result["reason"] = stop
-                return result
+            grant = await self._grant(row)
+            if "lease" not in grant:
+                return grant.get("answered") or {**result, "reason": grant["stop"]}
             result["attempts"] += 1
-            outcome: dict[str, Any] = {"retry": attempt > 0}
-            started = time.monotonic()
+            outcome = {"lease": grant["lease"], "estimate": int(row["tokens"]), "retry": attempt > 0}
             try:
-                reply = await self._client.chat.completions.create(
-                    model=s.model, messages=prompt.messages(row["image"], row["mime"], row["caption"]),
-                    temperature=prompt.GENERATION["temperature"], max_tokens=prompt.GENERATION["max_tokens"],
-                    # OpenRouter reports the request's real cost when asked.
-                    extra_body={"usage": {"include": True}} if s.openrouter else None,
-                )
-                self._book(reply, outcome, result)
-                content = reply.choices[0].message.content if reply.choices else None
-                score, reason = prompt.parse_reply(content)
-            except prompt.ReplyError as err:
-                outcome["kind"], last_error = "invalid_reply", f"invalid_reply: {err}"
-            except Exception as err:  # noqa: BLE001 - sorted below; anything unknown is a row failure
-                try:
-                    last_error = self._classify(err, outcome)
-                except Fatal as fatal:
-                    await self._gate.done.remote(outcome)
-                    await self._gate.abort.remote(str(fatal))
-                    result["reason"] = "fatal"
-                    return result
-                if outcome.get("final"):
-                    await self._gate.done.remote(outcome)
-                    break
-            else:
-                outcome["kind"] = "ok"
+                error = await self._attempt(row, outcome, result)
+            except Fatal as fatal:
                 await self._gate.done.remote(outcome)
-                result.update(status="labeled", score=score, reason=reason,
-                              latency_s=round(time.monotonic() - started, 3))
-                await self._gate.record.remote(result)
+                await self._gate.abort.remote(str(fatal))
+                return {**result, "reason": "fatal"}
+            last = error is None or outcome.get("final") or attempt == s.max_retries
+            if last and error is not None and not error.startswith("connection_error"):
+                result.update(status="quarantined", reason=self._scrub(error))
+            await self._gate.done.remote(outcome, result if result["status"] != "skipped" else None)
+            if result["status"] != "skipped":
                 return result
-            await self._gate.done.remote(outcome)
-            if attempt < s.max_retries:
-                await asyncio.sleep(max(self._backoff(attempt), outcome.get("pause_s") or 0.0))
-        if last_error.startswith("connection_error") and not await self._gate.reachable.remote(s.timeout_s):
+            if last:
+                break
+            await asyncio.sleep(max(self._backoff(attempt), outcome.get("pause_s") or 0.0))
+        if not await self._gate.reachable.remote(s.timeout_s):
             # Nothing in the whole job ever got an answer: the server, not this row, is the problem.
-            await self._gate.abort.remote(f"cannot reach the API at {s.base_url} ({last_error.split(': ', 1)[-1]})")
-            result["reason"] = "fatal"
-            return result
-        result.update(status="quarantined", reason=last_error.replace(self._key.reveal() or "\0", "***"))
-        await self._gate.record.remote(result)
-        return result
+            await self._gate.abort.remote(f"cannot reach the API at {s.base_url} ({error.split(': ', 1)[-1]})")
+            return {**result, "reason": "fatal"}
+        # Not cached (nothing was paid for): a re-run asks again.
+        return {**result, "status": "quarantined", "reason": self._scrub(error)}
+
+    async def _grant(self, row: dict[str, Any]) -> dict[str, Any]:
+        while True:
+            grant = await self._gate.acquire.remote(row["key"], self._holder, int(row["tokens"]))
+            if grant.get("stop") != REVOKED:
+                return grant
+            # The gate took this process for dead (it stalled past the lease): the next heartbeat
+            # says otherwise.
+            await asyncio.sleep(HEARTBEAT_S)
+
+    async def _attempt(self, row: dict[str, Any], outcome: dict[str, Any], result: dict[str, Any]) -> str | None:
+        """One request: ``None`` once it labeled ``result``, else why not (``outcome`` says what happened)."""
+        s = self._settings
+        started = time.monotonic()
+        try:
+            reply = await self._client.chat.completions.create(
+                model=s.model, messages=prompt.messages(row["image"], row["mime"], row["caption"]),
+                temperature=prompt.GENERATION["temperature"], max_tokens=prompt.GENERATION["max_tokens"],
+                # OpenRouter reports the request's real cost when asked.
+                extra_body={"usage": {"include": True}} if s.openrouter else None,
+            )
+            self._book(reply, outcome, result)
+            content = reply.choices[0].message.content if reply.choices else None
+            score, reason = prompt.parse_reply(content)
+        except prompt.ReplyError as err:
+            outcome["kind"] = "invalid_reply"
+            return f"invalid_reply: {err}"
+        except Exception as err:  # noqa: BLE001 - sorted by _classify; anything unknown is a row failure
+            return self._classify(err, outcome)
+        outcome["kind"] = "ok"
+        result.update(status="labeled", score=score, reason=reason, latency_s=round(time.monotonic() - started, 3))
+        return None
+
+    def _scrub(self, error: str) -> str:
+        """A quarantine reason is written to quarantine.csv: never with the key in it."""
+        return error.replace(self._key, "***") if self._key else error
 
     def _book(self, reply: Any, outcome: dict[str, Any], result: dict[str, Any]) -> None:
         usage = getattr(reply, "usage", None)
@@ -143,6 +169,8 @@ class Labeler:
         cost = float(reported) if isinstance(reported, (int, float)) else (
             prompt_tokens * self._settings.price_in + completion_tokens * self._settings.price_out) / 1e6
         outcome.update(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost_usd=cost)
+        if usage is not None:  # what the tokens-per-minute limit is settled with
+            outcome["used_tokens"] = prompt_tokens + completion_tokens
         # A row's tokens and cost add up over its attempts: invalid replies are paid for too.
         result["prompt_tokens"] += prompt_tokens
         result["completion_tokens"] += completion_tokens
@@ -161,6 +189,8 @@ class Labeler:
         if isinstance(err, openai.APIStatusError):
             code = err.status_code
             outcome["kind"] = f"http_{code}"
+            if code < 500:
+                outcome["used_tokens"] = 0  # refused, not run: it counts against no token limit
             if code in (401, 403):
                 raise Fatal(f"the API at {base_url} rejected the key (HTTP {code}): "
                             "check OPENROUTER_API_KEY or OPENAI_API_KEY")
