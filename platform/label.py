@@ -42,6 +42,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from platform import progress
 from platform.errors import UserError, exit_on_user_error
 from platform.labeling import cache, inputs, ledger, prompt, report, secret
 
@@ -99,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="send images whose image_path is outside the source folder (refused by default)")
     parser.add_argument("--dry-run", action="store_true", help="estimate requests, tokens and cost; send nothing")
     parser.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
+    parser.add_argument("--progress", choices=progress.CHOICES, default="auto",
+                        help="a progress bar of the image scan (default auto: when output is a terminal)")
+    parser.add_argument("--verbose", action="store_true", help="also print Ray's own log lines (its core's, its internal actors')")
     return parser
 
 
@@ -187,7 +191,7 @@ def label_remote(todo: list[dict], args, rps: float, price, key_digest: str, run
     from platform.labeling.gate import Gate, Limits
     from platform.labeling.worker import Labeler, Settings
 
-    cluster.start(args.address)
+    cluster.start(args.address, verbose=args.verbose)
     gate = Gate.options(
         name=f"label-gate-{run['id']}",
         scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False),
@@ -278,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     rps = check_args(args)
     started_at, started = datetime.datetime.now().astimezone(), time.monotonic()
-    posts = inputs.read(args.source, args.model, inputs.provider(args.base_url), args.allow_outside_images)
+    posts = inputs.read(args.source, args.model, inputs.provider(args.base_url), args.allow_outside_images,
+                        bar=progress.wanted(args.progress))
     out = Path(args.out).expanduser().resolve() if args.out else posts.folder / "labeled"
     cache_dir = Path(args.cache).expanduser().resolve() if args.cache else out / "cache"
     early, hits, todo = plan(posts, cache.load(cache_dir), args.retry_quarantined)

@@ -2,7 +2,7 @@
 
 Used by ``python -m platform.run asl [--progress auto|on|off]``: the steps of each epoch (rank 0's
 Train worker: steps, samples/s, running loss, ETA) and the shards of the preprocessing job (Ray
-Data's own bars). ``auto``, the default, draws them when the command's output is a terminal, so
+Data's own bars); and by ``python -m platform.label posts.csv`` for its image scan. ``auto``, the default, draws them when the command's output is a terminal, so
 logs and CI keep one line an epoch.
 """
 
@@ -38,6 +38,22 @@ def epoch_steps(batches: Iterable[Any], *, total: int | None, title: str, sample
             if loss is not None and seen:
                 shown.append(f"loss {loss / seen:.4f}")
             bar.set_description("  ".join(shown))
+            bar.update(1)
+    finally:
+        bar.close()
+
+
+def counted(items: Iterable[Any], total: int, title: str, shown: bool) -> Iterator[Any]:
+    """``items`` with a bar of how many have gone by, when ``shown`` (in the driver or a worker)."""
+    if not shown:
+        yield from items
+        return
+    from ray.experimental.tqdm_ray import tqdm
+
+    bar = tqdm(desc=title, total=total, unit="item")
+    try:
+        for item in items:
+            yield item
             bar.update(1)
     finally:
         bar.close()

@@ -377,11 +377,12 @@ def test_the_budget_stops_the_run_cleanly(tmp_path, ray_address):
 def test_dry_run_estimates_without_a_key_or_a_call(tmp_path):
     folder = write_posts(tmp_path, [f"estimated post {i}" for i in range(5)], [("gone", "images/x.jpg", "no image")])
     with FakeOpenAI(key=KEY) as server:
-        result = label(str(folder), "--base-url", server.url, "--dry-run", key=None)
+        result = label(str(folder), "--base-url", server.url, "--dry-run", "--progress", "on", key=None)
         assert server.call_count == 0
     assert result.returncode == 0, result.stderr
     assert "would send 5 requests" in result.stdout and "cost (estimate): ~$" in result.stdout
     assert "missing_image 1" in result.stdout and not (folder / "labeled").exists()
+    assert "[label] scanning images: 100%" in result.stdout + result.stderr  # --progress on: the scan's bar
 
 
 def test_a_missing_key_is_one_error_line(tmp_path):

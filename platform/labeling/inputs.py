@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from platform import progress
 from platform.errors import UserError
 from platform.labeling import prompt
 # The most pixels the gender_bias trainable decodes: a label for an image it refuses is money wasted.
@@ -92,8 +93,9 @@ def refuse_outside(path: Path, folder: Path, table: pd.DataFrame) -> None:
                         "pass --allow-outside-images to send images from elsewhere to the API")
 
 
-def read(source: str, model: str, api: str, allow_outside: bool = False) -> Posts:
-    """The posts with their cache keys for ``model`` at ``api`` (``provider(--base-url)``)."""
+def read(source: str, model: str, api: str, allow_outside: bool = False, bar: bool = False) -> Posts:
+    """The posts with their cache keys for ``model`` at ``api`` (``provider(--base-url)``); ``bar``:
+    a progress bar of the scan (every image is read and its header checked)."""
     path, folder = locate(source)
     try:
         table = pd.read_csv(path, dtype={"post_id": str, "image_path": str, "caption": str}, keep_default_na=False)
@@ -105,7 +107,8 @@ def read(source: str, model: str, api: str, allow_outside: bool = False) -> Post
     if not allow_outside:
         refuse_outside(path, folder, table)
     rows = []
-    for post_id, image_path, caption in zip(table["post_id"], table["image_path"], table["caption"]):
+    posts = zip(table["post_id"], table["image_path"], table["caption"])
+    for post_id, image_path, caption in progress.counted(posts, len(table), "[label] scanning images", bar):
         image = (folder / image_path).resolve() if image_path else None
         caption = str(caption).strip()
         mime, key, problem, size = "", "", "", (0, 0)
