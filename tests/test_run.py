@@ -322,7 +322,9 @@ def test_help_lists_trainables_tiers_and_config_keys():
     result = run_command("run", "asl", "--help")
     assert result.returncode == 0
     assert "trainables: " in result.stdout and "asl" in result.stdout
-    assert "tiers of asl: smoke, fast, standard, full" in result.stdout
+    tiers = result.stdout.split("tiers of asl")[1].split("config keys of asl")[0].splitlines()[1:]
+    assert [line.split(":")[0].strip() for line in tiers] == ["smoke", "fast", "standard", "full"]
+    assert "max_len=32" in tiers[0] and tiers[-1].endswith("full: the defaults")
     assert "max_len = 384" in result.stdout and "Peak learning rate (AdamW)." in result.stdout
 
 
