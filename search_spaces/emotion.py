@@ -18,7 +18,8 @@ decoding its clips happen once, later runs read the platform's preprocessed cach
 - ``standard``: 2,000 synthetic clips (or every MELD row), 4 frames of 112 px, 3 s of audio,
   attention fusion, 8 epochs (not timed here).
 - ``full``: the seed's recipe (``Config`` defaults): every row, BERT-like text encoder (MiniLM)
-  with 3 layers frozen, VGGish-width audio CNN over 64 mel bands, ResNet18 on 4 frames of 112 px,
+  with 3 layers frozen, VGGish-width audio CNN over 64 mel bands, the image encoder
+  (``image_weights=auto``: ResNet18, or offline the packaged EfficientNet-Lite0) on 4 frames of 112 px,
   attention fusion, class-weighted loss on both heads, AdamW lr 2e-4, batch 16, 10 epochs, patience
   3. Meant for a GPU and the real MELD (``--data``).
 

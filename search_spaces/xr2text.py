@@ -10,12 +10,13 @@ data, one worker; writing a synthetic set happens once; expect several times fas
   width 64, greedy decoding, 4 epochs with the curriculum compressed to unlock a stage each epoch
   (stages 0, 1, 2, 3), 0.77M parameters: 0.3-2 s an epoch at load 9 (5-15 s at load 15+), 11-16 s
   to preprocess, 57 s for the whole command with Ray starting (70-100 s loaded). It checks the plumbing, not the words (val BLEU-4 stays near 0).
-- ``fast``: 400 studies, 96 px, ResNet18 up to layer3, 2 decoder layers of 128, beam 2, 10 epochs,
-  stages unlocking at epochs 1, 3, 5, 3.4M parameters: 50-130 s an epoch loaded, 7 s idle, 30-50 s
+- ``fast``: 400 studies, 96 px, the encoder up to stage 3 (``encoder_stages``: ResNet18's layer3,
+  or offline EfficientNet-Lite0's block 11; measured with a random ResNet18), 2 decoder layers of
+  128, beam 2, 10 epochs, stages unlocking at epochs 1, 3, 5, 3.4M parameters: 50-130 s an epoch loaded, 7 s idle, 30-50 s
   to preprocess. After 10 epochs: val BLEU-4 0.58, ROUGE-L 0.76 (test 0.56, 0.72; the synthetic
   reports are templated), and the reports follow the images: of 40 val studies, 40 name
   cardiomegaly exactly when their reference does, 37 a nodule, 36 an opacity.
-- ``standard``: 1,000 studies, 160 px, the whole ResNet18, 3 layers of 256, beam 3, 20 epochs,
+- ``standard``: 1,000 studies, 160 px, the whole encoder, 3 layers of 256, beam 3, 20 epochs,
   stages at 2, 6, 12 (not timed here; meant for a GPU or a long CPU run).
 - ``full``: the seed's recipe (``Config`` defaults): 224 px, 3 decoder layers of 512, 50 epochs,
   batch 4 with gradient accumulation 8 (32 a step), AdamW lr 1e-4, FP16 on a GPU, patience 999

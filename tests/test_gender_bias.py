@@ -20,7 +20,7 @@ from PIL import Image
 from platform.config import resolve
 from platform.errors import UserError
 from search_spaces.gender_bias import SPACE, TIERS
-from trainables import gender_bias as gb
+from trainables import gender_bias as gb, image_encoders
 from trainables.gender_bias import data, model as model_lib, synthetic
 
 SOCIAL = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "social"
@@ -224,7 +224,7 @@ def test_the_weights_used_are_reported_and_missing_ones_are_user_errors(smoke_cf
     assert model.sources["image_encoder"] == "ResNet18, random initialisation"
     assert "tiny BERT" in model.sources["text_encoder"]
     with pytest.raises(UserError, match="image_weights"):
-        model_lib.image_source(str(tmp_path / "missing.pth"))
+        image_encoders.resolve(str(tmp_path / "missing.pth"))
     with pytest.raises(UserError, match="text_model"):
         model_lib.build_text_encoder(str(tmp_path / "no-model"))
 

@@ -1,9 +1,9 @@
-"""Pretrained encoders every trainable may use, loaded offline: ResNet18 and BERT-like text models.
+"""Pretrained text encoders every trainable may use, loaded offline, and the image loader.
 
 Used through the trainables (``python -m platform.run gender_bias``, ``emotion``...). Not a
-trainable itself (no ``search_spaces/pretrained.py``). ImageNet weights come only from the torch
-hub cache or a given file, text models only from a local folder or the Hugging Face cache
-(``local_files_only=True``); without them a model is randomly initialised and says so.
+trainable itself (no ``search_spaces/pretrained.py``). Text models come only from a local folder or
+the Hugging Face cache (``local_files_only=True``); without them a model is randomly initialised and
+says so. Image encoders (ResNet18, EfficientNet-Lite0) live in ``trainables/image_encoders.py``.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-import torchvision
 from PIL import Image
 from torch import nn
 
@@ -24,9 +22,6 @@ from platform.cache import cache_root
 from platform.errors import UserError
 from trainables.files import decode_image
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-RESNET18_FILE = Path(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url).name
 # "tiny": a randomly initialised BERT for CI and machines without a pretrained text model; six
 # layers like MiniLM and DistilBERT, so frozen_layers means the same share of the depth.
 TINY_BERT = {"hidden_size": 64, "num_hidden_layers": 6, "num_attention_heads": 2, "intermediate_size": 128}
@@ -48,16 +43,6 @@ def text_source(text_model: str) -> str:
         folder = minilm_folder()
         return str(folder) if folder else "tiny"
     return text_model
-
-
-def image_source(image_weights: str) -> str:
-    """``image_weights`` made concrete: a weights file, or "none" (random initialisation)."""
-    if image_weights == "auto":
-        cached = Path(torch.hub.get_dir()) / "checkpoints" / RESNET18_FILE
-        return str(cached) if cached.is_file() else "none"
-    if image_weights != "none" and not Path(image_weights).expanduser().is_file():
-        raise UserError(f"config key 'image_weights': {image_weights} is not a file (auto, none or a .pth path)")
-    return image_weights
 
 
 def _fallback_vocab() -> Path:
@@ -119,18 +104,6 @@ def transformer_layers(encoder: nn.Module) -> nn.ModuleList:
         if isinstance(module, nn.ModuleList):
             return module
     raise UserError(f"config key 'text_model': cannot find the transformer layers of {type(encoder).__name__}")
-
-
-def build_image_encoder(image_weights: str) -> nn.Module:
-    network = torchvision.models.resnet18(weights=None)
-    source = image_source(image_weights)
-    if source != "none":
-        try:
-            network.load_state_dict(torch.load(Path(source).expanduser(), map_location="cpu", weights_only=True))
-        except (OSError, RuntimeError, KeyError) as err:
-            raise UserError(f"config key 'image_weights': {source} is not a ResNet18 state dict ({err})") from None
-    network.fc = nn.Identity()  # 512 pooled features
-    return network
 
 
 def load_image(path: str, size: int) -> np.ndarray:

@@ -6,8 +6,10 @@ see ``trainables/captioning/data.py``; without it a cached synthetic set of draw
 
 Data flow: ``build_datasets`` reads the captions, builds the vocabulary from the training captions
 (``vocab_size`` words, captions cut at ``max_len``) and puts each image's references as token ids
-into its row; ``preprocess`` runs ResNet18 over the image files once (Ray Data; the platform
-keeps the features in its preprocessed store, keyed by ``PREPROCESS_KEYS``, and every run and trial reuses them).
+into its row, with the image encoder's identity (network and weights' hash, ``image_weights``
+resolved once: ``trainables/image_encoders.py``); ``preprocess`` runs that encoder over the image
+files once (Ray Data; the platform keeps the features in its preprocessed store, keyed by the rows
+and ``PREPROCESS_KEYS``, and every run and trial reuses them).
 Training: teacher forcing over all references of an image at once (each a sequence), cross
 entropy over words. Validation: greedy (``beam_width`` 1) or beam-search captions scored with
 pycocoevalcap's BLEU-1..4 and ROUGE-L against all references; ``METRIC`` is BLEU-4. Every
@@ -28,17 +30,18 @@ from torch import nn
 from platform.config import TrainConfig
 from platform.errors import UserError
 from trainables.captioning.data import normalize, read_flickr
-from trainables.captioning.features import FEATURE_DIM, describe, extract
+from trainables.captioning.features import extract
 from trainables.captioning.metrics import caption_metrics
 from trainables.captioning.model import Captioner
 from trainables.captioning.synthetic import synthetic_dataset
 from trainables.captioning.vocab import PAD, START, build_vocabulary, decode, encode_references
-from trainables.pretrained import image_source
+from trainables.image_encoders import resolve
 
 METRIC = ("val/bleu4", "max")
-# A new vocabulary (vocab_size, max_len, min_word_count) changes the rows' token ids, hence the
-# cache key as well; only these keys change the features themselves.
-PREPROCESS_KEYS = ("image_size", "image_weights")
+# A new vocabulary (vocab_size, max_len, min_word_count) changes the rows' token ids, and other
+# encoder weights the rows' image_encoder, hence the cache key as well; image_weights itself is not a
+# key: "auto" and the path it resolves to give the same features.
+PREPROCESS_KEYS = ("image_size",)
 
 
 @dataclasses.dataclass
@@ -68,7 +71,7 @@ class Config(TrainConfig):
     image_size: int = 224
     """Images are resized (shorter side) and centre-cropped to this many pixels square for the CNN."""
     image_weights: str = "auto"
-    """ResNet18 weights: auto (ImageNet if in the torch hub cache, else random from a fixed seed), none, or a .pth path."""
+    """Image encoder: auto (ResNet18 from the torch hub cache, else EfficientNet-Lite0 from its package), resnet18, efficientnet_lite0, none (random ResNet18), or a .pth path."""
     val_fraction: float = 0.1
     """Share of the images held out for validation when the data has no split lists."""
     test_fraction: float = 0.1
@@ -80,7 +83,7 @@ class Config(TrainConfig):
         "embed_dim": (1, None), "hidden_dim": (1, None), "dropout": (0, 0.99),
         "vocab_size": (5, None),  # the 4 special tokens and at least one word
         "min_word_count": (1, None), "max_len": (1, None), "beam_width": (1, None),
-        "image_size": (16, None),  # ResNet18 downsamples 32x; smaller images leave it nothing to see
+        "image_size": (16, None),  # the encoders downsample 32x; smaller images leave them nothing to see
         "val_fraction": (0.01, 0.9), "test_fraction": (0, 0.9),  # val must not be empty; test may be
         "synthetic_images": (10, None),
     }
@@ -93,7 +96,7 @@ def _checked(cfg: Config) -> None:
 
 
 def raw_rows(cfg: Config) -> tuple[dict[str, list[dict]], dict]:
-    """Rows {image_path, encoder_weights, captions [refs, max_len+2], eval_index} by split, and meta; no Ray."""
+    """Rows {image_path, image_encoder, captions [refs, max_len+2], eval_index} by split, and meta; no Ray."""
     _checked(cfg)
     data_dir = cfg.data_dir or str(synthetic_dataset(cfg))
     splits, meta = read_flickr(data_dir, cfg.val_fraction, cfg.test_fraction, cfg.seed)
@@ -102,8 +105,8 @@ def raw_rows(cfg: Config) -> tuple[dict[str, list[dict]], dict]:
     vocabulary = build_vocabulary([row["captions"] for row in splits["train"]], cfg.vocab_size, cfg.min_word_count)
     index = {word: k for k, word in enumerate(vocabulary)}
     references = max(len(row["captions"]) for rows in splits.values() for row in rows)
-    # Concrete now: the features (and their cache key, through the rows) name the weights they came from.
-    weights = image_source(cfg.image_weights)
+    # Concrete now: the features (and their cache key, through the rows) name the weights they come from.
+    encoder = resolve(cfg.image_weights)
     eval_images: list[dict] = []
     items: dict[str, list[dict]] = {}
     for split, rows in splits.items():
@@ -112,12 +115,12 @@ def raw_rows(cfg: Config) -> tuple[dict[str, list[dict]], dict]:
             if split != "train":
                 eval_images.append({"image": row["image"], "references": [normalize(c) for c in row["captions"]]})
             items[split].append({
-                "image_path": row["image_path"], "encoder_weights": weights,
+                "image_path": row["image_path"], "image_encoder": encoder.identity,
                 "captions": encode_references(row["captions"], index, cfg.max_len, references),
                 "eval_index": len(eval_images) - 1 if split != "train" else -1,
             })
-    meta.update(vocabulary=vocabulary, references_per_image=references, encoder_weights=weights,
-                image_encoder=describe(weights), eval_images=eval_images)
+    meta.update(vocabulary=vocabulary, references_per_image=references, image_weights=encoder.identity,
+                image_encoder=encoder.description, image_feature_dim=encoder.dim, eval_images=eval_images)
     return items, meta
 
 
@@ -132,10 +135,10 @@ def build_datasets(cfg: Config):
 
 
 def preprocess(batch: dict[str, np.ndarray], cfg: Config) -> dict[str, np.ndarray]:
-    """Raw rows -> {features float32 [B, 512], captions int64 [B, refs, max_len+2], eval_index int64 [B]}."""
-    weights = str(batch["encoder_weights"][0]) if len(batch["encoder_weights"]) else "none"
+    """Raw rows -> {features float32 [B, dim], captions int64 [B, refs, max_len+2], eval_index int64 [B]}."""
+    identity = str(batch["image_encoder"][0]) if len(batch["image_encoder"]) else resolve(cfg.image_weights).identity
     return {
-        "features": extract(batch["image_path"], cfg.image_size, weights),
+        "features": extract(batch["image_path"], cfg.image_size, identity, cfg.image_weights),
         "captions": np.asarray(batch["captions"], dtype=np.int64),
         "eval_index": np.asarray(batch["eval_index"], dtype=np.int64),
     }
@@ -146,7 +149,8 @@ def build_model(cfg: Config, meta: dict) -> nn.Module:
     vocabulary = meta.get("vocabulary") or []
     if len(vocabulary) < 5:
         raise UserError("meta has no vocabulary: build the model from build_datasets' meta")
-    model = Captioner(len(vocabulary), cfg.embed_dim, cfg.hidden_dim, cfg.dropout, FEATURE_DIM)
+    # The encoder's width (512 ResNet18, 1280 EfficientNet-Lite0); runs from before it was recorded used ResNet18.
+    model = Captioner(len(vocabulary), cfg.embed_dim, cfg.hidden_dim, cfg.dropout, meta.get("image_feature_dim", 512))
     model.vocabulary = list(vocabulary)
     model.eval_images = list(meta.get("eval_images") or [])
     return model
@@ -203,7 +207,9 @@ def predict(model: nn.Module, inputs: list[str], cfg: Config, meta: dict, beam: 
     width = cfg.beam_width if beam is None else beam
     if width < 1:
         raise UserError(f"--beam must be at least 1, not {width}")
-    features = torch.from_numpy(extract(inputs, cfg.image_size, meta["encoder_weights"]))
+    # Runs from before identities kept the weights' path in encoder_weights.
+    identity = meta.get("image_weights") or resolve(meta.get("encoder_weights", cfg.image_weights)).identity
+    features = torch.from_numpy(extract(inputs, cfg.image_size, identity, cfg.image_weights))
     model.eval()
     with torch.no_grad():
         ids = model.caption(features.to(next(model.parameters()).device), width, cfg.max_len).tolist()

@@ -1,10 +1,10 @@
-"""Image features: a ResNet18 forward pass over a batch of image files, once per data set.
+"""Image features: the chosen image encoder's pooled features of a batch of image files, once per data set.
 
 Run inside Ray Data by ``python -m platform.run captioning`` (``preprocess``; the platform caches
-its output beside the data, see ``PREPROCESS_KEYS``) and by ``python -m platform.predict RUN_DIR
-image.jpg``. The seed pre-extracted InceptionV3 features; ResNet18 is the platform's offline
-encoder (``trainables/pretrained.py``): ImageNet weights from the torch hub cache, else a random
-initialisation from a fixed seed, so that training and predict see the same features.
+its output in the store, keyed by the rows, which carry the encoder's identity) and by
+``python -m platform.predict RUN_DIR image.jpg``. The seed pre-extracted InceptionV3 features; the
+platform's offline encoders are ResNet18 and EfficientNet-Lite0 (``trainables/image_encoders.py``).
+A random initialisation draws from a fixed seed, so that training and predict see the same features.
 """
 
 from __future__ import annotations
@@ -13,41 +13,29 @@ import functools
 
 import numpy as np
 import torch
-from torch import nn
 
-from trainables.pretrained import IMAGENET_MEAN, IMAGENET_STD, build_image_encoder, load_image
+from trainables.image_encoders import ImageEncoder, build_encoder, from_identity
+from trainables.pretrained import load_image
 
-FEATURE_DIM = 512
 RANDOM_ENCODER_SEED = 0
 
 
-def describe(weights_source: str) -> str:
-    """The encoder a run used, in words, for meta.json and the run log."""
-    if weights_source == "none":
-        return f"ResNet18, random initialisation (seed {RANDOM_ENCODER_SEED}): no ImageNet weights in the torch hub cache"
-    return f"ResNet18, ImageNet weights from {weights_source}"
-
-
 @functools.lru_cache(maxsize=2)
-def load_encoder(weights_source: str) -> nn.Module:
-    """Once per process (a Ray Data worker calls ``preprocess`` once a batch)."""
+def load_encoder(identity: str, image_weights: str) -> ImageEncoder:
+    """Once per process (a Ray Data worker calls ``preprocess`` once a batch). The weights must be
+    the ones ``identity`` names: features of other weights would be stored under its key."""
+    choice = from_identity(identity, image_weights, required=True)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_ENCODER_SEED)
-        encoder = build_image_encoder(weights_source)
+        encoder = build_encoder(choice)
     return encoder.eval()
 
 
-def normalised_image(path: str, size: int) -> np.ndarray:
-    """[3, size, size] float32, ImageNet-normalised, as the encoder was trained."""
-    pixels = load_image(path, size).astype(np.float32) / 255
-    mean, std = (np.array(v, np.float32).reshape(3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
-    return (pixels - mean) / std
-
-
-def extract(paths, size: int, weights_source: str) -> np.ndarray:
-    """float32 [N, 512]: the encoder's globally pooled features of each image file."""
+def extract(paths, size: int, identity: str, image_weights: str) -> np.ndarray:
+    """float32 [N, dim]: the encoder's globally pooled features of each image file."""
+    encoder = load_encoder(identity, image_weights)
     if len(paths) == 0:
-        return np.zeros((0, FEATURE_DIM), np.float32)
-    pixels = torch.from_numpy(np.stack([normalised_image(str(path), size) for path in paths]))
+        return np.zeros((0, encoder.dim), np.float32)
+    pixels = torch.from_numpy(np.stack([load_image(str(path), size) for path in paths]))
     with torch.no_grad():
-        return load_encoder(weights_source)(pixels).numpy().astype(np.float32)
+        return encoder(pixels).numpy().astype(np.float32)

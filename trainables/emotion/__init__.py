@@ -33,6 +33,7 @@ from trainables.emotion.media import ClipShape, decode_clip, empty_clip
 from trainables.emotion.metrics import classification_metrics, confusion
 from trainables.emotion.model import EmotionClassifier, describe_sources, parse_modalities
 from trainables.emotion.synthetic import synthetic_dataset
+from trainables.image_encoders import chosen, resolve
 from trainables.pretrained import load_tokenizer, text_source
 
 METRIC = ("val/weighted_f1", "max")
@@ -73,7 +74,7 @@ class Config(TrainConfig):
     frozen_layers: int = 3
     """Transformer layers of the text encoder frozen from the bottom (with its embeddings when > 0)."""
     image_weights: str = "auto"
-    """ResNet18 weights of the video encoder: auto (ImageNet if in the torch hub cache, else random), none, or a .pth path."""
+    """Video frame encoder: auto (ResNet18 from the torch hub cache, else EfficientNet-Lite0 from its package), resnet18, efficientnet_lite0, none (random ResNet18), or a .pth path."""
     audio_width: int = 64
     """Channels of the audio CNN's first block, doubling in each of its four (VGGish: 64)."""
     sample_rate: int = 16000
@@ -135,7 +136,10 @@ def build_datasets(cfg: Config):
         meta["oversampled_train_rows"] = len(splits["train"])
     # Concrete now, so predict on another machine rebuilds the same architecture.
     meta["text_model"] = text_source(cfg.text_model)
-    meta["weights"] = describe_sources(cfg.text_model, cfg.image_weights, modalities)
+    encoder = resolve(cfg.image_weights) if "video" in modalities else None
+    if encoder is not None:
+        meta["image_weights"] = encoder.identity
+    meta["weights"] = describe_sources(cfg.text_model, encoder, modalities)
     sys.stdout.write(f"[emotion] missing clips (text only): {meta['missing_clips']}; "
                      f"encoders: {'; '.join(meta['weights'].values())}\n")
     return {split: ray.data.from_items(rows) for split, rows in splits.items()}, meta
@@ -183,7 +187,8 @@ def build_model(cfg: Config, meta: dict) -> nn.Module:
         raise UserError("config keys fusion_dim (>= 4), dropout and modality_dropout (0 <= p < 1) "
                         "and audio_width (>= 1) are out of range")
     heads = {task: len(CLASSES[task]) for task in parse_tasks(cfg.tasks)}
-    return EmotionClassifier(cfg, meta.get("text_model") or cfg.text_model, heads, meta.get("class_weights", {}))
+    encoder = chosen(meta, cfg.image_weights) if "video" in parse_modalities(cfg.modalities) else None
+    return EmotionClassifier(cfg, meta.get("text_model") or cfg.text_model, encoder, heads, meta.get("class_weights", {}))
 
 
 # ---------------------------------------------------------------- loss, evaluation, prediction

@@ -2,7 +2,8 @@
 
 Built by ``python -m platform.run emotion`` through ``trainables.emotion.build_model``. The text
 encoder is a BERT-like model (all-MiniLM-L6-v2 by default), the audio encoder a VGGish-like CNN over
-log-mel spectrograms, the video encoder a ResNet18 over sampled frames (mean over frames); each is
+log-mel spectrograms, the video encoder a CNN (ResNet18 or EfficientNet-Lite0,
+``trainables/image_encoders.py``) over sampled frames (mean over frames); each is
 projected to ``fusion_dim`` and fused by concatenation or by attention across the modalities. Only
 the configured modalities are built, so ``modalities=text`` is the text-only baseline.
 """
@@ -15,16 +16,8 @@ import torch
 from torch import nn
 
 from platform.errors import UserError
-from trainables.pretrained import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    TINY_BERT,
-    build_image_encoder,
-    build_text_encoder,
-    image_source,
-    text_source,
-    transformer_layers,
-)
+from trainables.image_encoders import EncoderChoice, build_encoder
+from trainables.pretrained import TINY_BERT, build_text_encoder, text_source, transformer_layers
 
 MODALITIES = ("text", "audio", "video")
 FUSIONS = ("concat", "attention")
@@ -39,17 +32,15 @@ def parse_modalities(text: str) -> tuple[str, ...]:
     return tuple(name for name in MODALITIES if name in chosen)
 
 
-def describe_sources(text_model: str, image_weights: str, modalities: tuple[str, ...]) -> dict[str, str]:
+def describe_sources(text_model: str, encoder: EncoderChoice | None, modalities: tuple[str, ...]) -> dict[str, str]:
     """What a run uses, in words, for meta.json and the run log."""
     text = text_source(text_model)
     sources = {"text_encoder": (f"pretrained from {text}" if text != "tiny"
                                 else f"tiny BERT {TINY_BERT}, random initialisation")}
     if "audio" in modalities:
         sources["audio_encoder"] = "VGGish-like CNN, random initialisation"
-    if "video" in modalities:
-        image = image_source(image_weights)
-        sources["video_encoder"] = "ResNet18, " + ("random initialisation" if image == "none"
-                                                   else f"ImageNet weights from {image}")
+    if "video" in modalities and encoder is not None:
+        sources["video_encoder"] = encoder.description
     return sources
 
 
@@ -99,23 +90,21 @@ class AudioEncoder(nn.Module):
 
 
 class VideoEncoder(nn.Module):
-    """ResNet18 on every sampled frame, averaged over the frames."""
+    """The image encoder on every sampled frame (0-255 pixels; it normalises them), averaged over the frames."""
 
-    def __init__(self, image_weights: str, out_dim: int):
+    def __init__(self, encoder: EncoderChoice, out_dim: int):
         super().__init__()
-        self.resnet = build_image_encoder(image_weights)
-        self.project = nn.Linear(512, out_dim)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255, persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255, persistent=False)
+        self.cnn = build_encoder(encoder)
+        self.project = nn.Linear(self.cnn.dim, out_dim)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         batch, count = frames.shape[:2]
-        pixels = (frames.flatten(0, 1).float() - self.mean) / self.std
+        pixels = frames.flatten(0, 1)
         if self.training and len(pixels) == 1:
             # One frame of one clip (a last batch of one, frames=1): BatchNorm cannot train on a
-            # single value a channel when ResNet18 ends at 1x1; the frame twice passes.
-            return self.project(self.resnet(pixels.expand(2, -1, -1, -1))[:1])
-        return self.project(self.resnet(pixels).view(batch, count, -1).mean(dim=1))
+            # single value a channel when the encoder ends at 1x1; the frame twice passes.
+            return self.project(self.cnn(pixels.expand(2, -1, -1, -1))[:1])
+        return self.project(self.cnn(pixels).view(batch, count, -1).mean(dim=1))
 
 
 class AttentionFusion(nn.Module):
@@ -138,19 +127,22 @@ class AttentionFusion(nn.Module):
 class EmotionClassifier(nn.Module):
     """Batch -> {"emotion": [B, 7] logits, "sentiment": [B, 3] logits}, for the heads configured."""
 
-    def __init__(self, cfg: Any, text_model: str, heads: dict[str, int], class_weights: dict[str, list[float]]):
+    def __init__(self, cfg: Any, text_model: str, encoder: EncoderChoice | None, heads: dict[str, int],
+                 class_weights: dict[str, list[float]]):
         super().__init__()
         self.modalities = parse_modalities(cfg.modalities)
         if cfg.fusion not in FUSIONS:
             raise UserError(f"config key 'fusion' must be one of {', '.join(FUSIONS)} (got {cfg.fusion!r})")
         dim = cfg.fusion_dim
-        self.sources = describe_sources(text_model, cfg.image_weights, self.modalities)
+        self.sources = describe_sources(text_model, encoder, self.modalities)
         """Which weights were loaded, in words (also in the run's meta.json)."""
         self.encoders = nn.ModuleDict({"text": TextEncoder(text_model, cfg.frozen_layers, dim)})
         if "audio" in self.modalities:
             self.encoders["audio"] = AudioEncoder(cfg.audio_width, dim)
         if "video" in self.modalities:
-            self.encoders["video"] = VideoEncoder(cfg.image_weights, dim)
+            if encoder is None:
+                raise UserError("modalities include video: build the model with an image encoder")
+            self.encoders["video"] = VideoEncoder(encoder, dim)
         self.fusion = cfg.fusion
         self.modality_dropout = cfg.modality_dropout
         count = len(self.modalities)

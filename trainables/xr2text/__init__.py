@@ -4,9 +4,10 @@ Used by ``python -m platform.run xr2text [--tier fast] [--data DIR]`` (DIR in th
 or with R2Gen's ``annotation.json``, see ``trainables/xr2text/data.py``), and by
 ``python -m platform.predict RUN_DIR chest.png [more.png ...] [--beam 3]``.
 
-Model: ResNet18 (ImageNet weights when cached) turns the image into a grid of visual tokens; a
-Transformer decoder writes the report word by word (teacher forcing in training, greedy or beam
-search in evaluation). Vocabulary: the training reports' words (lowercased, punctuation split).
+Model: a CNN (``image_weights``: ResNet18 from the torch hub cache, else the packaged
+EfficientNet-Lite0, see ``trainables/image_encoders.py``) turns the image into a grid of visual
+tokens; a Transformer decoder writes the report word by word (teacher forcing in training,
+greedy or beam search in evaluation). Vocabulary: the training reports' words (lowercased, punctuation split).
 Curriculum: each study has a stage (0 normal, 1 one finding, 2 several, 3 complex) from its MeSH
 headings (else keywords); epoch e trains on the stages ``curriculum_epochs`` unlocked by e.
 ``METRIC`` is BLEU-4 + ROUGE-L on the validation split (pycocoevalcap), as the seed chose its best model.
@@ -25,6 +26,7 @@ from torch import nn
 
 from platform.config import TrainConfig
 from platform.errors import UserError
+from trainables.image_encoders import chosen, resolve
 from trainables.xr2text import data, reports
 from trainables.xr2text.model import ReportGenerator, describe_encoder
 from trainables.xr2text.synthetic import synthetic_dataset
@@ -49,9 +51,9 @@ class Config(TrainConfig):
     image_size: int = 224
     """Images are resized to this many pixels square (grayscale)."""
     image_weights: str = "auto"
-    """ResNet18 weights: auto (ImageNet if in the torch hub cache, else random), none, or a .pth path."""
+    """Image encoder: auto (ResNet18 from the torch hub cache, else EfficientNet-Lite0 from its package), resnet18, efficientnet_lite0, none (random ResNet18), or a .pth path."""
     encoder_stages: int = 4
-    """ResNet18 stages kept (1-4): fewer is a smaller encoder with a finer grid of visual tokens."""
+    """Encoder stages kept (1-4, ending at strides 4-32; channels ResNet18 64-512, EfficientNet-Lite0 24/40/112/1280): fewer is a smaller encoder with a finer grid of visual tokens."""
     d_model: int = 512
     """Width of the visual tokens and of the decoder."""
     heads: int = 8
@@ -88,8 +90,8 @@ class Config(TrainConfig):
     """Synthetic set: image side in pixels."""
 
     LIMITS: ClassVar[dict] = {
-        "image_size": (16, None),  # ResNet18 downsamples 32x; smaller images leave it nothing to see
-        "encoder_stages": (1, 4),  # ResNet18 has four stages
+        "image_size": (16, None),  # the encoders downsample 32x; smaller images leave them nothing to see
+        "encoder_stages": (1, 4),  # both encoders have four (trainables/image_encoders.py)
         "d_model": (1, None), "heads": (1, None), "decoder_layers": (1, None), "dropout": (0, 0.99),
         "label_smoothing": (0, 0.99), "max_tokens": (1, None),
         "vocab_size": (5, None),  # the 4 special tokens and at least one word
@@ -110,9 +112,10 @@ def read_splits(data_dir: str, cfg: Config) -> tuple[dict[str, list[dict]], dict
     meta["skipped"]["empty_split"] = sum(not split for split in splits.values())
     data.warn_skipped(meta["skipped"])
     splits = {name: split for name, split in splits.items() if split}
+    encoder = resolve(cfg.image_weights)
     meta.update(
         vocab=reports.build_vocab([s["report"] for s in splits["train"]], cfg.vocab_size, cfg.min_word_count),
-        image_encoder=describe_encoder(cfg.image_weights, cfg.encoder_stages),
+        image_weights=encoder.identity, image_encoder=describe_encoder(encoder, cfg.encoder_stages),
         split_sizes={name: len(split) for name, split in splits.items()},
         stages={name: np.bincount([s["stage"] for s in split], minlength=4).tolist() for name, split in splits.items()},
     )
@@ -147,7 +150,7 @@ def build_model(cfg: Config, meta: dict) -> nn.Module:
         raise UserError(f"config key 'encoder_stages' must be in 1..4, not {cfg.encoder_stages}")
     if cfg.d_model % cfg.heads:
         raise UserError(f"config key 'd_model' ({cfg.d_model}) must be divisible by heads ({cfg.heads})")
-    return ReportGenerator(cfg, meta["vocab"])
+    return ReportGenerator(cfg, meta["vocab"], chosen(meta, cfg.image_weights))
 
 
 # ---------------------------------------------------------------- curriculum

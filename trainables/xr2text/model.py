@@ -1,8 +1,9 @@
-"""The report generator: ResNet18 visual tokens -> Transformer decoder -> words, greedy or beam search.
+"""The report generator: CNN visual tokens -> Transformer decoder -> words, greedy or beam search.
 
 Built by ``python -m platform.run xr2text`` through ``trainables.xr2text.build_model``; decoding
-also serves ``python -m platform.predict RUN_DIR image.png --beam 3``. The ResNet18 loads offline
-(``trainables/pretrained.py``): ImageNet weights when they are in the torch hub cache.
+also serves ``python -m platform.predict RUN_DIR image.png --beam 3``. The CNN (ResNet18 or
+EfficientNet-Lite0, cut after ``encoder_stages`` of its four stages) loads offline: see
+``trainables/image_encoders.py``.
 """
 
 from __future__ import annotations
@@ -12,39 +13,24 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainables.pretrained import IMAGENET_MEAN, IMAGENET_STD, build_image_encoder, image_source
+from trainables.image_encoders import EncoderChoice, build_encoder, grid_side
 from trainables.xr2text.reports import BOS_ID, EOS_ID, PAD_ID
 
-RESNET_CHANNELS = (64, 128, 256, 512)
 
-
-def describe_encoder(image_weights: str, stages: int) -> str:
-    source = image_source(image_weights)
-    weights = "random initialisation" if source == "none" else f"ImageNet weights from {source}"
-    return f"ResNet18 up to layer{stages}, {weights}"
-
-
-def grid_side(image_size: int, stages: int) -> int:
-    """Visual tokens a side: the stem halves twice, and each stage after layer1 halves (rounding up)."""
-    side = image_size
-    for _ in range(stages + 1):
-        side = -(-side // 2)
-    return side
+def describe_encoder(choice: EncoderChoice, stages: int) -> str:
+    return f"{choice.description}; {stages} of its 4 stages"
 
 
 class ReportGenerator(nn.Module):
     """Image -> grid of visual tokens (memory) -> causal Transformer decoder over report words."""
 
-    def __init__(self, cfg: Any, vocab: list[str]):
+    def __init__(self, cfg: Any, vocab: list[str], encoder: EncoderChoice):
         super().__init__()
         self.vocab = vocab
         """Word of each id, for decoding in evaluate and predict (a plain attribute, not weights)."""
-        resnet = build_image_encoder(cfg.image_weights)
-        stem = [resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool]
-        stages = [resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4][: cfg.encoder_stages]
-        self.encoder = nn.Sequential(*stem, *stages)
+        self.encoder = build_encoder(encoder, cfg.encoder_stages)
         side = grid_side(cfg.image_size, cfg.encoder_stages)
-        self.project = nn.Linear(RESNET_CHANNELS[cfg.encoder_stages - 1], cfg.d_model)
+        self.project = nn.Linear(self.encoder.dim, cfg.d_model)
         self.visual_positions = nn.Parameter(torch.zeros(1, side * side, cfg.d_model))
         self.memory_norm = nn.LayerNorm(cfg.d_model)
         self.embed = nn.Embedding(len(vocab), cfg.d_model, padding_idx=PAD_ID)
@@ -54,15 +40,12 @@ class ReportGenerator(nn.Module):
         self.decoder = nn.TransformerDecoder(layer, cfg.decoder_layers, norm=nn.LayerNorm(cfg.d_model))
         self.head = nn.Linear(cfg.d_model, len(vocab))
         self.max_tokens = cfg.max_tokens
-        # X-rays are grey: one channel repeated, normalised as ImageNet's RGB for the pretrained stem.
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255, persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255, persistent=False)
         nn.init.normal_(self.visual_positions, std=0.02)
 
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         """uint8 [B, 1, S, S] -> memory [B, side*side, d_model]."""
-        pixels = (image.float().expand(-1, 3, -1, -1) - self.mean) / self.std
-        grid = self.encoder(pixels).flatten(2).transpose(1, 2)
+        # X-rays are grey: one channel repeated as RGB for the pretrained stem (which normalises).
+        grid = self.encoder.grid(image.expand(-1, 3, -1, -1)).flatten(2).transpose(1, 2)
         return self.memory_norm(self.project(grid) + self.visual_positions[:, : grid.shape[1]])
 
     def decode_logits(self, memory: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
