@@ -1,22 +1,26 @@
 """A real OpenAI-compatible chat-completions server on loopback, for labeling tests and offline demos.
 
     .venv/bin/python tests/openai_server.py --port 8765 [--key test-key] [--latency 0.1]
-        [--script '{"#flaky": ["429", "500"]}']
+        [--script '{"#flaky": ["429", "500"]}'] [--refuse-response-format]
     OPENROUTER_API_KEY=test-key .venv/bin/python -m platform.label ../shared/datasets/social \\
         --base-url http://127.0.0.1:8765/v1 --price-in 1 --price-out 1 --out labeled-by-test-server
 
 Serves ``POST /v1/chat/completions`` with the OpenAI response schema (``usage`` included), on
 127.0.0.1. The caption is the last text part of the last user message (a leading ``Caption:`` is
 dropped); the reply is ``{"score": expected_score(caption), "reason": ...}``, every other one in a
-code fence. A wrong ``Authorization: Bearer`` key gets 401. ``script`` maps a substring of the
-caption to the behaviours of that caption's successive calls (then ``ok``):
-``429`` (with Retry-After: ``retry_after`` seconds), ``500``, ``malformed`` (a body that is not
-JSON), ``not_json`` (content that is not JSON), ``out_of_range`` (score 42), ``slow`` (waits
-``slow_s`` before answering), ``drop`` (closes the connection without a response: the client sees
-a connection error).
-Every call is logged (``calls``: time, caption, behaviour, status, whether it carried an image,
-when it was answered, and ``delivered``: whether the client was still there to read the answer; a
-client killed or timed out first never does) for rate and count checks.
+code fence, unless the request asks for structured output (``response_format`` of type
+``json_schema``): its schema must then be there, an object with ``score`` and ``reason``
+properties (else 400), and the reply is that JSON object alone. With ``refuse_format``
+(``--refuse-response-format``) any ``response_format`` gets the 400 of providers without structured
+outputs: ``Invalid parameter: response_format ...``. A wrong ``Authorization: Bearer`` key gets
+401. ``script`` maps a substring of the caption to the behaviours of that caption's successive
+calls (then ``ok``): ``429`` (with Retry-After: ``retry_after`` seconds), ``500``, ``malformed`` (a
+body that is not JSON), ``not_json`` (content that is not JSON), ``out_of_range`` (score 42, even
+in structured mode), ``slow`` (waits ``slow_s`` before answering), ``drop`` (closes the connection
+without a response: the client sees a connection error).
+Every call is logged (``calls``: time, caption, behaviour, status, whether it carried an image, its
+``response_format``, when it was answered, and ``delivered``: whether the client was still there to
+read the answer; a client killed or timed out first never does) for rate and count checks.
 ``hold_after(n)`` answers the first n calls and holds every later answer until ``release()``:
 a test can then kill a client at a moment when no answer is on its way.
 """
@@ -43,8 +47,9 @@ def expected_score(caption: str) -> int:
 
 class FakeOpenAI:
     def __init__(self, key: str = "test-key", latency: float = 0.0, script: dict[str, list[str]] | None = None,
-                 retry_after: float = 1.0, slow_s: float = 5.0, port: int = 0):
+                 retry_after: float = 1.0, slow_s: float = 5.0, port: int = 0, refuse_format: bool = False):
         self.key, self.latency, self.retry_after, self.slow_s = key, latency, retry_after, slow_s
+        self.refuse_format = refuse_format
         self.script = {marker: list(steps) for marker, steps in (script or {}).items()}
         self.calls: list[dict] = []
         self._seen: dict[str, int] = defaultdict(int)
@@ -109,9 +114,13 @@ class FakeOpenAI:
                                                 "code": "invalid_api_key"}}, status=401)
         body = await request.json()
         caption, has_image = _caption_and_image(body)
+        if refused := self._refusal(body.get("response_format")):
+            self._log(arrived, caption, "format_refused", 400, has_image, body["response_format"])["replied"] = arrived
+            return web.json_response({"error": {"message": refused, "type": "invalid_request_error",
+                                                "param": "response_format", "code": None}}, status=400)
         behaviour = self._behaviour(caption)
         status = {"429": 429, "500": 500, "drop": 0}.get(behaviour, 200)  # 0: no response at all
-        call = self._log(arrived, caption, behaviour, status, has_image)
+        call = self._log(arrived, caption, behaviour, status, has_image, body.get("response_format"))
         if behaviour == "drop":
             call.update(replied=time.time(), delivered=False)
             request.transport.close()  # the response below is never sent
@@ -133,7 +142,7 @@ class FakeOpenAI:
         content = json.dumps(reply)
         if behaviour == "not_json":
             content = "I would say this post is about a five."
-        elif score % 2 == 0:
+        elif score % 2 == 0 and not body.get("response_format"):  # structured output: exactly the JSON
             content = f"```json\n{content}\n```"
         return web.json_response({
             "id": f"chatcmpl-{len(self.calls)}", "object": "chat.completion", "created": int(arrived),
@@ -144,10 +153,23 @@ class FakeOpenAI:
                       "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS},
         })
 
-    def _log(self, t: float, caption: str, behaviour: str, status: int, has_image: bool) -> dict:
+    def _refusal(self, response_format: dict | None) -> str | None:
+        """The 400 message for a ``response_format`` this server will not honour, else None."""
+        if response_format is None:
+            return None
+        if self.refuse_format:
+            return "Invalid parameter: response_format is not supported with this model."
+        schema = (response_format.get("json_schema") or {}).get("schema") \
+            if response_format.get("type") == "json_schema" else None
+        if not isinstance(schema, dict) or not {"score", "reason"} <= set(schema.get("properties") or {}):
+            return "Invalid schema for response_format: json_schema.schema needs score and reason properties."
+        return None
+
+    def _log(self, t: float, caption: str, behaviour: str, status: int, has_image: bool,
+             response_format: dict | None = None) -> dict:
         with self._lock:
             call = {"t": t, "caption": caption, "behaviour": behaviour, "status": status, "has_image": has_image,
-                    "index": len(self.calls)}
+                    "response_format": response_format, "index": len(self.calls)}
             self.calls.append(call)
             return call
 
@@ -206,8 +228,12 @@ def main() -> None:
     parser.add_argument("--key", default="test-key", help="the API key it accepts (default test-key)")
     parser.add_argument("--latency", type=float, default=0.1, help="seconds before each reply")
     parser.add_argument("--script", default="{}", help='JSON: caption substring -> behaviours, e.g. {"#x": ["429"]}')
+    parser.add_argument("--refuse-response-format", action="store_true",
+                        help="answer requests carrying response_format with a 400, as APIs without "
+                             "structured outputs do")
     args = parser.parse_args()
-    server = FakeOpenAI(key=args.key, latency=args.latency, script=json.loads(args.script), port=args.port).start()
+    server = FakeOpenAI(key=args.key, latency=args.latency, script=json.loads(args.script), port=args.port,
+                        refuse_format=args.refuse_response_format).start()
     print(f"serving {server.url}/chat/completions (key {args.key!r}); Ctrl-C stops", flush=True)
     try:
         while True:

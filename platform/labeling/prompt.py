@@ -1,7 +1,8 @@
-"""The gender-bias prompt, its version, and the validation of a model's reply.
+"""The gender-bias prompt, its version, and the tolerant reading of a model's reply.
 
-Used by ``python -m platform.label posts.csv``. Bump ``PROMPT_VERSION`` whenever the messages or
-the parsing change: it is part of every cache key, so old answers are then asked again.
+Used by ``python -m platform.label posts.csv``. Bump ``PROMPT_VERSION`` whenever the request (its
+messages, ``response_format``) or the parsing change: it is part of every cache key, so old answers
+are then asked again. The reply schema itself is platform/labeling/reply.py.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ import math
 import re
 from typing import Any
 
-PROMPT_VERSION = "gender-bias-v1"
+# ReplyError stays importable from here (the worker, bench/label_throughput.py and tests catch it).
+from platform.labeling.reply import ReplyError, clip, validate
+
+# v2: requests carry response_format (reply.Reply's JSON schema) where the API takes it.
+PROMPT_VERSION = "gender-bias-v2"
 # Part of the cache key: a different temperature or token cap is a different question.
 GENERATION = {"temperature": 0.0, "max_tokens": 150, "image_detail": "low"}
-MAX_REASON_CHARS = 300
 # Token counts for --dry-run and --tpm: OpenAI's rule for images on gpt-4o-class models (a "low"
 # detail image costs a fixed 85 tokens; "high" adds 170 a 512 px tile); others differ (see --image-tokens).
 IMAGE_TOKENS_LOW_DETAIL = 85
@@ -29,10 +33,6 @@ SYSTEM = (
     "to 10 (extreme). Answer with one JSON object and nothing else: "
     '{"score": <number 0-10>, "reason": "<one short sentence>"}'
 )
-
-
-class ReplyError(ValueError):
-    """The model answered, but not with a usable label."""
 
 
 def messages(image: bytes, mime: str, caption: str) -> list[dict[str, Any]]:
@@ -75,7 +75,8 @@ _OBJECT = re.compile(r"\{.*\}", re.DOTALL)
 
 
 def parse_reply(text: str | None) -> tuple[float, str]:
-    """``(score, reason)`` from a reply; models often wrap the JSON in code fences or add prose."""
+    """``(score, reason)`` from a reply, validated by ``reply.Reply``; a structured reply is plain
+    JSON, others often wrap it in code fences or add prose."""
     if not text or not text.strip():
         raise ReplyError("empty reply")
     body = text.strip()
@@ -83,33 +84,13 @@ def parse_reply(text: str | None) -> tuple[float, str]:
     if fenced:
         body = fenced.group(1).strip()
     try:
-        reply = json.loads(body, strict=False)  # models put raw newlines in strings
+        decoded = json.loads(body, strict=False)  # models put raw newlines in strings
     except ValueError:
         found = _OBJECT.search(body)
         try:
-            reply = json.loads(found.group(0), strict=False) if found else None
+            decoded = json.loads(found.group(0), strict=False) if found else None
         except ValueError:
-            reply = None
-        if reply is None:
-            raise ReplyError(f"not JSON: {_clip(text)}") from None
-    if not isinstance(reply, dict):
-        raise ReplyError(f"not a JSON object: {_clip(text)}")
-    score = reply.get("score")
-    if isinstance(score, str):
-        try:
-            score = float(score.strip())
-        except ValueError:
-            pass
-    if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
-        raise ReplyError(f"no numeric score: {_clip(text)}")
-    if not 0 <= score <= 10:
-        raise ReplyError(f"score {score:g} out of range 0..10")
-    reason = reply.get("reason")
-    if not isinstance(reason, str) or not reason.strip():
-        raise ReplyError("no reason given")
-    return float(score), " ".join(reason.split())[:MAX_REASON_CHARS]
-
-
-def _clip(text: str, limit: int = 80) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+            decoded = None
+        if decoded is None:
+            raise ReplyError(f"not JSON: {clip(text)}") from None
+    return validate(decoded, text)

@@ -13,11 +13,17 @@ and invalid replies with exponential backoff and full jitter, waiting at least R
 never longer than ``retry_after_cap``: a server asking for a day would stall every worker). A row
 whose attempts end in a connection error is quarantined; only when the server never answered
 anything in the whole job does it end the job ("cannot reach the API").
+Requests ask for the reply schema with ``response_format`` (platform/labeling/reply.py) until the
+API refuses it with a 400 naming it: the process then asks without it from then on, that row again
+at once (no retry spent, nothing quarantined), and the tolerant parser reads the replies. While a
+process does not know yet, its requests with ``response_format`` go one at a time, so such an API
+refuses one request a process, not every row in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import random
 import time
@@ -29,7 +35,7 @@ import openai
 import pandas as pd
 import ray
 
-from platform.labeling import prompt, secret
+from platform.labeling import prompt, reply, secret
 from platform.labeling.gate import REVOKED
 from platform.labeling.leases import HEARTBEAT_S
 
@@ -56,6 +62,10 @@ class Fatal(Exception):
     """A failure that is the job's, not the row's: stop every worker."""
 
 
+class FormatRefused(Exception):
+    """The API does not take ``response_format``: the request, not the row, must change."""
+
+
 class Labeler:
     def __init__(self, settings: Settings, gate: Any):
         self._settings = settings
@@ -64,6 +74,9 @@ class Labeler:
         self._holder = uuid.uuid4().hex  # this process: Ray's restart of the actor is another holder
         self._client: openai.AsyncOpenAI | None = None
         self._heartbeat: asyncio.Task | None = None
+        # Whether the API takes response_format: None until one of this process's requests finds out.
+        self._structured: bool | None = None
+        self._finding_out = asyncio.Lock()
         gate.join.remote(self._holder, ray.get_runtime_context().get_actor_id())
 
     async def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
@@ -96,8 +109,8 @@ class Labeler:
     async def _label(self, row: dict[str, Any]) -> dict[str, Any]:
         s = self._settings
         result = self._blank(row)
-        error = ""
-        for attempt in range(s.max_retries + 1):
+        error, attempt = "", 0
+        while attempt <= s.max_retries:
             grant = await self._grant(row)
             if "lease" not in grant:
                 return grant.get("answered") or {**result, "reason": grant["stop"]}
@@ -109,6 +122,9 @@ class Labeler:
                 await self._gate.done.remote(outcome)
                 await self._gate.abort.remote(str(fatal))
                 return {**result, "reason": "fatal"}
+            if outcome.get("again"):  # refused for its response_format: asked again without, no retry spent
+                await self._gate.done.remote(outcome)
+                continue
             last = error is None or outcome.get("final") or attempt == s.max_retries
             if last and error is not None and not error.startswith("connection_error"):
                 result.update(status="quarantined", reason=self._scrub(error))
@@ -118,6 +134,7 @@ class Labeler:
             if last:
                 break
             await asyncio.sleep(max(self._backoff(attempt), outcome.get("pause_s") or 0.0))
+            attempt += 1
         if not await self._gate.reachable.remote(s.timeout_s):
             # Nothing in the whole job ever got an answer: the server, not this row, is the problem.
             await self._gate.abort.remote(f"cannot reach the API at {s.base_url} ({error.split(': ', 1)[-1]})")
@@ -136,18 +153,15 @@ class Labeler:
 
     async def _attempt(self, row: dict[str, Any], outcome: dict[str, Any], result: dict[str, Any]) -> str | None:
         """One request: ``None`` once it labeled ``result``, else why not (``outcome`` says what happened)."""
-        s = self._settings
         started = time.monotonic()
         try:
-            reply = await self._client.chat.completions.create(
-                model=s.model, messages=prompt.messages(row["image"], row["mime"], row["caption"]),
-                temperature=prompt.GENERATION["temperature"], max_tokens=prompt.GENERATION["max_tokens"],
-                # OpenRouter reports the request's real cost when asked.
-                extra_body={"usage": {"include": True}} if s.openrouter else None,
-            )
-            self._book(reply, outcome, result)
-            content = reply.choices[0].message.content if reply.choices else None
+            answer = await self._ask(row)
+            self._book(answer, outcome, result)
+            content = answer.choices[0].message.content if answer.choices else None
             score, reason = prompt.parse_reply(content)
+        except FormatRefused as refused:
+            outcome.update(kind=f"http_{refused.args[0]}", used_tokens=0, again=True)
+            return f"format_refused: {refused.args[1]}"
         except prompt.ReplyError as err:
             outcome["kind"] = "invalid_reply"
             return f"invalid_reply: {err}"
@@ -156,6 +170,43 @@ class Labeler:
         outcome["kind"] = "ok"
         result.update(status="labeled", score=score, reason=reason, latency_s=round(time.monotonic() - started, 3))
         return None
+
+    async def _ask(self, row: dict[str, Any]) -> Any:
+        """One chat completion, with ``response_format`` unless the API refused it; raises FormatRefused."""
+        s = self._settings
+        async with self._one_at_a_time_until_known():
+            structured = self._structured is not False
+            try:
+                answer = await self._client.chat.completions.create(
+                    model=s.model, messages=prompt.messages(row["image"], row["mime"], row["caption"]),
+                    temperature=prompt.GENERATION["temperature"], max_tokens=prompt.GENERATION["max_tokens"],
+                    **({"response_format": reply.response_format()} if structured else {}),
+                    # OpenRouter reports the request's real cost when asked.
+                    extra_body={"usage": {"include": True}} if s.openrouter else None,
+                )
+            except openai.APIStatusError as err:
+                said = f"{_message(err)} {err.body}"
+                if structured and reply.refused(err.status_code, said):
+                    self._structured = False  # before the lock is let go: no one else asks with it
+                    raise FormatRefused(err.status_code, _message(err)) from None
+                raise
+            if structured:
+                self._structured = True
+            return answer
+
+    @contextlib.asynccontextmanager
+    async def _one_at_a_time_until_known(self):
+        """Holds the process's requests to one in flight while it does not know whether the API takes
+        ``response_format``; lets every request through once it does."""
+        if self._structured is None:
+            await self._finding_out.acquire()
+            try:
+                if self._structured is None:
+                    yield
+                    return
+            finally:
+                self._finding_out.release()
+        yield
 
     def _scrub(self, error: str) -> str:
         """A quarantine reason is written to quarantine.csv: never with the key in it."""
