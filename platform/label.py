@@ -3,7 +3,7 @@
     OPENROUTER_API_KEY=... python -m platform.label /path/to/social [--out DIR] [--model M]
         [--base-url URL] [--rpm N | --rps R] [--tpm T] [--concurrency C] [--budget-usd X] [--max-retries N]
         [--timeout S] [--dry-run] [--address ADDR] [--price-in USD_PER_MTOK --price-out USD_PER_MTOK]
-        [--allow-outside-images]
+        [--allow-outside-images] [--batch [--poll S] [--batch-discount F]]
 
 The source is a posts.csv (post_id, image_path, caption, ...) or the folder holding it. Each
 uncached row's image (base64 data URL) and caption go to ``--model``; the reply must be a JSON
@@ -22,6 +22,8 @@ restarted by Ray Data and re-runs its batch: rows already answered are not sent 
 concurrency slots the dead process held come back. A 429's Retry-After pauses the job at most
 ``--timeout`` seconds (at most 60), said in one line when the server asked for longer. An
 ``image_path`` outside the source folder is refused (exit 2) unless ``--allow-outside-images``.
+``--batch`` sends the same requests through the Batch API at its lower price, without Ray, and
+resumes the batches a killed driver left (platform/labeling/batch.py).
 
 Exit codes: 0 done (quarantined rows included); 2 a user error (bad input, no API key, key
 rejected, server never reachable), as one ``error: ...`` line; 3 stopped at ``--budget-usd``: the rows
@@ -44,6 +46,7 @@ from typing import Any
 
 from platform import progress
 from platform.errors import UserError, exit_on_user_error
+from platform.labeling import batch as batch_mode
 from platform.labeling import cache, inputs, ledger, prompt, report, secret
 
 DEFAULT_MODEL = "openai/gpt-4o-mini"
@@ -98,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="ask again for rows whose cached reply was invalid")
     parser.add_argument("--allow-outside-images", action="store_true",
                         help="send images whose image_path is outside the source folder (refused by default)")
+    parser.add_argument("--batch", action="store_true",
+                        help="send through the Batch API (upload, create, poll, download) at its lower price; a "
+                             "re-run resumes the saved batches (platform/labeling/batch.py)")
+    parser.add_argument("--poll", type=float, default=batch_mode.DEFAULT_POLL_S,
+                        help=f"--batch: seconds between polls of a batch (default {batch_mode.DEFAULT_POLL_S:g})")
+    parser.add_argument("--batch-discount", type=float, default=batch_mode.BATCH_DISCOUNT,
+                        help=f"--batch: the batch price as a share of the online one (default {batch_mode.BATCH_DISCOUNT:g}, OpenAI's)")
     parser.add_argument("--dry-run", action="store_true", help="estimate requests, tokens and cost; send nothing")
     parser.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
     parser.add_argument("--progress", choices=progress.CHOICES, default="auto",
@@ -121,6 +131,10 @@ def check_args(args: argparse.Namespace) -> float:
         raise UserError("--tpm must be positive")
     if args.image_tokens is not None and args.image_tokens < 0:
         raise UserError("--image-tokens must be >= 0")
+    if not args.poll > 0 or not 0 < args.batch_discount <= 1:
+        raise UserError("--poll must be positive and --batch-discount in (0, 1]")
+    if args.batch and (args.rpm, args.rps, args.tpm) != (None, None, None):
+        raise UserError("--rpm, --rps and --tpm limit online requests: a batch runs under the provider's batch limits")
     rps = args.rps if args.rps is not None else (args.rpm if args.rpm is not None else DEFAULT_RPM) / 60
     if not rps > 0:
         raise UserError("--rpm/--rps must be positive")
@@ -174,8 +188,10 @@ def dry_run(posts, early, hits, todo, rps: float, price: tuple[float, float] | N
     priced = f"at ${price[0]:g}/${price[1]:g} per Mtok" if price else "(no prices known: pass --price-in/--price-out)"
     print(f"[label] dry run: {len(posts.table)} rows, {len(hits)} cached, {len(early)} quarantined before any request "
           f"({reasons})")
-    print(f"  would send {len(todo)} requests to {args.model} (at {rps * 60:g} requests/min{tpm}: at least "
-          f"{seconds:.0f}s), retries not counted")
+    pace = f"at {rps * 60:g} requests/min{tpm}: at least {seconds:.0f}s"
+    if args.batch:
+        pace, priced = "through the Batch API: within its 24h window", f"{priced} (the batch price)"
+    print(f"  would send {len(todo)} requests to {args.model} ({pace}), retries not counted")
     print(f"  tokens (estimate): ~{prompt_tokens:,} prompt ({each} an image) + ~{completion_tokens:,} completion")
     print(f"  cost (estimate): ~{report.money(cost)} {priced}")
     return 0
@@ -286,9 +302,12 @@ def main(argv: list[str] | None = None) -> int:
                         bar=progress.wanted(args.progress))
     out = Path(args.out).expanduser().resolve() if args.out else posts.folder / "labeled"
     cache_dir = Path(args.cache).expanduser().resolve() if args.cache else out / "cache"
-    early, hits, todo = plan(posts, cache.load(cache_dir), args.retry_quarantined)
+    cached = cache.load(cache_dir)
+    early, hits, todo = plan(posts, cached, args.retry_quarantined)
     estimate(todo, args.image_tokens, args.tpm)
-    price = prices(args)
+    online_price = price = prices(args)
+    if args.batch:
+        price = batch_mode.discounted(price, args.batch_discount)
     if args.dry_run:
         return dry_run(posts, early, hits, todo, rps, price, args)
     key = secret.read()
@@ -299,18 +318,22 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--budget-usd needs prices for {args.model!r}: pass --price-in and --price-out")
     total = len(posts.table)
     print(f"[label] {total} rows from {posts.source}: {len(hits)} cached, {len(early)} quarantined before any "
-          f"request, {len(todo)} to ask {args.model} at {rps * 60:g} requests/min"
-          f"{f' and {args.tpm:g} tokens/min' if args.tpm else ''}, {args.concurrency} at a time",
-          flush=True)
+          f"request, {len(todo)} to ask {args.model} " + ("through the Batch API" if args.batch else
+          f"at {rps * 60:g} requests/min{f' and {args.tpm:g} tokens/min' if args.tpm else ''}, "
+          f"{args.concurrency} at a time"), flush=True)
     run = start_run(args, posts, out, cache_dir, started_at)
     results, stats = {}, {}
-    if todo:
+    if todo and args.batch:
+        results, stats = batch_mode.label(todo, args, price, key, run, out, cached)
+    elif todo:
         results, stats = label_remote(todo, args, rps, price, secret.digest(key), run, total,
                                       {"cached": sum(1 for r in posts.table["key"] if r in hits), "early": len(early)})
         if stats.get("fatal"):
             raise UserError(stats["fatal"])
     labels, quarantine, left = assemble(posts, hits, results)
     figures = ledger.build(args, rps, price, posts, out, labels, quarantine, left, stats, started_at, started)
+    if args.batch:
+        figures.update(batch_mode.ledger_fields(stats, args, online_price))
     report.write(out, labels, quarantine, figures)
     print(report.summary(figures, out), flush=True)
     if left:
