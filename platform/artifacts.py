@@ -96,9 +96,10 @@ def finish(
 
     history = latest["history"]
     durable.write_text(run_dir / HISTORY_FILE, pd.DataFrame(history).to_csv(index=False))
-    tensorboard.write_history(run_dir / TENSORBOARD_DIR, history)
+    if (run_dir / TENSORBOARD_DIR).is_dir():  # absent when TensorBoard is not a tracker (--tracker mlflow)
+        tensorboard.write_history(run_dir / TENSORBOARD_DIR, history)
     title = f"{manifest['stem']} / {manifest['tier']} / {run_dir.name}"
-    plots.training_curves(history, run_dir / "training_curves.png", title)
+    plots.training_curves(history, run_dir / "training_curves.png", title, (manifest.get("baseline") or {}).get("val"))
     write_extras(best.get("extras", {}), run_dir, "", meta, f"{title} (best epoch {best['epoch']})")
 
     model = load_model(trainable, cfg, meta, best["model"])

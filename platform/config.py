@@ -31,6 +31,8 @@ class TrainConfig:
     """Seed for weights, data order and dropout; a run is reproducible from it on CPU."""
     epochs: int = 10
     """Maximum number of epochs."""
+    min_steps: int = 0
+    """Train at least this many optimizer steps: on a small dataset epochs (and patience) grow to fit them; 0: epochs alone."""
     batch_size: int = 32
     """Batch size per worker."""
     lr: float = 1e-3
@@ -68,7 +70,7 @@ class TrainConfig:
 
     # Inclusive (lowest, highest) of numeric fields; None is unbounded. Subclasses add theirs.
     LIMITS: ClassVar[dict[str, tuple[float | None, float | None]]] = {
-        "epochs": (1, None), "batch_size": (1, None), "lr": (1e-12, None), "weight_decay": (0, None),
+        "epochs": (1, None), "min_steps": (0, None), "batch_size": (1, None), "lr": (1e-12, None), "weight_decay": (0, None),
         "restart_period": (1, None), "restart_mult": (1, None), "min_lr_ratio": (0, 1),
         "grad_accum_steps": (1, None), "grad_clip": (0, None), "patience": (0, None),
         "checkpoint_every": (1, None), "checkpoint_every_steps": (0, None), "keep_checkpoints": (0, None),
@@ -195,6 +197,30 @@ def resolve(config_cls: type, tier: dict, trial: dict | None = None, sets: list[
         cfg = apply(cfg, read_file(config_file), f"--config {config_file}")
     cfg = apply(cfg, trial or {}, "the trial")
     return check(apply(cfg, parse_sets(list(sets)), "--set"))
+
+
+def fit_to_data(cfg: Any, train_rows: int, workers: int) -> tuple[Any, str | None]:
+    """``cfg`` long enough for ``min_steps`` optimizer steps on ``train_rows`` rows, and what changed.
+
+    A tier says how long it trains in epochs of the data it was measured on; on a smaller set the
+    same epochs are fewer steps, and training stops while the model is still learning (issue #18:
+    ASL's fast tier on 558 real sequences). So epochs grow to ``ceil(min_steps / steps an epoch)``,
+    and patience by the same factor: early stopping keeps the share of the run it may wait without
+    improving, so it still ends a run that has converged. Called once the data is known, before the
+    config is saved: a resumed run reads the grown values back.
+    """
+    from platform import exact
+
+    if not cfg.min_steps or train_rows <= 0:
+        return cfg, None
+    steps = math.ceil(exact.step_count(train_rows, workers, cfg.batch_size) / cfg.grad_accum_steps)
+    epochs = math.ceil(cfg.min_steps / steps)
+    if epochs <= cfg.epochs:
+        return cfg, None
+    patience = math.ceil(cfg.patience * epochs / cfg.epochs)
+    note = (f"min_steps {cfg.min_steps}: {epochs} epochs of {steps} optimizer step{'s' * (steps > 1)} instead of {cfg.epochs}"
+            + (f", patience {patience} instead of {cfg.patience}" if cfg.patience else ""))
+    return dataclasses.replace(cfg, epochs=epochs, patience=patience), note
 
 
 def as_yaml(cfg: Any) -> str:

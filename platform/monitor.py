@@ -1,4 +1,5 @@
-"""Watch runs: status, progress, ETA, metrics, restarts, checkpoints, CPU/memory and GPUs.
+"""Watch runs: status, progress, ETA, metrics (the best beside its trivial baseline), restarts,
+checkpoints, CPU/memory and GPUs.
 
     python -m platform.monitor                       # every run under ./runs
     python -m platform.monitor runs/asl/fast-20261122-023241 --watch
@@ -22,7 +23,7 @@ from typing import Any
 
 import psutil
 
-from platform import artifacts, registry
+from platform import artifacts, baseline, registry
 from platform import checkpoints as checkpoint_lib
 from platform.errors import UserError, exit_on_user_error
 from platform.worker import format_seconds, is_headline
@@ -85,6 +86,7 @@ def describe_run(run_dir: Path) -> dict[str, Any]:
         "eta": format_seconds(eta) if eta is not None else "-",
         "metric": metric,
         "best": best,
+        "baseline": baseline.value(manifest.get("baseline"), metric),
         "latest": {k: v for k, v in (latest or {}).items() if is_headline(k)},
         "restarts": int(latest.get("restarts", 0)) if latest else 0,
         "checkpoints": f"{len(kept)} kept, latest {kept[0]['dir']}" if kept else "none yet",
@@ -94,6 +96,8 @@ def describe_run(run_dir: Path) -> dict[str, Any]:
 
 def format_run(info: dict[str, Any]) -> str:
     best = f"{info['best']:.4f}" if info["best"] is not None else "-"
+    if info.get("baseline") is not None:
+        best += f" (baseline {info['baseline']:.4f})"
     latest = "  ".join(f"{k} {v:.4f}" for k, v in info["latest"].items())
     lines = [
         f"{info['stem']}/{Path(info['run']).name}  [{info['status']}]  tier {info['tier']}  "

@@ -16,8 +16,16 @@ import numpy as np  # noqa: E402
 MAX_LABELED_CLASSES = 40
 
 
-def training_curves(history: list[dict[str, float]], path: Path, title: str) -> None:
-    """One panel per metric name (loss, acc...), train and val together, plus the learning rate."""
+def training_curves(history: list[dict[str, float]], path: Path, title: str, baseline: dict | None = None) -> None:
+    """One panel per metric name (loss, acc...), train and val together, plus the learning rate;
+    ``baseline`` (``val/...`` scores of the trivial predictor) is a dashed line on its metrics' panels."""
+    figure = curves_figure(history, title, baseline or {})
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def curves_figure(history: list[dict[str, float]], title: str, baseline: dict[str, float]) -> plt.Figure:
+    """The figure :func:`training_curves` saves (its axes are what a test can read)."""
     epochs = [row["epoch"] for row in history]
     names = sorted({key.split("/", 1)[1] for row in history for key in row if key.startswith(("train/", "val/"))})
     panels = [*names, "lr"]
@@ -30,6 +38,9 @@ def training_curves(history: list[dict[str, float]], path: Path, title: str) -> 
             values = [row.get(key, np.nan) for row in history]
             if not np.all(np.isnan(values)):
                 axis.plot(epochs, values, marker=".", label=key)
+        trivial = baseline.get(f"val/{name}", np.nan)
+        if np.isfinite(trivial):
+            axis.axhline(trivial, color="grey", linestyle="--", linewidth=1, label="baseline (val)")
         axis.set_title(name)
         axis.set_xlabel("epoch")
         axis.grid(alpha=0.3)
@@ -38,8 +49,7 @@ def training_curves(history: list[dict[str, float]], path: Path, title: str) -> 
         axis.axis("off")
     figure.suptitle(title)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    return figure
 
 
 def confusion_matrix(matrix: list[list[int]], classes: list[str], path: Path, title: str) -> None:

@@ -3,6 +3,7 @@
     python -m platform.run asl [--tier smoke|fast|standard|full] [--data DIR] [--config FILE.yaml]
                                [--set key=value ...] [--print-config] [--workers N] [--gpu]
                                [--storage PATH|URI] [--store PATH|URI] [--name NAME] [--resume]
+                               [--tracker tensorboard|mlflow|tensorboard,mlflow]
 
 On a cluster: ``ray job submit --working-dir . -- python -m platform.run asl --tier fast``.
 ``python -m platform.run asl --help`` lists that trainable's tiers and config keys.
@@ -17,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from platform import artifacts, progress, registry
+from platform import artifacts, baseline, progress, registry, tracking
 from platform import config as config_lib
 from platform import storage as storage_lib
 from platform.errors import UserError, exit_on_user_error
@@ -62,6 +63,10 @@ def build_parser(stem: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--progress", choices=progress.CHOICES, default="auto",
                         help="progress bars of preprocessing and of each epoch's steps (default auto: when output is a terminal)")
     parser.add_argument("--verbose", action="store_true", help="also print Ray's own log lines (its core's, its internal actors')")
+    parser.add_argument("--tracker", default=None, metavar="NAMES",
+                        help=f"where metrics go: {', '.join(tracking.CHOICES)}, or both comma-separated (default "
+                             f"{tracking.DEFAULT}; a resume keeps the run's). mlflow: MLFLOW_TRACKING_URI, else "
+                             "<storage>/mlflow.db")
     parser.add_argument("--fail-at-epoch", type=int, default=None, metavar="N",
                         help="fault injection for tests and demos: a worker dies as epoch N starts (first attempt only)")
     return parser
@@ -150,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = location.local
     if args.workers < 1:
         raise UserError("--workers must be at least 1")
+    trackers = run_trackers(args, run_dir)
 
     from platform import checkpoints, cluster, data, preempt, trainer
 
@@ -164,35 +170,52 @@ def main(argv: list[str] | None = None) -> int:
     pinned = artifacts.read_json(run_dir / artifacts.META_FILE) if args.resume else None
     splits, meta = data.prepare(trainable, cfg, store_root(args), pinned=pinned, bars=progress.wanted(args.progress))
     print(f"[{args.stem}] rows: {meta['rows']}  in {meta['preprocess_s']}s", flush=True)
+    if not args.resume:  # a tier's min_steps on this data; a resumed run keeps what it saved
+        cfg, grown = config_lib.fit_to_data(cfg, meta["rows"]["train"], args.workers)
+        if grown:
+            print(f"[{args.stem}] {grown}", flush=True)
     trainable.build_model(cfg, meta)  # a shape error (dim vs heads...) is reported here, not in a worker
 
     args.cpus_per_worker = args.cpus_per_worker or cluster.default_cpus_per_worker(args.workers)
     launch = {"workers": args.workers, "cpus_per_worker": args.cpus_per_worker, "gpu": args.gpu}
     manifest = artifacts.start(run_dir, args.stem, tier, cfg, meta, cluster.hardware(), args.resume, dashboard, launch)
+    trackers.open(run_dir / artifacts.MANIFEST_FILE, manifest, run_dir.name, tracking.run_params(args.stem, tier, manifest["config"]),
+                  tracking.run_tags(args.stem, tier, run_dir.name, location.remote or run_dir))
     location.push()
     print(f"[{args.stem}] run directory: {location.remote or run_dir}", flush=True)
     notice = preempt.Notice.remote()
-    replaced = preempt.install_driver_handler(notice, lambda saved: _preempted(args, location, manifest, saved))
+    replaced = preempt.install_driver_handler(
+        notice, lambda saved: (_preempted(args, location, manifest, saved), trackers.end("KILLED")))
     try:
+        # Before training, so the monitor shows it; a resume keeps the first attempt's (fitting may be costly).
+        manifest["baseline"] = baseline.of_run(trainable, cfg, splits, meta, manifest.get("baseline"))
+        artifacts.write_json(run_dir / artifacts.MANIFEST_FILE, manifest)
+        print(baseline.describe(args.stem, manifest["baseline"], trainable.METRIC[0]), flush=True)
         result = trainer.build(
             args.stem, cfg, meta, splits, run_dir,
             workers=args.workers, use_gpu=args.gpu, cpus_per_worker=args.cpus_per_worker,
             max_failures=args.max_failures, fail_at_epoch=args.fail_at_epoch, train_storage=location.train_storage,
-            notice=notice, show_progress=progress.wanted(args.progress),
+            notice=notice, show_progress=progress.wanted(args.progress), callbacks=trackers.callbacks(run_dir),
         ).fit()
         manifest = artifacts.finish(
             run_dir, trainable, cfg, meta, result, splits["val"], manifest, test_split=splits.get("test")
         )
         checkpoints.remove_orphans(trainer.run_uri(run_dir, location.train_storage))
+        trackers.finish(run_dir, manifest["history"])
     except BaseException as exc:
         artifacts.fail(run_dir, manifest, f"{type(exc).__name__}: {exc}".splitlines()[0])
         location.push()
+        trackers.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
     finally:
         if replaced is not None:  # None: the replaced handler was not Python's to put back
             signal.signal(signal.SIGTERM, replaced)
     location.push()
     print(summary(location, manifest, args.storage), flush=True)
+    # A trainable's own checks of the finished run (captions that collapsed to one for every image).
+    for warning in getattr(trainable, "run_warnings", lambda _manifest: [])(manifest):
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
+    baseline.warn(args.stem, manifest.get("baseline"), *trainable.METRIC, manifest["metric"]["best"])
     return 0
 
 
@@ -204,6 +227,13 @@ def _preempted(args: argparse.Namespace, location: RunLocation, manifest: dict, 
     where = f"checkpoint {saved}" if saved else "no new checkpoint (the workers did not answer in time)"
     print(f"[{args.stem}] preempted: {where}; continue with: python -m platform.run {args.stem} "
           f"--storage {args.storage} --name {location.name} --resume", flush=True)
+
+
+def run_trackers(args: argparse.Namespace, run_dir: Path) -> tracking.Tracking:
+    """``--tracker``, checked before Ray starts; a resumed run keeps its trackers and MLflow run."""
+    saved = artifacts.read_json(run_dir / artifacts.MANIFEST_FILE) if args.resume else None
+    chosen = args.tracker or tracking.saved_trackers(saved) or tracking.DEFAULT
+    return tracking.Tracking.check(chosen, args.storage, args.stem, saved)
 
 
 def pin_launch(args: argparse.Namespace, launch: dict | None) -> None:
@@ -238,14 +268,18 @@ def summary(location: RunLocation, manifest: dict, storage_arg: str) -> str:
     shown = location.local if location.remote else Path(storage_arg) / manifest["stem"] / location.name
     lines = [
         f"[{manifest['stem']}] finished: {training['epochs_completed']} epochs, best {metric['name']} "
-        f"{metric['best']:.4f} at epoch {training['best_epoch']}, restarts {training['restarts']}",
+        f"{metric['best']:.4f}{baseline.shown(manifest.get('baseline'), metric['name'])} at epoch "
+        f"{training['best_epoch']}, restarts {training['restarts']}",
         f"  parameters: {manifest['model']['parameters']:,}   prediction: {manifest['inference'].get('ms_median')} ms (CPU, batch 1)",
         f"  run directory: {location.remote or location.local}",
         f"  predict: python -m platform.predict {shown} <input ...>",
     ]
     if "test_metrics" in manifest:
         shown = {k: v for k, v in manifest["test_metrics"].items() if is_headline(k)}
-        lines.insert(1, "  test split: " + "  ".join(f"{k} {v:.4f}" for k, v in shown.items()))
+        test_metric = metric["name"].replace("val/", "test/", 1)
+        lines.insert(1, "  test split: " + "  ".join(
+            f"{k} {v:.4f}" + (baseline.shown(manifest.get("baseline"), metric["name"], "test") if k == test_metric else "")
+            for k, v in shown.items()))
     return "\n".join(lines)
 
 

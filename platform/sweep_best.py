@@ -8,6 +8,7 @@ Written at the end of ``python -m platform.tune asl --save-tier tuned`` into
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ matplotlib.use("Agg")  # sweeps have no display; must precede pyplot
 from platform import artifacts, checkpoints, registry
 from platform import config as config_lib
 from platform.sweep_results import ASHA, COMPLETED, ERROR
-from platform.sweep_space import Objective
+from platform.sweep_space import TIER_DEFAULT, Objective
 from platform.sweep_trial import latest_state
 
 import matplotlib.pyplot as plt
@@ -88,12 +89,14 @@ def export_best(stem: str, run_dir: Path, val_split: Any) -> dict | None:
     return artifacts.finish(run_dir, trainable, cfg, meta, finished, val_split, manifest)
 
 
-def save_tier(storage: Path, stem: str, name: str, row: pd.Series, sets: list[str], sweep_dir: Path) -> Path:
-    """The best trial's exact configuration as a tier: its base tier plus the sampled values and the
-    sweep's ``--set`` overrides (``--data`` stays a per-run choice)."""
+def save_tier(storage: Path, stem: str, name: str, row: pd.Series, sets: list[str], sweep_dir: Path,
+              config_keys: tuple[str, ...] = ()) -> Path:
+    """The best trial's exact configuration as a tier: its base tier plus the sweep's ``--config``
+    keys, the sampled values and the ``--set`` overrides (``--data`` stays a per-run choice)."""
     trainable, _space = registry.load(stem)
     cfg = config_lib.to_dict(config_lib.from_dict(trainable.Config, artifacts.read_json(Path(row["run_dir"]) / artifacts.CONFIG_FILE)))
-    keys = [c.split("/", 1)[1] for c in row.index if c.startswith("config/") and pd.notna(row[c])]
+    keys = [k for k in config_keys if k != "data_dir"]
+    keys += [c.split("/", 1)[1] for c in row.index if c.startswith("config/") and pd.notna(row[c])]
     keys += [k for k in config_lib.parse_sets(sets) if k != "data_dir"]
     path = registry.saved_tier_path(storage, stem, name)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -106,8 +109,43 @@ def save_tier(storage: Path, stem: str, name: str, row: pd.Series, sets: list[st
     return path
 
 
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """Whether the best trial may be saved as a tier, and the line that says why."""
+
+    save: bool
+    line: str
+    reference: float | None = None  # the objective of the best trial's tier's own configuration
+
+
+def judge(frame: pd.DataFrame, best: int, objective: Objective) -> Verdict:
+    """A sweep never makes things worse: the best trial is saved only when it beats, strictly on the
+    first objective and in its direction, its own tier's configuration trained in the same sweep.
+
+    With ``--pareto`` the best trial is the best on the first objective (ties broken by the next),
+    which is on the front; "better" is therefore better on the first objective. A tier whose own
+    configuration did not complete (an error, the time budget) gives nothing to compare with, so
+    nothing is saved.
+    """
+    row, metric = frame.loc[best], objective.metric
+    tier = row["tier"]
+    own = frame[(frame["tier"] == tier) & frame[TIER_DEFAULT].astype(bool)]
+    done = pd.to_numeric(own.loc[own["status"] == COMPLETED, metric], errors="coerce").dropna()
+    if done.empty:
+        how = own["status"].iloc[0] if len(own) else "not run"
+        return Verdict(False, f"the {tier} tier's own config did not complete ({how}), so no trial can be "
+                              f"shown to beat it")
+    reference = float(done.max() if objective.mode == "max" else done.min())
+    value = float(row[metric])
+    better = value > reference if objective.mode == "max" else value < reference
+    if bool(row[TIER_DEFAULT]) or row["status"] != COMPLETED or not better:
+        return Verdict(False, f"no trial beat the {tier} tier's own config ({metric} {reference:.4g})", reference)
+    return Verdict(True, f"trial {row['trial_id']} beats the {tier} tier's own config: {metric} {value:.4g} "
+                         f"against {reference:.4g}", reference)
+
+
 def write_best(sweep_dir: Path, row: pd.Series, objectives: list[Objective], manifest: dict | None,
-               tier_path: Path | None, front_ids: list[str]) -> dict:
+               tier_path: Path | None, front_ids: list[str], verdict: Verdict | None = None) -> dict:
     best = {
         "trial_id": row["trial_id"],
         "status": row["status"],
@@ -120,6 +158,9 @@ def write_best(sweep_dir: Path, row: pd.Series, objectives: list[Objective], man
         "best_model": str(Path(row["run_dir"]) / artifacts.BEST_MODEL_FILE) if manifest else None,
         "checkpoint": (manifest or {}).get("checkpoints", {}).get("best"),
         "saved_tier": str(tier_path) if tier_path else None,
+        "tier_default": bool(row.get(TIER_DEFAULT, False)),
+        "tier_default_objective": verdict.reference if verdict else None,
+        "verdict": verdict.line if verdict else None,
         "pareto_front": front_ids,
     }
     artifacts.write_json(sweep_dir / BEST_FILE, best)

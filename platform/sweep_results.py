@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from platform import artifacts, checkpoints
 from platform.errors import find_user_error
-from platform.sweep_space import Objective
+from platform.sweep_space import TIER_DEFAULT, Objective
 from platform.sweep_table import TrialTable, short
 from platform.sweep_trial import DONE_FILE, TRIALS_DIR
 from typing import Any
@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from ray.tune import Callback
 from ray.tune.experiment import Trial
-from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
+from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 
 RESULTS_FILE = "results.csv"
 ASHA_FILE = "asha_stopped.json"
@@ -35,23 +35,71 @@ def _read_ids(path: Path) -> set[str]:
     return set(json.loads(path.read_text(encoding="utf-8"))) if path.exists() else set()
 
 
-class RecordingASHA(AsyncHyperBandScheduler):
-    """ASHA that notes which trials it stopped: Tune reports them as TERMINATED, like trials
-    that finished or ran out of time, and results.csv must say why each trial stopped."""
+# ASHA judges a trial first when it has trained this share of its own tier's epochs, and keeps
+# the better half there (reduction factor 2). Why half: tiers compress their learning-rate
+# schedule into their epochs, so a trial's first half runs at a high rate where the order of
+# configurations is still noise, and on a small real set learning may only start midway (issue
+# #18: ASL's fast tier started learning around epoch 5 of 10, and a cut after epoch 1 stopped
+# trials before they learned). Judging at half costs at most half of a poor trial.
+FIRST_RUNG = 0.5
+REDUCTION_FACTOR = 2
+PROGRESS = "progress"  # the share of its own epochs a trial has trained: ASHA's time
 
-    def __init__(self, record: Path, **kwargs):
-        super().__init__(**kwargs)
+
+class RecordingASHA(FIFOScheduler):
+    """ASHA with one bracket a tier, on the share of each trial's own epochs done.
+
+    A trial competes only with trials of its own tier (same data, model size and schedule length),
+    at the same point of their schedule: with mixed tiers, a 2-epoch smoke tier would otherwise
+    set rungs at epoch 1 for a 10-epoch fast tier. A tier's own configuration (``tier_default``)
+    sets the bar at each rung but is never stopped: the sweep's result is judged against it. It
+    notes which trials it stopped: Tune reports them as TERMINATED, like trials that finished or
+    ran out of time, and results.csv must say why each trial stopped.
+    """
+
+    def __init__(self, record: Path, metric: str, mode: str, first_rung: float = FIRST_RUNG,
+                 reduction_factor: float = REDUCTION_FACTOR):
+        super().__init__()
         self._record = record
+        self._options = {"time_attr": PROGRESS, "metric": metric, "mode": mode, "max_t": 1.0,
+                         "grace_period": first_rung, "reduction_factor": reduction_factor}
+        self._tiers: dict[str, AsyncHyperBandScheduler] = {}
+
+    def _of(self, trial: Trial) -> AsyncHyperBandScheduler:
+        tier = str(trial.config.get("tier", ""))
+        if tier not in self._tiers:
+            self._tiers[tier] = AsyncHyperBandScheduler(**self._options)
+        return self._tiers[tier]
+
+    def on_trial_add(self, tune_controller, trial: Trial) -> None:
+        self._of(trial).on_trial_add(tune_controller, trial)
 
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
-        if result.get("epoch", 0) >= result.get("epochs_max", math.inf):
+        epoch, epochs_max = result.get("epoch"), result.get("epochs_max")
+        if epoch is None or not epochs_max or epoch >= epochs_max:
             # The trial's last epoch: stopping it saves nothing and would kill the trial before
             # its Train run finishes; it is ranked when it completes (on_trial_complete).
             return TrialScheduler.CONTINUE
-        action = super().on_trial_result(tune_controller, trial, result)
+        action = self._of(trial).on_trial_result(tune_controller, trial, {**result, PROGRESS: epoch / epochs_max})
+        if action == TrialScheduler.STOP and trial.config.get(TIER_DEFAULT):
+            return TrialScheduler.CONTINUE  # its value is recorded at the rung: the bar for the others
         if action == TrialScheduler.STOP:
             self._record.write_text(json.dumps(sorted(_read_ids(self._record) | {trial.trial_id})), encoding="utf-8")
         return action
+
+    def on_trial_complete(self, tune_controller, trial: Trial, result: dict) -> None:
+        epochs_max = (result or {}).get("epochs_max")
+        shown = {**result, PROGRESS: result.get("epoch", 0) / epochs_max} if epochs_max else (result or {})
+        self._of(trial).on_trial_complete(tune_controller, trial, shown)
+
+    def on_trial_remove(self, tune_controller, trial: Trial) -> None:
+        try:
+            self._of(trial).on_trial_remove(tune_controller, trial)
+        except KeyError:  # already forgotten by on_trial_complete
+            pass
+
+    def debug_string(self) -> str:
+        return "\n".join(f"tier {tier}: {scheduler.debug_string()}" for tier, scheduler in self._tiers.items())
 
 
 def _error_line(trial: Trial) -> str:
@@ -82,8 +130,9 @@ def trial_row(trial: Trial, sweep_dir: Path, asha_ids: set[str], budget: float |
         status = BUDGET if budget else STOPPED
     else:
         status = f"{NOT_RUN} (time budget)" if budget else NOT_RUN
-    row = {"trial_id": trial.trial_id, "status": status, "reason": reason, "tier": trial.config.get("tier", "")}
-    row.update({f"config/{k}": v for k, v in trial.config.items() if k != "tier"})
+    row = {"trial_id": trial.trial_id, "status": status, "reason": reason, "tier": trial.config.get("tier", ""),
+           TIER_DEFAULT: bool(trial.config.get(TIER_DEFAULT))}
+    row.update({f"config/{k}": v for k, v in trial.config.items() if k not in ("tier", TIER_DEFAULT)})
     metrics = {k: v for k, v in result.items() if k.startswith(("val/", "train/"))}
     row.update(metrics)
     row.update({
@@ -139,8 +188,9 @@ class SweepCallback(Callback):
         self.table = TrialTable(objectives[0].metric)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Trial, **info):
-        shown = "  ".join(f"{k}={short(v)}" for k, v in trial.config.items())
-        say(f"[sweep] trial {trial.trial_id} started: {shown}")
+        shown = "  ".join(f"{k}={short(v)}" for k, v in trial.config.items() if k != TIER_DEFAULT)
+        own = " (the tier's own config)" if trial.config.get(TIER_DEFAULT) else ""
+        say(f"[sweep] trial {trial.trial_id} started{own}: {shown}")
         say(self.table.render(trials))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Trial, result: dict, **info):

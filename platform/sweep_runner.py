@@ -20,7 +20,7 @@ from platform.sweep_results import (
     best_index,
     pareto_mask,
 )
-from platform.sweep_space import DefineByRun, Objective, format_duration
+from platform.sweep_space import TIER_DEFAULT, DefineByRun, Objective, format_duration, tier_default_points
 from typing import Any
 
 import optuna
@@ -42,21 +42,17 @@ def trial_dirname(trial: Any) -> str:
 
 
 def asha(plan: Any, sweep_dir: Path) -> RecordingASHA:
-    """Rungs for runs of a few epochs: first cut after a fifth of the shortest tier, thirds (halves
-    under 9 epochs) kept at each rung. ``max_t`` is past every tier's last epoch so that ASHA never
-    cuts a trial at its final report (the trial ends by itself and keeps its last checkpoint)."""
-    epochs = [cfg.epochs for cfg in plan.tier_configs.values()]
+    """ASHA on the first objective, a bracket a tier, first judging a trial halfway through its own
+    epochs (``platform/sweep_results.py`` says why)."""
     objective = plan.objectives[0]
-    return RecordingASHA(
-        sweep_dir / ASHA_FILE, time_attr="training_iteration", metric=objective.metric, mode=objective.mode,
-        max_t=max(epochs) + 1, grace_period=max(1, min(epochs) // 5), reduction_factor=3 if max(epochs) >= 9 else 2,
-    )
+    return RecordingASHA(sweep_dir / ASHA_FILE, metric=objective.metric, mode=objective.mode)
 
 
 def trainable(plan: Any, sweep_dir: Path, cpus_per_worker: float, max_failures: int):
     chosen = plan.chosen
     fn = tune.with_parameters(
         sweep_trial.run_trial, stem=plan.stem, tiers=plan.tiers, sets=chosen["sets"], data_dir=chosen["data"],
+        config_values=plan.config_values,
         storage=str(plan.storage), sweep_dir=str(sweep_dir), cpus_per_worker=cpus_per_worker,
         max_failures=max_failures, env=sweep_trial.propagated_env(),
     )
@@ -74,7 +70,10 @@ def tuner(plan: Any, sweep_dir: Path, fn: Any, concurrent: int) -> tune.Tuner:
     objectives = plan.objectives
     metric = [o.metric for o in objectives] if len(objectives) > 1 else objectives[0].metric
     mode = [o.mode for o in objectives] if len(objectives) > 1 else objectives[0].mode
-    searcher = OptunaSearch(space=DefineByRun(plan.tiers, plan.space), metric=metric, mode=mode,
+    # Each tier's own configuration first (they count within --trials): a sweep is judged against them.
+    defaults = tier_default_points(plan.tiers, plan.space, plan.tier_configs)
+    searcher = OptunaSearch(space=DefineByRun(plan.tiers, plan.space, defaults), metric=metric, mode=mode,
+                            points_to_evaluate=defaults,
                             sampler=sampler(plan.chosen.get("sampler", "tpe"), plan.chosen["search_seed"]))
     return tune.Tuner(
         fn,
@@ -115,6 +114,7 @@ def finish(plan: Any, sweep_dir: Path) -> str:
     if frame.empty:
         return "[sweep] no trial ran"
     frame[["reason", "run_dir"]] = frame[["reason", "run_dir"]].fillna("")  # CSV reads "" back as NaN
+    frame[TIER_DEFAULT] = frame.get(TIER_DEFAULT, pd.Series(False, index=frame.index)).fillna(False).astype(bool)
     objectives = plan.objectives
     for objective in objectives:
         if objective.metric not in frame:
@@ -140,14 +140,17 @@ def finish(plan: Any, sweep_dir: Path) -> str:
         cfg = config_lib.from_dict(plan.trainable.Config, artifacts.read_json(Path(row["run_dir"]) / artifacts.CONFIG_FILE))
         splits, _meta = data.prepare(plan.trainable, cfg)
         manifest = sweep_best.export_best(plan.stem, Path(row["run_dir"]), splits["val"])
+    verdict = sweep_best.judge(frame, best, objectives[0])
     tier_path = sweep_best.save_tier(plan.storage, plan.stem, plan.chosen["save_tier"], row, plan.chosen["sets"],
-                                     sweep_dir) if row["run_dir"] else None
+                                     sweep_dir, tuple(plan.config_values)) if verdict.save and row["run_dir"] else None
     front_ids = list(frame.loc[front, "trial_id"]) if len(objectives) > 1 else []
-    sweep_best.write_best(sweep_dir, row, objectives, manifest, tier_path, front_ids)
+    sweep_best.write_best(sweep_dir, row, objectives, manifest, tier_path, front_ids, verdict)
     values = "  ".join(f"{o.metric} {row[o.metric]:.4g}" for o in objectives)
-    lines.append(f"[sweep] best: trial {row['trial_id']} (tier {row['tier']}): {values}")
+    own = " (its tier's own config)" if row[TIER_DEFAULT] else ""
+    lines.append(f"[sweep] best: trial {row['trial_id']} (tier {row['tier']}){own}: {values}")
     if front_ids:
         lines.append(f"[sweep] Pareto front: {len(front_ids)} trials: {', '.join(front_ids)}")
+    lines.append(f"[sweep] {verdict.line}" + ("" if verdict.save else f": tier {plan.chosen['save_tier']!r} not saved"))
     if tier_path:
         lines.append(f"[sweep] saved tier {plan.chosen['save_tier']!r}: {_shown(tier_path)}  "
                      f"(python -m platform.run {plan.stem} --tier {plan.chosen['save_tier']} --storage {_shown(plan.storage)})")

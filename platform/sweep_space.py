@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import math
 import re
 import statistics
 from pathlib import Path
@@ -109,18 +110,33 @@ def searched_space(space_module: ModuleType, config_cls: type, sets: list[str]) 
     return converted
 
 
+# Marks, in a trial's config, the trial that trains its tier's own configuration (no sampled values).
+TIER_DEFAULT = "tier_default"
+
+
 class DefineByRun:
     """Optuna's define-by-run space: the tier first, then the hyperparameters.
 
     Define-by-run because a space may be conditional on the tier. A module-level class, not a
     closure: Tune pickles the searcher (with its space) into the sweep for ``--resume``.
+
+    The first trials are the tiers' own configurations, one a tier (``defaults``, from
+    :func:`tier_default_points`): Ray's ``points_to_evaluate`` enqueues them in Optuna's study,
+    which hands them out first, as trials 0..n-1, with their values fixed. Such a trial suggests
+    only the keys its point holds (the tier's values inside the space), so Optuna learns from them,
+    and it is marked ``tier_default``: it trains the tier exactly, whatever the space.
     """
 
-    def __init__(self, tiers: list[str], space: Any):
+    defaults: tuple = ()  # what a sweep pickled before tiers' own configurations were trials resumes with
+
+    def __init__(self, tiers: list[str], space: Any, defaults: list[dict] | None = None):
         self.tiers = tiers
         self.space = space
+        self.defaults = list(defaults or [])
 
     def __call__(self, trial: Any) -> dict | None:
+        if trial.number < len(self.defaults):
+            return self._tier_default(trial, self.defaults[trial.number])
         tier = trial.suggest_categorical("tier", self.tiers) if len(self.tiers) > 1 else self.tiers[0]
         if callable(self.space):
             takes_tier = len(inspect.signature(self.space).parameters) > 1
@@ -130,6 +146,41 @@ class DefineByRun:
             for name, distribution in self.space.items():
                 suggest(trial, name, distribution)
         return {"tier": tier, **(extra or {})}
+
+    def _tier_default(self, trial: Any, point: dict) -> dict:
+        tier = trial.suggest_categorical("tier", self.tiers) if len(self.tiers) > 1 else point["tier"]
+        if not callable(self.space):
+            for name in (key for key in self.space if key in point):
+                suggest(trial, name, self.space[name])  # fixed by the enqueued point: the tier's value
+        return {"tier": tier, TIER_DEFAULT: True}
+
+
+def tier_default_points(tiers: list[str], space: Any, tier_configs: dict[str, Any]) -> list[dict]:
+    """Each tier's own configuration as a point for Optuna: the tier and its values of the space's keys.
+
+    A value outside the space (``dim=32`` of the smoke tier when the space chooses 64-192) is left
+    out: Optuna cannot record it, and the trial trains the tier's value anyway. A conditional space
+    (a function) gives the tier alone.
+    """
+    points = []
+    for tier in tiers:
+        values = config_lib.to_dict(tier_configs[tier])
+        inside = {} if callable(space) else {
+            name: values[name] for name, distribution in space.items() if contains(distribution, values[name])}
+        points.append({"tier": tier, **inside})
+    return points
+
+
+def contains(distribution: Any, value: Any) -> bool:
+    """Whether Optuna's ``distribution`` can hold ``value`` (on its step, for a stepped one)."""
+    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+        return any(type(value) is type(choice) and value == choice for choice in distribution.choices)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not distribution.low <= value <= distribution.high:
+        return False
+    if isinstance(distribution, optuna.distributions.IntDistribution) and not float(value).is_integer():
+        return False
+    step = distribution.step
+    return not step or math.isclose((value - distribution.low) / step, round((value - distribution.low) / step), abs_tol=1e-9)
 
 
 def suggest(trial: Any, name: str, distribution: Any) -> Any:

@@ -10,6 +10,7 @@ and once the sweep ends.
 from __future__ import annotations
 
 import time
+from platform.sweep_space import TIER_DEFAULT
 from typing import Any
 
 EVERY_S = 15.0
@@ -31,7 +32,8 @@ class TrialTable:
         rows = [("trial", "state", "tier", "params", "epoch", self.metric)]
         for trial in trials:
             result = self.latest.get(trial.trial_id, {})
-            params = "  ".join(f"{k}={short(v)}" for k, v in trial.config.items() if k != "tier")
+            params = "(the tier's own config)" if trial.config.get(TIER_DEFAULT) else \
+                "  ".join(f"{k}={short(v)}" for k, v in trial.config.items() if k != "tier")
             value = result.get(self.metric)
             rows.append((trial.trial_id, trial.status, str(trial.config.get("tier", "")), params,
                          str(result.get("epoch", "")), "" if value is None else short(value)))

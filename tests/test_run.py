@@ -67,6 +67,9 @@ def test_run_prints_progress_and_writes_the_run_directory(plain_run):
     saved = torch.load(run_dir / "best_model.pt", weights_only=True)
     assert saved["epoch"] == manifest["training"]["best_epoch"]
     assert manifest["metric"]["best"] == max(row["val/acc"] for row in _history(run_dir))
+    trivial = manifest["baseline"]  # the trivial predictor beside the metric (tests/test_baseline.py)
+    assert trivial["predictor"].startswith("majority class") and set(trivial) == {"predictor", "val"}
+    assert f"best val/acc {manifest['metric']['best']:.4f} (baseline {trivial['val']['val/acc']:.4f})" in stdout
 
 
 def _tensorboard_scalars(folder: Path, tag: str) -> dict[int, float]:

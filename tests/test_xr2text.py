@@ -19,6 +19,7 @@ import torch
 from conftest import png_header_only, run_command, shared_dataset
 from PIL import Image
 from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
 
 from platform.config import resolve
@@ -271,7 +272,17 @@ def test_overfits_a_few_batches_and_evaluate_matches_pycocoevalcap(smoke_splits,
     rouge, _ = Rouge().compute_score(gts, res)
     assert results["val/bleu4"] == pytest.approx(bleu[3]) and results["val/rouge_l"] == pytest.approx(rouge)
     assert results["val/bleu4_rouge_l"] == pytest.approx(bleu[3] + rouge)
+    assert results["val/cider"] == pytest.approx(Cider().compute_score(gts, res)[0])
+    assert results["val/distinct"] == len(set(res_text := [r["prediction"] for r in rows])) / len(rows)
+    assert results["val/vocab"] == len({word for text in res_text for word in text.split()})
     assert results["val/bleu1"] > 0.3  # the memorised training reports come back
+
+
+def test_a_run_whose_reports_collapsed_ends_with_a_warning():
+    manifest = {"best_metrics": {"val/distinct": 0.5}, "test_metrics": {"test/distinct": 0.1, "test/vocab": 12.0},
+                "data": {"split_sizes": {"train": 200, "val": 30, "test": 60}}}
+    (line,) = xt.run_warnings(manifest)
+    assert line.startswith("generation collapsed on the test split: 6 distinct reports for 60 inputs")
 
 
 def test_tiers_and_space_use_config_fields():
@@ -305,6 +316,9 @@ def test_smoke_run_survives_a_lost_worker_in_the_right_stage_and_predicts(ray_ad
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["training"]["restarts"] == 1
     assert manifest["data"]["skipped"]["missing_image"] == 0 and "test/bleu4_rouge_l" in manifest["test_metrics"]
+    trivial = manifest["baseline"]  # fitted once by the driver: the worker's restart does not refit it
+    assert trivial["predictor"].startswith("report '") and trivial["val"]["val/bleu4_rouge_l"] > 0
+    assert "test/bleu4_rouge_l" in trivial["test"] and "(baseline " in result.stdout
     val_rows = [json.loads(line) for line in (run_dir / "val_predictions.jsonl").read_text().splitlines()]
     assert len(val_rows) == manifest["data"]["split_sizes"]["val"]
     gts = {i: [r["reference"]] for i, r in enumerate(val_rows)}

@@ -75,4 +75,8 @@ a resumed run is exact:
 ``add_predict_arguments(parser)``
     Options of ``python -m platform.predict`` for this trainable (``--beam K``), passed to
     ``predict`` as keyword arguments.
+``run_warnings(manifest) -> list[str]``
+    Checks of a finished run that only the trainable knows to make (captions that collapsed to
+    one for every image); ``python -m platform.run`` prints each as a ``warning:`` line after its
+    summary. ``manifest`` is the finished ``manifest.json`` (best and test metrics, data meta).
 """

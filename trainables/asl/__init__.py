@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from platform.baseline import Constant, Trivial, prior_logits
 from platform.config import TrainConfig
 from platform.errors import UserError
 from trainables.asl.landmarks import read_features, read_index
@@ -172,6 +173,18 @@ def evaluate(model: nn.Module, batches, cfg: Config) -> dict:
     if confusion.shape[0] >= 5:
         metrics["val/top5"] = top5 / total
     return metrics
+
+
+def baseline(read, cfg: Config, meta: dict) -> Trivial:
+    """The trivial predictor beside every metric: the training majority sign, as constant log class
+    frequencies (so its val/loss is the class balance's cross-entropy), scored by :func:`evaluate`."""
+    counts = np.zeros(len(meta["classes"]), dtype=np.int64)
+    for batch in read("label"):
+        counts += np.bincount(batch["label"].numpy(), minlength=len(counts))
+    model = Constant(prior_logits(counts))
+    share = counts.max() / max(counts.sum(), 1)
+    return Trivial(f"majority class {meta['classes'][int(counts.argmax())]!r} ({share:.0%} of training rows)",
+                   lambda batches: evaluate(model, batches, cfg))
 
 
 def predict(model: nn.Module, inputs: list[str], cfg: Config, meta: dict) -> list[dict]:

@@ -11,9 +11,12 @@ resolved once: ``trainables/image_encoders.py``); ``preprocess`` runs that encod
 files once (Ray Data; the platform keeps the features in its preprocessed store, keyed by the rows
 and ``PREPROCESS_KEYS``, and every run and trial reuses them).
 Training: teacher forcing over all references of an image at once (each a sequence), cross
-entropy over words. Validation: greedy (``beam_width`` 1) or beam-search captions scored with
-pycocoevalcap's BLEU-1..4 and ROUGE-L against all references; ``METRIC`` is BLEU-4. Every
-validation caption is written to ``val_predictions.jsonl`` as the exact text that was scored.
+entropy over words (``label_smoothing``). Validation: greedy (``beam_width`` 1) or beam-search
+captions (``length_penalty``; ``trainables/textgen.py``) scored with pycocoevalcap's BLEU-1..4,
+ROUGE-L and CIDEr-D against all references, with the share of distinct captions and the words used
+(``trainables/text_metrics.py``); ``METRIC`` is CIDEr-D. Every validation caption is written to
+``val_predictions.jsonl`` as the exact text that was scored; a run whose captions collapse to a few
+for every image ends with a ``warning:`` line (``run_warnings``).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from torch import nn
 
 from platform.config import TrainConfig
 from platform.errors import UserError
+from trainables.captioning.trivial import best_caption
 from trainables.captioning.data import normalize, read_flickr
 from trainables.captioning.features import extract
 from trainables.captioning.metrics import caption_metrics
@@ -36,8 +40,12 @@ from trainables.captioning.model import Captioner
 from trainables.captioning.synthetic import synthetic_dataset
 from trainables.captioning.vocab import PAD, START, build_vocabulary, decode, encode_references
 from trainables.image_encoders import resolve
+from trainables.text_metrics import collapse_warnings
 
-METRIC = ("val/bleu4", "max")
+# CIDEr-D, not BLEU-4: generic captions score BLEU-4 as well as image-specific ones. On 24 real
+# Flickr8k validation images BLEU-4 preferred an epoch writing 54% distinct captions (0.089) to a
+# later one writing 83% (0.087), whose CIDEr-D was 0.235 against 0.144.
+METRIC = ("val/cider", "max")
 # A new vocabulary (vocab_size, max_len, min_word_count) changes the rows' token ids, and other
 # encoder weights the rows' image_encoder, hence the cache key as well; image_weights itself is not a
 # key: "auto" and the path it resolves to give the same features.
@@ -68,6 +76,10 @@ class Config(TrainConfig):
     """Words a caption keeps in training, and at most generated."""
     beam_width: int = 3
     """Beam width of validation and predict captions; 1 is greedy decoding."""
+    length_penalty: float = 0.7
+    """GNMT length penalty alpha of beam search: scores are divided by ((5 + length) / 6) ** alpha; 0 favours short captions."""
+    label_smoothing: float = 0.1
+    """Label smoothing of the training cross entropy (keeps the decoder from betting everything on the commonest words)."""
     image_size: int = 224
     """Images are resized (shorter side) and centre-cropped to this many pixels square for the CNN."""
     image_weights: str = "auto"
@@ -83,6 +95,7 @@ class Config(TrainConfig):
         "embed_dim": (1, None), "hidden_dim": (1, None), "dropout": (0, 0.99),
         "vocab_size": (5, None),  # the 4 special tokens and at least one word
         "min_word_count": (1, None), "max_len": (1, None), "beam_width": (1, None),
+        "length_penalty": (0, 5), "label_smoothing": (0, 0.99),
         "image_size": (16, None),  # the encoders downsample 32x; smaller images leave them nothing to see
         "val_fraction": (0.01, 0.9), "test_fraction": (0, 0.9),  # val must not be empty; test may be
         "synthetic_images": (10, None),
@@ -159,7 +172,8 @@ def build_model(cfg: Config, meta: dict) -> nn.Module:
 # ---------------------------------------------------------------- loss, evaluation, prediction
 
 
-def _teacher_forcing(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+def _teacher_forcing(model: nn.Module, batch: dict[str, torch.Tensor],
+                     smoothing: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
     """Cross entropy of every reference of every image (each its own sequence), and word accuracy."""
     captions = batch["captions"]
     count, references, length = captions.shape
@@ -169,25 +183,26 @@ def _teacher_forcing(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[
     sequences = sequences[present]
     logits = model(features, sequences[:, :-1]).float()
     targets = sequences[:, 1:]
-    value = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=PAD)
+    value = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=PAD, label_smoothing=smoothing)
     words = targets != PAD
     accuracy = (logits.argmax(dim=-1) == targets)[words].float().mean()
     return value, {"loss": value.item(), "word_acc": accuracy.item()}
 
 
 def loss(model: nn.Module, batch: dict[str, torch.Tensor], cfg: Config):
-    return _teacher_forcing(model, batch)
+    return _teacher_forcing(model, batch, cfg.label_smoothing)
 
 
 def evaluate(model: nn.Module, batches, cfg: Config) -> dict:
-    """val/loss, val/word_acc, val/bleu1..4, val/rougeL and one prediction a validation image."""
+    """val/loss, val/word_acc (teacher forced, no smoothing), val/bleu1..4, val/rouge_l, val/cider,
+    val/distinct, val/vocab (``trainables/text_metrics.py``) and one prediction a validation image."""
     core = getattr(model, "module", model)
     predictions, totals, seen = [], {"loss": 0.0, "word_acc": 0.0}, 0
     for batch in batches:
         _, metrics = _teacher_forcing(core, batch)
         totals = {key: totals[key] + metrics[key] for key in totals}
         seen += 1
-        for index, ids in zip(batch["eval_index"].tolist(), core.caption(batch["features"], cfg.beam_width, cfg.max_len).tolist()):
+        for index, ids in zip(batch["eval_index"].tolist(), core.caption(batch["features"], cfg.beam_width, cfg.max_len, cfg.length_penalty).tolist()):
             image = core.eval_images[index]
             predictions.append({"image": image["image"], "references": image["references"],
                                 "prediction": decode(ids, core.vocabulary)})
@@ -195,6 +210,19 @@ def evaluate(model: nn.Module, batches, cfg: Config) -> dict:
         raise UserError("the validation split is empty")
     return {**{f"val/{key}": total / seen for key, total in totals.items()}, **caption_metrics(predictions),
             "predictions": predictions}
+
+
+def baseline(read, cfg: Config, meta: dict):
+    """The trivial predictor beside every metric: the best training caption for every image (``trivial.py``)."""
+    return best_caption(read, meta, cfg.seed)
+
+
+def run_warnings(manifest: dict) -> list[str]:
+    """What the platform prints as ``warning:`` lines when a run ends: captions that collapsed to a
+    few for every image, on the best epoch's validation split or on the test split."""
+    metrics = {**manifest.get("best_metrics", {}), **manifest.get("test_metrics", {})}
+    images = manifest.get("data", {}).get("images", {})
+    return collapse_warnings(metrics, {split: images.get(split, 0) for split in ("val", "test")}, "captions")
 
 
 def add_predict_arguments(parser) -> None:
@@ -212,5 +240,5 @@ def predict(model: nn.Module, inputs: list[str], cfg: Config, meta: dict, beam: 
     features = torch.from_numpy(extract(inputs, cfg.image_size, identity, cfg.image_weights))
     model.eval()
     with torch.no_grad():
-        ids = model.caption(features.to(next(model.parameters()).device), width, cfg.max_len).tolist()
+        ids = model.caption(features.to(next(model.parameters()).device), width, cfg.max_len, cfg.length_penalty).tolist()
     return [{"input": path, "caption": decode(tokens, model.vocabulary)} for path, tokens in zip(inputs, ids)]

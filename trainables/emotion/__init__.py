@@ -2,16 +2,18 @@
 
 Used by ``python -m platform.run emotion [--tier fast] [--data DIR]`` (DIR in the MELD layout, see
 ``trainables/emotion/data.py``; without it a cached synthetic set in that layout) and by
-``python -m platform.predict RUN_DIR "utterance" [--clip dia0_utt0.mp4]``.
+``python -m platform.predict RUN_DIR "utterance" [--clip dia0_utt0.mp4] [--context "Ross: Hi. Monica: Hey."]``.
 
-Preprocessing (once, cached by the platform for the ``PREPROCESS_KEYS``) tokenizes the utterance and
+Preprocessing (once, cached by the platform for the ``PREPROCESS_KEYS``) tokenizes the utterance
+(after its dialogue's previous ``context_turns`` utterances, speaker-tagged: ``text.py``) and
 decodes its clip with PyAV into a log-mel spectrogram and a few frames, whatever ``modalities`` says,
 so the unimodal baselines and the trimodal model share one decoding; a row whose clip is missing or
 undecodable keeps its text, with audio and video masked. The model (``model.py``) encodes the
 configured modalities, fuses them (concatenation or attention), and classifies the emotion (7
 classes) and the sentiment (3), one head or both; class imbalance is met by class weights in the
-loss or by oversampling. ``METRIC`` is the weighted F1 of the emotion head (of the sentiment head
-when it trains alone), MELD's usual headline number.
+loss (inverse frequency, or its square root, which serves weighted F1 better) or by oversampling.
+``METRIC`` is the weighted F1 of the emotion head (of the sentiment head when it trains alone),
+MELD's usual headline number.
 """
 
 from __future__ import annotations
@@ -28,17 +30,20 @@ from torch import nn
 
 from platform.config import TrainConfig
 from platform.errors import UserError
-from trainables.emotion.data import EMOTIONS, SENTIMENTS, class_counts, class_weights, oversample, read_meld
+from trainables.emotion.trivial import majority
+from trainables.emotion.data import (EMOTIONS, SENTIMENTS, class_counts, class_weights, dialogue_inputs, oversample,
+                                     read_meld)
 from trainables.emotion.media import ClipShape, decode_clip, empty_clip
 from trainables.emotion.metrics import classification_metrics, confusion
 from trainables.emotion.model import EmotionClassifier, describe_sources, parse_modalities
+from trainables.emotion.text import encode
 from trainables.emotion.synthetic import synthetic_dataset
 from trainables.image_encoders import chosen, resolve
 from trainables.pretrained import load_tokenizer, text_source
 
 METRIC = ("val/weighted_f1", "max")
 CLASSES = {"emotion": EMOTIONS, "sentiment": SENTIMENTS}
-PREPROCESS_KEYS = ("text_model", "max_tokens", "sample_rate", "n_mels", "audio_seconds", "frames", "frame_size")
+PREPROCESS_KEYS = ("text_model", "max_tokens", "context_turns", "sample_rate", "n_mels", "audio_seconds", "frames", "frame_size")
 
 
 @dataclasses.dataclass
@@ -55,8 +60,8 @@ class Config(TrainConfig):
     """Heads trained: emotion, sentiment, or emotion,sentiment (the emotion head picks the best model when on)."""
     sentiment_weight: float = 0.5
     """Weight of the sentiment loss beside the emotion loss when both heads train."""
-    balance: Literal["weights", "oversample", "none"] = "weights"
-    """Class imbalance: weights (inverse frequency in the loss), oversample (train rows, seeded) or none."""
+    balance: Literal["weights", "sqrt_weights", "oversample", "none"] = "weights"
+    """Class imbalance: weights (inverse frequency in the loss), sqrt_weights (its square root), oversample (train rows, seeded) or none."""
     modalities: Literal["text", "text,audio", "text,video", "text,audio,video"] = "text,audio,video"
     """Modalities the model reads: text, text,audio or text,audio,video (the unimodal baseline is text)."""
     fusion: Literal["concat", "attention"] = "attention"
@@ -70,7 +75,9 @@ class Config(TrainConfig):
     text_model: str = "auto"
     """Text encoder: auto (the local all-MiniLM-L6-v2, else tiny), tiny (small random BERT), or a local path or cached HF name."""
     max_tokens: int = 64
-    """Utterances are tokenized, truncated and padded to this many tokens."""
+    """Utterance and context are tokenized, truncated (the context first) and padded to this many tokens."""
+    context_turns: int = 0
+    """Previous utterances of the dialogue, speaker-tagged, read before the utterance; 0: the utterance alone."""
     frozen_layers: int = 3
     """Transformer layers of the text encoder frozen from the bottom (with its embeddings when > 0)."""
     image_weights: str = "auto"
@@ -100,6 +107,7 @@ class Config(TrainConfig):
         "frozen_layers": (0, None), "audio_width": (1, None), "sample_rate": (4000, None), "n_mels": (8, None),
         "audio_seconds": (0.025, None),  # one 25 ms analysis window of the log-mel spectrogram
         "frames": (1, None), "frame_size": (16, None), "max_rows": (0, None), "synthetic_clips": (12, None),
+        "context_turns": (0, None),
     }
 
 
@@ -118,7 +126,8 @@ def clip_shape(cfg: Config) -> ClipShape:
 
 
 def build_datasets(cfg: Config):
-    """Ray datasets of {utterance, clip, emotion, sentiment, dialogue_id, utterance_id} rows by split, and meta."""
+    """Ray datasets of {utterance, speaker, context, target, clip, emotion, sentiment, dialogue_id,
+    utterance_id} rows by split, and meta."""
     import ray.data
 
     tasks, modalities = parse_tasks(cfg.tasks), parse_modalities(cfg.modalities)
@@ -129,8 +138,10 @@ def build_datasets(cfg: Config):
     meta.update(tasks=list(tasks), classes=list(CLASSES[tasks[0]]), train_class_counts=counts)
     if "sentiment" in tasks and len(tasks) > 1:
         meta["sentiment_classes"] = list(SENTIMENTS)
-    if cfg.balance == "weights":
-        meta["class_weights"] = {task: class_weights(task_counts) for task, task_counts in counts.items()}
+    splits = {split: dialogue_inputs(rows, cfg.context_turns) for split, rows in splits.items()}
+    if cfg.balance in ("weights", "sqrt_weights"):
+        power = 1.0 if cfg.balance == "weights" else 0.5
+        meta["class_weights"] = {task: class_weights(task_counts, power) for task, task_counts in counts.items()}
     elif cfg.balance == "oversample":
         splits["train"] = oversample(splits["train"], tasks[0], cfg.seed)
         meta["oversampled_train_rows"] = len(splits["train"])
@@ -145,8 +156,10 @@ def build_datasets(cfg: Config):
     return {split: ray.data.from_items(rows) for split, rows in splits.items()}, meta
 
 
-def features(utterances, clips, cfg: Config, text_model: str | None = None, strict: bool = False) -> dict:
-    """Tokens, mel spectrograms, frames and has_audio/has_video of utterances and their clips ("" = none).
+def features(utterances, clips, cfg: Config, text_model: str | None = None, strict: bool = False,
+             contexts=None) -> dict:
+    """Tokens (and the target's mask), mel spectrograms, frames and has_audio/has_video of utterances,
+    their dialogue contexts (None: none) and their clips ("" = none).
 
     Not strict (training), an undecodable clip is masked like a missing one and reported on stderr.
     """
@@ -161,11 +174,9 @@ def features(utterances, clips, cfg: Config, text_model: str | None = None, stri
             sys.stderr.write(f"[emotion] {err}: its audio and video are masked\n")
             decoded.append(empty_clip(shape))
     tokenizer = load_tokenizer(text_model or cfg.text_model)
-    encoded = tokenizer([str(u) for u in utterances], padding="max_length", truncation=True,
-                        max_length=cfg.max_tokens, return_tensors="np")
+    contexts = [""] * len(utterances) if contexts is None else [str(c) for c in contexts]
     return {
-        "input_ids": encoded["input_ids"].astype(np.int64),
-        "attention_mask": encoded["attention_mask"].astype(np.int64),
+        **encode(tokenizer, [str(u) for u in utterances], contexts, cfg.max_tokens),
         "mel": np.stack([d.mel for d in decoded]) if decoded else np.zeros((0, shape.n_mels, shape.mel_steps), np.float16),
         "frames": (np.stack([d.frames for d in decoded]) if decoded
                    else np.zeros((0, shape.frames, 3, shape.frame_size, shape.frame_size), np.uint8)),
@@ -177,7 +188,7 @@ def features(utterances, clips, cfg: Config, text_model: str | None = None, stri
 def preprocess(batch: dict[str, np.ndarray], cfg: Config) -> dict[str, np.ndarray]:
     """Raw rows -> numeric columns only: tokens, mel, frames, has_audio/has_video, labels and ids."""
     return {
-        **features(batch["utterance"], batch["clip"], cfg),
+        **features(batch["target"], batch["clip"], cfg, contexts=batch["context"]),
         **{key: np.asarray(batch[key], dtype=np.int64) for key in ("emotion", "sentiment", "dialogue_id", "utterance_id")},
     }
 
@@ -234,6 +245,11 @@ def evaluate(model: nn.Module, batches, cfg: Config) -> dict:
     return metrics
 
 
+def baseline(read, cfg: Config, meta: dict):
+    """The trivial predictor beside every metric: each head's training majority class (``trivial.py``)."""
+    return majority(meta["train_class_counts"], CLASSES, parse_tasks(cfg.tasks), lambda model, b: evaluate(model, b, cfg))
+
+
 def _prediction_rows(joined: dict, predicted: dict, tasks: tuple[str, ...]) -> list[dict]:
     rows = []
     for k, (dialogue, utterance) in enumerate(zip(joined["dialogue_id"].tolist(), joined["utterance_id"].tolist())):
@@ -248,16 +264,21 @@ def _prediction_rows(joined: dict, predicted: dict, tasks: tuple[str, ...]) -> l
 def add_predict_arguments(parser) -> None:
     parser.add_argument("--clip", default=None, metavar="CLIP.mp4",
                         help="the utterance's clip (its audio and frames); without it the text alone is used")
+    parser.add_argument("--context", default="", metavar="TEXT",
+                        help='the dialogue so far, "Speaker: utterance" turns, for a model trained with context_turns > 0')
 
 
-def predict(model: nn.Module, inputs: list[str], cfg: Config, meta: dict, clip: str | None = None) -> list[dict]:
-    """Emotion (``top``) and sentiment of each utterance, with the clip's audio and frames when given."""
+def predict(model: nn.Module, inputs: list[str], cfg: Config, meta: dict, clip: str | None = None,
+            context: str = "") -> list[dict]:
+    """Emotion (``top``) and sentiment of each utterance, with the clip's audio and frames and the
+    dialogue context when given (the context is ignored by a model trained without it)."""
     if clip is not None and not Path(clip).is_file():
         raise UserError(f"{clip}: clip not found")
     utterances = [str(u) for u in inputs]
     if not all(u.strip() for u in utterances):
         raise UserError("an utterance is empty")
-    arrays = features(utterances, [clip or ""] * len(utterances), cfg, meta.get("text_model"), strict=True)
+    contexts = [context if cfg.context_turns else ""] * len(utterances)
+    arrays = features(utterances, [clip or ""] * len(utterances), cfg, meta.get("text_model"), strict=True, contexts=contexts)
     device = next(model.parameters()).device
     model.eval()
     with torch.no_grad():

@@ -5,7 +5,13 @@ Utterance, Speaker, Emotion, Sentiment, Dialogue_ID, Utterance_ID, Season, Episo
 EndTime; the test CSV is optional) and the clips, in DIR itself or in the real release's per-split
 folders (``train_splits/``, ``dev_splits_complete/``, ``output_repeated_splits_test/``), which come
 first: the real release reuses clip names across splits, so one flat folder suits one split's clips
-or a sample, not the whole release. dev is the platform's ``val`` split. A row whose clip is absent
+or a sample, not the whole release. With a test CSV, dev is the platform's ``val`` split and test its
+test split. Without one (the shared real sample holds train and dev only), ``val`` is carved from
+train by dialogue (``VAL_SHARE`` of the dialogues, chosen by a hash of the Dialogue_ID, so the same
+ones in every run and seed) and dev becomes the test split, scored once after training: dev then
+never picks a checkpoint, an epoch or a tier, so its figure is an honest held-out measurement.
+Dialogue context (``dialogue_inputs``) is built inside each split from earlier utterances only.
+A row whose clip is absent
 (or empty) keeps its text and has its audio and video masked; the counts go into meta. The real
 CSVs are cp1252 in places, with mojibake smart quotes. An empty CSV, or one with a header but no
 rows, is a ``UserError`` naming it.
@@ -29,6 +35,8 @@ CSV_COLUMNS = ("Sr No.", "Utterance", "Speaker", "Emotion", "Sentiment", "Dialog
                "Season", "Episode", "StartTime", "EndTime")
 REQUIRED_COLUMNS = ("Utterance", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID")
 CSV_FILES = {"train": "train_sent_emo.csv", "val": "dev_sent_emo.csv", "test": "test_sent_emo.csv"}
+# Without a test CSV: the share of train's dialogues held out as val (MELD's dev is about 10% of train).
+VAL_SHARE = 0.1
 # The real release's folder first (the synthetic set writes there), then common re-packagings.
 CLIP_FOLDERS = {
     "train": ("train_splits", "train", "train_videos"),
@@ -96,7 +104,7 @@ def _integer(value: str, where: str, column: str) -> int:
 
 
 def split_rows(frame: pd.DataFrame, clips: dict[str, Path], shown: Path, max_rows: int) -> list[dict]:
-    """Rows {utterance, clip ("" when absent), emotion, sentiment, dialogue_id, utterance_id}."""
+    """Rows {utterance, speaker, clip ("" when absent), emotion, sentiment, dialogue_id, utterance_id}."""
     rows = []
     for line, record in enumerate(frame.to_dict("records"), start=2):
         if max_rows and len(rows) >= max_rows:
@@ -107,6 +115,7 @@ def split_rows(frame: pd.DataFrame, clips: dict[str, Path], shown: Path, max_row
         clip = clips.get(f"dia{dialogue}_utt{utterance_id}.mp4")
         rows.append({
             "utterance": clean_utterance(record["Utterance"]),
+            "speaker": clean_utterance(record.get("Speaker", "")),
             # An empty file is as missing as an absent one (the real release has a few).
             "clip": str(clip) if clip is not None and clip.stat().st_size > 0 else "",
             "emotion": _label(record["Emotion"], EMOTIONS, where, "Emotion"),
@@ -117,8 +126,25 @@ def split_rows(frame: pd.DataFrame, clips: dict[str, Path], shown: Path, max_row
     return rows
 
 
+def held_out_dialogue(dialogue: int) -> bool:
+    """Whether a train dialogue goes to val when there is no test CSV: a hash, not the file order."""
+    digest = hashlib.sha256(f"meld-val-{dialogue}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") < VAL_SHARE * 2**32
+
+
+def carve_validation(splits: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """train/val(dev) without test -> train minus held-out dialogues, val those dialogues, test dev."""
+    train = splits["train"]
+    return {
+        "train": [row for row in train if not held_out_dialogue(row["dialogue_id"])],
+        "val": [row for row in train if held_out_dialogue(row["dialogue_id"])],
+        "test": splits["val"],
+    }
+
+
 def read_meld(data_dir: str, max_rows: int = 0) -> tuple[dict[str, list[dict]], dict]:
-    """Rows by split (train, val and, when its CSV exists, test) and meta of a MELD folder."""
+    """Rows by split (train, val, test) and meta of a MELD folder; without a test CSV, val is carved
+    from train and dev is the test split (module docstring)."""
     root = Path(data_dir).expanduser().resolve()
     if not root.is_dir():
         raise UserError(f"{data_dir}: data folder not found")
@@ -133,10 +159,16 @@ def read_meld(data_dir: str, max_rows: int = 0) -> tuple[dict[str, list[dict]], 
         listing += [f"{split}/{row['clip']}\0{Path(row['clip']).stat().st_size}" for row in splits[split] if row["clip"]]
     for entry in sorted(listing):
         digest.update(entry.encode() + b"\n")
+    carved = "test" not in splits
+    if carved:
+        splits = carve_validation(splits)
     meta = {
         "data_path": str(root),
         "content_hash": "sha256:" + digest.hexdigest(),
         "max_rows": max_rows,
+        "split_sources": ({"train": f"{CSV_FILES['train']} less {VAL_SHARE:.0%} of its dialogues (by Dialogue_ID hash)",
+                           "val": f"those dialogues of {CSV_FILES['train']}", "test": CSV_FILES["val"]} if carved
+                          else {split: CSV_FILES[split] for split in splits}),
         "split_sizes": {split: len(rows) for split, rows in splits.items()},
         "missing_clips": {split: sum(not row["clip"] for row in rows) for split, rows in splits.items()},
     }
@@ -147,10 +179,11 @@ def class_counts(rows: list[dict], target: str, classes: tuple[str, ...]) -> lis
     return np.bincount([row[target] for row in rows], minlength=len(classes)).tolist()
 
 
-def class_weights(counts: list[int]) -> list[float]:
-    """Inverse frequency, normalised so a balanced set weighs 1 everywhere; absent classes weigh 1."""
+def class_weights(counts: list[int], power: float = 1.0) -> list[float]:
+    """Inverse frequency to ``power`` (1: balanced, 0.5: softened), normalised so a balanced set
+    weighs 1 everywhere; absent classes weigh 1."""
     counts_array = np.asarray(counts, dtype=np.float64)
-    weights = counts_array.sum() / (len(counts) * np.maximum(counts_array, 1))
+    weights = (counts_array.sum() / (len(counts) * np.maximum(counts_array, 1))) ** power
     weights[counts_array == 0] = 1.0
     return [round(float(w), 6) for w in weights]
 
@@ -166,3 +199,25 @@ def oversample(rows: list[dict], target: str, seed: int) -> list[dict]:
         extra = rng.choice(members, size=largest - len(members), replace=True)
         picked += [*members, *extra]
     return [rows[i] for i in rng.permutation(picked)]
+
+
+def dialogue_inputs(rows: list[dict], turns: int) -> list[dict]:
+    """Each row with ``context``: its dialogue's previous ``turns`` utterances, "Speaker: text", oldest
+    first ("" when turns is 0 or it opens the dialogue), and ``target``: its own utterance,
+    speaker-tagged when there is context. Only utterances of the same dialogue with a lower
+    Utterance_ID count: never a later one, never another dialogue's."""
+    by_dialogue: dict[int, list[dict]] = {}
+    for row in rows:
+        by_dialogue.setdefault(row["dialogue_id"], []).append(row)
+    for members in by_dialogue.values():
+        members.sort(key=lambda row: row["utterance_id"])
+    joined = []
+    for row in rows:
+        earlier = [r for r in by_dialogue[row["dialogue_id"]] if r["utterance_id"] < row["utterance_id"]]
+        context = " ".join(tagged(r) for r in earlier[-turns:]) if turns and earlier else ""
+        joined.append({**row, "context": context, "target": tagged(row) if turns else row["utterance"]})
+    return joined
+
+
+def tagged(row: dict) -> str:
+    return f"{row['speaker']}: {row['utterance']}" if row.get("speaker") else row["utterance"]

@@ -45,7 +45,8 @@ def describe_sources(text_model: str, encoder: EncoderChoice | None, modalities:
 
 
 class TextEncoder(nn.Module):
-    """Mean-pooled BERT-like features; embeddings and the first frozen_layers layers frozen."""
+    """BERT-like features mean-pooled over the target utterance's tokens (its dialogue context, before
+    it, only informs them through attention); embeddings and the first frozen_layers layers frozen."""
 
     def __init__(self, text_model: str, frozen_layers: int, out_dim: int):
         super().__init__()
@@ -61,9 +62,16 @@ class TextEncoder(nn.Module):
                 layer.requires_grad_(False)
         self.project = nn.Linear(self.encoder.config.hidden_size, out_dim)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                target_mask: torch.Tensor | None = None) -> torch.Tensor:
+        # Rows are padded to max_tokens; the batch's longest row is often far shorter (a CPU's time).
+        longest = max(1, int(attention_mask.sum(dim=1).max()))
+        input_ids, attention_mask = input_ids[:, :longest], attention_mask[:, :longest]
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = attention_mask if target_mask is None else target_mask[:, :longest]
+        # A row without target tokens (an empty utterance) pools its whole input instead.
+        pooled = torch.where(pooled.sum(dim=1, keepdim=True) > 0, pooled, attention_mask)
+        weights = pooled.unsqueeze(-1).to(hidden.dtype)
         return self.project((hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1))
 
 
@@ -173,7 +181,7 @@ class EmotionClassifier(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         present = self.presence(batch)
-        features = [self.encoders["text"](batch["input_ids"], batch["attention_mask"])]
+        features = [self.encoders["text"](batch["input_ids"], batch["attention_mask"], batch.get("target_mask"))]
         if "audio" in self.modalities:
             features.append(self.encoders["audio"](batch["mel"]))
         if "video" in self.modalities:

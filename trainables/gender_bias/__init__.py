@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from scipy import stats
 from torch import nn
 
+from platform.baseline import Constant, Trivial
 from platform.config import TrainConfig
 from platform.errors import UserError
 from trainables.gender_bias.data import read_labels
@@ -152,6 +153,13 @@ def evaluate(model: nn.Module, batches, cfg: Config) -> dict:
         raise UserError("the validation split is empty")
     true, predicted = np.concatenate(true), np.concatenate(predicted)
     return {**regression_metrics(true, predicted), "predicted_vs_true": np.stack([true, predicted], axis=1)}
+
+
+def baseline(read, cfg: Config, meta: dict) -> Trivial:
+    """The trivial predictor beside every metric: the training rows' mean score for every post."""
+    mean = float(np.concatenate([batch["score"].numpy() for batch in read("score")]).astype(np.float64).mean())
+    model = Constant(torch.tensor(mean, dtype=torch.float32))
+    return Trivial(f"mean score {mean:.2f} of the training rows", lambda batches: evaluate(model, batches, cfg))
 
 
 def predict(model: nn.Module, inputs: list[str], cfg: Config, meta: dict) -> list[dict]:

@@ -7,10 +7,12 @@ or with R2Gen's ``annotation.json``, see ``trainables/xr2text/data.py``), and by
 Model: a CNN (``image_weights``: ResNet18 from the torch hub cache, else the packaged
 EfficientNet-Lite0, see ``trainables/image_encoders.py``) turns the image into a grid of visual
 tokens; a Transformer decoder writes the report word by word (teacher forcing in training,
-greedy or beam search in evaluation). Vocabulary: the training reports' words (lowercased, punctuation split).
+greedy or beam search with a length penalty in evaluation, ``trainables/textgen.py``). Vocabulary: the training reports' words (lowercased, punctuation split).
 Curriculum: each study has a stage (0 normal, 1 one finding, 2 several, 3 complex) from its MeSH
 headings (else keywords); epoch e trains on the stages ``curriculum_epochs`` unlocked by e.
-``METRIC`` is BLEU-4 + ROUGE-L on the validation split (pycocoevalcap), as the seed chose its best model.
+``METRIC`` is BLEU-4 + ROUGE-L on the validation split (pycocoevalcap), as the seed chose its best model;
+CIDEr-D, the share of distinct reports and the words used are reported beside them, and a run whose
+reports collapse to a few for every study ends with a ``warning:`` line (``run_warnings``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from torch import nn
 from platform.config import TrainConfig
 from platform.errors import UserError
 from trainables.image_encoders import chosen, resolve
+from trainables.text_metrics import collapse_warnings, text_metrics
 from trainables.xr2text import data, reports
+from trainables.xr2text.trivial import best_report
 from trainables.xr2text.model import ReportGenerator, describe_encoder
 from trainables.xr2text.synthetic import synthetic_dataset
 
@@ -72,6 +76,8 @@ class Config(TrainConfig):
     """Training words seen fewer times become <unk>."""
     beam_width: int = 3
     """Beam search width in evaluation (1: greedy); predict's --beam overrides it."""
+    length_penalty: float = 1.0
+    """GNMT length penalty alpha of beam search: scores are divided by ((5 + length) / 6) ** alpha; 0 favours short reports."""
     curriculum: bool = True
     """Curriculum learning: train on the unlocked stages only; off trains on every study from epoch 0."""
     curriculum_epochs: tuple[int, ...] = (5, 15, 30)
@@ -95,7 +101,8 @@ class Config(TrainConfig):
         "d_model": (1, None), "heads": (1, None), "decoder_layers": (1, None), "dropout": (0, 0.99),
         "label_smoothing": (0, 0.99), "max_tokens": (1, None),
         "vocab_size": (5, None),  # the 4 special tokens and at least one word
-        "min_word_count": (1, None), "beam_width": (1, None), "complex_min_findings": (1, None),
+        "min_word_count": (1, None), "beam_width": (1, None), "length_penalty": (0, 5),
+        "complex_min_findings": (1, None),
         "val_fraction": (0.01, 0.9), "test_fraction": (0, 0.9),  # val must not be empty; test may be
         "max_studies": (0, None), "synthetic_studies": (2, None),  # a train and a val study
         "synthetic_image_size": (16, None),
@@ -183,28 +190,22 @@ def loss(model: nn.Module, batch: dict[str, torch.Tensor], cfg: Config):
 
 
 def caption_metrics(references: list[str], predictions: list[str]) -> dict[str, float]:
-    """BLEU-1..4 and ROUGE-L (pycocoevalcap) of space-separated texts, one reference each."""
-    from pycocoevalcap.bleu.bleu import Bleu
-    from pycocoevalcap.rouge.rouge import Rouge
-
-    gts = {i: [ref] for i, ref in enumerate(references)}
-    res = {i: [pred] for i, pred in enumerate(predictions)}
-    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)  # verbose prints its length ratios
-    rouge, _ = Rouge().compute_score(gts, res)
-    metrics = {f"val/bleu{n}": float(score) for n, score in enumerate(bleu, start=1)}
-    metrics["val/rouge_l"] = float(rouge)
+    """BLEU-1..4, ROUGE-L, CIDEr-D, distinct share and vocabulary (``trainables/text_metrics.py``)
+    of space-separated texts, one reference each, and ``METRIC``'s sum BLEU-4 + ROUGE-L."""
+    metrics = text_metrics([[reference] for reference in references], predictions)
     metrics["val/bleu4_rouge_l"] = metrics["val/bleu4"] + metrics["val/rouge_l"]
     return metrics
 
 
 def evaluate(model: nn.Module, batches, cfg: Config) -> dict:
-    """val/loss (teacher forced), BLEU-1..4, ROUGE-L, their METRIC sum, and every study's prediction."""
+    """val/loss (teacher forced), BLEU-1..4, ROUGE-L, their METRIC sum, CIDEr-D, distinct share,
+    vocabulary, and every study's prediction."""
     inner = getattr(model, "module", model)  # DistributedDataParallel wraps the model
     rows, loss_sum, loss_batches = [], 0.0, 0
     for batch in batches:
         loss_sum += _token_loss(model, batch, 0.0).item()
         loss_batches += 1
-        generated = inner.generate(batch["image"], cfg.beam_width).cpu()
+        generated = inner.generate(batch["image"], cfg.beam_width, cfg.length_penalty).cpu()
         for ids, reference, study_id in zip(generated, batch["reference"].cpu(), batch["id"].cpu()):
             rows.append({"id": reports.from_bytes(study_id), "reference": reports.from_bytes(reference),
                          "prediction": reports.decode(ids, inner.vocab)})
@@ -212,6 +213,19 @@ def evaluate(model: nn.Module, batches, cfg: Config) -> dict:
         raise UserError("the validation split is empty")
     metrics = caption_metrics([r["reference"] for r in rows], [r["prediction"] for r in rows])
     return {"val/loss": loss_sum / loss_batches, **metrics, "predictions": rows}
+
+
+def baseline(read, cfg: Config, meta: dict):
+    """The trivial predictor beside every metric: the best training report for every study (``trivial.py``)."""
+    return best_report(read, cfg.seed, caption_metrics)
+
+
+def run_warnings(manifest: dict) -> list[str]:
+    """What the platform prints as ``warning:`` lines when a run ends: reports that collapsed to a
+    few for every study, on the best epoch's validation split or on the test split."""
+    metrics = {**manifest.get("best_metrics", {}), **manifest.get("test_metrics", {})}
+    sizes = manifest.get("data", {}).get("split_sizes", {})
+    return collapse_warnings(metrics, {split: sizes.get(split, 0) for split in ("val", "test")}, "reports")
 
 
 def add_predict_arguments(parser) -> None:
@@ -229,5 +243,5 @@ def predict(model: nn.Module, inputs: list[str], cfg: Config, meta: dict, beam: 
     device = next(model.parameters()).device
     images = torch.from_numpy(np.stack([data.load_image(str(p), cfg.image_size) for p in inputs])).to(device)
     model.eval()
-    generated = model.generate(images, width).cpu()
+    generated = model.generate(images, width, cfg.length_penalty).cpu()
     return [{"input": str(path), "report": reports.decode(ids, model.vocab)} for path, ids in zip(inputs, generated)]

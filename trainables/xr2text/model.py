@@ -1,4 +1,4 @@
-"""The report generator: CNN visual tokens -> Transformer decoder -> words, greedy or beam search.
+"""The report generator: CNN visual tokens -> Transformer decoder -> words (decoding: ``trainables/textgen.py``).
 
 Built by ``python -m platform.run xr2text`` through ``trainables.xr2text.build_model``; decoding
 also serves ``python -m platform.predict RUN_DIR image.png --beam 3``. The CNN (ResNet18 or
@@ -13,8 +13,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from trainables import textgen
 from trainables.image_encoders import EncoderChoice, build_encoder, grid_side
-from trainables.xr2text.reports import BOS_ID, EOS_ID, PAD_ID
+from trainables.xr2text.reports import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+
+TOKENS = textgen.Tokens(pad=PAD_ID, start=BOS_ID, end=EOS_ID, unknown=UNK_ID)
 
 
 def describe_encoder(choice: EncoderChoice, stages: int) -> str:
@@ -63,39 +66,12 @@ class ReportGenerator(nn.Module):
         return self.decode_logits(self.encode(image), tokens[:, :-1])
 
     @torch.no_grad()
-    def generate(self, image: torch.Tensor, beam: int = 1) -> torch.Tensor:
-        """Word ids [B, L] (after <bos>, ending with <eos> then <pad>); beam 1 is greedy decoding.
-
-        Beams advance together ([B * beam] rows); a finished beam only extends with <pad> at no
-        cost; the best beam is the highest mean log-probability a word (<eos> included), which
-        keeps a short report from winning only because it is short.
-        """
+    def generate(self, image: torch.Tensor, beam: int = 1, alpha: float = 0.0) -> torch.Tensor:
+        """Word ids [B, L] (after <bos>, ending with <eos> then <pad>); beam 1 is greedy decoding,
+        a wider beam is ranked with GNMT's length penalty ``alpha`` (``trainables/textgen.py``)."""
         memory = self.encode(image)
-        batch = memory.shape[0]
-        memory = memory.repeat_interleave(beam, dim=0)
-        sequences = torch.full((batch * beam, 1), BOS_ID, dtype=torch.long, device=memory.device)
-        scores = torch.full((batch, beam), float("-inf"), device=memory.device)
-        scores[:, 0] = 0.0  # one live beam at the start, or the beams would be copies
-        finished = torch.zeros(batch * beam, dtype=torch.bool, device=memory.device)
-        for step in range(self.max_tokens + 1):
-            log_probs = self.decode_logits(memory, sequences)[:, -1].float().log_softmax(dim=-1)
-            log_probs[:, [PAD_ID, BOS_ID]] = float("-inf")
-            if step == 0:
-                log_probs[:, EOS_ID] = float("-inf")  # at least one word: an empty report cannot be scored
-            if step == self.max_tokens:
-                log_probs[~finished] = float("-inf")
-                log_probs[~finished, EOS_ID] = 0.0  # the target was cut at max_tokens words too
-            log_probs[finished] = float("-inf")
-            log_probs[finished, PAD_ID] = 0.0
-            vocab = log_probs.shape[1]
-            candidates = (scores.view(-1, 1) + log_probs).view(batch, beam * vocab)
-            scores, chosen = candidates.topk(beam, dim=1)
-            rows = (torch.arange(batch, device=memory.device)[:, None] * beam + chosen // vocab).view(-1)
-            words = (chosen % vocab).view(-1, 1)
-            sequences = torch.cat([sequences[rows], words], dim=1)
-            finished = finished[rows] | (words.view(-1) == EOS_ID)
-            if finished.all():
-                break
-        lengths = (sequences[:, 1:] != PAD_ID).sum(dim=1).view(batch, beam).clamp(min=1)
-        best = (scores / lengths).argmax(dim=1)
-        return sequences.view(batch, beam, -1)[torch.arange(batch), best, 1:]
+
+        def step(prefixes: torch.Tensor, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return self.decode_logits(memory, prefixes)[:, -1], memory
+
+        return textgen.generate(step, memory, memory.shape[0], TOKENS, beam, self.max_tokens, alpha, device=memory.device)
