@@ -6,6 +6,7 @@ Used by ``python -m platform.run asl`` and, on a cluster,
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -47,11 +48,7 @@ def start(address: str | None = None, num_cpus: int | None = None, env: dict[str
     ray.data.DataContext.get_current().enable_progress_bars = False
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        # On a cluster the job's runtime_env (working_dir) already carries the code.
-        # A submitted job's runtime env already reaches its workers, and Ray refuses a second one.
-        in_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
-        runtime_env = {"env_vars": env} if env and not in_job else None
-        context = ray.init(address=address, log_to_driver=True, runtime_env=runtime_env,
+        context = ray.init(address=address, log_to_driver=True, runtime_env=_runtime_env(env),
                            logging_level=console.ray_logging_level(verbose))
     else:
         # "local": a new instance here, never one that `ray start` left running on this machine.
@@ -67,6 +64,21 @@ def start(address: str | None = None, num_cpus: int | None = None, env: dict[str
         os.environ["RAY_ADDRESS"] = context.address_info["gcs_address"]
     console.filter_forwarded_output(verbose)
     return _url(getattr(context, "dashboard_url", None))
+
+
+def _runtime_env(env: dict[str, str] | None) -> dict[str, Any] | None:
+    """What this driver adds to its workers' environment on a running cluster. Their processes
+    start from their node's raylet, not from this one, so they also need the platform's root first
+    on PYTHONPATH (before the standard library's ``platform``) wherever nothing else puts it there:
+    a node image with the platform installed (``rayplatform run`` in a job without --working-dir)."""
+    in_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+    job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")).get("runtime_env") or {}
+    # A submitted job's runtime env already reaches its workers; Ray merges a driver's into it only
+    # where they set different keys.
+    env_vars = {} if in_job else dict(env or {})
+    if not job.get("working_dir") and "PYTHONPATH" not in (job.get("env_vars") or {}):
+        env_vars["PYTHONPATH"] = os.environ["PYTHONPATH"]  # the repo first: _put_repo_first_on_pythonpath
+    return {"env_vars": env_vars} if env_vars else None
 
 
 def _url(address: str | None) -> str | None:

@@ -28,8 +28,11 @@ RAY = str(Path(sys.executable).with_name("ray"))
 def cluster_env() -> dict[str, str]:
     """Nodes joining a head need token authentication asked for explicitly (the head turns it on).
     The nodes run in this environment, so a job's `python` is its interpreter, as under an active
-    venv; read when called, so that they write synthetic sets into the session's cache."""
-    return {**os.environ, **TEST_ENV, "RAY_AUTH_MODE": "token", "PYTHONPATH": str(REPO),
+    venv, but without the repository on PYTHONPATH: as on a node image with the platform installed,
+    only a job's --working-dir or the platform itself puts it there. Read when called, so that they
+    write synthetic sets into the session's cache."""
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    return {**env, **TEST_ENV, "RAY_AUTH_MODE": "token",
             "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
 
 
@@ -113,6 +116,20 @@ def test_a_submitted_job_trains_and_writes_its_run_directory(cluster, tmp_path):
         assert manifest["data"]["store"][split]["uri"].startswith(str(tmp_path / "store"))
         assert list((tmp_path / "store").glob(f"asl-*/{split}/shard-*.parquet"))
     assert (tmp_path / "asl" / "submitted" / "best_model.pt").is_file()
+
+
+def test_the_installed_command_runs_as_a_job_without_a_working_dir(cluster, tmp_path):
+    """``rayplatform run`` submitted from another folder, no code uploaded: the nodes' workers import
+    the platform only because the driver puts its root first on their PYTHONPATH."""
+    command = ("job", "submit", "--address", cluster["dashboard"], "--runtime-env-json",
+               json.dumps({"env_vars": TEST_ENV}), "--", "rayplatform", "run", "asl", "--tier", "smoke",
+               "--storage", str(tmp_path), "--store", str(tmp_path / "store"), "--name", "installed")
+    result = _until_an_agent_answers(lambda: subprocess.run(
+        [RAY, *command], cwd=tmp_path, env=cluster_env(), capture_output=True, text=True, timeout=900))
+    assert result.returncode == 0 and "succeeded" in (result.stdout + result.stderr).lower(), \
+        (result.stdout + result.stderr)[-4000:]
+    manifest = _manifest(tmp_path / "asl" / "installed")
+    assert manifest["status"] == "finished" and manifest["hardware"]["nodes"] == 3
 
 
 def _job_status(cluster: dict, job_id: str) -> str:
