@@ -1,10 +1,13 @@
-"""The loopback OpenAI-compatible server of tests/openai_server.py, with a requests-per-minute limit.
+"""The loopback OpenAI-compatible server of tests/openai_server.py, with requests- and tokens-per-minute limits.
 
 Used by ``python -m bench.label_throughput``. ``FakeOpenAI`` answers 429 only where a test scripts
 it; a paid API answers 429 once a key goes over its rate. This subclass (kept in bench/, the test
 server unchanged) puts a token bucket in front of every authorised call: it holds one second's requests
 plus one (the timer slack tests/test_label.py allows too) and refills at ``rpm / 60`` a second; an
 empty bucket gets 429 with ``retry-after-ms`` and ``Retry-After`` (whole seconds), as OpenAI sends.
+With ``tpm``, a second bucket counts tokens as OpenAI does when it lets a request in: its prompt (the
+server's own count, the ``usage.prompt_tokens`` it replies with) plus its ``max_tokens``; it holds one
+second's tokens plus one request's.
 """
 
 from __future__ import annotations
@@ -18,45 +21,64 @@ from aiohttp import web
 from bench.common import REPO_ROOT
 
 
-def _load_fake_openai() -> type:
+def _load_fake_openai() -> tuple[type, int]:
     """tests/ is not a package: load the server module from its file."""
     spec = importlib.util.spec_from_file_location("openai_server", REPO_ROOT / "tests" / "openai_server.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.FakeOpenAI
+    return module.FakeOpenAI, module.PROMPT_TOKENS
 
 
-FakeOpenAI = _load_fake_openai()
+FakeOpenAI, PROMPT_TOKENS = _load_fake_openai()
+
+
+class Bucket:
+    """``rate`` a second, up to ``capacity``; only the server's event loop calls it, so no lock."""
+
+    def __init__(self, rate: float, capacity: float):
+        self.rate, self.capacity, self._level, self._at = rate, capacity, capacity, time.monotonic()
+
+    def wait(self, amount: float) -> float:
+        """0 when ``amount`` is there now, else the seconds until it is."""
+        now = time.monotonic()
+        self._level, self._at = min(self.capacity, self._level + (now - self._at) * self.rate), now
+        return max(0.0, (amount - self._level) / self.rate)
+
+    def take(self, amount: float) -> None:
+        self._level -= amount
 
 
 class RateLimitedOpenAI(FakeOpenAI):
-    def __init__(self, rpm: float, **kwargs):
+    def __init__(self, rpm: float, tpm: float | None = None, max_tokens: int = 150, **kwargs):
         super().__init__(**kwargs)
         self.rate = rpm / 60
         self.capacity = math.floor(self.rate) + 1
-        self._tokens = float(self.capacity)
-        self._refilled = time.monotonic()
-
-    def _wait_for_token(self) -> float:
-        """0 when a request may go now (and takes its token), else the seconds until one is due.
-        Called only from the server's event loop, so no lock is needed."""
-        now = time.monotonic()
-        self._tokens = min(self.capacity, self._tokens + (now - self._refilled) * self.rate)
-        self._refilled = now
-        if self._tokens >= 1:
-            self._tokens -= 1
-            return 0.0
-        return (1 - self._tokens) / self.rate
+        self.requests = Bucket(self.rate, self.capacity)
+        self.tokens = Bucket(tpm / 60, tpm / 60 + PROMPT_TOKENS + max_tokens) if tpm else None
+        self.admitted_tokens: list[tuple[float, int]] = []  # (time, tokens) of every request let in
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get("Authorization") == f"Bearer {self.key}":
-            wait = self._wait_for_token()
-            if wait:
+            cost = PROMPT_TOKENS + int((await request.json()).get("max_tokens") or 0)
+            wait = max(self.requests.wait(1), self.tokens.wait(cost) if self.tokens else 0.0)
+            if not wait:
+                self.requests.take(1)
+                if self.tokens:
+                    self.tokens.take(cost)
+                self.admitted_tokens.append((time.time(), cost))
+            else:
                 self._log(time.time(), "", "rate_limit", 429, False)
                 headers = {"retry-after-ms": f"{wait * 1000:.0f}", "Retry-After": str(math.ceil(wait))}
                 return web.json_response({"error": {"message": "rate limit exceeded", "code": 429}},
                                          status=429, headers=headers)
         return await super()._chat(request)
+
+    def tokens_share(self, start: int) -> float:
+        """Tokens let in since the ``start``-th admitted request, as a share of the most the tokens
+        bucket allows over their span."""
+        admitted = self.admitted_tokens[start:]
+        span = admitted[-1][0] - admitted[0][0] if admitted else 0.0
+        return sum(cost for _, cost in admitted) / (self.tokens.capacity + span * self.tokens.rate)
 
     def calls_since(self, start: int) -> list[dict]:
         with self._lock:

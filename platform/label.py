@@ -1,15 +1,17 @@
-"""Score posts 0-10 for gender bias with a vision model behind an OpenAI-compatible API, on Ray Data.
+"""Label images and their texts with a vision model behind an OpenAI-compatible API, on Ray Data.
 
-    OPENROUTER_API_KEY=... python -m platform.label /path/to/social [--out DIR] [--model M]
+    OPENROUTER_API_KEY=... python -m platform.label /path/to/social [--task gender_bias] [--out DIR] [--model M]
         [--base-url URL] [--rpm N | --rps R] [--tpm T] [--concurrency C] [--budget-usd X] [--max-retries N]
         [--timeout S] [--dry-run] [--address ADDR] [--price-in USD_PER_MTOK --price-out USD_PER_MTOK]
         [--allow-outside-images] [--batch [--poll S] [--batch-discount F]]
 
-The source is a posts.csv (post_id, image_path, caption, ...) or the folder holding it. Each
-uncached row's image (base64 data URL) and caption go to ``--model``; the reply must be a JSON
-object with a numeric ``score`` in 0..10 and a short ``reason``. Writes, in ``--out`` (default
-``<source folder>/labeled``): ``labels.csv`` (what ``python -m platform.run gender_bias --data DIR``
-reads), ``quarantine.csv``, ``ledger.json`` (this run's requests, tokens and cost, and ``totals``
+What is asked is the task's (``--task``: a trainable with a ``labeling.py``, or a module of yours;
+platform/labeling/task.py): its prompt, its reply schema, its columns. For ``gender_bias`` (the only
+one today, so the default) the source is a posts.csv (post_id, image_path, caption, ...) or the
+folder holding it; each uncached row's image (base64 data URL) and caption go to ``--model``, and
+the reply must be a JSON object with a numeric ``score`` in 0..10 and a short ``reason``. Writes, in
+``--out`` (default ``<source folder>/labeled``): ``labels.csv`` (what the task's trainable reads:
+``python -m platform.run gender_bias --data DIR``), ``quarantine.csv``, ``ledger.json`` (this run's requests, tokens and cost, and ``totals``
 over every run into ``--out``, killed ones included, from the attempt logs in ``<out>/runs/``), and
 keeps every answer in ``<out>/cache/`` the moment it arrives, so a re-run or a run resumed after a
 kill never pays twice. Answers are cached per API (``--base-url``): a run against a test server
@@ -48,6 +50,8 @@ from platform import progress
 from platform.errors import UserError, exit_on_user_error
 from platform.labeling import batch as batch_mode
 from platform.labeling import cache, inputs, ledger, prompt, report, secret
+from platform.labeling.task import Task
+from platform.labeling.task import load as load_task
 
 DEFAULT_MODEL = "openai/gpt-4o-mini"
 DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
@@ -70,7 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m platform.label", description=__doc__.split("\n\n")[0],
         epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("source", help="posts.csv, or the folder holding it")
+    parser.add_argument("source", help="the table to label (gender_bias: posts.csv), or the folder holding it")
+    parser.add_argument("--task", default=None,
+                        help="what to ask: a trainable with a labeling.py, or a module path like mytasks.toxicity "
+                             "(default: the only trainable with one)")
     parser.add_argument("--out", default=None, help="output folder (default <source folder>/labeled)")
     parser.add_argument("--cache", default=None, help="cache folder (default <out>/cache)")
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"vision model (default {DEFAULT_MODEL})")
@@ -95,8 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--price-out", type=float, default=None, help="USD per million completion tokens")
     parser.add_argument("--image-tokens", type=int, default=None,
                         help="prompt tokens an image costs, for --dry-run and --tpm (default: OpenAI's rule for "
-                             f"the detail level used, {prompt.GENERATION['image_detail']!r}: "
-                             f"{prompt.IMAGE_TOKENS_LOW_DETAIL} at 'low')")
+                             f"the task's detail level: {prompt.IMAGE_TOKENS_LOW_DETAIL} at 'low')")
     parser.add_argument("--retry-quarantined", action="store_true",
                         help="ask again for rows whose cached reply was invalid")
     parser.add_argument("--allow-outside-images", action="store_true",
@@ -148,16 +154,17 @@ def prices(args: argparse.Namespace) -> tuple[float, float] | None:
     return KNOWN_PRICES.get(args.model)
 
 
-def estimate(todo: list[dict], image_tokens: int | None, tpm: float | None) -> None:
+def estimate(task: Task, todo: list[dict], image_tokens: int | None, tpm: float | None) -> None:
     """Each row's ``tokens``: what its request counts against ``--tpm``. A limit below one request's
     count is a user error: the provider would refuse that request whatever the wait."""
     for row in todo:
-        image = image_tokens if image_tokens is not None else prompt.image_tokens(row["width"], row["height"])
-        row["image_tokens"], row["tokens"] = image, prompt.request_tokens(row["caption"], image)
+        image = image_tokens if image_tokens is not None else prompt.image_tokens(
+            row["width"], row["height"], task.generation["image_detail"])
+        row["image_tokens"], row["tokens"] = image, task.request_tokens(row["text"], image)
     largest = max((row["tokens"] for row in todo), default=0)
     if tpm is not None and tpm < largest:
         raise UserError(f"--tpm {tpm:g} is less than one request's tokens (~{largest:,} estimated: prompt and "
-                        f"max_tokens {prompt.GENERATION['max_tokens']}): no request would fit in a minute")
+                        f"max_tokens {task.generation['max_tokens']}): no request would fit in a minute")
 
 
 def plan(posts: inputs.Posts, cached: dict[str, dict], retry_quarantined: bool) -> tuple[list, dict, list]:
@@ -176,8 +183,8 @@ def plan(posts: inputs.Posts, cached: dict[str, dict], retry_quarantined: bool) 
     return early, hits, todo
 
 
-def dry_run(posts, early, hits, todo, rps: float, price: tuple[float, float] | None, args) -> int:
-    prompt_tokens = sum(prompt.estimate_prompt_tokens(r["caption"], r["image_tokens"]) for r in todo)
+def dry_run(task: Task, posts, early, hits, todo, rps: float, price: tuple[float, float] | None, args) -> int:
+    prompt_tokens = sum(task.prompt_tokens(r["text"], r["image_tokens"]) for r in todo)
     completion_tokens = prompt.EXPECTED_COMPLETION_TOKENS * len(todo)
     seconds = max(len(todo) / rps, sum(r["tokens"] for r in todo) / args.tpm * 60 if args.tpm else 0)
     tpm = f" and {args.tpm:g} tokens/min" if args.tpm else ""
@@ -197,7 +204,8 @@ def dry_run(posts, early, hits, todo, rps: float, price: tuple[float, float] | N
     return 0
 
 
-def label_remote(todo: list[dict], args, rps: float, price, key_digest: str, run: dict, total: int, base_done: dict):
+def label_remote(task: Task, todo: list[dict], args, rps: float, price, key_digest: str, run: dict, total: int,
+                 base_done: dict):
     """Runs the Ray Data job; returns (results by key, gate stats). ``run``: id, cache shard, attempt log."""
     import ray
     import ray.data
@@ -208,6 +216,9 @@ def label_remote(todo: list[dict], args, rps: float, price, key_digest: str, run
     from platform.labeling.worker import Labeler, Settings
 
     cluster.start(args.address, verbose=args.verbose)
+    # The task travels by value: a user's task module need not be installed on the nodes, and a
+    # trainable's is not imported through its package (which would import torch into every actor).
+    ray.cloudpickle.register_pickle_by_value(sys.modules[task.module])
     gate = Gate.options(
         name=f"label-gate-{run['id']}",
         scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False),
@@ -218,11 +229,11 @@ def label_remote(todo: list[dict], args, rps: float, price, key_digest: str, run
         openrouter="openrouter.ai" in args.base_url,
         # Never the key: all that goes to Ray is pickled into the object store. The actors read
         # it from their own environment (platform/labeling/secret.py).
-        key_digest=key_digest,
+        key_digest=key_digest, task=task,
     )
     import pandas as pd
 
-    frame = pd.DataFrame([{"key": r["key"], "post_id": r["post_id"], "caption": r["caption"], "mime": r["mime"],
+    frame = pd.DataFrame([{"key": r["key"], "id": r["id"], "text": r["text"], "mime": r["mime"],
                            "tokens": r["tokens"], "image": inputs.image_bytes(r["image_path"])} for r in todo])
     # Several small blocks, so every actor gets work from the start.
     blocks = [frame.iloc[i:i + ROWS_PER_BATCH] for i in range(0, len(frame), ROWS_PER_BATCH)]
@@ -279,7 +290,7 @@ def assemble(posts: inputs.Posts, hits: dict, results: dict) -> tuple[list, list
     """labels.csv rows, quarantine.csv rows and the rows left unlabeled, in input order."""
     labels, quarantine, left = [], [], []
     for row in posts.table.to_dict("records"):
-        base = {"post_id": row["post_id"], "image_path": row["image_path"], "caption": row["caption"]}
+        base = {"id": row["id"], "image_path": row["image_path"], "text": row["text"]}
         if row["problem"]:
             quarantine.append({**base, "reason": row["problem"], "attempts": 0})
             continue
@@ -297,19 +308,20 @@ def assemble(posts: inputs.Posts, hits: dict, results: dict) -> tuple[list, list
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     rps = check_args(args)
+    task = load_task(args.task)
     started_at, started = datetime.datetime.now().astimezone(), time.monotonic()
-    posts = inputs.read(args.source, args.model, inputs.provider(args.base_url), args.allow_outside_images,
+    posts = inputs.read(args.source, task, args.model, inputs.provider(args.base_url), args.allow_outside_images,
                         bar=progress.wanted(args.progress))
     out = Path(args.out).expanduser().resolve() if args.out else posts.folder / "labeled"
     cache_dir = Path(args.cache).expanduser().resolve() if args.cache else out / "cache"
     cached = cache.load(cache_dir)
     early, hits, todo = plan(posts, cached, args.retry_quarantined)
-    estimate(todo, args.image_tokens, args.tpm)
+    estimate(task, todo, args.image_tokens, args.tpm)
     online_price = price = prices(args)
     if args.batch:
         price = batch_mode.discounted(price, args.batch_discount)
     if args.dry_run:
-        return dry_run(posts, early, hits, todo, rps, price, args)
+        return dry_run(task, posts, early, hits, todo, rps, price, args)
     key = secret.read()
     if todo and not key:
         raise UserError(f"no API key: set {secret.KEY_VARIABLES[0]} (or {secret.KEY_VARIABLES[1]}); "
@@ -324,17 +336,17 @@ def main(argv: list[str] | None = None) -> int:
     run = start_run(args, posts, out, cache_dir, started_at)
     results, stats = {}, {}
     if todo and args.batch:
-        results, stats = batch_mode.label(todo, args, price, key, run, out, cached)
+        results, stats = batch_mode.label(task, todo, args, price, key, run, out, cached)
     elif todo:
-        results, stats = label_remote(todo, args, rps, price, secret.digest(key), run, total,
+        results, stats = label_remote(task, todo, args, rps, price, secret.digest(key), run, total,
                                       {"cached": sum(1 for r in posts.table["key"] if r in hits), "early": len(early)})
         if stats.get("fatal"):
             raise UserError(stats["fatal"])
     labels, quarantine, left = assemble(posts, hits, results)
-    figures = ledger.build(args, rps, price, posts, out, labels, quarantine, left, stats, started_at, started)
+    figures = ledger.build(task, args, rps, price, posts, out, labels, quarantine, left, stats, started_at, started)
     if args.batch:
         figures.update(batch_mode.ledger_fields(stats, args, online_price))
-    report.write(out, labels, quarantine, figures)
+    report.write(out, task, labels, quarantine, figures)
     print(report.summary(figures, out), flush=True)
     if left:
         print(f"[label] budget reached: {report.money(stats.get('cost_usd'))} spent of ${args.budget_usd:g}; "

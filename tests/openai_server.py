@@ -7,7 +7,8 @@
 
 Serves ``POST /v1/chat/completions`` with the OpenAI response schema (``usage`` included), on
 127.0.0.1. The caption is the last text part of the last user message (a leading ``Caption:`` is
-dropped); the reply is ``{"score": expected_score(caption), "reason": ...}``, every other one in a
+dropped); the reply is ``{"score": expected_score(caption), "reason": ...}`` (a structured request's
+label property in place of ``score``: ``_label_field``), every other one in a
 code fence, unless the request asks for structured output (``response_format`` of type
 ``json_schema``): its schema must then be there, an object with ``score`` and ``reason``
 properties (else 400), and the reply is that JSON object alone. With ``refuse_format``
@@ -262,8 +263,9 @@ class FakeOpenAI:
             return "Invalid parameter: response_format is not supported with this model."
         schema = (response_format.get("json_schema") or {}).get("schema") \
             if response_format.get("type") == "json_schema" else None
-        if not isinstance(schema, dict) or not {"score", "reason"} <= set(schema.get("properties") or {}):
-            return "Invalid schema for response_format: json_schema.schema needs score and reason properties."
+        if not isinstance(schema, dict) or "reason" not in (schema.get("properties") or {}) \
+                or len(schema["properties"]) < 2:
+            return "Invalid schema for response_format: json_schema.schema needs a label and a reason property."
         return None
 
     def _log(self, t: float, caption: str, behaviour: str, status: int, has_image: bool,
@@ -324,7 +326,9 @@ def _answer(body: dict, caption: str, behaviour: str, index: int) -> tuple[dict,
     if behaviour in ("500", "malformed"):  # a batch line cannot be malformed: it fails as a 500
         return {"error": {"message": "upstream failed", "code": 500}}, 500
     score = expected_score(caption)
-    reply = {"score": 42 if behaviour == "out_of_range" else score, "reason": f"caption checksum {score}"}
+    name, field = _label_field(body.get("response_format"))
+    label = field["enum"][score % len(field["enum"])] if field.get("enum") else score
+    reply = {name: 42 if behaviour == "out_of_range" else label, "reason": f"caption checksum {score}"}
     content = json.dumps(reply)
     if behaviour == "not_json":
         content = "I would say this post is about a five."
@@ -337,6 +341,14 @@ def _answer(body: dict, caption: str, behaviour: str, index: int) -> tuple[dict,
         "usage": {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": COMPLETION_TOKENS,
                   "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS},
     }, 200
+
+
+def _label_field(response_format: dict | None) -> tuple[str, dict]:
+    """The reply's label property (name, schema): a structured request's first that is not ``reason``
+    (a number gets ``expected_score``, an enum its member at that index); ``score`` without one."""
+    schema = ((response_format or {}).get("json_schema") or {}).get("schema") or {}
+    return next(((name, spec) for name, spec in (schema.get("properties") or {}).items() if name != "reason"),
+                ("score", {}))
 
 
 def _batch_lines(data: bytes, endpoint: str) -> tuple[list[dict], str]:

@@ -14,7 +14,7 @@ import math
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from platform.labeling import prompt
+from platform.labeling.task import load as load_task
 
 import openai
 import pandas as pd
@@ -30,7 +30,7 @@ BENCHMARKS = ("train_overhead", "label_throughput", "search_efficiency", "infere
 
 def _call(client: openai.OpenAI, caption: str) -> openai.APIStatusError | None:
     try:
-        client.chat.completions.create(model="m", messages=prompt.messages(b"\xff\xd8", "image/jpeg", caption))
+        client.chat.completions.create(model="m", messages=load_task("gender_bias").messages(b"\xff\xd8", "image/jpeg", caption))
     except openai.APIStatusError as error:
         return error
     return None

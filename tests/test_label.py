@@ -264,7 +264,7 @@ def test_an_image_path_outside_the_source_folder_is_refused_unless_allowed(tmp_p
         assert server.call_count == 0
     assert refused.returncode == 2, refused.stderr[-3000:]
     assert last_line(refused.stderr) == (
-        f"error: {folder / 'posts.csv'}: post out: image_path '../elsewhere/images/p0.jpg' is outside {folder} "
+        f"error: {folder / 'posts.csv'}: post_id out: image_path '../elsewhere/images/p0.jpg' is outside {folder} "
         "(and 1 more rows); pass --allow-outside-images to send images from elsewhere to the API")
     assert not (folder / "labeled").exists()
     allowed = label(str(folder), "--base-url", server.url, *PRICES, "--allow-outside-images", "--dry-run", key=None)
@@ -420,9 +420,11 @@ def test_an_unreachable_server_aborts_with_one_error_line(tmp_path, ray_address)
 
 
 def test_replies_are_parsed_leniently_and_validated_strictly():
-    from platform.labeling.prompt import ReplyError, parse_reply
+    from platform.labeling.reply import ReplyError
+    from platform.labeling.task import load
     from platform.labeling.worker import RETRY_AFTER_CAP_S, retry_after, retry_after_cap
 
+    parse_reply = load("gender_bias").parse
     assert parse_reply('```json\n{"score": 7, "reason": "ok"}\n```') == (7.0, "ok")
     assert parse_reply('Sure! {"score": "3.5", "reason": " two\nlines "} Hope it helps.') == (3.5, "two lines")
     for bad in ("", "five", "[1, 2]", '{"score": 11, "reason": "x"}', '{"score": true, "reason": "x"}',

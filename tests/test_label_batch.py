@@ -69,6 +69,8 @@ def test_a_batch_run_labels_every_row_at_the_batch_price_and_a_rerun_sends_nothi
         assert line["body"]["messages"][1]["content"][0]["image_url"]["url"].startswith("data:image/jpeg;base64,")
     # The ledger books the batch price: half the online price.
     assert ledger["mode"] == "batch" and ledger["requests"] == 6
+    assert "requests_per_minute" not in ledger["limits"] and ledger["achieved_requests_per_minute"] is None
+    assert "through the Batch API  elapsed" in first.stdout and "(limit " not in first.stdout
     assert ledger["cost_usd"] == pytest.approx(6 * BATCH_COST_PER_REQUEST)
     assert ledger["prices_usd_per_mtok"] == {"prompt": 0.5, "completion": 0.5}
     assert [b["status"] for b in ledger["batch"]["batches"]] == ["completed"]
@@ -153,8 +155,9 @@ def test_an_expiring_and_a_partly_failing_batch_pay_once_for_each_row(tmp_path):
 def row_estimate_usd(caption: str) -> float:
     """The most one row may cost at the batch price of PRICES: its prompt estimate and all of max_tokens."""
     from platform.labeling import prompt
+    from platform.labeling.task import load
 
-    tokens = prompt.estimate_prompt_tokens(caption, prompt.IMAGE_TOKENS_LOW_DETAIL) + prompt.GENERATION["max_tokens"]
+    tokens = load("gender_bias").request_tokens(caption, prompt.IMAGE_TOKENS_LOW_DETAIL)
     return tokens * 0.5 / 1e6
 
 
@@ -224,19 +227,21 @@ def test_a_rejected_key_is_one_error_line_and_never_written(tmp_path):
 
 def test_rows_past_a_batchs_line_or_byte_limit_go_to_another_input_file(tmp_path, monkeypatch):
     from platform.labeling import batch, batch_files
+    from platform.labeling.task import load
 
+    task = load("gender_bias")
     write_posts(tmp_path, [f"split post {i}" for i in range(5)])
-    rows = [{"key": f"k{i}", "caption": f"split post {i}", "mime": "image/jpeg", "usd": 0.25,
+    rows = [{"key": f"k{i}", "text": f"split post {i}", "mime": "image/jpeg", "usd": 0.25,
              "image_path": str(tmp_path / "images" / f"p{i}.jpg")} for i in range(5)]
 
     def files() -> list[list[dict]]:
         # Each file is read as it is yielded: the next one is written in its place.
         return [[json.loads(line) for line in chunk["path"].read_text().splitlines()]
-                for chunk in batch._chunks(rows, tmp_path / "out", "m", structured=False)]
+                for chunk in batch._chunks(task, rows, tmp_path / "out", "m", structured=False)]
 
     monkeypatch.setattr(batch, "MAX_LINES", 2)
     assert [[line["custom_id"] for line in f] for f in files()] == [["k0", "k1"], ["k2", "k3"], ["k4"]]
-    one_line = len(batch_files.request_line(rows[0], (tmp_path / "images" / "p0.jpg").read_bytes(), "m", False))
+    one_line = len(batch_files.request_line(task, rows[0], (tmp_path / "images" / "p0.jpg").read_bytes(), "m", False))
     monkeypatch.setattr(batch, "MAX_LINES", 50_000)
     monkeypatch.setattr(batch, "MAX_BYTES", int(3.5 * one_line))  # lines differ by a few bytes
     assert [len(f) for f in files()] == [3, 2]

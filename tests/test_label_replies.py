@@ -43,7 +43,7 @@ def test_requests_ask_for_the_reply_models_schema_and_replies_are_read_through_i
     assert all(c["response_format"] for c in calls)
     assert {(c["response_format"]["type"], c["response_format"]["json_schema"]["strict"]) for c in calls} == \
         {("json_schema", True)}
-    from platform.labeling.reply import Reply
+    from trainables.gender_bias.labeling import Reply
 
     schema = Reply.model_json_schema()
     assert schema["additionalProperties"] is False and schema["required"] == ["score", "reason"]

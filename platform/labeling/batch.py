@@ -79,14 +79,14 @@ class Books:
         self._log.close()
 
 
-def label(todo: list[dict], args, price, key: str, run: dict, out: Path, cached: dict) -> tuple[dict, dict]:
+def label(task, todo: list[dict], args, price, key: str, run: dict, out: Path, cached: dict) -> tuple[dict, dict]:
     """Labels ``todo`` through batches (resuming the folder's open ones first); returns (results by
     key, stats for the ledger). ``price``: already the batch price."""
     client = openai.OpenAI(api_key=key, base_url=args.base_url, timeout=args.timeout, max_retries=args.max_retries)
     state, books, rows = State(out), Books(run), {r["key"]: r for r in todo}
     for row in todo:
-        row["usd"] = batch_files.estimate_usd(row, price)
-    job = {"client": client, "args": args, "price": price, "state": state, "books": books, "rows": rows,
+        row["usd"] = batch_files.estimate_usd(task, row, price)
+    job = {"task": task, "client": client, "args": args, "price": price, "state": state, "books": books, "rows": rows,
            "cached": cached, "results": {}, "key": key, "touched": []}
     try:
         if state.open():
@@ -128,7 +128,7 @@ def within_budget(rows: list[dict], budget: float | None, spent: float) -> list[
 def submit(job: dict, rows: list[dict], out: Path) -> list[dict]:
     """Uploads ``rows`` as batch input files and creates their batches, saving each id at once."""
     entries, state, args = [], job["state"], job["args"]
-    for chunk in _chunks(rows, out, args.model, state.structured):
+    for chunk in _chunks(job["task"], rows, out, args.model, state.structured):
         entry = {"input_file_id": None, "id": None, "rows": chunk["rows"], "estimate_usd": round(chunk["usd"], 6),
                  "structured": state.structured, "status": "uploading", "collected": False}
         try:
@@ -148,14 +148,14 @@ def submit(job: dict, rows: list[dict], out: Path) -> list[dict]:
     return entries
 
 
-def _chunks(rows: list[dict], out: Path, model: str, structured: bool):
+def _chunks(task, rows: list[dict], out: Path, model: str, structured: bool):
     """Batch input files of at most MAX_LINES lines and MAX_BYTES, written one at a time."""
     path = out / ".batch-input.jsonl"
     out.mkdir(parents=True, exist_ok=True)
     chunk = {"path": path, "rows": 0, "bytes": 0, "usd": 0.0}
     file = path.open("w", encoding="utf-8")
     for row in rows:
-        line = batch_files.request_line(row, inputs.image_bytes(row["image_path"]), model, structured)
+        line = batch_files.request_line(task, row, inputs.image_bytes(row["image_path"]), model, structured)
         if chunk["rows"] and (chunk["rows"] >= MAX_LINES or chunk["bytes"] + len(line) > MAX_BYTES):
             file.close()
             yield chunk
@@ -245,8 +245,8 @@ def collect(job: dict, entry: dict, sent: set[str] | None) -> None:
         if (cached.get(key) or {}).get("batch") == entry["id"]:
             results[key] = cached[key]
             continue
-        record = batch_files.blank(key, rows.get(key, {}).get("post_id", ""), job["args"].model, entry["id"])
-        kind = batch_files.read_result(line, record, job["price"])
+        record = batch_files.blank(job["task"], key, rows.get(key, {}).get("id", ""), job["args"].model, entry["id"])
+        kind = batch_files.read_result(job["task"], line, record, job["price"])
         if kind == "format_refused":
             kind = "http_400"
             if entry["structured"]:
@@ -259,7 +259,7 @@ def collect(job: dict, entry: dict, sent: set[str] | None) -> None:
             results[key] = record
     why = entry.get("errors") or "no result for this request"
     for key in (sent or set()) - {line["custom_id"] for line in lines}:
-        results[key] = {**batch_files.blank(key, rows[key]["post_id"], job["args"].model, entry["id"]),
+        results[key] = {**batch_files.blank(job["task"], key, rows[key]["id"], job["args"].model, entry["id"]),
                         "status": "quarantined", "reason": f"batch_{entry['status']}: {why}"}
     entry["collected"] = True
     job["state"].save()
@@ -268,7 +268,10 @@ def collect(job: dict, entry: dict, sent: set[str] | None) -> None:
 
 def ledger_fields(stats: dict, args, online_price) -> dict[str, Any]:
     """What ledger.json says about batch mode beside online mode's figures."""
-    return {"mode": "batch", "batch": {
+    # Online mode's request, token and concurrency limits do not apply: the provider's batch limits do.
+    limits = {"budget_usd": args.budget_usd, "max_retries": args.max_retries, "timeout_s": args.timeout}
+    return {"mode": "batch", "limits": limits, "achieved_requests_per_minute": None,
+            "achieved_tokens_per_minute": None, "batch": {
         "discount": args.batch_discount, "poll_s": args.poll,
         "online_prices_usd_per_mtok": {"prompt": online_price[0], "completion": online_price[1]} if online_price else None,
         "not_run_by_reason": {k: v for k, v in stats.items() if k.startswith("batch_") and k != "batches"},

@@ -7,8 +7,8 @@ Used by ``python -m platform.label posts.csv --batch`` (platform/labeling/batch.
   point leaves the ids a re-run needs to resume polling instead of paying again. It holds ids,
   counts and statuses only: never the key, never an image.
 - ``request_line``: one JSONL line of the input file, ``custom_id`` the row's cache key and ``body``
-  what online mode sends (platform/labeling/prompt.py's messages and generation parameters, and
-  platform/labeling/reply.py's ``response_format``), so a result maps back to the cache exactly.
+  what online mode sends (the task's ``request``: platform/labeling/task.py), so a result maps back
+  to the cache exactly.
 - ``read_result``: one line of a batch's output or error file as the cache record online mode
   writes (labeled, or quarantined with its specific reason) and the attempt it was for the ledger.
 """
@@ -20,7 +20,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from platform.labeling import prompt, reply
+from platform.labeling import reply
+from platform.labeling.task import Task
 
 STATE_FILE = "batches.json"
 ENDPOINT = "/v1/chat/completions"
@@ -56,32 +57,30 @@ class State:
         os.replace(tmp, self.path)
 
 
-def request_line(row: dict[str, Any], image: bytes, model: str, structured: bool) -> str:
+def request_line(task: Task, row: dict[str, Any], image: bytes, model: str, structured: bool) -> str:
     """The row's request as a line of a batch input file: the body online mode would send."""
-    body = {"model": model, "messages": prompt.messages(image, row["mime"], row["caption"]),
-            "temperature": prompt.GENERATION["temperature"], "max_tokens": prompt.GENERATION["max_tokens"]}
-    if structured:
-        body["response_format"] = reply.response_format()
+    body = task.request(model, image, row["mime"], row["text"], structured)
     return json.dumps({"custom_id": row["key"], "method": "POST", "url": ENDPOINT, "body": body}) + "\n"
 
 
-def estimate_usd(row: dict[str, Any], price: tuple[float, float] | None) -> float:
+def estimate_usd(task: Task, row: dict[str, Any], price: tuple[float, float] | None) -> float:
     """The most a row's request may cost (its prompt estimate and all of ``max_tokens``) at ``price``
     (already the batch price): what the budget is checked on before a batch is created."""
     if price is None:
         return 0.0
-    prompt_tokens = prompt.estimate_prompt_tokens(row["caption"], row["image_tokens"])
-    return (prompt_tokens * price[0] + prompt.GENERATION["max_tokens"] * price[1]) / 1e6
+    prompt_tokens = task.prompt_tokens(row["text"], row["image_tokens"])
+    return (prompt_tokens * price[0] + task.generation["max_tokens"] * price[1]) / 1e6
 
 
-def blank(key: str, post_id: str, model: str, batch_id: str) -> dict[str, Any]:
+def blank(task: Task, key: str, row_id: str, model: str, batch_id: str) -> dict[str, Any]:
     """A row's record before its result is read (online mode's fields, plus the batch it came from)."""
-    return {"key": key, "post_id": post_id, "status": "skipped", "score": None, "reason": "", "model": model,
-            "prompt_version": prompt.PROMPT_VERSION, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0,
+    return {"key": key, "id": row_id, "status": "skipped", "label": None, "reason": "", "model": model,
+            "prompt_version": task.version, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0,
             "latency_s": None, "attempts": 0, "batch": batch_id}
 
 
-def read_result(entry: dict[str, Any], record: dict[str, Any], price: tuple[float, float] | None) -> str | None:
+def read_result(task: Task, entry: dict[str, Any], record: dict[str, Any],
+                price: tuple[float, float] | None) -> str | None:
     """Fills ``record`` from one output or error line; returns the attempt's kind for the ledger
     (``ok``, ``invalid_reply``, ``http_<code>``, ``format_refused``), or None for a line that was
     never run (``batch_expired``: not a request, nothing paid)."""
@@ -106,11 +105,11 @@ def read_result(entry: dict[str, Any], record: dict[str, Any], price: tuple[floa
     choices = body.get("choices") or []
     content = (choices[0].get("message") or {}).get("content") if choices else None
     try:
-        score, why = prompt.parse_reply(content)
-    except prompt.ReplyError as err:
+        label, why = task.parse(content)
+    except reply.ReplyError as err:
         record.update(status="quarantined", reason=f"invalid_reply: {err}")
         return "invalid_reply"
-    record.update(status="labeled", score=score, reason=why)
+    record.update(status="labeled", label=label, reason=why)
     return "ok"
 
 

@@ -33,6 +33,9 @@ def load(folder: Path) -> dict[str, dict[str, Any]]:
     for shard in sorted(folder.glob("*.jsonl"), key=lambda p: p.stat().st_mtime):
         for record in whole_lines(shard):
             if record.get("key"):
+                if "label" not in record and "score" in record:
+                    # Written before the task left the platform (gender-bias-v2): same answer, old name.
+                    record["label"] = record["score"]
                 if record["key"] in records and records[record["key"]].get("status") == "labeled":
                     continue
                 records[record["key"]] = record

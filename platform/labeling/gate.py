@@ -74,6 +74,7 @@ class Gate:
         # Grant times by lease, then of the attempts that reported back: a grant to a caller that
         # died while it queued was never sent, so requests are counted when they report.
         self._granted: dict[int, float] = {}
+        self._taken: dict[int, int] = {}  # tokens the --tpm bucket took for a lease's request
         self._grants: list[float] = []
         self._reaper: asyncio.Task | None = None
 
@@ -89,8 +90,7 @@ class Gate:
         try:
             while (wait := self._paused_until - time.monotonic()) > 0:
                 await asyncio.sleep(wait)
-            if self._tokens:
-                await self._tokens.take(tokens)
+            taken = await self._tokens.take(tokens) if self._tokens else 0
             await self._limiter.acquire()
         except BaseException:
             self._leases.give_back(lease)
@@ -99,9 +99,10 @@ class Gate:
             # Decided while this caller queued, or the caller was taken for dead meanwhile.
             self._leases.give_back(lease)
             if self._tokens:
-                self._tokens.settle(tokens, 0)
+                self._tokens.settle(taken, 0)
             return verdict
         self._granted[lease] = time.time()
+        self._taken[lease] = taken
         return {"lease": lease}
 
     def _verdict(self, key: str) -> dict[str, Any] | None:
@@ -133,8 +134,10 @@ class Gate:
         self._leases.give_back(outcome["lease"])
         self._grants.append(self._granted.pop(outcome["lease"], time.time()))
         self._counts["requests"] += 1
+        taken, used = self._taken.pop(outcome["lease"], outcome["estimate"]), outcome.get("used_tokens")
+        self._counts["limit_tokens"] += taken if used is None else used  # as a --tpm limit counts them
         if self._tokens:
-            self._tokens.settle(outcome["estimate"], outcome.get("used_tokens", outcome["estimate"]))
+            self._tokens.settle(taken, used, outcome["estimate"])
         self._book(outcome)
         if result is not None:
             self.record(result)
@@ -187,7 +190,6 @@ class Gate:
         # Requests over the span they were granted in: what the limiter actually let through
         # (none under a second: a first burst is no rate).
         rpm = (len(grants) - 1) / span * 60 if span >= 1.0 else None
-        tokens = counts.get("prompt_tokens", 0) + counts.get("completion_tokens", 0)
         return {
             **counts,
             "cost_usd": self._cost,
@@ -198,8 +200,8 @@ class Gate:
             "first_request": grants[0] if grants else None,
             "last_request": grants[-1] if grants else None,
             "achieved_rpm": rpm,
-            # The achieved request rate times the tokens a request used.
-            "achieved_tpm": rpm * tokens / len(grants) if rpm is not None else None,
+            # The achieved request rate times the tokens a request counted against --tpm.
+            "achieved_tpm": rpm * counts.get("limit_tokens", 0) / len(grants) if rpm is not None else None,
         }
 
     def close(self) -> None:

@@ -1,7 +1,10 @@
-"""Reading the posts to label (the seed's ``posts.csv``: post_id, image_path, caption, ...).
+"""Reading the rows to label: the task's id, image and text columns of a csv (for gender_bias, the
+seed's ``posts.csv``: post_id, image_path, caption, ...).
 
-Used by ``python -m platform.label /path/to/social`` (a folder holding posts.csv, or the csv itself).
-Rows that cannot be sent (missing or unreadable image, a decompression bomb, empty caption) are
+Used by ``python -m platform.label /path/to/social`` (a folder holding the task's ``INPUT_FILE``, or
+the csv itself). Rows are kept under the labeler's own names (``id``, ``image_path``, ``text``);
+platform/labeling/report.py writes them back under the task's.
+Rows that cannot be sent (missing or unreadable image, a decompression bomb, empty text) are
 found here, before any request, and go straight to quarantine. An ``image_path`` outside the source
 folder is refused as a whole (a posts.csv from elsewhere must not make us send ``~/private.jpg`` to
 a third party) unless ``--allow-outside-images`` says the user means it.
@@ -22,12 +25,10 @@ import pandas as pd
 
 from platform import progress
 from platform.errors import UserError
-from platform.labeling import prompt
+from platform.labeling.task import Task
 # The most pixels the gender_bias trainable decodes: a label for an image it refuses is money wasted.
 from trainables.files import MAX_IMAGE_PIXELS
 
-REQUIRED = ("post_id", "image_path", "caption")
-POSTS_FILE = "posts.csv"
 MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
 
 
@@ -35,16 +36,16 @@ MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "
 class Posts:
     source: Path
     folder: Path
-    table: pd.DataFrame  # post_id, image_path (absolute), caption, key, mime, width, height, problem
+    table: pd.DataFrame  # id, image_path (absolute), text, key, mime, width, height, problem
 
 
-def locate(source: str) -> tuple[Path, Path]:
-    """``(csv, folder)`` for a csv path or a folder holding posts.csv."""
+def locate(source: str, input_file: str) -> tuple[Path, Path]:
+    """``(csv, folder)`` for a csv path or a folder holding ``input_file``."""
     path = Path(source).expanduser().resolve()
     if path.is_dir():
-        path = path / POSTS_FILE
+        path = path / input_file
     if not path.is_file():
-        raise UserError(f"no posts table at {path} (give posts.csv or the folder holding it)")
+        raise UserError(f"no table to label at {path} (give {input_file} or the folder holding it)")
     return path, path.parent
 
 
@@ -64,10 +65,10 @@ def provider(base_url: str) -> str:
     return urllib.parse.urlunsplit((scheme, netloc, parts.path.rstrip("/"), parts.query, ""))
 
 
-def cache_key(image_digest: str, caption: str, model: str, api: str) -> str:
-    """sha256 of everything that decides the answer: image, caption, prompt version, model, parameters
-    and the API (``provider``): the test server's answers are not another provider's."""
-    parts = [image_digest, caption, prompt.PROMPT_VERSION, model, json.dumps(prompt.GENERATION, sort_keys=True), api]
+def cache_key(image_digest: str, text: str, task: Task, model: str, api: str) -> str:
+    """sha256 of everything that decides the answer: image, text, the task's version and generation
+    parameters, model and the API (``provider``): the test server's answers are not another provider's."""
+    parts = [image_digest, text, task.version, model, json.dumps(task.generation, sort_keys=True), api]
     return hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()
 
 
@@ -82,47 +83,47 @@ def inside(folder: Path, value: str) -> bool:
         return False
 
 
-def refuse_outside(path: Path, folder: Path, table: pd.DataFrame) -> None:
-    """One error naming the first image_path outside ``folder``, before any image is read or sent."""
-    outside = [(post_id, value) for post_id, value in zip(table["post_id"], table["image_path"])
-               if value and not inside(folder, value)]
+def refuse_outside(path: Path, folder: Path, ids: pd.Series, images: pd.Series) -> None:
+    """One error naming the first image outside ``folder``, before any image is read or sent."""
+    outside = [(row_id, value) for row_id, value in zip(ids, images) if value and not inside(folder, value)]
     if outside:
-        post_id, value = outside[0]
+        row_id, value = outside[0]
         more = f" (and {len(outside) - 1} more rows)" if len(outside) > 1 else ""
-        raise UserError(f"{path}: post {post_id}: image_path {value!r} is outside {folder}{more}; "
+        raise UserError(f"{path}: {ids.name} {row_id}: {images.name} {value!r} is outside {folder}{more}; "
                         "pass --allow-outside-images to send images from elsewhere to the API")
 
 
-def read(source: str, model: str, api: str, allow_outside: bool = False, bar: bool = False) -> Posts:
-    """The posts with their cache keys for ``model`` at ``api`` (``provider(--base-url)``); ``bar``:
-    a progress bar of the scan (every image is read and its header checked)."""
-    path, folder = locate(source)
+def read(source: str, task: Task, model: str, api: str, allow_outside: bool = False, bar: bool = False) -> Posts:
+    """The rows with their cache keys for ``task`` and ``model`` at ``api`` (``provider(--base-url)``);
+    ``bar``: a progress bar of the scan (every image is read and its header checked)."""
+    path, folder = locate(source, task.input_file)
+    names = [task.columns[role] for role in ("id", "image", "text")]
     try:
-        table = pd.read_csv(path, dtype={"post_id": str, "image_path": str, "caption": str}, keep_default_na=False)
+        table = pd.read_csv(path, dtype=dict.fromkeys(names, str), keep_default_na=False)
     except (ValueError, OSError) as err:
         raise UserError(f"cannot read {path}: {err}") from None
-    missing = [c for c in REQUIRED if c not in table.columns]
+    missing = [c for c in names if c not in table.columns]
     if missing:
-        raise UserError(f"{path} lacks column(s) {', '.join(missing)} (needs {', '.join(REQUIRED)})")
+        raise UserError(f"{path} lacks column(s) {', '.join(missing)} (needs {', '.join(names)})")
     if not allow_outside:
-        refuse_outside(path, folder, table)
+        refuse_outside(path, folder, table[names[0]], table[names[1]])
     rows = []
-    posts = zip(table["post_id"], table["image_path"], table["caption"])
-    for post_id, image_path, caption in progress.counted(posts, len(table), "[label] scanning images", bar):
+    posts = zip(*(table[name] for name in names))
+    for row_id, image_path, text in progress.counted(posts, len(table), "[label] scanning images", bar):
         image = (folder / image_path).resolve() if image_path else None
-        caption = str(caption).strip()
+        text = str(text).strip()
         mime, key, problem, size = "", "", "", (0, 0)
         data = _read_image(image)
         if isinstance(data, str):
             problem = data
         else:
             mime, size = data[1], data[2]
-            if not caption:
-                problem = "empty_caption"
-            key = cache_key(hashlib.sha256(data[0]).hexdigest(), caption, model, api)
-        rows.append({"post_id": str(post_id), "image_path": str(image or ""), "caption": caption,
+            if not text:
+                problem = f"empty_{names[2]}"
+            key = cache_key(hashlib.sha256(data[0]).hexdigest(), text, task, model, api)
+        rows.append({"id": str(row_id), "image_path": str(image or ""), "text": text,
                      "key": key, "mime": mime, "width": size[0], "height": size[1], "problem": problem})
-    columns = ["post_id", "image_path", "caption", "key", "mime", "width", "height", "problem"]
+    columns = ["id", "image_path", "text", "key", "mime", "width", "height", "problem"]
     return Posts(path, folder, pd.DataFrame(rows, columns=columns))
 
 

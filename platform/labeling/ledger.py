@@ -17,7 +17,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from platform.labeling import cache, prompt, report
+from platform.labeling import cache, report
 
 RUNS_DIR = "runs"
 # Attempt kinds the ledger lists by name (the rest of the gate's counters are totals, not failures).
@@ -56,7 +56,7 @@ def totals(out: Path) -> tuple[int, dict[str, Any]]:
     }
 
 
-def build(args, rps, price, posts, out, labels, quarantine, left, stats, started_at, started) -> dict[str, Any]:
+def build(task, args, rps, price, posts, out, labels, quarantine, left, stats, started_at, started) -> dict[str, Any]:
     """ledger.json: this run's figures at the top level, then ``runs`` and ``totals`` over every run."""
     new = [r for r in labels if not r["cached"]]
     kinds = {k: v for k, v in stats.items() if k.startswith(FAILURE_KINDS)}
@@ -64,7 +64,7 @@ def build(args, rps, price, posts, out, labels, quarantine, left, stats, started
     return {
         "status": "budget_reached" if left else "complete",
         "source": str(posts.source), "out": str(out), "model": args.model, "base_url": args.base_url,
-        "prompt_version": prompt.PROMPT_VERSION, "generation": prompt.GENERATION,
+        "task": task.module, "prompt_version": task.version, "generation": task.generation,
         "limits": {"requests_per_minute": rps * 60, "tokens_per_minute": args.tpm,
                    "concurrency": args.concurrency, "actors": args.actors,
                    "budget_usd": args.budget_usd, "max_retries": args.max_retries, "timeout_s": args.timeout},

@@ -1,7 +1,8 @@
 """What a labeling run leaves behind and prints: labels.csv, quarantine.csv, ledger.json, summary.
 
-Used by ``python -m platform.label posts.csv --out DIR``. ``labels.csv`` is the input of
-``python -m platform.run gender_bias --data DIR``: keep its columns.
+Used by ``python -m platform.label posts.csv --out DIR``. ``labels.csv`` is the input of the task's
+trainable (``python -m platform.run gender_bias --data DIR``): its id, image, text and label columns
+carry the task's names (platform/labeling/task.py), the rest are the labeler's.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from typing import Any
 
 import pandas as pd
 
-LABEL_COLUMNS = ["post_id", "image_path", "caption", "score", "reason", "model", "prompt_version",
+LABEL_COLUMNS = ["id", "image_path", "text", "label", "reason", "model", "prompt_version",
                  "prompt_tokens", "completion_tokens", "cost_usd", "latency_s", "cached"]
-QUARANTINE_COLUMNS = ["post_id", "image_path", "caption", "reason", "attempts"]
+QUARANTINE_COLUMNS = ["id", "image_path", "text", "reason", "attempts"]
 LABELS_FILE, QUARANTINE_FILE, LEDGER_FILE = "labels.csv", "quarantine.csv", "ledger.json"
 
 
@@ -36,10 +37,13 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write(out: Path, labels: list[dict], quarantine: list[dict], ledger: dict[str, Any]) -> None:
+def write(out: Path, task, labels: list[dict], quarantine: list[dict], ledger: dict[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out / LABELS_FILE, pd.DataFrame(labels, columns=LABEL_COLUMNS).to_csv(index=False))
-    _atomic_write(out / QUARANTINE_FILE, pd.DataFrame(quarantine, columns=QUARANTINE_COLUMNS).to_csv(index=False))
+    names = {"id": task.columns["id"], "image_path": task.columns["image"], "text": task.columns["text"],
+             "label": task.label}
+    for rows, columns, name in ((labels, LABEL_COLUMNS, LABELS_FILE), (quarantine, QUARANTINE_COLUMNS, QUARANTINE_FILE)):
+        table = pd.DataFrame(rows, columns=columns).rename(columns=names)
+        _atomic_write(out / name, table.to_csv(index=False))
     _atomic_write(out / LEDGER_FILE, json.dumps(ledger, indent=2, sort_keys=False) + "\n")
 
 
@@ -49,6 +53,14 @@ def money(usd: float | None) -> str:
 
 def rate(rpm: float | None) -> str:
     return "n/a" if rpm is None else f"{rpm:.0f} req/min"
+
+
+def pace(ledger: dict[str, Any]) -> str:
+    """``achieved N req/min (limit M)`` and the token rate, online; a batch's pace is the provider's."""
+    if ledger.get("mode") == "batch":
+        return "through the Batch API"
+    return (f"achieved {rate(ledger['achieved_requests_per_minute'])} "
+            f"(limit {ledger['limits']['requests_per_minute']:g}){token_rate(ledger)}")
 
 
 def token_rate(ledger: dict[str, Any]) -> str:
@@ -76,8 +88,7 @@ def summary(ledger: dict[str, Any], out: Path) -> str:
         f"{rows['not_labeled']} not labeled",
         f"  requests {ledger['requests']} (429s {ledger['http_429']}, retries {ledger['retries']})  "
         f"tokens {tokens['prompt']:,} prompt + {tokens['completion']:,} completion  cost {money(ledger['cost_usd'])}  "
-        f"achieved {rate(ledger['achieved_requests_per_minute'])} (limit {ledger['limits']['requests_per_minute']:g})"
-        f"{token_rate(ledger)}  elapsed {ledger['elapsed_s']:.1f}s",
+        f"{pace(ledger)}  elapsed {ledger['elapsed_s']:.1f}s",
         f"  output: {out / LABELS_FILE}, {out / QUARANTINE_FILE}, {out / LEDGER_FILE}",
     ]
     if ledger.get("runs", 0) > 1:  # what the folder's labels cost in all, killed runs included

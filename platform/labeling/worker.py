@@ -35,7 +35,8 @@ import openai
 import pandas as pd
 import ray
 
-from platform.labeling import prompt, reply, secret
+from platform.labeling import reply, secret
+from platform.labeling.task import Task
 from platform.labeling.gate import REVOKED
 from platform.labeling.leases import HEARTBEAT_S
 
@@ -56,6 +57,7 @@ class Settings:
     price_out: float
     openrouter: bool
     key_digest: str  # secret.digest of the driver's key: the actors read the key itself from their environment
+    task: Task  # pickled by value (platform/label.py): the actors need not import its module
 
 
 class Fatal(Exception):
@@ -69,6 +71,7 @@ class FormatRefused(Exception):
 class Labeler:
     def __init__(self, settings: Settings, gate: Any):
         self._settings = settings
+        self._task = settings.task
         self._gate = gate
         self._key = secret.read()
         self._holder = uuid.uuid4().hex  # this process: Ray's restart of the actor is another holder
@@ -102,8 +105,8 @@ class Labeler:
             await asyncio.sleep(HEARTBEAT_S)
 
     def _blank(self, row: dict[str, Any], reason: str = "") -> dict[str, Any]:
-        return {"key": row["key"], "post_id": row["post_id"], "status": "skipped", "score": None, "reason": reason,
-                "model": self._settings.model, "prompt_version": prompt.PROMPT_VERSION, "prompt_tokens": 0,
+        return {"key": row["key"], "id": row["id"], "status": "skipped", "label": None, "reason": reason,
+                "model": self._settings.model, "prompt_version": self._task.version, "prompt_tokens": 0,
                 "completion_tokens": 0, "cost_usd": 0.0, "latency_s": None, "attempts": 0}
 
     async def _label(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -158,17 +161,17 @@ class Labeler:
             answer = await self._ask(row)
             self._book(answer, outcome, result)
             content = answer.choices[0].message.content if answer.choices else None
-            score, reason = prompt.parse_reply(content)
+            label, reason = self._task.parse(content)
         except FormatRefused as refused:
             outcome.update(kind=f"http_{refused.args[0]}", used_tokens=0, again=True)
             return f"format_refused: {refused.args[1]}"
-        except prompt.ReplyError as err:
+        except reply.ReplyError as err:
             outcome["kind"] = "invalid_reply"
             return f"invalid_reply: {err}"
         except Exception as err:  # noqa: BLE001 - sorted by _classify; anything unknown is a row failure
             return self._classify(err, outcome)
         outcome["kind"] = "ok"
-        result.update(status="labeled", score=score, reason=reason, latency_s=round(time.monotonic() - started, 3))
+        result.update(status="labeled", label=label, reason=reason, latency_s=round(time.monotonic() - started, 3))
         return None
 
     async def _ask(self, row: dict[str, Any]) -> Any:
@@ -178,9 +181,7 @@ class Labeler:
             structured = self._structured is not False
             try:
                 answer = await self._client.chat.completions.create(
-                    model=s.model, messages=prompt.messages(row["image"], row["mime"], row["caption"]),
-                    temperature=prompt.GENERATION["temperature"], max_tokens=prompt.GENERATION["max_tokens"],
-                    **({"response_format": reply.response_format()} if structured else {}),
+                    **self._task.request(s.model, row["image"], row["mime"], row["text"], structured),
                     # OpenRouter reports the request's real cost when asked.
                     extra_body={"usage": {"include": True}} if s.openrouter else None,
                 )
@@ -189,10 +190,22 @@ class Labeler:
                 if structured and reply.refused(err.status_code, said):
                     self._structured = False  # before the lock is let go: no one else asks with it
                     raise FormatRefused(err.status_code, _message(err)) from None
+                self._learn(structured, err.status_code >= 500)
                 raise
-            if structured:
-                self._structured = True
+            except (openai.APITimeoutError, openai.APIConnectionError):
+                raise  # no reply: nothing learnt
+            except Exception:
+                self._learn(structured, True)  # a reply came back (malformed): the request was taken
+                raise
+            self._learn(structured, True)
             return answer
+
+    def _learn(self, structured: bool, taken: bool) -> None:
+        """An API validates a request's parameters before it runs it: a reply or a server error to a
+        request with ``response_format`` says the API takes it (a 429 may come before validation).
+        Else a failing first request would hold the process's others back until one succeeds."""
+        if structured and taken:
+            self._structured = True
 
     @contextlib.asynccontextmanager
     async def _one_at_a_time_until_known(self):
@@ -221,7 +234,9 @@ class Labeler:
             prompt_tokens * self._settings.price_in + completion_tokens * self._settings.price_out) / 1e6
         outcome.update(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost_usd=cost)
         if usage is not None:  # what the tokens-per-minute limit is settled with
-            outcome["used_tokens"] = prompt_tokens + completion_tokens
+            # The provider counted max_tokens when it let the request in (OpenAI: "the maximum of
+            # max_tokens and the estimated number of tokens"), whatever was then written.
+            outcome["used_tokens"] = prompt_tokens + max(completion_tokens, self._task.generation["max_tokens"])
         # A row's tokens and cost add up over its attempts: invalid replies are paid for too.
         result["prompt_tokens"] += prompt_tokens
         result["completion_tokens"] += completion_tokens
@@ -240,8 +255,10 @@ class Labeler:
         if isinstance(err, openai.APIStatusError):
             code = err.status_code
             outcome["kind"] = f"http_{code}"
-            if code < 500:
+            if code < 500 and code != 429:
                 outcome["used_tokens"] = 0  # refused, not run: it counts against no token limit
+            # A 429's tokens stay taken: the provider's bucket was emptier than ours, and giving them
+            # back would send the next request into the same 429 at once (OpenAI counts it anyway).
             if code in (401, 403):
                 raise Fatal(f"the API at {base_url} rejected the key (HTTP {code}): "
                             "check OPENROUTER_API_KEY or OPENAI_API_KEY")

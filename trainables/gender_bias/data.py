@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from platform.errors import UserError
+from trainables.gender_bias import labeling
 from trainables.files import confined, read_csv, utf8_text
 
 LABEL_COLUMNS = (
@@ -31,7 +32,7 @@ LABEL_COLUMNS = (
 )
 # What training needs; the rest is the labeler's ledger, summarised in meta when present.
 REQUIRED_COLUMNS = ("post_id", "image_path", "caption", "score")
-SCORE_RANGE = (0.0, 10.0)
+assert REQUIRED_COLUMNS == (*labeling.COLUMNS.values(), labeling.LABEL), "labels.csv is what the task writes"
 
 
 def _read_csv(path: Path, shown: Path, columns: tuple[str, ...] = (),
@@ -61,7 +62,7 @@ def _checked_rows(frame: pd.DataFrame, root: Path, shown: Path) -> list[dict]:
         where = f"{shown} line {line} (post {post_id})"
         if not caption.strip():
             raise UserError(f"{where}: empty caption")
-        if not np.isfinite(score) or not SCORE_RANGE[0] <= score <= SCORE_RANGE[1]:
+        if not np.isfinite(score) or not labeling.SCORE_RANGE[0] <= score <= labeling.SCORE_RANGE[1]:
             raise UserError(f"{where}: score {text!r} is not a number in 0..10")
         if not image.strip():
             raise UserError(f"{where}: empty image_path")
