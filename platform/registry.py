@@ -12,6 +12,7 @@ from types import ModuleType
 from typing import Any
 
 from platform import config as config_lib
+from platform import contract
 from platform.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -31,10 +32,13 @@ def stems() -> list[str]:
 
 
 def load(stem: str) -> tuple[ModuleType, ModuleType]:
-    """The trainable module and its search-space module; an unknown stem names the known ones."""
+    """The trainable module and its search-space module, checked against the contract
+    (``platform/contract.py``); an unknown stem names the known ones."""
     if stem not in stems():
         raise UserError(f"unknown trainable {stem!r}; known: {', '.join(stems()) or 'none'}")
-    return importlib.import_module(f"trainables.{stem}"), importlib.import_module(f"search_spaces.{stem}")
+    trainable, space = importlib.import_module(f"trainables.{stem}"), importlib.import_module(f"search_spaces.{stem}")
+    contract.check(trainable, space)
+    return trainable, space
 
 
 def saved_tier_path(storage: Path, stem: str, tier: str) -> Path:

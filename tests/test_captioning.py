@@ -26,7 +26,7 @@ from platform import registry
 from platform.config import resolve
 from platform.loop import build_optimizer, build_scheduler
 from platform.errors import UserError
-from search_spaces.captioning import ALIASES, SPACE, TIERS
+from search_spaces.captioning import ALIASES, TIERS
 from trainables import captioning as cap
 from trainables.captioning import data, synthetic, vocab
 from trainables.captioning.metrics import caption_metrics
@@ -330,10 +330,7 @@ def test_predict_captions_image_files_with_a_beam(smoke_cfg, smoke_rows, tmp_pat
         cap.predict(model, [str(tmp_path / "gone.jpg")], smoke_cfg, meta)
 
 
-def test_tiers_aliases_and_search_keys_are_config_fields():
-    for tier in TIERS.values():
-        resolve(cap.Config, tier)
-    assert set(SPACE) <= set(cap.Config.__dataclass_fields__)
+def test_the_seeds_mode_names_are_aliases_of_tiers():
     assert set(TIERS) == {"smoke", "fast", "standard", "full"}
     # The seed's "fast" cannot be an alias: aliases are looked up first and would hide the fast tier.
     assert ALIASES == {"minimal": "fast", "optimized": "full"}

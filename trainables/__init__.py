@@ -5,7 +5,9 @@ tiers). A trainable is *what* to train: a model, its data and its loss. *How* to
 devices, mixed precision, checkpoints, Ray Train, Tune, Optuna) lives in ``platform/`` only, so a
 trainable never imports ``ray.train`` or ``ray.tune`` and its unit tests run without a cluster.
 
-Every ``trainables/<stem>.py`` defines the same small interface:
+Every ``trainables/<stem>.py`` defines the same small interface, which ``platform/contract.py``
+checks when a command loads the stem (a missing hook, or one a typo away from an optional one, is
+an error naming both):
 
 ``METRIC = ("val/acc", "max")``
     The validation metric that picks the best checkpoint and drives early stopping.
@@ -75,6 +77,9 @@ a resumed run is exact:
 ``add_predict_arguments(parser)``
     Options of ``python -m platform.predict`` for this trainable (``--beam K``), passed to
     ``predict`` as keyword arguments.
+``baseline(read, cfg, meta) -> platform.baseline.Trivial``
+    The trivial predictor beside the metric (the majority class, the training mean, the best
+    single training caption), fitted on the training split only; see ``platform/baseline.py``.
 ``run_warnings(manifest) -> list[str]``
     Checks of a finished run that only the trainable knows to make (captions that collapsed to
     one for every image); ``python -m platform.run`` prints each as a ``warning:`` line after its

@@ -1,0 +1,66 @@
+"""The trainable contract (platform/contract.py), checked for every trainable when the registry loads
+it, and each way of breaking it is one error naming the trainable and what is wrong.
+
+    .venv/bin/python -m pytest tests/test_contract.py
+"""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+
+from platform import config as config_lib
+from platform import contract, registry
+from platform.errors import UserError
+
+
+@pytest.mark.parametrize("stem", registry.stems())
+def test_every_trainable_keeps_the_contract_and_every_tier_resolves(stem):
+    trainable, space = registry.load(stem)  # contract.check, or a UserError
+    for tier in space.TIERS.values():
+        config_lib.resolve(trainable.Config, tier)
+    for alias in getattr(space, "ALIASES", {}):
+        assert registry.tier_overrides(space, alias) == space.TIERS[space.ALIASES[alias]]
+
+
+def copies(stem: str = "asl") -> tuple[types.ModuleType, types.ModuleType]:
+    """Editable copies of a real trainable and its search space."""
+    trainable, space = registry.load(stem)
+    fake_trainable, fake_space = types.ModuleType(trainable.__name__), types.ModuleType(space.__name__)
+    vars(fake_trainable).update({k: v for k, v in vars(trainable).items() if not k.startswith("__")})
+    vars(fake_space).update({k: v for k, v in vars(space).items() if not k.startswith("__")})
+    fake_space.TIERS = {name: dict(values) for name, values in space.TIERS.items()}
+    return fake_trainable, fake_space
+
+
+def defined_in(module: types.ModuleType, function):
+    function.__module__ = module.__name__  # as if written in the trainable's file, not imported into it
+    return function
+
+
+def broken(change) -> str:
+    trainable, space = copies()
+    change(trainable, space)
+    with pytest.raises(UserError) as raised:
+        contract.check(trainable, space)
+    return str(raised.value)
+
+
+def test_each_way_of_breaking_the_contract_is_one_error_naming_it():
+    assert broken(lambda t, s: delattr(t, "evaluate")) == \
+        "trainable trainables.asl does not define evaluate() (see trainables/__init__.py)"
+    assert broken(lambda t, s: setattr(t, "epoch_shedule", defined_in(t, lambda epoch, cfg: {}))).startswith(
+        "trainables.asl defines epoch_shedule: did you mean epoch_schedule?")
+    assert broken(lambda t, s: setattr(t, "METRIC", ("acc", "max"))) == \
+        "trainable trainables.asl: METRIC must be ('val/<name>', 'max' or 'min'), not ('acc', 'max')"
+    assert broken(lambda t, s: setattr(t, "Config", dict)) == \
+        "trainable trainables.asl: Config must be a dataclass subclassing platform.config.TrainConfig"
+    assert broken(lambda t, s: setattr(t, "PREPROCESS_KEYS", ("max_len", "max_lenght"))) == \
+        "trainables.asl: PREPROCESS_KEYS names max_lenght, which the Config does not have"
+    assert broken(lambda t, s: s.TIERS["fast"].update(learning_rate=0.1)) == \
+        "search_spaces.asl: tier 'fast' names learning_rate, which the Config does not have"
+    assert broken(lambda t, s: setattr(s, "ALIASES", {"quick": "fastest"})) == \
+        "search space search_spaces.asl: ALIASES point at fastest, which TIERS lacks"
+    assert broken(lambda t, s: setattr(s, "EPOCH_SECOND", {"fast": 3.0})).startswith(
+        "search_spaces.asl defines EPOCH_SECOND: did you mean EPOCH_SECONDS?")
