@@ -6,7 +6,7 @@ Written by ``python -m platform.run asl``; read by ``python -m platform.predict 
 
 from __future__ import annotations
 
-import datetime
+import importlib
 import io
 import json
 import os
@@ -24,27 +24,12 @@ from platform import checkpoints, durable, plots, stream, tensorboard
 from platform import config as config_lib
 from platform.errors import UserError
 from platform.loop import validate
+# The file names and JSON helpers live where the read-only tools can import them without torch.
+from platform.run_files import (  # noqa: F401 - re-exported: artifacts.MANIFEST_FILE etc.
+    BEST_MODEL_FILE, CONFIG_FILE, HISTORY_FILE, MANIFEST_FILE, META_FILE, TENSORBOARD_DIR, now, read_json,
+    write_json)
 
-CONFIG_FILE = "config.json"
-META_FILE = "meta.json"
-MANIFEST_FILE = "manifest.json"
-HISTORY_FILE = "history.csv"
-BEST_MODEL_FILE = "best_model.pt"
-TENSORBOARD_DIR = "tensorboard"
 TIMED_PREDICTIONS = 20
-
-
-def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-def write_json(path: Path, value: Any) -> None:
-    """Atomically, so a reader (the monitor) never sees half a file and a crash never loses one."""
-    durable.write_text(path, json.dumps(value, indent=2, default=str) + "\n")
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def start(
@@ -57,9 +42,12 @@ def start(
     config_lib.save(cfg, run_dir / CONFIG_FILE)
     write_json(run_dir / META_FILE, meta)
     manifest = read_json(run_dir / MANIFEST_FILE) if resumed else {"started": now(), "resumes": 0}
+    metric, mode = importlib.import_module(f"trainables.{stem}").METRIC
     manifest.update(
         stem=stem,
         tier=tier,
+        # Its name and mode now (finish adds the best value), so the monitor need not import the trainable.
+        metric={**manifest.get("metric", {}), "name": metric, "mode": mode},
         name=run_dir.name,
         status="running",
         command=" ".join(["python -m platform.run", *sys.argv[1:]]),

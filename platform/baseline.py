@@ -31,6 +31,7 @@ from torch import nn
 
 from platform import stream, store
 from platform.loop import is_better
+from platform.run_files import baseline_value
 
 EVALUATED_SPLITS = ("val", "test")
 
@@ -119,16 +120,9 @@ def of_run(trainable: ModuleType, cfg: Any, splits: dict[str, store.Split], meta
     return saved if saved is not None else fit(trainable, cfg, splits, meta)
 
 
-def value(block: dict | None, metric: str, split: str = "val") -> float | None:
-    """The baseline's score of ``metric`` (named ``val/...``) on a split, if there is one."""
-    if not block or split not in block:
-        return None
-    return block[split].get(metric.replace("val/", f"{split}/", 1))
-
-
 def shown(block: dict | None, metric: str, split: str = "val") -> str:
     """`` (baseline 0.0900)`` to follow a metric's value, or nothing without a baseline."""
-    found = value(block, metric, split)
+    found = baseline_value(block, metric, split)
     return f" (baseline {found:.4f})" if found is not None else ""
 
 
@@ -136,13 +130,13 @@ def describe(stem: str, block: dict | None, metric: str) -> str:
     """The line a run prints once the baseline is fitted."""
     if block is None:
         return f"[{stem}] baseline: none ({stem} has no baseline hook)"
-    found = value(block, metric)
+    found = baseline_value(block, metric)
     return f"[{stem}] baseline: {block['predictor']}: {metric} " + (f"{found:.4f}" if found is not None else "not scored")
 
 
 def warning(stem: str, block: dict | None, metric: str, mode: str, best: float) -> str | None:
     """A ``warning:`` line when the run's best metric does not beat its trivial baseline."""
-    trivial = value(block, metric)
+    trivial = baseline_value(block, metric)
     if trivial is None or is_better(best, trivial, mode):
         return None
     return (f"warning: [{stem}] the best {metric} {best:.4f} does not beat the trivial baseline's {trivial:.4f} "

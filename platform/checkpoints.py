@@ -19,7 +19,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pyarrow.fs as pafs
-import torch
 
 from platform.store import filesystem, join
 
@@ -79,6 +78,8 @@ def best_of_result(result: Any, metric: str, mode: str) -> Any:
 
 def read_state(run_uri: str, folder: str) -> dict:
     """The training state in checkpoint ``folder`` of the run (``weights_only``: no pickles run)."""
+    import torch  # here, not at the top: the monitor reads snapshots and must not wait for torch
+
     fs, path = filesystem(run_uri)
     with fs.open_input_stream(join(path, folder, STATE_FILE)) as stream:
         return torch.load(io.BytesIO(stream.read()), map_location="cpu", weights_only=True)
@@ -131,5 +132,7 @@ def remove_orphans(run_uri: str) -> list[str]:
 
 def state_of_result(checkpoint: Any) -> dict:
     """The training state of a checkpoint Ray Train returned in a ``Result``."""
+    import torch
+
     with checkpoint.as_directory() as directory:
         return torch.load(f"{directory}/{STATE_FILE}", map_location="cpu", weights_only=True)

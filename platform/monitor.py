@@ -23,10 +23,11 @@ from typing import Any
 
 import psutil
 
-from platform import artifacts, baseline, registry
+# No torch, Ray or trainable here: a person waits for this command (platform/run_files.py).
 from platform import checkpoints as checkpoint_lib
+from platform import run_files
 from platform.errors import UserError, exit_on_user_error
-from platform.worker import format_seconds, is_headline
+from platform.progress import format_seconds, is_headline
 
 GPU_HOT_C = 85
 GPU_MEMORY_FULL = 0.95
@@ -35,9 +36,9 @@ GPU_IDLE_S = 300
 
 def find_runs(root: Path) -> list[Path]:
     """Run directories at ``root`` or below it (``<storage>``, ``<storage>/<stem>`` or a run)."""
-    if (root / artifacts.MANIFEST_FILE).is_file():
+    if (root / run_files.MANIFEST_FILE).is_file():
         return [root]
-    found = sorted({p.parent for depth in ("*", "*/*") for p in root.glob(f"{depth}/{artifacts.MANIFEST_FILE}")})
+    found = sorted({p.parent for depth in ("*", "*/*") for p in root.glob(f"{depth}/{run_files.MANIFEST_FILE}")})
     return [run for run in found if "sweeps" not in run.parts]
 
 
@@ -65,10 +66,20 @@ def checkpoints(run_dir: Path) -> tuple[dict | None, list[dict]]:
     return next((row for row in kept if not row.get("partial")), None), kept
 
 
+def metric_of(manifest: dict) -> tuple[str, str]:
+    """The run's METRIC and its mode, as its manifest records them from the start; a run from before
+    that is asked of its trainable (which imports it, and torch)."""
+    if "name" in manifest.get("metric", {}):
+        return manifest["metric"]["name"], manifest["metric"]["mode"]
+    from platform import registry
+
+    return registry.load(manifest["stem"])[0].METRIC
+
+
 def describe_run(run_dir: Path) -> dict[str, Any]:
     """One run as the monitor shows it."""
-    manifest = artifacts.read_json(run_dir / artifacts.MANIFEST_FILE)
-    metric, mode = registry.load(manifest["stem"])[0].METRIC
+    manifest = run_files.read_json(run_dir / run_files.MANIFEST_FILE)
+    metric, mode = metric_of(manifest)
     latest, kept = checkpoints(run_dir)
     epochs_max = manifest.get("config", {}).get("epochs", 0)
     epoch = int(latest["epoch"]) if latest else 0
@@ -86,7 +97,7 @@ def describe_run(run_dir: Path) -> dict[str, Any]:
         "eta": format_seconds(eta) if eta is not None else "-",
         "metric": metric,
         "best": best,
-        "baseline": baseline.value(manifest.get("baseline"), metric),
+        "baseline": run_files.baseline_value(manifest.get("baseline"), metric),
         "latest": {k: v for k, v in (latest or {}).items() if is_headline(k)},
         "restarts": int(latest.get("restarts", 0)) if latest else 0,
         "checkpoints": f"{len(kept)} kept, latest {kept[0]['dir']}" if kept else "none yet",
@@ -203,7 +214,7 @@ def report(root: Path | None, gpus: GpuWatch, address: str | None = None) -> str
     if root is not None:
         runs = find_runs(root)
         if not runs and address is None:
-            raise UserError(f"no runs under {root} (a run directory holds {artifacts.MANIFEST_FILE})")
+            raise UserError(f"no runs under {root} (a run directory holds {run_files.MANIFEST_FILE})")
         blocks = [_shown_run(run) for run in runs]
     if address:
         blocks.append("\n".join(cluster_lines(address)))

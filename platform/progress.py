@@ -57,3 +57,14 @@ def counted(items: Iterable[Any], total: int, title: str, shown: bool) -> Iterat
             bar.update(1)
     finally:
         bar.close()
+
+
+def is_headline(key: str) -> bool:
+    """``val/acc`` is shown in a progress line; ``val/recall/joy`` and its kind stay in the history."""
+    return key.startswith(("train/", "val/", "test/")) and key.count("/") == 1
+
+
+def format_seconds(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"

@@ -23,7 +23,7 @@ from platform import config as config_lib
 from platform import storage as storage_lib
 from platform.errors import UserError, exit_on_user_error
 from platform.storage import RunLocation
-from platform.worker import is_headline
+from platform.progress import is_headline
 
 DEFAULT_STORAGE = "runs"
 DEFAULT_MAX_FAILURES = 3

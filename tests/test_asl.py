@@ -298,6 +298,27 @@ def test_predict_gives_top_signs_with_probabilities(synthetic_index, smoke_cfg):
         assert {t["label"] for t in result["top"]} == set(meta["classes"])
 
 
+def test_a_prediction_over_the_sequences_own_frames_is_the_padded_ones(synthetic_index):
+    """Full model, real files: alone, a sequence runs over its own frames; in a batch (padded to the
+    longest) or padded to max_len (the old path) with its mask, the probabilities are the same."""
+    cfg = asl.Config()
+    _, meta = synthetic_index
+    torch.manual_seed(0)
+    model = asl.build_model(cfg, meta).eval()
+    files = sorted(map(str, sample_files()), key=lambda f: len(landmarks.read_features(f, cfg.max_len)))
+    short, long = files[0], files[-1]
+    features = torch.from_numpy(landmarks.read_features(short, cfg.max_len))
+    padded, mask = (torch.from_numpy(a) for a in landmarks.extract_features(short, cfg.max_len))
+    with torch.no_grad():
+        own = model(features[None], torch.ones(1, len(features), dtype=torch.bool)).softmax(dim=1)
+        old = model(padded[None], mask[None]).softmax(dim=1)
+    assert len(features) < cfg.max_len and torch.allclose(own, old, atol=1e-5)
+    alone = asl.predict(model, [short], cfg, meta)[0]["top"]
+    batched = asl.predict(model, [short, long], cfg, meta)[0]["top"]
+    assert [t["label"] for t in alone] == [t["label"] for t in batched]
+    assert [t["prob"] for t in alone] == pytest.approx([t["prob"] for t in batched], abs=1e-5)
+
+
 def test_dropout_schedule_rises_then_late_dropout_switches_on():
     cfg = asl.Config()
     model = asl.build_model(resolve(asl.Config, TIERS["smoke"]), {"classes": ["a", "b"]})

@@ -6,9 +6,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from platform import checkpoints, monitor
+
+from conftest import REPO
 
 
 def _run_dir(root: Path, name: str, snapshot: dict | None = None) -> Path:
@@ -41,3 +45,17 @@ def test_a_broken_manifest_is_listed_as_broken_beside_the_others(tmp_path):
     shown = monitor.report(tmp_path, monitor.GpuWatch())
     assert "asl/good  [finished]" in shown
     assert "asl/torn  [broken]  JSONDecodeError" in shown
+
+
+def test_the_monitor_reads_a_run_without_importing_torch_ray_or_the_trainable(tmp_path):
+    """A person waits for it: the run's metric comes from its manifest, the rest from JSON files."""
+    epoch = _result({"epoch": 3, "val/acc": 0.5, "epoch_s": 2.0, "restarts": 0}, "epoch_0003-attempt_0")
+    run_dir = _run_dir(tmp_path, "light", {"checkpoint_results": [epoch]})
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest["metric"] = {"name": "val/acc", "mode": "max"}
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    code = ("import sys; from platform import monitor; info = monitor.describe_run(__import__('pathlib').Path(sys.argv[1])); "
+            "print(info['metric'], info['best'], info['epoch'], "
+            "[m for m in ('torch', 'ray', 'trainables', 'matplotlib') if m in sys.modules])")
+    shown = subprocess.run([sys.executable, "-c", code, str(run_dir)], cwd=REPO, capture_output=True, text=True, check=True)
+    assert shown.stdout.split() == ["val/acc", "0.5", "3", "[]"]
