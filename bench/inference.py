@@ -16,8 +16,8 @@ layout, long enough to fill all 384 frames (longer ones are resampled down, as t
 Calls alternate between the three so a change of machine load biases none. Ratio = eager / platform
 time (1.0: the platform adds nothing). The seed states < 50 ms a prediction at batch 1.
 
-Then a sequence of a real length: the real asl-signs sample's median-length file
-(``../shared/datasets/asl``; a synthetic one of 17 frames, the real median, without it), at batch 1
+Then a sequence of a real length, asl-signs' median of 17 frames (a synthetic file: the shared
+sample's real sequences are 1 to 7 frames long once frames without hands are trimmed), at batch 1
 with the full model: the forward over its own frames (``median_seq_ms``, target <= 10 ms), the same
 forward padded to 384 frames with its mask (the old path), and ``trainables.asl.predict`` on the file
 (``predict_vs_forward`` = predict / own-length forward, target <= 2). The last line is one JSON object
@@ -38,13 +38,12 @@ from platform import config as config_lib
 import numpy as np
 import torch
 
-from bench.common import REPO_ROOT, median, parse_setting, print_summary
+from bench.common import median, parse_setting, print_summary
 from trainables import asl
 from trainables.asl.landmarks import extract_features, read_features, read_index
 from trainables.asl.synthetic import synthetic_dataset
 
 CLASSES = 250
-REAL_SAMPLE = REPO_ROOT.parent / "shared" / "datasets" / "asl" / "train_landmark_files"
 MEDIAN_FRAMES = 17  # asl-signs' median sequence length
 SETTINGS = {"small": (10, 2), "full": (50, 8)}
 BATCH = 32
@@ -110,15 +109,14 @@ def time_batch(size: str, batch: list[str], repeats: int, eager: torch.nn.Module
 
 
 def median_length_file(cfg: asl.Config) -> tuple[str, str]:
-    """A file of a real sequence's length, and where it came from."""
-    real = sorted(map(str, REAL_SAMPLE.glob("*/*.parquet")))
-    if real:
-        by_length = sorted(real, key=lambda path: len(read_features(path, cfg.max_len)))
-        return by_length[len(by_length) // 2], f"the real sample's median of {len(real)} files"
+    """A landmark file of asl-signs' median length, and what it is. Synthetic: the shared sample's
+    16 real files are 1 to 7 frames long once frames without hands are trimmed."""
     short = dataclasses.replace(cfg, synthetic_signs=2, synthetic_sequences=8, synthetic_participants=2,
-                                synthetic_frames=MEDIAN_FRAMES)
+                                synthetic_frames=MEDIAN_FRAMES + 4)  # some frames have no hands: trimmed
     splits, _meta = read_index(str(synthetic_dataset(short)), cfg.val_fraction, cfg.seed)
-    return splits["train"][0]["path"], f"synthetic, {MEDIAN_FRAMES} frames (../shared absent)"
+    paths = [row["path"] for split in splits.values() for row in split]
+    closest = min(paths, key=lambda path: abs(len(read_features(path, cfg.max_len)) - MEDIAN_FRAMES))
+    return closest, f"synthetic; asl-signs' median is {MEDIAN_FRAMES}"
 
 
 def time_real_length(path: str, repeats: int, model: torch.nn.Module, cfg: asl.Config,

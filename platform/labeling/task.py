@@ -37,7 +37,7 @@ GENERATION_KEYS = ("temperature", "max_tokens", "image_detail")
 
 @dataclass(frozen=True)
 class Task:
-    module: str  # what --task resolved to: the Ray actors load the task by this name
+    module: str  # the task module's name: the ledger's ``task``; pickled by value for the actors (platform/label.py)
     version: str
     system: str
     reply: Any  # the pydantic model class
