@@ -11,7 +11,8 @@ one today, so the default) the source is a posts.csv (post_id, image_path, capti
 folder holding it; each uncached row's image (base64 data URL) and caption go to ``--model``, and
 the reply must be a JSON object with a numeric ``score`` in 0..10 and a short ``reason``. Writes, in
 ``--out`` (default ``<source folder>/labeled``): ``labels.csv`` (what the task's trainable reads:
-``python -m platform.run gender_bias --data DIR``), ``quarantine.csv``, ``ledger.json`` (this run's requests, tokens and cost, and ``totals``
+``python -m platform.run gender_bias --data DIR``), ``quarantine.csv``, ``ledger.json`` (this
+run's requests, tokens and cost, and ``totals``
 over every run into ``--out``, killed ones included, from the attempt logs in ``<out>/runs/``), and
 keeps every answer in ``<out>/cache/`` the moment it arrives, so a re-run or a run resumed after a
 kill never pays twice. Answers are cached per API (``--base-url``): a run against a test server
