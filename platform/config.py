@@ -39,14 +39,16 @@ class TrainConfig:
     """Peak learning rate (AdamW)."""
     weight_decay: float = 0.01
     """AdamW weight decay."""
-    scheduler: Literal["none", "cosine", "cosine_restarts"] = "cosine"
-    """Learning-rate schedule stepped each epoch: none, cosine or cosine_restarts."""
+    scheduler: Literal["none", "cosine", "cosine_restarts", "linear_warmup"] = "cosine"
+    """Learning-rate schedule: none, cosine or cosine_restarts stepped each epoch; linear_warmup stepped each optimizer step."""
     restart_period: int = 50
     """cosine_restarts: epochs in the first cycle (T_0)."""
     restart_mult: int = 2
     """cosine_restarts: growth of each following cycle (T_mult)."""
     min_lr_ratio: float = 0.01
-    """Lowest learning rate of the cosine schedules, as a share of lr (eta_min = lr * ratio)."""
+    """Lowest learning rate of the cosine and linear schedules, as a share of lr (eta_min = lr * ratio)."""
+    warmup_ratio: float = 0.1
+    """linear_warmup: share of the run's optimizer steps over which lr rises from 0, before it falls linearly to eta_min."""
     grad_accum_steps: int = 1
     """Batches whose gradients add up before one optimizer step."""
     grad_clip: float = 0.0
@@ -71,7 +73,7 @@ class TrainConfig:
     # Inclusive (lowest, highest) of numeric fields; None is unbounded. Subclasses add theirs.
     LIMITS: ClassVar[dict[str, tuple[float | None, float | None]]] = {
         "epochs": (1, None), "min_steps": (0, None), "batch_size": (1, None), "lr": (1e-12, None), "weight_decay": (0, None),
-        "restart_period": (1, None), "restart_mult": (1, None), "min_lr_ratio": (0, 1),
+        "restart_period": (1, None), "restart_mult": (1, None), "min_lr_ratio": (0, 1), "warmup_ratio": (0, 1),
         "grad_accum_steps": (1, None), "grad_clip": (0, None), "patience": (0, None),
         "checkpoint_every": (1, None), "checkpoint_every_steps": (0, None), "keep_checkpoints": (0, None),
         "shuffle_buffer": (1, None), "shard_rows": (1, None),

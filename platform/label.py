@@ -49,7 +49,7 @@ from typing import Any
 
 from platform import progress
 from platform.errors import UserError, exit_on_user_error
-from platform.labeling import batch as batch_mode
+from platform.labeling import batch_files
 from platform.labeling import cache, inputs, ledger, prompt, report, secret
 from platform.labeling.task import Task
 from platform.labeling.task import load as load_task
@@ -111,10 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch", action="store_true",
                         help="send through the Batch API (upload, create, poll, download) at its lower price; a "
                              "re-run resumes the saved batches (platform/labeling/batch.py)")
-    parser.add_argument("--poll", type=float, default=batch_mode.DEFAULT_POLL_S,
-                        help=f"--batch: seconds between polls of a batch (default {batch_mode.DEFAULT_POLL_S:g})")
-    parser.add_argument("--batch-discount", type=float, default=batch_mode.BATCH_DISCOUNT,
-                        help=f"--batch: the batch price as a share of the online one (default {batch_mode.BATCH_DISCOUNT:g}, OpenAI's)")
+    parser.add_argument("--poll", type=float, default=batch_files.DEFAULT_POLL_S,
+                        help=f"--batch: seconds between polls of a batch (default {batch_files.DEFAULT_POLL_S:g})")
+    parser.add_argument("--batch-discount", type=float, default=batch_files.BATCH_DISCOUNT,
+                        help=f"--batch: the batch price as a share of the online one (default {batch_files.BATCH_DISCOUNT:g}, OpenAI's)")
     parser.add_argument("--dry-run", action="store_true", help="estimate requests, tokens and cost; send nothing")
     parser.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
     parser.add_argument("--progress", choices=progress.CHOICES, default="auto",
@@ -308,6 +308,8 @@ def assemble(posts: inputs.Posts, hits: dict, results: dict) -> tuple[list, list
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from platform.labeling import batch as batch_mode  # the openai client: not imported to print --help
+
     rps = check_args(args)
     task = load_task(args.task)
     started_at, started = datetime.datetime.now().astimezone(), time.monotonic()

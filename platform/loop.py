@@ -28,9 +28,13 @@ def build_optimizer(model: torch.nn.Module, cfg: Any) -> torch.optim.Optimizer:
     return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Any) -> torch.optim.lr_scheduler.LRScheduler:
-    """Stepped once an epoch; ``none`` is a constant schedule so every run has the same state."""
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Any, steps_per_epoch: int = 1) -> torch.optim.lr_scheduler.LRScheduler:
+    """Stepped once an epoch, except ``linear_warmup``, stepped once an optimizer step (the
+    fine-tuning recipe of BERT-like encoders); ``none`` is a constant schedule so every run has the
+    same state."""
     eta_min = cfg.lr * cfg.min_lr_ratio
+    if cfg.scheduler == "linear_warmup":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, _linear_warmup(steps_per_epoch * cfg.epochs, cfg))
     if cfg.scheduler == "cosine_restarts":
         return torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
             optimizer, T_0=cfg.restart_period, T_mult=cfg.restart_mult, eta_min=eta_min
@@ -39,7 +43,25 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Any) -> torch.optim.l
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.epochs), eta_min=eta_min)
     if cfg.scheduler == "none":
         return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
-    raise UserError(f"config key 'scheduler' must be none, cosine or cosine_restarts, not {cfg.scheduler!r}")
+    raise UserError(f"config key 'scheduler' must be none, cosine, cosine_restarts or linear_warmup, not {cfg.scheduler!r}")
+
+
+def _linear_warmup(total_steps: int, cfg: Any) -> Callable[[int], float]:
+    """lr's share after ``step`` optimizer steps: 0 -> 1 over the warm-up, then down to min_lr_ratio."""
+    warmup = max(1, round(total_steps * cfg.warmup_ratio)) if cfg.warmup_ratio > 0 else 0
+
+    def share(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        remaining = max(0.0, 1 - (step - warmup) / max(1, total_steps - warmup))
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * remaining
+
+    return share
+
+
+def steps_each_step(cfg: Any) -> bool:
+    """Whether the schedule moves every optimizer step (else once an epoch)."""
+    return cfg.scheduler == "linear_warmup"
 
 
 def is_better(value: float, best: float | None, mode: str) -> bool:
@@ -134,13 +156,14 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "module", model)
 
 
-def new_state(model: torch.nn.Module, cfg: Any, device: torch.device) -> TrainState:
+def new_state(model: torch.nn.Module, cfg: Any, device: torch.device, steps_per_epoch: int = 1) -> TrainState:
+    """``steps_per_epoch``: optimizer steps an epoch, which a per-step schedule spreads itself over."""
     optimizer = build_optimizer(model, cfg)
     use_scaler = cfg.amp and device.type == "cuda"
     return TrainState(
         model=model,
         optimizer=optimizer,
-        scheduler=build_scheduler(optimizer, cfg),
+        scheduler=build_scheduler(optimizer, cfg, steps_per_epoch),
         scaler=torch.amp.GradScaler(device.type, enabled=use_scaler),
     )
 
@@ -225,6 +248,8 @@ def _optimizer_step(state: TrainState, cfg: Any) -> None:
     state.scaler.update()
     state.optimizer.zero_grad(set_to_none=True)
     state.step += 1
+    if steps_each_step(cfg):
+        state.scheduler.step()
 
 
 def validate(
@@ -256,7 +281,8 @@ def run_epoch(
     lr = state.optimizer.param_groups[0]["lr"]
     train_metrics = train_one_epoch(trainable, state, train_batches, cfg, device, rank=rank, after_step=after_step)
     val_metrics, extras = validate(trainable, state.model, val_batches, cfg, device)
-    state.scheduler.step()
+    if not steps_each_step(cfg):
+        state.scheduler.step()
     state.epoch += 1
     state.position, state.partial = 0, {"totals": {}, "batches": 0}
     metrics = {"epoch": state.epoch, "lr": lr, **train_metrics, **val_metrics}

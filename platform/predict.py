@@ -16,9 +16,7 @@ import time
 from pathlib import Path
 from types import ModuleType
 
-import torch
-
-from platform import artifacts, registry
+from platform import registry, run_files
 from platform.errors import UserError, exit_on_user_error
 
 
@@ -58,11 +56,11 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, ModuleType, 
 def stem_of(run_dir: Path) -> str:
     """The run's trainable: its manifest says; a torn manifest (a crash, a full disk) costs no
     prediction, since runs live in ``<storage>/<stem>/<name>``."""
-    manifest_path = run_dir / artifacts.MANIFEST_FILE
+    manifest_path = run_dir / run_files.MANIFEST_FILE
     if not manifest_path.exists():
-        raise UserError(f"{run_dir} is not a run directory (no {artifacts.MANIFEST_FILE})")
+        raise UserError(f"{run_dir} is not a run directory (no {run_files.MANIFEST_FILE})")
     try:
-        return artifacts.read_json(manifest_path)["stem"]
+        return run_files.read_json(manifest_path)["stem"]
     except (ValueError, KeyError) as err:
         stem = run_dir.resolve().parent.name
         if stem not in registry.stems():
@@ -75,6 +73,10 @@ def stem_of(run_dir: Path) -> str:
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args, trainable, options = parse_args(argv)
+    import torch  # here, not above: --help prints without it
+
+    from platform import artifacts
+
     cfg, meta, model = artifacts.load_run(Path(args.run_dir), trainable)
     torch.set_grad_enabled(False)
     started = time.perf_counter()

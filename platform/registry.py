@@ -1,4 +1,4 @@
-"""The module name is the registry: ``asl`` is ``trainables/asl.py`` with ``search_spaces/asl.py``.
+"""The module name is the registry: ``asl`` is ``trainables/asl/`` with ``search_spaces/asl.py``.
 
 Used by every command that takes a stem, e.g. ``python -m platform.run asl --tier fast``.
 """
@@ -6,7 +6,9 @@ Used by every command that takes a stem, e.g. ``python -m platform.run asl --tie
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -34,11 +36,41 @@ def stems() -> list[str]:
 def load(stem: str) -> tuple[ModuleType, ModuleType]:
     """The trainable module and its search-space module, checked against the contract
     (``platform/contract.py``); an unknown stem names the known ones."""
-    if stem not in stems():
-        raise UserError(f"unknown trainable {stem!r}; known: {', '.join(stems()) or 'none'}")
+    _check_known(stem)
     trainable, space = importlib.import_module(f"trainables.{stem}"), importlib.import_module(f"search_spaces.{stem}")
     contract.check(trainable, space)
     return trainable, space
+
+
+def load_config(stem: str) -> tuple[type, ModuleType]:
+    """The trainable's ``Config`` and its search space, without its model code: from
+    ``trainables/<stem>/config.py`` when it has one (what ``--help`` and ``--print-config`` read,
+    with no torch to import), else from the trainable itself."""
+    _check_known(stem)
+    name, path = f"trainables.{stem}.config", REPO_ROOT / "trainables" / stem / "config.py"
+    if name not in sys.modules and f"trainables.{stem}" not in sys.modules and path.is_file():
+        _import_alone(name, path)
+    module = sys.modules.get(name) or importlib.import_module(f"trainables.{stem}")
+    return module.Config, importlib.import_module(f"search_spaces.{stem}")
+
+
+def _import_alone(name: str, path: Path) -> None:
+    """Import ``path`` as module ``name`` without its package's ``__init__``; the package, when
+    imported later, finds it in ``sys.modules`` (one ``Config`` class either way)."""
+    importlib.import_module(name.split(".")[0])
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+
+
+def _check_known(stem: str) -> None:
+    if stem not in stems():
+        raise UserError(f"unknown trainable {stem!r}; known: {', '.join(stems()) or 'none'}")
 
 
 def saved_tier_path(storage: Path, stem: str, tier: str) -> Path:
@@ -77,7 +109,6 @@ def resolve(
     storage: Path | None = None, config_file: str | None = None,
 ) -> Any:
     """The config of a run: defaults, tier, ``--config``, trial, ``--data``, ``--set``."""
-    trainable, space = load(stem)
+    config_cls, space = load_config(stem)
     given = [f"data_dir={data_dir}"] if data_dir else []
-    return config_lib.resolve(trainable.Config, tier_overrides(space, tier, storage), trial, given + list(sets),
-                              config_file)
+    return config_lib.resolve(config_cls, tier_overrides(space, tier, storage), trial, given + list(sets), config_file)

@@ -15,6 +15,7 @@ import re
 import statistics
 from pathlib import Path
 from platform import config as config_lib
+from platform.distributions import to_tune
 from platform.errors import UserError
 from types import ModuleType
 from typing import Any
@@ -85,7 +86,8 @@ def check_metric(metric: str, trainable: ModuleType) -> None:
 
 
 def searched_space(space_module: ModuleType, config_cls: type, sets: list[str]) -> Any:
-    """``SPACE`` checked against the Config: a dict of ``ray.tune`` distributions (or a function).
+    """``SPACE`` checked against the Config: a dict of distributions (``platform/distributions.py``
+    or ``ray.tune``'s), or a function.
 
     Keys fixed by ``--set`` are dropped: ``--set`` wins over a trial, so searching them is waste.
     """
@@ -93,20 +95,20 @@ def searched_space(space_module: ModuleType, config_cls: type, sets: list[str]) 
     if callable(space):
         return space  # conditional (define-by-run): checked when Optuna first calls it
     if not isinstance(space, dict):
-        raise UserError(f"{space_module.__name__}.SPACE must be a dict of ray.tune distributions or a function")
+        raise UserError(f"{space_module.__name__}.SPACE must be a dict of distributions or a function")
     fields = {f.name for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(space) - fields)
     if unknown:
         raise UserError(f"{space_module.__name__}.SPACE: unknown config key {unknown[0]!r}")
     fixed = set(config_lib.parse_sets(list(sets)))
-    kept = {key: value for key, value in space.items() if key not in fixed}
+    kept = {key: to_tune(value) for key, value in space.items() if key not in fixed}
     try:
         converted = OptunaSearch.convert_search_space(kept)
     except (ValueError, AttributeError, TypeError) as err:
         raise UserError(f"{space_module.__name__}.SPACE is malformed: {err}") from None
     if set(converted) != set(kept):
         missing = sorted(set(kept) - set(converted))
-        raise UserError(f"{space_module.__name__}.SPACE is malformed: {missing[0]!r} is not a ray.tune distribution")
+        raise UserError(f"{space_module.__name__}.SPACE is malformed: {missing[0]!r} is not a distribution")
     return converted
 
 

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from platform import artifacts
+from platform import run_files
 from platform.errors import UserError
 
 CHOICES = ("tensorboard", "mlflow")
@@ -25,8 +25,8 @@ DEFAULT = "tensorboard"
 MANIFEST_KEY = "tracking"
 SWEEP_FILE = "tracking.json"
 # What a finished run's MLflow run gets besides its plots (a trial: its manifest and config).
-RUN_FILES = (artifacts.MANIFEST_FILE, artifacts.CONFIG_FILE, artifacts.HISTORY_FILE, artifacts.BEST_MODEL_FILE)
-TRIAL_FILES = (artifacts.MANIFEST_FILE, artifacts.CONFIG_FILE)
+RUN_FILES = (run_files.MANIFEST_FILE, run_files.CONFIG_FILE, run_files.HISTORY_FILE, run_files.BEST_MODEL_FILE)
+TRIAL_FILES = (run_files.MANIFEST_FILE, run_files.CONFIG_FILE)
 # A sweep's files its parent MLflow run gets (platform/tune.py writes them).
 SWEEP_FILES = ("sweep.json", "results.csv", "best.json", "pareto.png")
 
@@ -87,13 +87,13 @@ class Tracking:
             else:
                 self.run_id = mlflow_tracker.start_run(self.target, name, params, tags, parent_id)
                 # Now, not only at the end: a trial that Tune stops early never reaches its end.
-                mlflow_tracker.log_files(self.target, self.run_id, [record_path.parent / artifacts.CONFIG_FILE])
+                mlflow_tracker.log_files(self.target, self.run_id, [record_path.parent / run_files.CONFIG_FILE])
             entry["mlflow"] = {"run_id": self.run_id, "tracking_uri": self.target.shown_uri,
                                "experiment": self.target.experiment, "parent_run_id": parent_id}
             print(f"MLflow run {self.run_id} ({self.target.experiment}) at {self.target.shown_uri}", flush=True)
         record[MANIFEST_KEY] = entry
-        on_disk = artifacts.read_json(record_path) if record_path.exists() else {}
-        artifacts.write_json(record_path, {**on_disk, MANIFEST_KEY: entry})
+        on_disk = run_files.read_json(record_path) if record_path.exists() else {}
+        run_files.write_json(record_path, {**on_disk, MANIFEST_KEY: entry})
 
     def callbacks(self, run_dir: Path) -> list:
         """Ray Train callbacks: they run in its controller, on the driver's node."""
@@ -101,7 +101,7 @@ class Tracking:
         if "tensorboard" in self.names:
             from platform.tensorboard import TensorBoardCallback
 
-            found.append(TensorBoardCallback(run_dir / artifacts.TENSORBOARD_DIR))
+            found.append(TensorBoardCallback(run_dir / run_files.TENSORBOARD_DIR))
         if self.mlflow:
             from platform import mlflow_tracker
 
@@ -137,7 +137,7 @@ class Tracking:
     def open_sweep(self, sweep_dir: Path, settings: dict, stem: str) -> None:
         """The sweep's parent run (continued on ``--resume``), with the sweep's settings as params."""
         path = sweep_dir / SWEEP_FILE
-        record = artifacts.read_json(path) if path.exists() else {}
+        record = run_files.read_json(path) if path.exists() else {}
         tags = {"stem": stem, "sweep": sweep_dir.name, "sweep_dir": str(sweep_dir), "kind": "sweep"}
         self.open(path, record, f"sweep-{sweep_dir.name}", {"stem": stem, **settings}, tags)
 
@@ -151,7 +151,7 @@ class Tracking:
         mlflow_tracker.end_running_children(self.target, self.run_id)
         best_path = sweep_dir / "best.json"
         if best_path.exists():
-            best = artifacts.read_json(best_path)
+            best = run_files.read_json(best_path)
             values = {f"best/{key}": value for key, value in {**best["metrics"], **best["objectives"]}.items()
                       if isinstance(value, (int, float))}
             mlflow_tracker.log_epoch(mlflow_tracker.client(self.target.uri), self.run_id, {"epoch": 0, **values})
@@ -163,7 +163,7 @@ class Tracking:
 def for_sweep(text: str | None, sweep_dir: Path, storage: str, stem: str, resume: bool) -> Tracking:
     """A sweep's ``--tracker``, checked before Ray starts; a resumed sweep keeps its own."""
     path = sweep_dir / SWEEP_FILE
-    saved = artifacts.read_json(path) if resume and path.exists() else None
+    saved = run_files.read_json(path) if resume and path.exists() else None
     kept = saved_trackers(saved)
     if resume and text and kept and parse(text) != parse(kept):
         raise UserError(f"a resumed sweep keeps its trackers ({kept}): drop --tracker")
@@ -172,7 +172,7 @@ def for_sweep(text: str | None, sweep_dir: Path, storage: str, stem: str, resume
 
 def for_trial(sweep_dir: Path) -> tuple[Tracking, str | None]:
     """A trial's trackers, as its sweep chose them, and its parent MLflow run."""
-    saved = artifacts.read_json(sweep_dir / SWEEP_FILE) if (sweep_dir / SWEEP_FILE).exists() else {}
+    saved = run_files.read_json(sweep_dir / SWEEP_FILE) if (sweep_dir / SWEEP_FILE).exists() else {}
     names = tuple(saved.get(MANIFEST_KEY, {}).get("trackers") or (DEFAULT,))
     if "mlflow" not in names:
         return Tracking(names), None

@@ -28,11 +28,14 @@ import datetime
 import re
 import sys
 from pathlib import Path
-from platform import artifacts, registry, tracking
 from platform import config as config_lib
-from platform import sweep_space as space_lib
+from platform import registry, run_files, tracking
 from platform.errors import UserError, exit_on_user_error, find_user_error
 from platform.run import DEFAULT_MAX_FAILURES, DEFAULT_STORAGE
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from platform.sweep_plan import Plan
 
 DEFAULT_TRIALS = 8
 DEFAULT_KEEP_BEST = 3
@@ -90,7 +93,7 @@ def settings(args: argparse.Namespace, sweep_dir: Path) -> dict:
             raise UserError(f"a resumed sweep keeps its settings: drop {', '.join(given)}")
         if not (sweep_dir / SETTINGS_FILE).exists():
             raise UserError(f"nothing to resume at {sweep_dir}")
-        return artifacts.read_json(sweep_dir / SETTINGS_FILE)
+        return run_files.read_json(sweep_dir / SETTINGS_FILE)
     if sweep_dir.exists() and any(sweep_dir.iterdir()):
         raise UserError(f"sweep {sweep_dir} already exists: pass --resume to continue it, or another --name")
     chosen = {key: getattr(args, key) for key in KEPT}
@@ -103,78 +106,6 @@ def settings(args: argparse.Namespace, sweep_dir: Path) -> dict:
     return chosen
 
 
-class Plan:
-    """Everything checked before Ray starts: tiers, objectives, space, budget."""
-
-    def __init__(self, stem: str, chosen: dict, storage: Path):
-        self.stem, self.chosen, self.storage = stem, chosen, storage
-        self.trainable, self.space_module = registry.load(stem)
-        self.tiers = list(dict.fromkeys(t.strip() for t in chosen["tiers"].split(",") if t.strip()))
-        if not self.tiers:
-            raise UserError("--tiers names no tier")
-        self.config_values = chosen.get("config_values") or {}
-        if chosen.get("config"):  # an unknown key or a wrong type names the file
-            config_lib.apply(self.trainable.Config(), self.config_values, f"--config {chosen['config']}")
-        # Unknown tiers, bad --set and --data fail here, naming the culprit.
-        self.tier_configs = {t: registry.resolve(stem, t, chosen["sets"], self.config_values, chosen["data"], storage)
-                             for t in self.tiers}
-        if chosen["data"] and not Path(chosen["data"]).expanduser().is_dir():
-            raise UserError(f"data folder not found: {chosen['data']}")
-        if chosen["pareto"] and chosen["objective"]:
-            raise UserError("give either --objective or --pareto, not both")
-        if chosen["pareto"]:
-            self.objectives = space_lib.parse_objectives(chosen["pareto"], self.trainable, "--pareto")
-            if len(self.objectives) < 2:
-                raise UserError("--pareto needs at least two metrics, e.g. val/acc:max,train_s:min")
-        else:
-            default = ":".join(self.trainable.METRIC)
-            self.objectives = space_lib.parse_objectives(chosen["objective"] or default, self.trainable, "--objective")
-        self.scheduler = chosen["scheduler"] or ("none" if chosen["pareto"] else "asha")
-        self.space = space_lib.searched_space(self.space_module, self.trainable.Config, chosen["sets"])
-        if not self.space and len(self.tiers) == 1:
-            raise UserError(f"nothing to search: {self.space_module.__name__}.SPACE is empty (or fixed by --set) "
-                            "and there is one tier")
-        for name, value in (("--trials", chosen["trials"]), ("--keep-best", chosen["keep_best"]),
-                            ("--concurrent", chosen["concurrent"] or 1), ("--cpus-per-trial", chosen["cpus_per_trial"])):
-            if value <= 0:
-                raise UserError(f"{name} must be positive")
-        if chosen["trials"] < len(self.tiers):
-            raise UserError(f"--trials {chosen['trials']} is fewer than the {len(self.tiers)} tiers: each tier's own "
-                            "configuration is a trial, the sweep is judged against it")
-        self.budget = space_lib.parse_duration(chosen["time_budget"])
-        self.estimates = {t: self._estimate(t) for t in self.tiers}
-        cheapest = min(self.tiers, key=lambda t: self.estimates[t][0])
-        if self.budget is not None and self.budget < self.estimates[cheapest][0]:
-            raise UserError(f"--time-budget {chosen['time_budget']} is too small for one trial: the cheapest "
-                            f"(tier {cheapest}) takes about {space_lib.format_duration(self.estimates[cheapest][0])}")
-
-    def _estimate(self, tier: str) -> tuple[float, str]:
-        epoch_s, source = space_lib.epoch_seconds(self.space_module, self.storage, self.stem, tier)
-        epochs = self.tier_configs[tier].epochs
-        return space_lib.trial_seconds(epochs, epoch_s), f"{epochs} epochs x {epoch_s:.2f}s ({source})"
-
-    def describe(self, concurrent: int) -> str:
-        trials = self.chosen["trials"]
-        mean_s = sum(self.estimates[t][0] for t in self.tiers) / len(self.tiers)
-        lines = [
-            f"sweep {self.stem}: {trials} trials, {concurrent} at a time; objective "
-            f"{', '.join(map(str, self.objectives))}; sampler {self.chosen.get('sampler', 'tpe')}; scheduler {self.scheduler}"
-            + (f"; time budget {space_lib.format_duration(self.budget)}" if self.budget else ""),
-            f"first {len(self.tiers)} trial(s): each tier's own configuration ({', '.join(self.tiers)}); a saved "
-            "tier must beat its own on the first objective",
-            "search space:", *space_lib.describe_space(self.tiers, self.space), "estimate:",
-        ]
-        lines += [f"  tier {t}: {space_lib.format_duration(s)} a trial = {space_lib.TRIAL_STARTUP_S:.0f}s start-up + {how}"
-                  for t, (s, how) in self.estimates.items()]
-        wall = mean_s * trials / concurrent
-        lines.append(f"  {trials} trials: about {space_lib.format_duration(mean_s * trials)} of trial time, "
-                     f"{space_lib.format_duration(wall)} wall-clock at {concurrent} at a time"
-                     + (" (at most: ASHA stops poor trials early)" if self.scheduler == "asha" else "")
-                     + (f"; the time budget stops it at {space_lib.format_duration(self.budget)}"
-                        if self.budget and self.budget < wall else ""))
-        return "\n".join(lines)
-
-
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
@@ -183,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     name = args.name or f"{(args.tiers or registry.DEFAULT_TIER).replace(',', '-')}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     sweep_dir = storage / args.stem / "sweeps" / name
     chosen = settings(args, sweep_dir)
+    from platform.sweep_plan import Plan  # Optuna and Ray Tune: not imported to print --help
+
     plan = Plan(args.stem, chosen, storage)
     if args.dry_run:
         import psutil
@@ -207,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     print(plan.describe(concurrent), flush=True)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     if not args.resume:
-        artifacts.write_json(sweep_dir / SETTINGS_FILE, {**chosen, "stem": args.stem, "started": artifacts.now(),
+        run_files.write_json(sweep_dir / SETTINGS_FILE, {**chosen, "stem": args.stem, "started": run_files.now(),
                                                          "command": " ".join(["python -m platform.tune", *sys.argv[1:]])})
     trackers.open_sweep(sweep_dir, chosen, args.stem)
     try:

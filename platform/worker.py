@@ -59,10 +59,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     seed_everything(cfg.seed)
     model = ray.train.torch.prepare_model(trainable.build_model(cfg, meta))
-    state = new_state(model, cfg, device)
+    splits = {name: Split(uri, manifest) for name, (uri, manifest) in loop_config["store"].items()}
+    steps_per_epoch = -(-exact.step_count(splits["train"].rows, world, cfg.batch_size) // cfg.grad_accum_steps)
+    state = new_state(model, cfg, device, steps_per_epoch)
     _restore(state, rank, world, loop_config["snapshot"].rsplit("/", 1)[0])
 
-    splits = {name: Split(uri, manifest) for name, (uri, manifest) in loop_config["store"].items()}
     metric, mode = trainable.METRIC
     started = time.perf_counter()
     epochs_this_attempt = 0

@@ -23,7 +23,7 @@ of stopping while accuracy still rises. ``smoke`` stays a few seconds; ``full`` 
 ``ALIASES`` is empty: the seed script had a single recipe and no named modes.
 """
 
-from ray import tune
+from platform.distributions import choice, loguniform, uniform
 
 # The seed's schedules span 30 and 60 epochs; shorter tiers compress them into their epochs.
 TIERS = {
@@ -53,11 +53,11 @@ TIERS = {
 ALIASES: dict[str, str] = {}
 
 SPACE = {
-    "lr": tune.loguniform(1e-4, 3e-3),
-    "weight_decay": tune.loguniform(1e-4, 5e-2),
-    "dim": tune.choice([64, 96, 128, 192]),
-    "block_dropout": tune.uniform(0.0, 0.3),
-    "drop_path": tune.uniform(0.0, 0.3),
-    "adaptive_dropout_end": tune.uniform(0.2, 0.6),
-    "label_smoothing": tune.uniform(0.0, 0.15),
+    "lr": loguniform(1e-4, 3e-3),
+    "weight_decay": loguniform(1e-4, 5e-2),
+    "dim": choice([64, 96, 128, 192]),
+    "block_dropout": uniform(0.0, 0.3),
+    "drop_path": uniform(0.0, 0.3),
+    "adaptive_dropout_end": uniform(0.2, 0.6),
+    "label_smoothing": uniform(0.0, 0.15),
 }

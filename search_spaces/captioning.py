@@ -63,7 +63,7 @@ keys below reuses them (a different vocabulary size or ``max_len`` changes the r
 it computes them again).
 """
 
-from ray import tune
+from platform.distributions import choice, loguniform, uniform
 
 TIERS = {
     "smoke": {
@@ -88,12 +88,12 @@ TIERS = {
 ALIASES = {"minimal": "fast", "optimized": "full"}
 
 SPACE = {
-    "lr": tune.loguniform(3e-4, 5e-3),
-    "weight_decay": tune.loguniform(1e-4, 1e-1),
-    "embed_dim": tune.choice([64, 128, 256]),
-    "hidden_dim": tune.choice([128, 256, 384, 512]),
-    "dropout": tune.uniform(0.0, 0.5),
-    "beam_width": tune.choice([1, 3, 5]),
-    "length_penalty": tune.uniform(0.0, 1.5),
-    "label_smoothing": tune.uniform(0.0, 0.2),
+    "lr": loguniform(3e-4, 5e-3),
+    "weight_decay": loguniform(1e-4, 1e-1),
+    "embed_dim": choice([64, 128, 256]),
+    "hidden_dim": choice([128, 256, 384, 512]),
+    "dropout": uniform(0.0, 0.5),
+    "beam_width": choice([1, 3, 5]),
+    "length_penalty": uniform(0.0, 1.5),
+    "label_smoothing": uniform(0.0, 0.2),
 }

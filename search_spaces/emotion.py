@@ -42,7 +42,7 @@ The unimodal baselines are the same tiers with ``--set modalities=text`` (or ``t
 ``ALIASES`` is empty: the seed script had a single recipe and no named modes.
 """
 
-from ray import tune
+from platform.distributions import choice, loguniform, randint, uniform
 
 TIERS = {
     "smoke": {
@@ -72,13 +72,13 @@ TIERS = {
 ALIASES: dict[str, str] = {}
 
 SPACE = {
-    "lr": tune.loguniform(5e-5, 3e-3),
-    "weight_decay": tune.loguniform(1e-4, 1e-1),
-    "fusion": tune.choice(["concat", "attention"]),
-    "dropout": tune.uniform(0.0, 0.5),
-    "modality_dropout": tune.uniform(0.0, 0.4),
-    "balance": tune.choice(["weights", "sqrt_weights", "oversample", "none"]),
-    "context_turns": tune.choice([0, 1, 2, 4]),
-    "sentiment_weight": tune.uniform(0.0, 1.0),
-    "frozen_layers": tune.randint(0, 7),  # 0..6: MiniLM has 6 layers
+    "lr": loguniform(5e-5, 3e-3),
+    "weight_decay": loguniform(1e-4, 1e-1),
+    "fusion": choice(["concat", "attention"]),
+    "dropout": uniform(0.0, 0.5),
+    "modality_dropout": uniform(0.0, 0.4),
+    "balance": choice(["weights", "sqrt_weights", "oversample", "none"]),
+    "context_turns": choice([0, 1, 2, 4]),
+    "sentiment_weight": uniform(0.0, 1.0),
+    "frozen_layers": randint(0, 7),  # 0..6: MiniLM has 6 layers
 }

@@ -32,7 +32,7 @@ the seed's exact mode on the full recipe: ``--tier full --set max_samples=5000``
 ``--data`` the cap applies to the synthetic set, whose size each tier sets.
 """
 
-from ray import tune
+from platform.distributions import choice, loguniform, randint, uniform
 
 TIERS = {
     "smoke": {
@@ -57,9 +57,9 @@ TIERS = {
 ALIASES: dict[str, str] = {}  # the seed's mode names are tiers themselves (see above)
 
 SPACE = {
-    "lr": tune.loguniform(1e-4, 3e-3),
-    "weight_decay": tune.loguniform(1e-4, 1e-1),
-    "dropout": tune.uniform(0.0, 0.5),
-    "frozen_layers": tune.randint(0, 7),  # 0..6: MiniLM and DistilBERT have 6 layers
-    "fusion_dim": tune.choice([64, 128, 256, 512]),
+    "lr": loguniform(1e-4, 3e-3),
+    "weight_decay": loguniform(1e-4, 1e-1),
+    "dropout": uniform(0.0, 0.5),
+    "frozen_layers": randint(0, 7),  # 0..6: MiniLM and DistilBERT have 6 layers
+    "fusion_dim": choice([64, 128, 256, 512]),
 }

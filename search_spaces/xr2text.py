@@ -32,7 +32,7 @@ and test also report CIDEr-D, ``distinct`` and ``vocab``, and a collapse ends th
 ``ALIASES`` is empty: the seed script had a single recipe and no named modes.
 """
 
-from ray import tune
+from platform.distributions import choice, loguniform, randint, uniform
 
 TIERS = {
     "smoke": {
@@ -61,11 +61,11 @@ TIERS = {
 ALIASES: dict[str, str] = {}
 
 SPACE = {
-    "lr": tune.loguniform(3e-5, 3e-3),
-    "weight_decay": tune.loguniform(1e-5, 5e-2),
-    "decoder_layers": tune.randint(1, 5),  # 1..4
-    "dropout": tune.uniform(0.0, 0.3),
-    "label_smoothing": tune.uniform(0.0, 0.15),
-    "beam_width": tune.choice([1, 2, 3, 4]),
-    "length_penalty": tune.uniform(0.0, 1.5),
+    "lr": loguniform(3e-5, 3e-3),
+    "weight_decay": loguniform(1e-5, 5e-2),
+    "decoder_layers": randint(1, 5),  # 1..4
+    "dropout": uniform(0.0, 0.3),
+    "label_smoothing": uniform(0.0, 0.15),
+    "beam_width": choice([1, 2, 3, 4]),
+    "length_penalty": uniform(0.0, 1.5),
 }

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import subprocess
+import sys
 import typing
 
 import pytest
@@ -12,6 +14,7 @@ import pytest
 from platform import config as config_lib
 from platform import registry, sweep_space
 from platform.errors import UserError
+from conftest import REPO
 
 
 @dataclasses.dataclass
@@ -220,6 +223,20 @@ def test_help_shows_what_each_tier_sets(capsys):
     shown = capsys.readouterr().out
     assert "  smoke: " in shown and f"dim={registry.resolve('asl', 'smoke').dim}" in shown
     assert "  full: the defaults" in shown
+
+
+@pytest.mark.parametrize("stem", registry.stems())
+def test_help_and_print_config_import_neither_torch_nor_ray(stem):
+    """A person waits for them: the Config comes from the trainable's config.py, the tiers' search
+    distributions are data (platform/distributions.py)."""
+    code = ("import sys; from platform import run\n"
+            "for args in ([sys.argv[1], '--help'], [sys.argv[1], '--print-config', '--tier', 'smoke', '--set', 'seed=3']):\n"
+            "    try: run.main(args)\n"
+            "    except SystemExit: pass\n"
+            "print('imported:', [m for m in ('torch', 'ray', 'transformers', 'pandas') if m in sys.modules])")
+    shown = subprocess.run([sys.executable, "-c", code, stem], cwd=REPO, capture_output=True, text=True, check=True)
+    assert "config keys of" in shown.stdout and "seed: 3" in shown.stdout
+    assert shown.stdout.splitlines()[-1] == "imported: []"
 
 
 def test_ray_noise_is_held_back_and_the_runs_own_lines_pass():

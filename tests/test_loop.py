@@ -117,6 +117,29 @@ def test_learning_rate_follows_warm_restarts():
     assert lrs[0] == lrs[2] == cfg.lr and lrs[1] < cfg.lr
 
 
+def test_linear_warmup_steps_every_optimizer_step_and_resumes_exactly():
+    """4 optimizer steps an epoch over 4 epochs: lr rises over the first 4 steps (warmup_ratio
+    0.25 of 16), peaks in epoch 2 and falls to min_lr_ratio; a resume from epoch 2 continues it."""
+    cfg = ToyConfig(epochs=4, scheduler="linear_warmup", warmup_ratio=0.25, min_lr_ratio=0.0)
+    straight = new_state(_toy_model(cfg), cfg, CPU, steps_per_epoch=4)
+    assert straight.optimizer.param_groups[0]["lr"] == pytest.approx(cfg.lr / 5)
+    lrs = [row["lr"] for row in _train(straight, cfg, cfg.epochs)]
+    assert lrs == pytest.approx([cfg.lr / 5, cfg.lr, cfg.lr * 8 / 12, cfg.lr * 4 / 12])
+    assert straight.optimizer.param_groups[0]["lr"] == pytest.approx(0.0)
+
+    first = new_state(_toy_model(cfg), cfg, CPU, steps_per_epoch=4)
+    _train(first, cfg, 2)
+    saved = io.BytesIO()
+    torch.save(first.state_dict(), saved)
+    saved.seek(0)
+    resumed = new_state(_toy_model(dataclasses.replace(cfg, seed=123)), cfg, CPU, steps_per_epoch=4)
+    resumed.load_state_dict(torch.load(saved, weights_only=True))
+    _train(resumed, cfg, cfg.epochs)
+    assert _comparable(resumed.history) == _comparable(straight.history)
+    for name, weight in straight.model.state_dict().items():
+        assert torch.equal(weight, resumed.model.state_dict()[name]), name
+
+
 def _ddp_rank(rank: int, world: int, folder: str) -> None:
     """One gloo rank: 3 batches of its own, accumulation 2, then its weights to a file."""
     import torch.distributed as dist

@@ -207,8 +207,8 @@ def test_a_space_fixed_by_set_leaves_nothing_to_search(tmp_path):
     assert result.returncode == 2 and last_line(result.stderr).startswith("error: nothing to search")
 
 
-def _a_value(domain) -> str:
-    return str(domain.categories[0]) if hasattr(domain, "categories") else str(domain.lower)
+def _a_value(distribution) -> str:
+    return str(distribution.args[0][0] if distribution.name == "choice" else distribution.args[0])
 
 
 # ---------------------------------------------------------------- pure logic, without Ray

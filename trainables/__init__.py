@@ -1,13 +1,17 @@
-"""Trainables: one module per model family; the module name is the registry.
+"""Trainables: one package per model family; the package name is the registry.
 
 ``python -m platform.run asl`` imports ``trainables.asl`` (and ``search_spaces.asl`` for its
 tiers). A trainable is *what* to train: a model, its data and its loss. *How* to train (the loop,
 devices, mixed precision, checkpoints, Ray Train, Tune, Optuna) lives in ``platform/`` only, so a
 trainable never imports ``ray.train`` or ``ray.tune`` and its unit tests run without a cluster.
 
-Every ``trainables/<stem>.py`` defines the same small interface, which ``platform/contract.py``
+Every ``trainables/<stem>/`` defines the same small interface, which ``platform/contract.py``
 checks when a command loads the stem (a missing hook, or one a typo away from an optional one, is
-an error naming both):
+an error naming both). ``Config``, ``METRIC`` and ``PREPROCESS_KEYS`` live in its ``config.py``,
+which imports no torch and nothing else of its package: ``--help`` and ``--print-config`` read that
+file alone, in half a second (``platform/registry.py``, ``load_config``); ``__init__.py`` imports
+them from there, beside the hooks. A trainable without a ``config.py`` works too, only its
+``--help`` waits for torch.
 
 ``METRIC = ("val/acc", "max")``
     The validation metric that picks the best checkpoint and drives early stopping.

@@ -11,7 +11,7 @@ completion_window="24h")`` (several batches past 50,000 lines or 190 MB). The dr
 cancelled, then downloads its output and error files (``files.content``) and books every line as
 online mode books an answer: into the cache (labeled rows and invalid replies, which were paid), the
 run's attempt log (the ledger's figures, at the batch price: the online price times
-``--batch-discount``, BATCH_DISCOUNT for OpenAI) and labels.csv / quarantine.csv.
+``--batch-discount``, ``batch_files.BATCH_DISCOUNT`` for OpenAI) and labels.csv / quarantine.csv.
 
 Paying once: the input file id and the batch id are written to ``<out>/batches.json`` the moment
 they exist; a re-run (after a killed driver, say) first resumes polling every batch there that was
@@ -43,8 +43,6 @@ from platform.errors import UserError
 from platform.labeling import batch_files, cache, inputs
 from platform.labeling.batch_files import FINAL, MAX_BYTES, MAX_LINES, State
 
-BATCH_DISCOUNT = 0.5  # OpenAI's Batch API price: half the online price
-DEFAULT_POLL_S = 30.0
 POLL_FAILURES = 5  # consecutive failed polls before the driver gives up (a re-run resumes)
 UPLOAD_TIMEOUT_S = 600.0
 

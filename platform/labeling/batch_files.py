@@ -23,6 +23,9 @@ from typing import Any
 from platform.labeling import reply
 from platform.labeling.task import Task
 
+BATCH_DISCOUNT = 0.5  # OpenAI's Batch API price: half the online price
+DEFAULT_POLL_S = 30.0
+
 STATE_FILE = "batches.json"
 ENDPOINT = "/v1/chat/completions"
 COMPLETION_WINDOW = "24h"

@@ -21,17 +21,15 @@ for every image ends with a ``warning:`` line (``run_warnings``).
 
 from __future__ import annotations
 
-import dataclasses
 import sys
-from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from platform.config import TrainConfig
 from platform.errors import UserError
+from trainables.captioning.config import Config, METRIC, PREPROCESS_KEYS  # noqa: F401 - the contract's names
 from trainables.captioning.trivial import best_caption
 from trainables.captioning.data import normalize, read_flickr
 from trainables.captioning.features import extract
@@ -41,65 +39,6 @@ from trainables.captioning.synthetic import synthetic_dataset
 from trainables.captioning.vocab import PAD, START, build_vocabulary, decode, encode_references
 from trainables.image_encoders import resolve
 from trainables.text_metrics import collapse_warnings
-
-# CIDEr-D, not BLEU-4: generic captions score BLEU-4 as well as image-specific ones. On 24 real
-# Flickr8k validation images BLEU-4 preferred an epoch writing 54% distinct captions (0.089) to a
-# later one writing 83% (0.087), whose CIDEr-D was 0.235 against 0.144.
-METRIC = ("val/cider", "max")
-# A new vocabulary (vocab_size, max_len, min_word_count) changes the rows' token ids, and other
-# encoder weights the rows' image_encoder, hence the cache key as well; image_weights itself is not a
-# key: "auto" and the path it resolves to give the same features.
-PREPROCESS_KEYS = ("image_size",)
-
-
-@dataclasses.dataclass
-class Config(TrainConfig):
-    """The seed's optimized mode; tiers in ``search_spaces/captioning.py`` shrink it."""
-
-    # The seed's training recipe, where it differs from the platform's defaults (documented there).
-    epochs: int = 30
-    batch_size: int = 64
-    lr: float = 2e-3
-    grad_clip: float = 5.0
-    patience: int = 5
-    embed_dim: int = 256
-    """Word embedding size."""
-    hidden_dim: int = 384
-    """LSTM hidden size."""
-    dropout: float = 0.3
-    """Dropout on the image features, the word embeddings and the LSTM outputs."""
-    vocab_size: int = 8000
-    """Vocabulary size, the 4 special tokens included: the most frequent training words."""
-    min_word_count: int = 1
-    """Training-caption occurrences a word needs to enter the vocabulary."""
-    max_len: int = 25
-    """Words a caption keeps in training, and at most generated."""
-    beam_width: int = 3
-    """Beam width of validation and predict captions; 1 is greedy decoding."""
-    length_penalty: float = 0.7
-    """GNMT length penalty alpha of beam search: scores are divided by ((5 + length) / 6) ** alpha; 0 favours short captions."""
-    label_smoothing: float = 0.1
-    """Label smoothing of the training cross entropy (keeps the decoder from betting everything on the commonest words)."""
-    image_size: int = 224
-    """Images are resized (shorter side) and centre-cropped to this many pixels square for the CNN."""
-    image_weights: str = "auto"
-    """Image encoder: auto (ResNet18 from the torch hub cache, else EfficientNet-Lite0 from its package), resnet18, efficientnet_lite0, none (random ResNet18), or a .pth path."""
-    val_fraction: float = 0.1
-    """Share of the images held out for validation when the data has no split lists."""
-    test_fraction: float = 0.1
-    """Share of the images held out for the test split when the data has no split lists."""
-    synthetic_images: int = 2000
-    """Synthetic set (no data_dir): number of images (five captions each)."""
-
-    LIMITS: ClassVar[dict] = {
-        "embed_dim": (1, None), "hidden_dim": (1, None), "dropout": (0, 0.99),
-        "vocab_size": (5, None),  # the 4 special tokens and at least one word
-        "min_word_count": (1, None), "max_len": (1, None), "beam_width": (1, None),
-        "length_penalty": (0, 5), "label_smoothing": (0, 0.99),
-        "image_size": (16, None),  # the encoders downsample 32x; smaller images leave them nothing to see
-        "val_fraction": (0.01, 0.9), "test_fraction": (0, 0.9),  # val must not be empty; test may be
-        "synthetic_images": (10, None),
-    }
 
 
 def _checked(cfg: Config) -> None:

@@ -17,96 +17,21 @@ reports collapse to a few for every study ends with a ``warning:`` line (``run_w
 
 from __future__ import annotations
 
-import dataclasses
 import sys
-from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from platform.config import TrainConfig
 from platform.errors import UserError
 from trainables.image_encoders import chosen, resolve
 from trainables.text_metrics import collapse_warnings, text_metrics
 from trainables.xr2text import data, reports
+from trainables.xr2text.config import Config, METRIC, PREPROCESS_KEYS  # noqa: F401 - the contract's names
 from trainables.xr2text.trivial import best_report
 from trainables.xr2text.model import ReportGenerator, describe_encoder
 from trainables.xr2text.synthetic import synthetic_dataset
-
-METRIC = ("val/bleu4_rouge_l", "max")
-PREPROCESS_KEYS = ("image_size",)
-
-
-@dataclasses.dataclass
-class Config(TrainConfig):
-    """The seed's full recipe; tiers in ``search_spaces/xr2text.py`` shrink it."""
-
-    # The seed's training recipe, where it differs from the platform's defaults (documented there).
-    epochs: int = 50
-    batch_size: int = 4
-    lr: float = 1e-4
-    grad_accum_steps: int = 8
-    grad_clip: float = 1.0
-    patience: int = 999
-    checkpoint_every: int = 5
-    keep_checkpoints: int = 0
-    image_size: int = 224
-    """Images are resized to this many pixels square (grayscale)."""
-    image_weights: str = "auto"
-    """Image encoder: auto (ResNet18 from the torch hub cache, else EfficientNet-Lite0 from its package), resnet18, efficientnet_lite0, none (random ResNet18), or a .pth path."""
-    encoder_stages: int = 4
-    """Encoder stages kept (1-4, ending at strides 4-32; channels ResNet18 64-512, EfficientNet-Lite0 24/40/112/1280): fewer is a smaller encoder with a finer grid of visual tokens."""
-    d_model: int = 512
-    """Width of the visual tokens and of the decoder."""
-    heads: int = 8
-    """Attention heads of the decoder (d_model must be divisible by it)."""
-    decoder_layers: int = 3
-    """Transformer decoder layers."""
-    dropout: float = 0.1
-    """Dropout inside the decoder."""
-    label_smoothing: float = 0.0
-    """Label smoothing of the training cross-entropy."""
-    max_tokens: int = 60
-    """Report words kept as the target (longer reports are cut) and the longest generated report."""
-    vocab_size: int = 2000
-    """Largest vocabulary (specials included), the most frequent training words."""
-    min_word_count: int = 3
-    """Training words seen fewer times become <unk>."""
-    beam_width: int = 3
-    """Beam search width in evaluation (1: greedy); predict's --beam overrides it."""
-    length_penalty: float = 1.0
-    """GNMT length penalty alpha of beam search: scores are divided by ((5 + length) / 6) ** alpha; 0 favours short reports."""
-    curriculum: bool = True
-    """Curriculum learning: train on the unlocked stages only; off trains on every study from epoch 0."""
-    curriculum_epochs: tuple[int, ...] = (5, 15, 30)
-    """Epochs (from 0) at which stages 1 (one finding), 2 (several) and 3 (complex) unlock."""
-    complex_min_findings: int = 3
-    """Findings from which a study is stage 3 (complex multi-pathology)."""
-    val_fraction: float = 0.1
-    """Share of the studies held out for validation when the data has no split (a seeded shuffle)."""
-    test_fraction: float = 0.2
-    """Share held out for the test split (scored once after training) when the data has no split."""
-    max_studies: int = 0
-    """Studies used, a seeded sample taken before the split; 0: all."""
-    synthetic_studies: int = 1000
-    """Synthetic set (no data_dir): number of studies."""
-    synthetic_image_size: int = 224
-    """Synthetic set: image side in pixels."""
-
-    LIMITS: ClassVar[dict] = {
-        "image_size": (16, None),  # the encoders downsample 32x; smaller images leave them nothing to see
-        "encoder_stages": (1, 4),  # both encoders have four (trainables/image_encoders.py)
-        "d_model": (1, None), "heads": (1, None), "decoder_layers": (1, None), "dropout": (0, 0.99),
-        "label_smoothing": (0, 0.99), "max_tokens": (1, None),
-        "vocab_size": (5, None),  # the 4 special tokens and at least one word
-        "min_word_count": (1, None), "beam_width": (1, None), "length_penalty": (0, 5),
-        "complex_min_findings": (1, None),
-        "val_fraction": (0.01, 0.9), "test_fraction": (0, 0.9),  # val must not be empty; test may be
-        "max_studies": (0, None), "synthetic_studies": (2, None),  # a train and a val study
-        "synthetic_image_size": (16, None),
-    }
 
 
 def read_splits(data_dir: str, cfg: Config) -> tuple[dict[str, list[dict]], dict]:
