@@ -107,8 +107,8 @@ def prepare(trainable: ModuleType, cfg: Any, root: str | None = None, say=print,
     found: dict[str, dict] = {}
     missing: list[tuple[str, pa.Table, str, dict]] = []
     with _quiet_ray_data():
-        for name, dataset in raw_sets.items():
-            raw = _raw_table(dataset)
+        for name, rows in raw_sets.items():
+            raw = _raw_table(ray.data.from_items(list(rows)))
             if name == "train":
                 raw = raw.take(np.random.default_rng(STORE_ORDER_SEED).permutation(raw.num_rows))
             ident = identity(trainable, cfg, meta, name, raw)

@@ -50,7 +50,7 @@ from typing import Any
 from platform import progress
 from platform.errors import UserError, exit_on_user_error
 from platform.labeling import batch_files
-from platform.labeling import cache, inputs, ledger, prompt, report, secret
+from platform.labeling import answers, inputs, ledger, prompt, report, secret
 from platform.labeling.task import Task
 from platform.labeling.task import load as load_task
 
@@ -214,7 +214,7 @@ def label_remote(task: Task, todo: list[dict], args, rps: float, price, key_dige
 
     from platform import cluster
     from platform.labeling.gate import Gate, Limits
-    from platform.labeling.worker import Labeler, Settings
+    from platform.labeling.labeler import Labeler, Settings
 
     cluster.start(args.address, verbose=args.verbose)
     # The task travels by value: a user's task module need not be installed on the nodes, and a
@@ -269,7 +269,7 @@ def label_remote(task: Task, todo: list[dict], args, rps: float, price, key_dige
 def _tell_capped(stats: dict, timeout_s: float) -> bool:
     """One line once the server asked for a longer pause than we give: else the wait looks like a hang
     and rows quarantined as rate_limited look like our fault. Returns whether it printed."""
-    from platform.labeling.worker import retry_after_cap
+    from platform.labeling.labeler import retry_after_cap
 
     if not stats.get("retry_after_capped"):
         return False
@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
                         bar=progress.wanted(args.progress))
     out = Path(args.out).expanduser().resolve() if args.out else posts.folder / "labeled"
     cache_dir = Path(args.cache).expanduser().resolve() if args.cache else out / "cache"
-    cached = cache.load(cache_dir)
+    cached = answers.load(cache_dir)
     early, hits, todo = plan(posts, cached, args.retry_quarantined)
     estimate(task, todo, args.image_tokens, args.tpm)
     online_price = price = prices(args)

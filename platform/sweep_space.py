@@ -27,7 +27,7 @@ from ray.tune.search.optuna import OptunaSearch
 SWEEP_METRICS = {"train_s": "min", "params": "min"}
 # Reported by every trainable through platform/worker.py.
 WORKER_METRICS = {"epoch_s": "min"}
-# Starting a one-worker Ray Train run costs 15-20 s on a 2-core machine (DESIGN.md).
+# Starting a one-worker Ray Train run costs 15-20 s on a 2-core machine (a bare TorchTrainer.fit: 17-20 s).
 TRIAL_STARTUP_S = 20.0
 # When neither the search space (EPOCH_SECONDS) nor an earlier run says how long an epoch takes.
 ASSUMED_EPOCH_S = 5.0

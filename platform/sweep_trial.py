@@ -26,7 +26,7 @@ from ray.train.v2._internal.constants import ENV_VARS_TO_PROPAGATE
 from ray.tune.integration.ray_train import TuneReportCallback
 
 TRIALS_DIR = "trials"
-TRIAL_DRIVER_CPU = 0.01  # the trial function only waits on its Train run (DESIGN.md)
+TRIAL_DRIVER_CPU = 0.01  # the trial function only waits on its Train run, whose workers hold the CPUs
 DONE_FILE = "trial_done.json"
 # A trial whose workers cannot be placed (CPUs still held by a stopped trial) fails after this
 # instead of hanging the sweep; Tune then retries it (``FailureConfig(max_failures=1)``).

@@ -23,7 +23,7 @@ import torch
 from conftest import shared_dataset
 from pycocoevalcap.bleu.bleu import Bleu
 
-from platform import baseline, monitor, plots, run, store
+from platform import baseline, launch, monitor, plots, store
 from platform.config import resolve
 from platform.storage import RunLocation
 from trainables import asl, captioning, emotion, gender_bias, xr2text
@@ -217,7 +217,7 @@ def finished_manifest(best: float, trivial: float, mode_test: float = 0.3) -> di
 
 def test_the_summary_prints_the_baseline_beside_the_metric_on_val_and_test(tmp_path):
     location = RunLocation(local=tmp_path / "captioning" / "e2e")
-    text = run.summary(location, finished_manifest(0.14, 0.09), str(tmp_path))
+    text = launch.summary(location, finished_manifest(0.14, 0.09), str(tmp_path))
     assert "best val/bleu4 0.1400 (baseline 0.0900) at epoch 2" in text
     assert "test/bleu4 0.3000 (baseline 0.0500)" in text and "test/loss 2.0000  " not in text
 

@@ -6,6 +6,8 @@ it, and each way of breaking it is one error naming the trainable and what is wr
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import types
 
 import pytest
@@ -13,6 +15,7 @@ import pytest
 from platform import config as config_lib
 from platform import contract, registry
 from platform.errors import UserError
+from conftest import REPO
 
 
 @pytest.mark.parametrize("stem", registry.stems())
@@ -64,3 +67,13 @@ def test_each_way_of_breaking_the_contract_is_one_error_naming_it():
         "search space search_spaces.asl: ALIASES point at fastest, which TIERS lacks"
     assert broken(lambda t, s: setattr(s, "EPOCH_SECOND", {"fast": 3.0})).startswith(
         "search_spaces.asl defines EPOCH_SECOND: did you mean EPOCH_SECONDS?")
+
+
+def test_no_trainable_imports_ray():
+    """A trainable is a plain PyTorch package: it returns rows, the platform makes Ray datasets."""
+    code = ("import importlib, sys\n"
+            "for stem in sys.argv[1:]:\n"
+            "    module = importlib.import_module(f'trainables.{stem}')\n"
+            "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))")
+    shown = subprocess.run([sys.executable, "-c", code, *registry.stems()], cwd=REPO, capture_output=True, text=True, check=True)
+    assert shown.stdout.strip() == "[]"

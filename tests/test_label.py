@@ -334,9 +334,9 @@ def test_a_killed_run_resumes_without_paying_twice_and_the_ledger_counts_both_ru
         while seen != server.call_count:
             seen = server.call_count
             time.sleep(2.0)
-        from platform.labeling import cache
+        from platform.labeling import answers
 
-        cached = cache.load(folder / "labeled" / "cache")
+        cached = answers.load(folder / "labeled" / "cache")
         assert 0 < len(cached) < len(captions)
         before = len(server.calls)
         resumed = label(*args, address=ray_address)
@@ -422,7 +422,7 @@ def test_an_unreachable_server_aborts_with_one_error_line(tmp_path, ray_address)
 def test_replies_are_parsed_leniently_and_validated_strictly():
     from platform.labeling.reply import ReplyError
     from platform.labeling.task import load
-    from platform.labeling.worker import RETRY_AFTER_CAP_S, retry_after, retry_after_cap
+    from platform.labeling.labeler import RETRY_AFTER_CAP_S, retry_after, retry_after_cap
 
     parse_reply = load("gender_bias").parse
     assert parse_reply('```json\n{"score": 7, "reason": "ok"}\n```') == (7.0, "ok")

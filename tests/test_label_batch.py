@@ -59,9 +59,9 @@ def test_a_batch_run_labels_every_row_at_the_batch_price_and_a_rerun_sends_nothi
     # One upload, one batch, one line a row: the online request's body, its custom_id the cache key.
     assert len(batches) == 1 and sum(f["purpose"] == "batch" for f in files.values()) == 1
     assert sorted(paid(server)) == sorted(captions)
-    from platform.labeling import cache
+    from platform.labeling import answers
 
-    cached = cache.load(folder / "labeled" / "cache")
+    cached = answers.load(folder / "labeled" / "cache")
     assert sorted(line["custom_id"] for line in lines) == sorted(cached)
     for line in lines:
         assert line["method"] == "POST" and line["url"] == "/v1/chat/completions"

@@ -2,8 +2,9 @@
 
 ``python -m platform.run asl`` imports ``trainables.asl`` (and ``search_spaces.asl`` for its
 tiers). A trainable is *what* to train: a model, its data and its loss. *How* to train (the loop,
-devices, mixed precision, checkpoints, Ray Train, Tune, Optuna) lives in ``platform/`` only, so a
-trainable never imports ``ray.train`` or ``ray.tune`` and its unit tests run without a cluster.
+devices, mixed precision, checkpoints, Ray Data, Ray Train, Tune, Optuna) lives in ``platform/``
+only, so a trainable is a plain PyTorch package that never imports Ray, and its unit tests run
+without a cluster.
 
 Every ``trainables/<stem>/`` defines the same small interface, which ``platform/contract.py``
 checks when a command loads the stem (a missing hook, or one a typo away from an optional one, is
@@ -21,10 +22,11 @@ them from there, beside the hooks. A trainable without a ``config.py`` works too
     default and one docstring line under it (the lines are ``--help``). Re-declare a platform
     field to change its default.
 
-``build_datasets(cfg) -> (dict[str, ray.data.Dataset], meta)``
+``build_datasets(cfg) -> (dict[str, list[dict]], meta)``
     Reads ``cfg.data_dir`` in the dataset's real on-disk format; with no ``data_dir`` it writes
     (once, cached) a synthetic set in that same format, with a signal the model can learn, and reads
-    that. Returns raw datasets by split (``"train"``, ``"val"``, optionally ``"test"``) and
+    that. Returns the raw rows by split (``"train"``, ``"val"``, optionally ``"test"``): small
+    records (paths, texts, labels), which the platform turns into Ray datasets to preprocess; and
     ``meta``: JSON-serialisable facts learnt from the data that the model and ``predict`` need
     (``"classes"``...), plus ``"data_path"`` and ``"content_hash"`` for the run's lineage.
     Cheap checks (missing folder, missing columns) raise ``UserError`` here.

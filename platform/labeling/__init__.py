@@ -1,10 +1,11 @@
 """Concurrent API labeling on Ray Data, behind ``python -m platform.label posts.csv``.
 
 Modules: ``prompt`` (messages, reply parsing, token estimates, cache key parameters), ``inputs``
-(posts.csv, image checks, cache keys), ``cache`` (durable JSONL results), ``gate`` (the one Ray
-actor that holds the job's rate, token and concurrency limits, budget and counters, with
-``leases``: slots a dead actor's process gives back, and ``tokens``: the tokens-per-minute bucket),
-``worker`` (the async Ray Data UDF that calls the API), ``secret`` (how the API key reaches the
+(posts.csv, image checks, cache keys), ``answers`` (the label cache: durable JSONL results),
+``gate`` (the one Ray actor that holds the job's rate, token and concurrency limits, budget and
+counters, with ``leases``: slots a dead actor's process gives back, and ``tokens``: the
+tokens-per-minute bucket),
+``labeler`` (the async Ray Data UDF that calls the API), ``secret`` (how the API key reaches the
 actors without passing through Ray), ``ledger`` (ledger.json: the last run and the totals over
 every run into a folder) and ``report`` (labels.csv, quarantine.csv and the printed lines).
 """

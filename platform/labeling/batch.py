@@ -40,7 +40,7 @@ from typing import Any
 import openai
 
 from platform.errors import UserError
-from platform.labeling import batch_files, cache, inputs
+from platform.labeling import answers, batch_files, inputs
 from platform.labeling.batch_files import FINAL, MAX_BYTES, MAX_LINES, State
 
 POLL_FAILURES = 5  # consecutive failed polls before the driver gives up (a re-run resumes)
@@ -55,13 +55,13 @@ class Books:
     """This run's cache shard and attempt log, and the ledger's counters."""
 
     def __init__(self, run: dict[str, Any]):
-        self._shard, self._log = cache.Shard(Path(run["shard"])), cache.Shard(Path(run["attempts"]))
+        self._shard, self._log = answers.Shard(Path(run["shard"])), answers.Shard(Path(run["attempts"]))
         self.counts: Counter = Counter()
         self.cost = 0.0
 
     def book(self, record: dict[str, Any], kind: str | None) -> None:
         """The cache first, then the attempt log: a kill between the two loses a log line, never an answer."""
-        if cache.cacheable(record):
+        if answers.cacheable(record):
             self._shard.write(record)
         if kind is None:  # never run: no request, nothing paid
             self.counts[record["reason"].split(":", 1)[0]] += 1

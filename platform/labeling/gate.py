@@ -29,7 +29,7 @@ from typing import Any
 import ray
 from aiolimiter import AsyncLimiter
 
-from platform.labeling import cache
+from platform.labeling import answers
 from platform.labeling.leases import HEARTBEAT_S, Leases
 from platform.labeling.tokens import TokenBucket
 
@@ -64,8 +64,8 @@ class Gate:
         self._paused_until = 0.0
         self._stop: str | None = None  # "budget" or "fatal"
         self._fatal: str | None = None
-        self._shard = cache.Shard(Path(shard))
-        self._attempts = cache.Shard(Path(attempts))
+        self._shard = answers.Shard(Path(shard))
+        self._attempts = answers.Shard(Path(attempts))
         self._answers: dict[str, int] = {}  # row key -> offset of its answer in the shard
         self._replies = 0  # attempts the server answered, whatever it said
         self._longest_retry_after = 0.0
@@ -164,7 +164,7 @@ class Gate:
 
     def record(self, result: dict[str, Any]) -> None:
         """A row's final result: durable in the cache before the worker moves on, and never asked again."""
-        if cache.cacheable(result):
+        if answers.cacheable(result):
             self._answers[result["key"]] = self._shard.write(result)
 
     async def reachable(self, timeout_s: float) -> bool:

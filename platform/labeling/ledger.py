@@ -17,7 +17,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from platform.labeling import cache, report
+from platform.labeling import answers, report
 
 RUNS_DIR = "runs"
 # Attempt kinds the ledger lists by name (the rest of the gate's counters are totals, not failures).
@@ -27,7 +27,7 @@ FAILURE_KINDS = ("http_", "timeout", "connection_error", "malformed_response", "
 def start_run(out: Path, run_id: str, header: dict[str, Any]) -> Path:
     """Create the run's attempt log with its header line; returns its path (the Gate appends to it)."""
     path = out / RUNS_DIR / f"{run_id}.jsonl"
-    log = cache.Shard(path)
+    log = answers.Shard(path)
     log.write({"run": run_id, **header})
     log.close()
     return path
@@ -39,7 +39,7 @@ def totals(out: Path) -> tuple[int, dict[str, Any]]:
     counts: Counter = Counter()
     cost = 0.0
     for log in logs:
-        for attempt in cache.whole_lines(log):
+        for attempt in answers.whole_lines(log):
             if "kind" not in attempt:  # the header
                 continue
             counts["requests"] += 1

@@ -1,6 +1,6 @@
 """Checking a labeling model's reply against its task's pydantic model, and asking the API for it.
 
-Used by ``python -m platform.label posts.csv``: platform/labeling/worker.py sends
+Used by ``python -m platform.label posts.csv``: platform/labeling/labeler.py sends
 ``response_format(task.reply)`` (the API's structured-output mode: OpenAI-compatible
 ``json_schema``, strict) until the API refuses it (``refused``), and every reply, structured or found
 by the tolerant parser (platform/labeling/prompt.py), is validated by ``validate`` with a specific

@@ -38,14 +38,12 @@ def preprocess(batch: dict[str, np.ndarray], cfg: Config) -> dict:
 
 
 def build_datasets(cfg: Config):
-    """Ray datasets of {path, label} rows (train and val) and meta; synthetic when no data_dir."""
-    import ray.data
-
+    """{path, label} rows by split (train and val) and meta; synthetic when no data_dir."""
     data_dir = cfg.data_dir or str(synthetic_dataset(cfg))
     splits, meta = read_index(data_dir, cfg.val_fraction, cfg.seed)
     if not splits["val"]:
         raise UserError(f"{data_dir}: too few sequences to hold out val_fraction={cfg.val_fraction}")
-    return {name: ray.data.from_items(rows) for name, rows in splits.items()}, meta
+    return splits, meta
 
 
 def build_model(cfg: Config, meta: dict) -> nn.Module:

@@ -77,13 +77,11 @@ def raw_rows(cfg: Config) -> tuple[dict[str, list[dict]], dict]:
 
 
 def build_datasets(cfg: Config):
-    """Ray datasets of :func:`raw_rows` by split, and meta; a synthetic set when no data_dir."""
-    import ray.data
-
+    """Rows of :func:`raw_rows` by split, and meta; a synthetic set when no data_dir."""
     items, meta = raw_rows(cfg)
     sys.stdout.write(f"[captioning] {meta['image_encoder']}; vocabulary {len(meta['vocabulary'])} words; "
                      f"images {meta['images']}; skipped captions {meta['skipped_captions']['count']}\n")
-    return {split: ray.data.from_items(rows) for split, rows in items.items()}, meta
+    return items, meta
 
 
 def preprocess(batch: dict[str, np.ndarray], cfg: Config) -> dict[str, np.ndarray]:

@@ -57,10 +57,8 @@ def clip_shape(cfg: Config) -> ClipShape:
 
 
 def build_datasets(cfg: Config):
-    """Ray datasets of {utterance, speaker, context, target, clip, emotion, sentiment, dialogue_id,
-    utterance_id} rows by split, and meta."""
-    import ray.data
-
+    """{utterance, speaker, context, target, clip, emotion, sentiment, dialogue_id, utterance_id}
+    rows by split, and meta."""
     tasks, modalities = parse_tasks(cfg.tasks), parse_modalities(cfg.modalities)
     clip_shape(cfg)
     load_tokenizer(cfg.text_model)  # a bad text_model fails here, in one line, before Ray Data starts
@@ -84,7 +82,7 @@ def build_datasets(cfg: Config):
     meta["weights"] = describe_sources(cfg.text_model, encoder, modalities)
     sys.stdout.write(f"[emotion] missing clips (text only): {meta['missing_clips']}; "
                      f"encoders: {'; '.join(meta['weights'].values())}\n")
-    return {split: ray.data.from_items(rows) for split, rows in splits.items()}, meta
+    return splits, meta
 
 
 def features(utterances, clips, cfg: Config, text_model: str | None = None, strict: bool = False,

@@ -33,9 +33,7 @@ from trainables.pretrained import load_image, load_tokenizer, text_source
 
 
 def build_datasets(cfg: Config):
-    """Ray datasets of {image_path, caption, score} rows (train and val) and meta; synthetic when no data_dir."""
-    import ray.data
-
+    """{image_path, caption, score} rows by split (train and val) and meta; synthetic when no data_dir."""
     data_dir = cfg.data_dir or str(synthetic_dataset(cfg))
     splits, meta = read_labels(data_dir, cfg.val_fraction, cfg.max_samples, cfg.seed)
     if not splits["val"]:
@@ -48,7 +46,7 @@ def build_datasets(cfg: Config):
     meta["weights"] = describe_sources(cfg.text_model, encoder)
     sys.stdout.write(f"[gender_bias] {meta['weights']['image_encoder']}; text: {meta['weights']['text_encoder']}\n")
     columns = ("image_path", "caption", "score")
-    return {name: ray.data.from_items([{k: r[k] for k in columns} for r in rows]) for name, rows in splits.items()}, meta
+    return {name: [{k: r[k] for k in columns} for r in rows] for name, rows in splits.items()}, meta
 
 
 def tokenize(captions, cfg: Config, text_model: str | None = None) -> dict[str, np.ndarray]:

@@ -55,14 +55,12 @@ def read_splits(data_dir: str, cfg: Config) -> tuple[dict[str, list[dict]], dict
 
 
 def build_datasets(cfg: Config):
-    """Ray datasets of {image_path, tokens, reference, id, stage} rows by split, and meta."""
-    import ray.data
-
+    """{image_path, tokens, reference, id, stage} rows by split, and meta."""
     splits, meta = read_splits(cfg.data_dir or str(synthetic_dataset(cfg)), cfg)
     index = {word: i for i, word in enumerate(meta["vocab"])}
     sys.stdout.write(f"[xr2text] {meta['image_encoder']}; vocabulary {len(index)} words; "
                      f"train studies by stage {meta['stages']['train']}\n")
-    return {name: ray.data.from_items(data.rows_of(split, index, cfg.max_tokens)) for name, split in splits.items()}, meta
+    return {name: data.rows_of(split, index, cfg.max_tokens) for name, split in splits.items()}, meta
 
 
 def preprocess(batch: dict[str, np.ndarray], cfg: Config) -> dict[str, np.ndarray]:
