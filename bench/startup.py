@@ -13,7 +13,11 @@ Both commands run as subprocesses; each output line is stamped as it arrives (be
   "Ray dashboard" line), data (Ray Data preprocessing, to "rows:"), run directory (to "run
   directory:"), Train workers and model (to the start of epoch 1 = the epoch line's arrival minus
   its ``epoch_s`` from history.csv), first epoch (on the smoke tier, 3 steps and validation).
-Ratio = platform / plain seconds to the first training step (start of the first step).
+- bare Ray Train (``python -m bench.bare_trainer``): the same imports and a local Ray, then a
+  one-worker ``TorchTrainer`` whose function only reports: the floor under any command that trains
+  on Ray Train, the platform's or anyone's.
+Ratio = platform / plain seconds to the first training step (start of the first step);
+``floor_ratio`` = bare Ray Train / plain, ``platform_vs_floor`` = platform / bare Ray Train.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from bench.common import (
 SETTINGS = {"small": 1, "full": 3}
 TIMEOUT_S = 900
 PLAIN_STAGES = ("imports", "data", "model", "first_step")
+BARE_STAGES = ("imports", "ray_start", "first_step", "fit_returned")
 PLATFORM_MARKS = (("imports + Ray start", "Ray dashboard:"), ("data", "[asl] rows:"),
                   ("run directory", "[asl] run directory:"))
 
@@ -44,6 +49,13 @@ def plain_stages() -> dict[str, float]:
     run = run_timed(["-m", "bench.plain_loop", "--tier", "smoke"], child_env(), TIMEOUT_S)
     require_success(run, "python -m bench.plain_loop")
     return {name: run.first(f"stage {name}") for name in PLAIN_STAGES}
+
+
+def bare_stages() -> dict[str, float]:
+    """Seconds since the command at which each stage of the bare Ray Train run ended."""
+    run = run_timed(["-m", "bench.bare_trainer"], child_env(), TIMEOUT_S)
+    require_success(run, "python -m bench.bare_trainer")
+    return {name: run.first(f"stage {name}") for name in BARE_STAGES}
 
 
 def platform_stages(storage: Path, name: str) -> dict[str, float]:
@@ -80,18 +92,25 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-startup-") as storage:
         plain = medians([plain_stages() for _ in range(repeats)])
         platform = medians([platform_stages(Path(storage), f"startup-{i}") for i in range(repeats)])
-    plain_to_step, platform_to_step = plain["model"], platform["Train workers + model"]
+    bare = medians([bare_stages() for _ in range(repeats)])
+    plain_to_step, platform_to_step, bare_to_step = plain["model"], platform["Train workers + model"], bare["first_step"]
     rows = [(f"plain: {stage}", f"{seconds:6.2f}s") for stage, seconds in durations(plain).items()]
     rows += [(f"platform: {stage}", f"{seconds:6.2f}s") for stage, seconds in durations(platform).items()]
+    rows += [(f"bare Ray Train: {stage}", f"{seconds:6.2f}s") for stage, seconds in durations(bare).items()]
     rows += [
-        ("to the first step", f"plain {plain_to_step:.2f}s, platform {platform_to_step:.2f}s"),
+        ("to the first step", f"plain {plain_to_step:.2f}s, platform {platform_to_step:.2f}s, "
+                              f"bare Ray Train {bare_to_step:.2f}s"),
         ("ratio platform/plain", f"{platform_to_step / plain_to_step:.2f}"),
+        ("ratio bare Ray Train/plain", f"{bare_to_step / plain_to_step:.2f} (the floor of the ratio above)"),
+        ("ratio platform/bare Ray Train", f"{platform_to_step / bare_to_step:.2f}"),
         ("imports + Ray start", (f"{platform['imports + Ray start'] / platform_to_step:.0%} of the platform's time "
                                 "to the first step")),
     ]
     print_summary(f"start-up: asl smoke tier, median of {repeats} run(s) each", rows,
                   ["platform 'exit' = after the first epoch until the command returns (best model, plots, manifest)"],
                   headline={"first_step_ratio": round(platform_to_step / plain_to_step, 3),
+                            "floor_ratio": round(bare_to_step / plain_to_step, 3),
+                            "platform_vs_floor": round(platform_to_step / bare_to_step, 3),
                             "plain_to_step_s": round(plain_to_step, 2), "platform_to_step_s": round(platform_to_step, 2),
                             "repeats": repeats})
     return 0

@@ -2,7 +2,7 @@
 
 A search space writes ``SPACE = {"lr": loguniform(1e-4, 3e-3), "dim": choice([64, 128])}``;
 ``python -m platform.tune asl`` turns each into the ``ray.tune`` distribution of the same name
-(``platform/sweep_space.py``), which it also accepts as they are.
+(``platform/tune/space.py``), which it also accepts as they are.
 """
 
 from __future__ import annotations

@@ -78,10 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     from platform import artifacts
 
     cfg, meta, model = artifacts.load_run(Path(args.run_dir), trainable)
-    torch.set_grad_enabled(False)
     started = time.perf_counter()
     # One call: a trainable may read several arguments as one input (an image and its caption).
-    predictions = trainable.predict(model, args.inputs, cfg, meta, **options)
+    with torch.inference_mode():
+        predictions = trainable.predict(model, args.inputs, cfg, meta, **options)
     milliseconds = (time.perf_counter() - started) * 1000 / max(1, len(predictions))
     for prediction in predictions:
         if args.json:

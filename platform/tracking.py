@@ -27,7 +27,7 @@ SWEEP_FILE = "tracking.json"
 # What a finished run's MLflow run gets besides its plots (a trial: its manifest and config).
 RUN_FILES = (run_files.MANIFEST_FILE, run_files.CONFIG_FILE, run_files.HISTORY_FILE, run_files.BEST_MODEL_FILE)
 TRIAL_FILES = (run_files.MANIFEST_FILE, run_files.CONFIG_FILE)
-# A sweep's files its parent MLflow run gets (platform/tune.py writes them).
+# A sweep's files its parent MLflow run gets (platform/tune/cli.py writes them).
 SWEEP_FILES = ("sweep.json", "results.csv", "best.json", "pareto.png")
 
 

@@ -21,6 +21,7 @@ from platform.stream import as_batch
 from search_spaces.asl import TIERS
 from trainables import asl
 from trainables.asl import landmarks, synthetic
+from trainables.asl.model import depthwise_windowed
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "asl"
 SAMPLE_PRESENT = (SAMPLE / "train.csv").is_file()
@@ -317,6 +318,14 @@ def test_a_prediction_over_the_sequences_own_frames_is_the_padded_ones(synthetic
     batched = asl.predict(model, [short, long], cfg, meta)[0]["top"]
     assert [t["label"] for t in alone] == [t["label"] for t in batched]
     assert [t["prob"] for t in alone] == pytest.approx([t["prob"] for t in batched], abs=1e-5)
+
+
+@pytest.mark.parametrize("kernel, dilation", [(17, 1), (17, 4), (4, 2), (1, 1)])
+def test_the_windowed_depthwise_convolution_of_short_inputs_is_the_convolution(kernel, dilation):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(6, 6, kernel, padding="same", dilation=dilation, groups=6)
+    x = torch.randn(2, 6, 9)
+    assert torch.allclose(depthwise_windowed(x, conv), conv(x), atol=1e-6)
 
 
 def test_dropout_schedule_rises_then_late_dropout_switches_on():

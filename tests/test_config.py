@@ -12,7 +12,8 @@ import typing
 import pytest
 
 from platform import config as config_lib
-from platform import registry, sweep_space
+from platform import registry
+from platform.tune import space as sweep_space
 from platform.errors import UserError
 from conftest import REPO
 

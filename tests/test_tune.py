@@ -222,7 +222,9 @@ def _tier_configs(tiers, config_values=None):
 
 def test_each_tier_s_own_configuration_is_suggested_first_and_trains_the_tier_exactly():
     from platform import config as config_lib
-    from platform import registry, sweep_space, sweep_trial
+    from platform import registry
+    from platform.tune import space as sweep_space
+    from platform.tune import trial as sweep_trial
     from ray.tune.search.optuna import OptunaSearch
     from search_spaces import asl
 
@@ -244,7 +246,7 @@ def test_each_tier_s_own_configuration_is_suggested_first_and_trains_the_tier_ex
 
 
 def test_config_file_values_come_after_the_tier_and_before_the_sampled_values():
-    from platform import sweep_trial
+    from platform.tune import trial as sweep_trial
 
     config_values = {"epochs": 3, "lr": 1e-5, "label_smoothing": 0.1}
     own, _ = sweep_trial.trial_config("asl", {"tier": "smoke", "tier_default": True, "lr": 2e-3}, ["smoke"],
@@ -261,7 +263,7 @@ def _trials(*configs):
 
 
 def test_asha_judges_a_trial_halfway_through_its_own_tier_against_that_tier_only(tmp_path):
-    from platform.sweep_results import RecordingASHA
+    from platform.tune.results import RecordingASHA
 
     scheduler = RecordingASHA(tmp_path / "asha_stopped.json", metric="val/acc", mode="max")
     own, poor, short_a, short_b = _trials({"tier": "fast", "tier_default": True}, {"tier": "fast", "lr": 1e-4},
@@ -281,7 +283,7 @@ def test_asha_judges_a_trial_halfway_through_its_own_tier_against_that_tier_only
 
 
 def test_asha_never_stops_a_tier_s_own_configuration(tmp_path):
-    from platform.sweep_results import RecordingASHA
+    from platform.tune.results import RecordingASHA
 
     scheduler = RecordingASHA(tmp_path / "asha_stopped.json", metric="val/acc", mode="max")
     good, own, poor = _trials({"tier": "fast", "lr": 1e-3}, {"tier": "fast", "tier_default": True},
@@ -321,9 +323,9 @@ def _frame(rows):
     ],
 )
 def test_the_best_trial_is_saved_only_when_it_beats_its_own_tier_s_configuration(rows, saved, line):
-    from platform.sweep_best import judge
-    from platform.sweep_results import best_index
-    from platform.sweep_space import Objective
+    from platform.tune.best import judge
+    from platform.tune.results import best_index
+    from platform.tune.space import Objective
 
     frame = _frame(rows)
     objective = Objective("val/acc", "max")
@@ -332,8 +334,8 @@ def test_the_best_trial_is_saved_only_when_it_beats_its_own_tier_s_configuration
 
 
 def test_a_loss_objective_is_judged_in_its_direction():
-    from platform.sweep_best import judge
-    from platform.sweep_space import Objective
+    from platform.tune.best import judge
+    from platform.tune.space import Objective
 
     frame = pd.DataFrame({"trial_id": ["a", "b"], "tier": ["fast", "fast"], "tier_default": [True, False],
                           "status": ["completed", "completed"], "val/loss": [0.8, 0.7]})

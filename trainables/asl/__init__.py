@@ -122,7 +122,7 @@ def predict(model: nn.Module, inputs: list[str], cfg: Config, meta: dict) -> lis
     mask = torch.arange(longest)[None, :] < torch.tensor([len(s) for s in sequences])[:, None]
     x, mask = x.to(device), mask.to(device)
     model.eval()
-    with torch.no_grad():
+    with torch.inference_mode():
         probs = model(x, mask).float().softmax(dim=1).cpu()
     top = probs.topk(min(5, len(classes)), dim=1)
     return [

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from platform import config as config_lib
 from platform import registry
-from platform import sweep_space as space_lib
+from platform.tune import space as space_lib
 from platform.errors import UserError
 
 

@@ -1,7 +1,7 @@
 """The sweep's trial table: one row a trial (tier, sampled values, epoch, metric, state).
 
 Printed by ``python -m platform.tune asl --tiers smoke,fast`` (``SweepCallback`` in
-``platform/sweep_results.py``) instead of every Train worker's epoch lines, which trials running
+``platform/tune/results.py``) instead of every Train worker's epoch lines, which trials running
 side by side would interleave, unnamed, and Ray would fold into "[repeated 2x across cluster]".
 A table is printed when a trial starts, as results come in (at most every ``EVERY_S`` seconds)
 and once the sweep ends.
@@ -10,7 +10,7 @@ and once the sweep ends.
 from __future__ import annotations
 
 import time
-from platform.sweep_space import TIER_DEFAULT
+from platform.tune.space import TIER_DEFAULT
 from typing import Any
 
 EVERY_S = 15.0

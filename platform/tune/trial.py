@@ -18,7 +18,7 @@ from pathlib import Path
 from platform import artifacts, checkpoints, cluster, data, registry, tracking
 from platform import config as config_lib
 from platform import trainer as trainer_lib
-from platform.sweep_space import TIER_DEFAULT
+from platform.tune.space import TIER_DEFAULT
 from typing import Any
 
 import ray.tune

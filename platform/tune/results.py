@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 from platform import artifacts, checkpoints
 from platform.errors import find_user_error
-from platform.sweep_space import TIER_DEFAULT, Objective
-from platform.sweep_table import TrialTable, short
-from platform.sweep_trial import DONE_FILE, TRIALS_DIR
+from platform.tune.space import TIER_DEFAULT, Objective
+from platform.tune.table import TrialTable, short
+from platform.tune.trial import DONE_FILE, TRIALS_DIR
 from typing import Any
 
 import numpy as np

@@ -35,7 +35,7 @@ from platform.run import DEFAULT_MAX_FAILURES, DEFAULT_STORAGE
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from platform.sweep_plan import Plan
+    from platform.tune.plan import Plan
 
 DEFAULT_TRIALS = 8
 DEFAULT_KEEP_BEST = 3
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     name = args.name or f"{(args.tiers or registry.DEFAULT_TIER).replace(',', '-')}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     sweep_dir = storage / args.stem / "sweeps" / name
     chosen = settings(args, sweep_dir)
-    from platform.sweep_plan import Plan  # Optuna and Ray Tune: not imported to print --help
+    from platform.tune.plan import Plan  # Optuna and Ray Tune: not imported to print --help
 
     plan = Plan(args.stem, chosen, storage)
     if args.dry_run:
@@ -125,8 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         print("dry run: no trial was started")
         return 0
 
-    from platform import cluster, sweep_runner
-    from platform.sweep_trial import TRIAL_DRIVER_CPU
+    from platform import cluster
+    from platform.tune import runner as sweep_runner
+    from platform.tune.trial import TRIAL_DRIVER_CPU
 
     trackers = tracking.for_sweep(args.tracker, sweep_dir, str(storage), args.stem, args.resume)
     dashboard = cluster.start(args.address, verbose=args.verbose)

@@ -17,9 +17,9 @@ import matplotlib
 matplotlib.use("Agg")  # sweeps have no display; must precede pyplot
 from platform import artifacts, checkpoints, registry
 from platform import config as config_lib
-from platform.sweep_results import ASHA, COMPLETED, ERROR
-from platform.sweep_space import TIER_DEFAULT, Objective
-from platform.sweep_trial import latest_state
+from platform.tune.results import ASHA, COMPLETED, ERROR
+from platform.tune.space import TIER_DEFAULT, Objective
+from platform.tune.trial import latest_state
 
 import matplotlib.pyplot as plt
 import numpy as np

@@ -1,7 +1,7 @@
 """Runs the sweep planned by ``python -m platform.tune asl ...``: the Tuner, then what it leaves.
 
 Optuna (TPE, define-by-run over the tier and the space) behind a ``ConcurrencyLimiter``; ASHA on
-the first objective when asked; the trials of ``platform/sweep_trial.py``. ``--resume`` restores
+the first objective when asked; the trials of ``platform/tune/trial.py``. ``--resume`` restores
 the Tuner from the sweep directory (``Tuner.restore``), so finished trials are not run again and
 interrupted ones continue from their own checkpoints.
 """
@@ -9,9 +9,11 @@ interrupted ones continue from their own checkpoints.
 from __future__ import annotations
 
 from pathlib import Path
-from platform import artifacts, data, sweep_best, sweep_trial
+from platform import artifacts, data
+from platform.tune import best as sweep_best
+from platform.tune import trial as sweep_trial
 from platform import config as config_lib
-from platform.sweep_results import (
+from platform.tune.results import (
     ASHA_FILE,
     COMPLETED,
     RESULTS_FILE,
@@ -20,7 +22,7 @@ from platform.sweep_results import (
     best_index,
     pareto_mask,
 )
-from platform.sweep_space import TIER_DEFAULT, DefineByRun, Objective, format_duration, tier_default_points
+from platform.tune.space import TIER_DEFAULT, DefineByRun, Objective, format_duration, tier_default_points
 from typing import Any
 
 import optuna
@@ -43,7 +45,7 @@ def trial_dirname(trial: Any) -> str:
 
 def asha(plan: Any, sweep_dir: Path) -> RecordingASHA:
     """ASHA on the first objective, a bracket a tier, first judging a trial halfway through its own
-    epochs (``platform/sweep_results.py`` says why)."""
+    epochs (``platform/tune/results.py`` says why)."""
     objective = plan.objectives[0]
     return RecordingASHA(sweep_dir / ASHA_FILE, metric=objective.metric, mode=objective.mode)
 

@@ -23,7 +23,7 @@ from typing import Any
 import optuna
 from ray.tune.search.optuna import OptunaSearch
 
-# Added to what the trainable reports by the sweep (platform/sweep_trial.py).
+# Added to what the trainable reports by the sweep (platform/tune/trial.py).
 SWEEP_METRICS = {"train_s": "min", "params": "min"}
 # Reported by every trainable through platform/worker.py.
 WORKER_METRICS = {"epoch_s": "min"}
@@ -74,7 +74,7 @@ def check_metric(metric: str, trainable: ModuleType) -> None:
     """Only what a trial reports: the trainable's metrics (``val/*``, ``train/*``) and the sweep's.
 
     A ``val/x`` the trainable turns out not to report is caught on the first result
-    (``platform/sweep_results.py``); this check catches typos before anything runs.
+    (``platform/tune/results.py``); this check catches typos before anything runs.
     """
     known = [trainable.METRIC[0], "val/loss", "train/loss", *SWEEP_METRICS, *WORKER_METRICS]
     if metric in known or re.fullmatch(r"(val|train)/[A-Za-z0-9_.-]+", metric):

@@ -1,0 +1,13 @@
+"""Sweeps with Ray Tune and Optuna, behind ``python -m platform.tune asl --tiers smoke,fast``.
+
+Modules: ``cli`` (arguments, settings, ``main``), ``plan`` (what is checked before Ray starts and
+the dry run's estimate), ``space`` (the search space, objectives, Optuna's define-by-run space
+with each tier's own configuration first), ``runner`` (the Tuner, its searcher and scheduler, the
+sweep's end), ``trial`` (one trial: its config and its Ray Train run), ``results`` (results.csv,
+ASHA's record, the best trial), ``best`` (best.json, the Pareto plot, the saved tier) and
+``table`` (the live trial table).
+"""
+
+from platform.tune.cli import main
+
+__all__ = ["main"]
