@@ -7,7 +7,7 @@ a reply, 8 requests at a time where a method has that knob. Run from the reposit
 
 The server is tests/openai_server.py's ``FakeOpenAI`` behind a token-bucket rpm limit
 (bench/limited_server.py: 429 with Retry-After once over it). The posts are a synthetic posts.csv
-with one tiny distinct JPEG each, in the seed's social layout (platform/labeling/inputs.py), in a
+with one tiny distinct JPEG each, in the seed's social layout (platform/label/inputs.py), in a
 temporary folder. Methods, one after another on the same server:
 - seed: a ThreadPoolExecutor of 8 calling the synchronous ``openai`` client (its default 2 retries);
 - ray.data.llm: ``build_processor(HttpRequestProcessorConfig(url, qps=<limit>, max_retries=4))``,
@@ -40,8 +40,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from platform.labeling.reply import ReplyError
-from platform.labeling.task import load as load_task
+from platform.label.reply import ReplyError
+from platform.label.task import load as load_task
 
 import openai
 import pandas as pd

@@ -14,7 +14,7 @@ import math
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from platform.labeling.task import load as load_task
+from platform.label.task import load as load_task
 
 import openai
 import pandas as pd

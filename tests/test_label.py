@@ -29,7 +29,7 @@ os.environ["OPENROUTER_API_KEY"] = KEY
 PRICES = ["--price-in", "1", "--price-out", "1"]  # 1000 + 20 tokens a request: $0.00102
 COST_PER_REQUEST = (PROMPT_TOKENS + 20) / 1e6
 RPM = 600
-# One second's worth of requests may go at once (platform/labeling/gate.py), plus one for timer slack.
+# One second's worth of requests may go at once (platform/label/gate.py), plus one for timer slack.
 BURST = RPM // 60 + 1
 SCRIPT = {
     "#flaky": ["429", "500"],
@@ -175,7 +175,7 @@ def test_answers_cached_from_one_api_are_not_reused_for_another(synthetic):
 
 
 def test_the_api_in_the_cache_key_is_spelled_one_way_and_a_malformed_one_is_refused(tmp_path):
-    from platform.labeling.inputs import provider
+    from platform.label.inputs import provider
 
     assert provider("HTTPS://OpenRouter.AI:443/api/v1/") == provider("https://openrouter.ai/api/v1") \
         == "https://openrouter.ai/api/v1"
@@ -334,7 +334,7 @@ def test_a_killed_run_resumes_without_paying_twice_and_the_ledger_counts_both_ru
         while seen != server.call_count:
             seen = server.call_count
             time.sleep(2.0)
-        from platform.labeling import answers
+        from platform.label import answers
 
         cached = answers.load(folder / "labeled" / "cache")
         assert 0 < len(cached) < len(captions)
@@ -420,9 +420,9 @@ def test_an_unreachable_server_aborts_with_one_error_line(tmp_path, ray_address)
 
 
 def test_replies_are_parsed_leniently_and_validated_strictly():
-    from platform.labeling.reply import ReplyError
-    from platform.labeling.task import load
-    from platform.labeling.labeler import RETRY_AFTER_CAP_S, retry_after, retry_after_cap
+    from platform.label.reply import ReplyError
+    from platform.label.task import load
+    from platform.label.labeler import RETRY_AFTER_CAP_S, retry_after, retry_after_cap
 
     parse_reply = load("gender_bias").parse
     assert parse_reply('```json\n{"score": 7, "reason": "ok"}\n```') == (7.0, "ok")

@@ -59,7 +59,7 @@ def test_a_batch_run_labels_every_row_at_the_batch_price_and_a_rerun_sends_nothi
     # One upload, one batch, one line a row: the online request's body, its custom_id the cache key.
     assert len(batches) == 1 and sum(f["purpose"] == "batch" for f in files.values()) == 1
     assert sorted(paid(server)) == sorted(captions)
-    from platform.labeling import answers
+    from platform.label import answers
 
     cached = answers.load(folder / "labeled" / "cache")
     assert sorted(line["custom_id"] for line in lines) == sorted(cached)
@@ -154,8 +154,8 @@ def test_an_expiring_and_a_partly_failing_batch_pay_once_for_each_row(tmp_path):
 
 def row_estimate_usd(caption: str) -> float:
     """The most one row may cost at the batch price of PRICES: its prompt estimate and all of max_tokens."""
-    from platform.labeling import prompt
-    from platform.labeling.task import load
+    from platform.label import prompt
+    from platform.label.task import load
 
     tokens = load("gender_bias").request_tokens(caption, prompt.IMAGE_TOKENS_LOW_DETAIL)
     return tokens * 0.5 / 1e6
@@ -226,8 +226,8 @@ def test_a_rejected_key_is_one_error_line_and_never_written(tmp_path):
 
 
 def test_rows_past_a_batchs_line_or_byte_limit_go_to_another_input_file(tmp_path, monkeypatch):
-    from platform.labeling import batch, batch_files
-    from platform.labeling.task import load
+    from platform.label import batch, batch_files
+    from platform.label.task import load
 
     task = load("gender_bias")
     write_posts(tmp_path, [f"split post {i}" for i in range(5)])

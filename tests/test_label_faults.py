@@ -158,7 +158,7 @@ def test_actors_with_another_key_than_the_driver_stop_the_job_with_one_error_lin
     assert last_line(result.stderr) == (
         "error: the Ray workers have another API key than the driver's in their environment: on a cluster, set "
         "OPENROUTER_API_KEY (or OPENAI_API_KEY) where `ray start` runs on every node, never in a runtime_env "
-        "(see platform/labeling/secret.py)")
+        "(see platform/label/secret.py)")
     assert "sk-the-drivers-key" not in result.stdout + result.stderr
 
 

@@ -79,6 +79,6 @@ def test_an_api_refusing_response_format_is_asked_without_it_and_no_row_suffers(
     assert len(calls) == len(answered) + len(refusals) and quarantine.empty
     assert sorted(labels["score"]) == sorted(expected_score(c) for c in captions)  # fenced replies too
     assert ledger["attempt_failures_by_kind"] == {"http_400": len(refusals)} and ledger["retries"] == 0
-    from platform.labeling.reply import refused
+    from platform.label.reply import refused
 
     assert refused(400, "Invalid parameter: response_format") and not refused(400, "max_tokens is too large")

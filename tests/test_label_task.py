@@ -88,12 +88,12 @@ def test_an_unknown_or_incomplete_task_is_one_error_before_any_work(tmp_path, mo
     assert incomplete.returncode == 2
     assert last_line(incomplete.stderr) == (
         "error: labeling task half_task lacks Reply, LABEL, COLUMNS, TEXT_PREFIX, GENERATION, INPUT_FILE "
-        "(see platform/labeling/task.py for what a task module holds)")
+        "(see platform/label/task.py for what a task module holds)")
     assert not (folder / "labeled").exists()
 
 
 def test_the_gender_bias_task_loads_without_importing_torch():
-    code = ("import sys; from platform.labeling.task import load; task = load(None); "
+    code = ("import sys; from platform.label.task import load; task = load(None); "
             "print(task.module, task.label, 'torch' in sys.modules)")
     shown = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert shown.stdout.split() == ["trainables.gender_bias.labeling", "score", "False"]

@@ -8,6 +8,9 @@ ASHA's record, the best trial), ``best`` (best.json, the Pareto plot, the saved 
 ``table`` (the live trial table).
 """
 
-from platform.tune.cli import main
 
-__all__ = ["main"]
+def main(argv: list[str] | None = None) -> int:
+    """``python -m platform.tune``, imported here only when called."""
+    from platform.tune.cli import main as cli_main
+
+    return cli_main(argv)

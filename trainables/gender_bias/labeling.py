@@ -1,6 +1,6 @@
 """The gender-bias labeling task: what ``python -m platform.label posts.csv --task gender_bias`` asks.
 
-The platform's labeler is generic (platform/labeling/task.py says what a task module holds); this
+The platform's labeler is generic (platform/label/task.py says what a task module holds); this
 module is everything it knows about gender bias: the prompt, the reply schema with its 0-10 score,
 and the columns of the seed's posts.csv. Its labels.csv is what ``python -m platform.run gender_bias
 --data DIR`` reads (trainables/gender_bias/data.py). No torch here: the labeler's driver and its Ray

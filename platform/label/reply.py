@@ -1,10 +1,10 @@
 """Checking a labeling model's reply against its task's pydantic model, and asking the API for it.
 
-Used by ``python -m platform.label posts.csv``: platform/labeling/labeler.py sends
+Used by ``python -m platform.label posts.csv``: platform/label/labeler.py sends
 ``response_format(task.reply)`` (the API's structured-output mode: OpenAI-compatible
 ``json_schema``, strict) until the API refuses it (``refused``), and every reply, structured or found
-by the tolerant parser (platform/labeling/prompt.py), is validated by ``validate`` with a specific
-reason. The reply model itself is the task's (platform/labeling/task.py).
+by the tolerant parser (platform/label/prompt.py), is validated by ``validate`` with a specific
+reason. The reply model itself is the task's (platform/label/task.py).
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
 """The files of a Batch-API labeling run: the saved batch ids, the JSONL requests, the result lines.
 
-Used by ``python -m platform.label posts.csv --batch`` (platform/labeling/batch.py runs the batches).
+Used by ``python -m platform.label posts.csv --batch`` (platform/label/batch.py runs the batches).
 
 - ``<out>/batches.json`` (``State``): every input file and batch this output folder has asked for,
   rewritten atomically (write, fsync, rename) the moment an id exists, so a driver killed at any
   point leaves the ids a re-run needs to resume polling instead of paying again. It holds ids,
   counts and statuses only: never the key, never an image.
 - ``request_line``: one JSONL line of the input file, ``custom_id`` the row's cache key and ``body``
-  what online mode sends (the task's ``request``: platform/labeling/task.py), so a result maps back
+  what online mode sends (the task's ``request``: platform/label/task.py), so a result maps back
   to the cache exactly.
 - ``read_result``: one line of a batch's output or error file as the cache record online mode
   writes (labeled, or quarantined with its specific reason) and the attempt it was for the ledger.
@@ -20,8 +20,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from platform.labeling import reply
-from platform.labeling.task import Task
+from platform.label import reply
+from platform.label.task import Task
 
 BATCH_DISCOUNT = 0.5  # OpenAI's Batch API price: half the online price
 DEFAULT_POLL_S = 30.0

@@ -28,7 +28,7 @@ from types import ModuleType
 from typing import Any
 
 from platform.errors import UserError
-from platform.labeling import prompt, reply
+from platform.label import prompt, reply
 
 REQUIRED = ("VERSION", "SYSTEM", "Reply", "LABEL", "COLUMNS", "TEXT_PREFIX", "GENERATION", "INPUT_FILE")
 COLUMN_ROLES = ("id", "image", "text")
@@ -37,7 +37,7 @@ GENERATION_KEYS = ("temperature", "max_tokens", "image_detail")
 
 @dataclass(frozen=True)
 class Task:
-    module: str  # the task module's name: the ledger's ``task``; pickled by value for the actors (platform/label.py)
+    module: str  # the task module's name: the ledger's ``task``; pickled by value for the actors (platform/label/cli.py)
     version: str
     system: str
     reply: Any  # the pydantic model class
@@ -86,7 +86,7 @@ def load(name: str | None) -> Task:
     missing = [attribute for attribute in REQUIRED if not hasattr(module, attribute)]
     if missing:
         raise UserError(f"labeling task {module.__name__} lacks {', '.join(missing)} "
-                        "(see platform/labeling/task.py for what a task module holds)")
+                        "(see platform/label/task.py for what a task module holds)")
     columns, generation = dict(module.COLUMNS), dict(module.GENERATION)
     if sorted(columns) != sorted(COLUMN_ROLES) or sorted(generation) != sorted(GENERATION_KEYS):
         raise UserError(f"labeling task {module.__name__}: COLUMNS needs exactly {', '.join(COLUMN_ROLES)} and "

@@ -4,8 +4,8 @@ Used by ``python -m platform.label posts.csv --rpm 600 --tpm 200000 --concurrenc
 However many Ray Data actors run, each attempt (first tries and retries alike) first awaits
 ``acquire``: a row this job has already answered is not sent again (its answer is returned: an
 actor that Ray restarted re-runs its whole batch); a concurrency slot is leased to the asking
-process, so a dead one's come back (platform/labeling/leases.py); the tokens-per-minute bucket
-(platform/labeling/tokens.py) takes the request's estimate; an ``aiolimiter.AsyncLimiter`` grants
+process, so a dead one's come back (platform/label/leases.py); the tokens-per-minute bucket
+(platform/label/tokens.py) takes the request's estimate; an ``aiolimiter.AsyncLimiter`` grants
 at most one second's worth of requests at once and then the configured rate, so any 60 s window
 holds at most ``rpm + burst`` requests; a 429's Retry-After pauses every worker, since the server
 meant the whole key. ``done`` ends the attempt: it settles the tokens from the reply's usage, keeps
@@ -29,9 +29,9 @@ from typing import Any
 import ray
 from aiolimiter import AsyncLimiter
 
-from platform.labeling import answers
-from platform.labeling.leases import HEARTBEAT_S, Leases
-from platform.labeling.tokens import TokenBucket
+from platform.label import answers
+from platform.label.leases import HEARTBEAT_S, Leases
+from platform.label.tokens import TokenBucket
 
 # Attempt kinds that mean the server sent something back: it is reachable, whatever it said.
 NO_ANSWER = ("connection_error", "timeout")

@@ -6,7 +6,7 @@
         [--allow-outside-images] [--batch [--poll S] [--batch-discount F]]
 
 What is asked is the task's (``--task``: a trainable with a ``labeling.py``, or a module of yours;
-platform/labeling/task.py): its prompt, its reply schema, its columns. For ``gender_bias`` (the only
+platform/label/task.py): its prompt, its reply schema, its columns. For ``gender_bias`` (the only
 one today, so the default) the source is a posts.csv (post_id, image_path, caption, ...) or the
 folder holding it; each uncached row's image (base64 data URL) and caption go to ``--model``, and
 the reply must be a JSON object with a numeric ``score`` in 0..10 and a short ``reason``. Writes, in
@@ -17,7 +17,7 @@ over every run into ``--out``, killed ones included, from the attempt logs in ``
 keeps every answer in ``<out>/cache/`` the moment it arrives, so a re-run or a run resumed after a
 kill never pays twice. Answers are cached per API (``--base-url``): a run against a test server
 never serves a real one. ``--rpm``/``--rps``, ``--tpm`` and ``--concurrency`` hold for the whole
-job, however many actors run (one Ray actor grants every request; see platform/labeling/gate.py).
+job, however many actors run (one Ray actor grants every request; see platform/label/gate.py).
 ``--tpm`` counts what the provider counts: each request's prompt (text at 4 characters a token,
 images by OpenAI's rule for the detail level used, or ``--image-tokens``) plus its ``max_tokens``,
 taken before the send and corrected from the reply's usage. A Labeler actor that dies is
@@ -26,14 +26,14 @@ concurrency slots the dead process held come back. A 429's Retry-After pauses th
 ``--timeout`` seconds (at most 60), said in one line when the server asked for longer. An
 ``image_path`` outside the source folder is refused (exit 2) unless ``--allow-outside-images``.
 ``--batch`` sends the same requests through the Batch API at its lower price, without Ray, and
-resumes the batches a killed driver left (platform/labeling/batch.py).
+resumes the batches a killed driver left (platform/label/batch.py).
 
 Exit codes: 0 done (quarantined rows included); 2 a user error (bad input, no API key, key
 rejected, server never reachable), as one ``error: ...`` line; 3 stopped at ``--budget-usd``: the rows
 left are reported as not labeled, and running again with a higher budget finishes them (cached rows
 are free). The key is read from OPENROUTER_API_KEY or OPENAI_API_KEY and never printed or written;
 the Ray actors read it from their own environment, never through Ray: on a cluster, set it where
-``ray start`` runs on every node, not in a runtime_env (platform/labeling/secret.py).
+``ray start`` runs on every node, not in a runtime_env (platform/label/secret.py).
 """
 
 from __future__ import annotations
@@ -49,10 +49,10 @@ from typing import Any
 
 from platform import progress
 from platform.errors import UserError, exit_on_user_error
-from platform.labeling import batch_files
-from platform.labeling import answers, inputs, ledger, prompt, report, secret
-from platform.labeling.task import Task
-from platform.labeling.task import load as load_task
+from platform.label import batch_files
+from platform.label import answers, inputs, ledger, prompt, report, secret
+from platform.label.task import Task
+from platform.label.task import load as load_task
 
 DEFAULT_MODEL = "openai/gpt-4o-mini"
 DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="send images whose image_path is outside the source folder (refused by default)")
     parser.add_argument("--batch", action="store_true",
                         help="send through the Batch API (upload, create, poll, download) at its lower price; a "
-                             "re-run resumes the saved batches (platform/labeling/batch.py)")
+                             "re-run resumes the saved batches (platform/label/batch.py)")
     parser.add_argument("--poll", type=float, default=batch_files.DEFAULT_POLL_S,
                         help=f"--batch: seconds between polls of a batch (default {batch_files.DEFAULT_POLL_S:g})")
     parser.add_argument("--batch-discount", type=float, default=batch_files.BATCH_DISCOUNT,
@@ -213,8 +213,8 @@ def label_remote(task: Task, todo: list[dict], args, rps: float, price, key_dige
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from platform import cluster
-    from platform.labeling.gate import Gate, Limits
-    from platform.labeling.labeler import Labeler, Settings
+    from platform.label.gate import Gate, Limits
+    from platform.label.labeler import Labeler, Settings
 
     cluster.start(args.address, verbose=args.verbose)
     # The task travels by value: a user's task module need not be installed on the nodes, and a
@@ -229,7 +229,7 @@ def label_remote(task: Task, todo: list[dict], args, rps: float, price, key_dige
         backoff_s=args.backoff, price_in=price[0] if price else 0.0, price_out=price[1] if price else 0.0,
         openrouter="openrouter.ai" in args.base_url,
         # Never the key: all that goes to Ray is pickled into the object store. The actors read
-        # it from their own environment (platform/labeling/secret.py).
+        # it from their own environment (platform/label/secret.py).
         key_digest=key_digest, task=task,
     )
     import pandas as pd
@@ -269,7 +269,7 @@ def label_remote(task: Task, todo: list[dict], args, rps: float, price, key_dige
 def _tell_capped(stats: dict, timeout_s: float) -> bool:
     """One line once the server asked for a longer pause than we give: else the wait looks like a hang
     and rows quarantined as rate_limited look like our fault. Returns whether it printed."""
-    from platform.labeling.labeler import retry_after_cap
+    from platform.label.labeler import retry_after_cap
 
     if not stats.get("retry_after_capped"):
         return False
@@ -308,7 +308,7 @@ def assemble(posts: inputs.Posts, hits: dict, results: dict) -> tuple[list, list
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from platform.labeling import batch as batch_mode  # the openai client: not imported to print --help
+    from platform.label import batch as batch_mode  # the openai client: not imported to print --help
 
     rps = check_args(args)
     task = load_task(args.task)

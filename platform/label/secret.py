@@ -44,4 +44,4 @@ def problem(expected_digest: str) -> str | None:
     seen = "no API key" if key is None else "another API key than the driver's"
     return (f"the Ray workers have {seen} in their environment: on a cluster, set {KEY_VARIABLES[0]} (or "
             f"{KEY_VARIABLES[1]}) where `ray start` runs on every node, never in a runtime_env "
-            "(see platform/labeling/secret.py)")
+            "(see platform/label/secret.py)")

@@ -1,7 +1,7 @@
 """Token counts of a labeling request, and the tolerant reading of a model's reply as JSON.
 
 Used by ``python -m platform.label posts.csv``; what is asked and the reply's schema are the task's
-(platform/labeling/task.py), checking a reply against it is platform/labeling/reply.py.
+(platform/label/task.py), checking a reply against it is platform/label/reply.py.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import math
 import re
 from typing import Any
 
-from platform.labeling.reply import ReplyError, clip
+from platform.label.reply import ReplyError, clip
 
 # Token counts for --dry-run and --tpm: OpenAI's rule for images on gpt-4o-class models (a "low"
 # detail image costs a fixed 85 tokens; "high" adds 170 a 512 px tile); others differ (see --image-tokens).

@@ -6,14 +6,14 @@ Every attempt first asks the shared ``Gate`` actor (rate, tokens, concurrency, b
 the row was answered already: an actor Ray restarted re-runs its whole batch, and those rows must
 not be paid twice), so rows of a batch run concurrently without any actor exceeding the job's
 limits. Each process is a lease holder of its own (a fresh id, heartbeats): the slots of a process
-that dies come back (platform/labeling/leases.py). The API key is read from this process's
-environment, never received through Ray (platform/labeling/secret.py). The openai client makes no
+that dies come back (platform/label/leases.py). The API key is read from this process's
+environment, never received through Ray (platform/label/secret.py). The openai client makes no
 retries of its own: this module retries 429, 5xx, timeouts, connection errors, malformed bodies
 and invalid replies with exponential backoff and full jitter, waiting at least Retry-After (but
 never longer than ``retry_after_cap``: a server asking for a day would stall every worker). A row
 whose attempts end in a connection error is quarantined; only when the server never answered
 anything in the whole job does it end the job ("cannot reach the API").
-Requests ask for the reply schema with ``response_format`` (platform/labeling/reply.py) until the
+Requests ask for the reply schema with ``response_format`` (platform/label/reply.py) until the
 API refuses it with a 400 naming it: the process then asks without it from then on, that row again
 at once (no retry spent, nothing quarantined), and the tolerant parser reads the replies. While a
 process does not know yet, its requests with ``response_format`` go one at a time, so such an API
@@ -35,10 +35,10 @@ import openai
 import pandas as pd
 import ray
 
-from platform.labeling import reply, secret
-from platform.labeling.task import Task
-from platform.labeling.gate import REVOKED
-from platform.labeling.leases import HEARTBEAT_S
+from platform.label import reply, secret
+from platform.label.task import Task
+from platform.label.gate import REVOKED
+from platform.label.leases import HEARTBEAT_S
 
 BACKOFF_CAP_S = 60.0
 # The longest a 429's Retry-After pauses the job, whatever the server asks: past a minute it is a
@@ -57,7 +57,7 @@ class Settings:
     price_out: float
     openrouter: bool
     key_digest: str  # secret.digest of the driver's key: the actors read the key itself from their environment
-    task: Task  # pickled by value (platform/label.py): the actors need not import its module
+    task: Task  # pickled by value (platform/label/cli.py): the actors need not import its module
 
 
 class Fatal(Exception):

@@ -17,7 +17,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from platform.labeling import answers, report
+from platform.label import answers, report
 
 RUNS_DIR = "runs"
 # Attempt kinds the ledger lists by name (the rest of the gate's counters are totals, not failures).

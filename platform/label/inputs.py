@@ -3,7 +3,7 @@ seed's ``posts.csv``: post_id, image_path, caption, ...).
 
 Used by ``python -m platform.label /path/to/social`` (a folder holding the task's ``INPUT_FILE``, or
 the csv itself). Rows are kept under the labeler's own names (``id``, ``image_path``, ``text``);
-platform/labeling/report.py writes them back under the task's.
+platform/label/report.py writes them back under the task's.
 Rows that cannot be sent (missing or unreadable image, a decompression bomb, empty text) are
 found here, before any request, and go straight to quarantine. An ``image_path`` outside the source
 folder is refused as a whole (a posts.csv from elsewhere must not make us send ``~/private.jpg`` to
@@ -25,7 +25,7 @@ import pandas as pd
 
 from platform import progress
 from platform.errors import UserError
-from platform.labeling.task import Task
+from platform.label.task import Task
 # The most pixels the gender_bias trainable decodes: a label for an image it refuses is money wasted.
 from trainables.files import MAX_IMAGE_PIXELS
 

@@ -2,7 +2,7 @@
 
 Used by ``python -m platform.label posts.csv --out DIR``. ``labels.csv`` is the input of the task's
 trainable (``python -m platform.run gender_bias --data DIR``): its id, image, text and label columns
-carry the task's names (platform/labeling/task.py), the rest are the labeler's.
+carry the task's names (platform/label/task.py), the rest are the labeler's.
 """
 
 from __future__ import annotations

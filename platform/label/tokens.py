@@ -3,7 +3,7 @@
 Used by the Gate of ``python -m platform.label posts.csv --tpm 200000``. A provider counts a
 request against its TPM limit before running it, by its prompt and its ``max_tokens`` (the most it
 may write), so that is what each attempt takes from the bucket (the task estimates it:
-platform/labeling/task.py); the reply's ``usage`` then says what the provider counted (its prompt
+platform/label/task.py); the reply's ``usage`` then says what the provider counted (its prompt
 tokens, and ``max_tokens``), and the difference is given back or charged (the level may go below
 zero: later sends wait it off). Our estimate counts 4 characters a token; the provider's tokenizer
 does not, so later sends are charged at the estimate times what replies have shown so far

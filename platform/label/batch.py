@@ -4,7 +4,7 @@
         --model gpt-4o-mini [--poll 30] [--batch-discount 0.5] [--budget-usd X]
 
 The rows the cache does not answer become one JSONL line each (the request online mode would send,
-``custom_id`` the row's cache key; platform/labeling/batch_files.py), uploaded with
+``custom_id`` the row's cache key; platform/label/batch_files.py), uploaded with
 ``files.create(purpose="batch")`` and run by ``batches.create(endpoint="/v1/chat/completions",
 completion_window="24h")`` (several batches past 50,000 lines or 190 MB). The driver polls
 ``batches.retrieve`` every ``--poll`` seconds until the batch is completed, failed, expired or
@@ -27,7 +27,7 @@ price): rows past the budget are not sent (exit 3, as online mode). An API that 
 (read by the tolerant parser), and the folder remembers it.
 
 No Ray here: nothing is sent from workers, so the key stays in the driver, read from its
-environment (platform/labeling/secret.py) and never written to any file or line printed.
+environment (platform/label/secret.py) and never written to any file or line printed.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ from typing import Any
 import openai
 
 from platform.errors import UserError
-from platform.labeling import answers, batch_files, inputs
-from platform.labeling.batch_files import FINAL, MAX_BYTES, MAX_LINES, State
+from platform.label import answers, batch_files, inputs
+from platform.label.batch_files import FINAL, MAX_BYTES, MAX_LINES, State
 
 POLL_FAILURES = 5  # consecutive failed polls before the driver gives up (a re-run resumes)
 UPLOAD_TIMEOUT_S = 600.0
