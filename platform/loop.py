@@ -278,8 +278,8 @@ def run_epoch(
     """Train and validate epoch ``state.epoch + 1`` (from ``state.position`` when a checkpoint
     was taken inside it); returns its metrics and validation extras."""
     started = time.perf_counter()
-    lr = state.optimizer.param_groups[0]["lr"]
     train_metrics = train_one_epoch(trainable, state, train_batches, cfg, device, rank=rank, after_step=after_step)
+    lr = state.optimizer.param_groups[0]["lr"]  # the epoch's, or where a per-step schedule has reached
     val_metrics, extras = validate(trainable, state.model, val_batches, cfg, device)
     if not steps_each_step(cfg):
         state.scheduler.step()

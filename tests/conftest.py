@@ -1,4 +1,5 @@
-"""Shared fixtures: one Ray instance per test session, and the commands run as a user runs them.
+"""Shared fixtures: one Ray instance per test session, and the synthetic sets' cache. Helpers the
+tests import (paths, running a command as a user does) are in helpers.py.
 
     make test    # that is: .venv/bin/python -m pytest -q
 """
@@ -6,36 +7,11 @@
 from __future__ import annotations
 
 import os
-import socket
-import struct
-import subprocess
-import sys
-import zlib
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATASETS = REPO.parent / "shared" / "datasets"
-TEST_ENV = {
-    # Ray Train notices a dead worker within 0.2 s instead of its default seconds.
-    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
-    "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
-    "RAY_DATA_LOG_LEVEL": "WARNING",
-    # Dummy credentials for the loopback S3 server (tests/test_storage.py); a developer's real
-    # ones never reach a test.
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
-
-
-def shared_dataset(name: str) -> Path:
-    """A real-format sample from ../shared/datasets, or a skip saying why there is none."""
-    folder = SHARED_DATASETS / name
-    if not folder.is_dir():
-        pytest.skip(f"real-format sample {folder} is absent (it sits beside the repo in CI only)")
-    return folder
+from helpers import REPO, TEST_ENV, free_port
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -58,12 +34,6 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def ray_address(synthetic_cache) -> str:
     """One local Ray (2 CPUs, dashboard on loopback) shared by every integration test."""
@@ -75,32 +45,3 @@ def ray_address(synthetic_cache) -> str:
     context = ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=free_port())
     yield context.address_info["gcs_address"]
     ray.shutdown()
-
-
-def run_command(module: str, *args: str, address: str | None = None, timeout: float = 600, **kwargs):
-    """``python -m platform.<module> args...`` from the repo root, as a user types it."""
-    env = {**os.environ, **TEST_ENV}
-    if address:
-        env["RAY_ADDRESS"] = address
-    return subprocess.run(
-        [sys.executable, "-m", f"platform.{module}", *args],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, **kwargs,
-    )
-
-
-def last_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else ""
-
-
-def png_header_only(path: Path, width: int, height: int) -> Path:
-    """A grayscale PNG that says it is width x height but holds no pixels: a decompression bomb's
-    header. Pillow reads its size; decoding it fails, so a reader that decodes before checking the
-    size reports the wrong error."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
-    return path

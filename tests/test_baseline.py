@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import shared_dataset
+from helpers import shared_dataset
 from pycocoevalcap.bleu.bleu import Bleu
 
 from platform import baseline, launch, monitor, plots, store

@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
-from conftest import REPO, TEST_ENV, free_port
+from helpers import REPO, TEST_ENV, free_port
 
 RAY = str(Path(sys.executable).with_name("ray"))
 

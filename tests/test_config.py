@@ -15,7 +15,7 @@ from platform import config as config_lib
 from platform import registry
 from platform.tune import space as sweep_space
 from platform.errors import UserError
-from conftest import REPO
+from helpers import REPO
 
 
 @dataclasses.dataclass

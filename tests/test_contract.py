@@ -15,7 +15,7 @@ import pytest
 from platform import config as config_lib
 from platform import contract, registry
 from platform.errors import UserError
-from conftest import REPO
+from helpers import REPO
 
 
 @pytest.mark.parametrize("stem", registry.stems())

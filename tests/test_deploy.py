@@ -19,7 +19,7 @@ import tomllib
 import ray
 import yaml
 
-from conftest import REPO
+from helpers import REPO
 
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 RAY_TAG = f"{ray.__version__}-py{sys.version_info.major}{sys.version_info.minor}"

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import run_command, shared_dataset
+from helpers import run_command, shared_dataset
 
 from platform.config import resolve
 from platform.errors import UserError

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pytest
 import torch
 import torchvision
-from conftest import SHARED_DATASETS, run_command, shared_dataset
+from helpers import SHARED_DATASETS, run_command, shared_dataset
 from torch import nn
 
 from platform import data as platform_data

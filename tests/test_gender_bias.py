@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import png_header_only
+from helpers import png_header_only
 from PIL import Image
 
 from platform.config import resolve

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TEST_ENV, last_line
+from helpers import REPO, TEST_ENV, last_line
 
 CONSOLE_SCRIPT = Path(sys.executable).parent / "rayplatform"
 

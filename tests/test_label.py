@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import REPO, TEST_ENV, last_line, png_header_only, run_command, shared_dataset
+from helpers import REPO, TEST_ENV, last_line, png_header_only, run_command, shared_dataset
 from openai_server import PROMPT_TOKENS, FakeOpenAI, expected_score
 from PIL import Image
 

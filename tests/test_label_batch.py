@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import REPO, TEST_ENV, last_line
+from helpers import REPO, TEST_ENV, last_line
 from openai_server import COMPLETION_TOKENS, PROMPT_TOKENS, FakeOpenAI, expected_score
 from test_label import KEY, PRICES, assert_key_nowhere, label, write_posts
 

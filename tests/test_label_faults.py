@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import REPO, TEST_ENV, last_line
+from helpers import REPO, TEST_ENV, last_line
 from openai_server import COMPLETION_TOKENS, PROMPT_TOKENS, FakeOpenAI
 from test_label import KEY, PRICES, assert_key_nowhere, label, max_in_window, write_posts  # test_label puts KEY in the environment
 

@@ -16,7 +16,7 @@ from openai_server import FakeOpenAI, expected_score
 from PIL import Image
 from test_label import KEY, PRICES, label  # test_label puts KEY in the environment
 
-from conftest import REPO, last_line
+from helpers import REPO, last_line
 
 TONE_TASK = '''
 from typing import Literal

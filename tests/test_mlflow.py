@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import REPO, TEST_ENV, free_port, last_line
+from helpers import REPO, TEST_ENV, free_port, last_line
 
 from platform import mlflow_tracker, tracking
 from platform.errors import UserError

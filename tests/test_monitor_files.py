@@ -12,7 +12,7 @@ from pathlib import Path
 
 from platform import checkpoints, monitor
 
-from conftest import REPO
+from helpers import REPO
 
 
 def _run_dir(root: Path, name: str, snapshot: dict | None = None) -> Path:

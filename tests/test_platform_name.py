@@ -10,7 +10,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
-from conftest import REPO
+from helpers import REPO
 
 
 def test_driver_sees_both_the_package_and_the_standard_module():

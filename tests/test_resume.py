@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO, TEST_ENV
+from helpers import REPO, TEST_ENV
 
 from platform import checkpoints
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO, TEST_ENV, last_line, run_command, shared_dataset
+from helpers import REPO, TEST_ENV, last_line, run_command, shared_dataset
 
 EPOCHS = "5"
 SMOKE = ["asl", "--tier", "smoke", "--set", f"epochs={EPOCHS}"]

@@ -13,7 +13,7 @@ import time
 
 import pyarrow.fs as pafs
 import pytest
-from conftest import TEST_ENV, free_port, run_command
+from helpers import TEST_ENV, free_port, run_command
 
 from platform import storage as storage_lib
 

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import REPO, TEST_ENV, last_line, run_command
+from helpers import REPO, TEST_ENV, last_line, run_command
 
 from platform import data, store, stream
 from platform.config import resolve

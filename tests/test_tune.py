@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import REPO, TEST_ENV, last_line, run_command
+from helpers import REPO, TEST_ENV, last_line, run_command
 
 SMOKE = ["asl", "--tiers", "smoke", "--trials", "3", "--concurrent", "2"]
 STATUSES = {"completed", "early-stopped (ASHA)", "error", "stopped (time budget)"}
