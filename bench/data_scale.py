@@ -58,9 +58,6 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from platform import config as config_lib
-from platform import data, loop, stream
-from platform.exact import seed_everything
 
 import numpy as np
 import psutil
@@ -68,6 +65,9 @@ import torch
 
 from bench import asl_lengths
 from bench.common import QUIET_ENV, REPO_ROOT, median, parse_setting, print_summary
+from platform import config as config_lib
+from platform import data, loop, stream
+from platform.exact import seed_everything
 from search_spaces.asl import TIERS
 from trainables import asl
 from trainables.asl.landmarks import NUM_FEATURES, extract_features, read_features, read_index
@@ -213,7 +213,7 @@ def train_arms(split, folder: Path, setting: dict, ncores: int) -> list[dict]:
                 ids.append(batch_ids)
                 yield batch
 
-        feeds = {"stream": streamed, "memory": lambda: [b for b, _i, _p in listed], "padded": lambda: padded}
+        feeds = {"stream": streamed, "memory": lambda listed=listed: [b for b, _i, _p in listed], "padded": lambda: padded}
         pair = ["stream", "memory"][::1 if epoch % 2 == 0 else -1]
         took = {arm: timed_epoch(states[arm], feeds[arm](), cfg, epoch) for arm in [*pair, "padded"]}
         if [ids.tolist() for ids in streamed_ids] != [ids.tolist() for _b, ids, _p in listed]:

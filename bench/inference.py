@@ -32,13 +32,13 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from platform import artifacts
-from platform import config as config_lib
 
 import numpy as np
 import torch
 
 from bench.common import median, parse_setting, print_summary
+from platform import artifacts
+from platform import config as config_lib
 from trainables import asl
 from trainables.asl.landmarks import extract_features, read_features, read_index
 from trainables.asl.synthetic import synthetic_dataset

@@ -40,8 +40,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from platform.label.reply import ReplyError
-from platform.label.task import load as load_task
 
 import openai
 import pandas as pd
@@ -49,6 +47,8 @@ from PIL import Image
 
 from bench.common import child_env, parse_setting, print_summary, run_timed
 from bench.limited_server import RateLimitedOpenAI
+from platform.label.reply import ReplyError
+from platform.label.task import load as load_task
 
 KEY = "test-key"  # the loopback server's key; never a real one
 MODEL = "openai/gpt-4o-mini"
@@ -96,7 +96,8 @@ def write_posts(folder: Path, rows: int, marks: dict[int, str] | None = None) ->
     for i in range(rows):
         path = folder / "images" / f"p{i}.jpg"
         Image.new("RGB", (16, 16), (i % 256, i * 7 % 256, i * 13 % 256)).save(path)
-        posts.append({"post_id": f"p{i}", "image_path": f"images/p{i}.jpg", "caption": f"a day at the lake, post {i}{(marks or {}).get(i, '')}"})
+        caption = f"a day at the lake, post {i}{(marks or {}).get(i, '')}"
+        posts.append({"post_id": f"p{i}", "image_path": f"images/p{i}.jpg", "caption": caption})
     pd.DataFrame(posts).assign(upvotes=1).to_csv(folder / "posts.csv", index=False)
     return [{**post, "image": (folder / post["image_path"]).read_bytes(), "mime": "image/jpeg"} for post in posts]
 
@@ -139,10 +140,10 @@ def run_ray_data_llm(server: RateLimitedOpenAI, posts: list[dict]) -> Outcome | 
         from ray.data.llm import HttpRequestProcessorConfig, build_processor
     except ImportError as err:
         return f"skipped: ray.data.llm does not import ({err})"
-    from platform import cluster
-
     import ray
     import ray.data
+
+    from platform import cluster
 
     cluster.start()
     config = HttpRequestProcessorConfig(url=f"{server.url}/chat/completions", headers={"Authorization": f"Bearer {KEY}"},

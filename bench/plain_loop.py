@@ -14,7 +14,6 @@ import argparse
 import math
 import time
 from dataclasses import dataclass, field
-from platform import registry
 from typing import Any
 
 import numpy as np
@@ -22,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
+from platform import registry
 from trainables import asl
 from trainables.asl.landmarks import extract_features, read_index
 from trainables.asl.synthetic import synthetic_dataset

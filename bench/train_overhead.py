@@ -48,9 +48,6 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from platform import config as config_lib
-from platform.loop import TrainState
-from platform.checkpoints import STATE_FILE
 
 import pandas as pd
 import torch
@@ -64,6 +61,9 @@ from bench.common import (
     require_success,
     run_timed,
 )
+from platform import config as config_lib
+from platform.checkpoints import STATE_FILE
+from platform.loop import TrainState
 from trainables import asl
 
 SETTINGS = {"small": ("fast", 4, 1), "full": ("standard", 4, 3)}
@@ -102,9 +102,9 @@ def checkpoint_seconds(run: plain_loop.PlainRun, cfg, meta: dict, storage: Path)
 @contextlib.contextmanager
 def local_ray():
     """A local Ray started as ``platform.run`` starts it, in this process; a new one each time."""
-    from platform import cluster
-
     import ray
+
+    from platform import cluster
 
     os.environ.pop("RAY_ADDRESS", None)  # a new local instance, like the platform's child (child_env)
     cluster.start()
@@ -119,8 +119,9 @@ def plain_in_ray_train(tier: str, epochs: int, storage: Path) -> list[float]:
     """Per-epoch seconds (after the first) of bench/plain_loop.py run as the body of a Ray Train
     worker with the platform's resources: Ray's runtime around it, none of the platform's code."""
     import ray.train
-    from platform.cluster import default_cpus_per_worker
     from ray.train.torch import TorchTrainer
+
+    from platform.cluster import default_cpus_per_worker
 
     storage.mkdir(parents=True)
     trainer = TorchTrainer(

@@ -24,10 +24,19 @@ from platform import checkpoints, durable, plots, stream, tensorboard
 from platform import config as config_lib
 from platform.errors import UserError
 from platform.loop import validate
+
 # The file names and JSON helpers live where the read-only tools can import them without torch.
 from platform.run_files import (  # noqa: F401 - re-exported: artifacts.MANIFEST_FILE etc.
-    BEST_MODEL_FILE, CONFIG_FILE, HISTORY_FILE, MANIFEST_FILE, META_FILE, TENSORBOARD_DIR, now, read_json,
-    write_json)
+    BEST_MODEL_FILE,
+    CONFIG_FILE,
+    HISTORY_FILE,
+    MANIFEST_FILE,
+    META_FILE,
+    TENSORBOARD_DIR,
+    now,
+    read_json,
+    write_json,
+)
 
 TIMED_PREDICTIONS = 20
 

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 import torch
 from torch import nn
 
-from platform import stream, store
+from platform import store, stream
 from platform.loop import is_better
 from platform.run_files import baseline_value
 

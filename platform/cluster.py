@@ -104,9 +104,9 @@ def cluster_gpus() -> int:
 
 def hardware() -> dict[str, Any]:
     """The machine and cluster a run used, for its manifest."""
-    import platform as stdlib_platform  # this package, a superset of the standard module
-
     import torch
+
+    import platform as stdlib_platform  # this package, a superset of the standard module
 
     info: dict[str, Any] = {
         "host": socket.gethostname(),

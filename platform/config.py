@@ -2,10 +2,11 @@
 
 Used by ``python -m platform.run asl --tier fast --config my.yaml --set lr=1e-3 --set epochs=5``
 (and by tune and predict). A config file is a flat YAML or JSON mapping of keys to values; a run
-directory's ``config.json`` is one, so any run can be started again from it. Every trainable's ``Config`` subclasses :class:`TrainConfig`, overriding defaults by
-re-declaring a field. Unknown keys, values of the wrong type, a choice outside a ``Literal`` field's
-values, a number outside its ``LIMITS`` and a float that is not finite are errors that name the key,
-raised before Ray starts (a trainable adds its own fields' limits in its ``Config.LIMITS``).
+directory's ``config.json`` is one, so any run can be started again from it. Every trainable's
+``Config`` subclasses :class:`TrainConfig`, overriding defaults by re-declaring a field. Unknown
+keys, values of the wrong type, a choice outside a ``Literal`` field's values, a number outside its
+``LIMITS`` and a float that is not finite are errors that name the key, raised before Ray starts
+(a trainable adds its own fields' limits in its ``Config.LIMITS``).
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Used by ``python -m platform.run asl [--progress auto|on|off]``: the steps of each epoch (rank 0's
 Train worker: steps, samples/s, running loss, ETA) and the shards of the preprocessing job (Ray
-Data's own bars); and by ``python -m platform.label posts.csv`` for its image scan. ``auto``, the default, draws them when the command's output is a terminal, so
-logs and CI keep one line an epoch.
+Data's own bars); and by ``python -m platform.label posts.csv`` for its image scan. ``auto``, the
+default, draws them when the command's output is a terminal, so logs and CI keep one line an epoch.
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from platform import progress, registry, run_files, tracking
 from platform import config as config_lib
+from platform import progress, registry, run_files, tracking
 from platform import storage as storage_lib
 from platform.errors import UserError, exit_on_user_error
 from platform.storage import RunLocation

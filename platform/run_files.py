@@ -22,7 +22,7 @@ TENSORBOARD_DIR = "tensorboard"
 
 
 def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 def write_json(path: Path, value: Any) -> None:

@@ -19,8 +19,8 @@ from platform import config as config_lib
 from platform.artifacts import TENSORBOARD_DIR
 from platform.cluster import QUIET_ENV, default_cpus_per_worker
 from platform.errors import find_user_error
-from platform.tensorboard import TensorBoardCallback
 from platform.store import Split
+from platform.tensorboard import TensorBoardCallback
 from platform.worker import TRACE_ENV, train_loop_per_worker
 
 

@@ -33,9 +33,8 @@ import ray.train.torch
 import torch
 from ray.train.v2._internal.execution import context as train_context
 
-from platform import checkpoints
+from platform import checkpoints, exact, preempt, progress, stream
 from platform import config as config_lib
-from platform import exact, preempt, progress, stream
 from platform.errors import UserError
 from platform.exact import seed_everything
 from platform.loop import TrainState, new_state, run_epoch, unwrap

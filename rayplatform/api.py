@@ -20,8 +20,8 @@ from typing import Any
 import pandas as pd
 
 from platform import artifacts, predict, registry
-from platform import storage as storage_lib
 from platform import run as run_command
+from platform import storage as storage_lib
 
 
 class Run:

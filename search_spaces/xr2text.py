@@ -9,7 +9,8 @@ data, one worker; writing a synthetic set happens once; expect several times fas
 - ``smoke``: CI. 40 studies, 64 px, ResNet18 up to layer2 (random init), a 1-layer decoder of
   width 64, greedy decoding, 4 epochs with the curriculum compressed to unlock a stage each epoch
   (stages 0, 1, 2, 3), 0.77M parameters: 0.3-2 s an epoch at load 9 (5-15 s at load 15+), 11-16 s
-  to preprocess, 57 s for the whole command with Ray starting (70-100 s loaded). It checks the plumbing, not the words (val BLEU-4 stays near 0).
+  to preprocess, 57 s for the whole command with Ray starting (70-100 s loaded). It checks the plumbing,
+  not the words (val BLEU-4 stays near 0).
 - ``fast``: 400 studies, 96 px, the encoder up to stage 3 (``encoder_stages``: ResNet18's layer3,
   or offline EfficientNet-Lite0's block 11; measured with a random ResNet18), 2 decoder layers of
   128, beam 2, 10 epochs, stages unlocking at epochs 1, 3, 5, 3.4M parameters: 50-130 s an epoch loaded, 7 s idle, 30-50 s

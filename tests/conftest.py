@@ -10,7 +10,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from helpers import REPO, TEST_ENV, free_port
 
 

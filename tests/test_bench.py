@@ -14,7 +14,6 @@ import math
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from platform.label.task import load as load_task
 
 import openai
 import pandas as pd
@@ -23,6 +22,7 @@ import pytest
 from bench.label_throughput import Outcome
 from bench.limited_server import RateLimitedOpenAI
 from bench.search_efficiency import Sweep
+from platform.label.task import load as load_task
 
 KEY = "test-key"
 BENCHMARKS = ("train_overhead", "label_throughput", "search_efficiency", "inference", "startup", "data_scale")

@@ -91,7 +91,7 @@ def test_the_readmes_job_submit_runs_as_written(cluster):
     """The README's one-machine command, in a shell without RAY_AUTH_MODE: only its address is this
     cluster's."""
     readme = (REPO / "README.md").read_text()
-    line = next(l for l in readme.splitlines() if "ray job submit --address http://127.0.0.1:8265" in l)
+    line = next(text for text in readme.splitlines() if "ray job submit --address http://127.0.0.1:8265" in text)
     env = {k: v for k, v in cluster_env().items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
     command = line.replace("http://127.0.0.1:8265", cluster["dashboard"])
     result = _until_an_agent_answers(lambda: subprocess.run(["bash", "-c", command], cwd=REPO, env=env,

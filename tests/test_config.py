@@ -10,12 +10,12 @@ import sys
 import typing
 
 import pytest
+from helpers import REPO
 
 from platform import config as config_lib
 from platform import registry
-from platform.tune import space as sweep_space
 from platform.errors import UserError
-from helpers import REPO
+from platform.tune import space as sweep_space
 
 
 @dataclasses.dataclass

@@ -11,11 +11,11 @@ import sys
 import types
 
 import pytest
+from helpers import REPO
 
 from platform import config as config_lib
 from platform import contract, registry
 from platform.errors import UserError
-from helpers import REPO
 
 
 @pytest.mark.parametrize("stem", registry.stems())

@@ -18,7 +18,6 @@ import tomllib
 
 import ray
 import yaml
-
 from helpers import REPO
 
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]

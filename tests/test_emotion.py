@@ -323,7 +323,8 @@ def test_metrics_and_the_confusion_matrix_on_a_known_case(synthetic_rows, smoke_
         evaluated = emotion.evaluate(model, [batch, batch], smoke_cfg)
     assert np.asarray(evaluated["confusion_matrix"]).sum() == 12 and len(evaluated["predictions"]) == 12
     assert {"val/weighted_f1", "val/macro_f1", "val/recall/fear", "val/sentiment/weighted_f1"} <= set(evaluated)
-    assert evaluated["predictions"][0]["id"] == f"dia{synthetic_rows['val'][0]['dialogue_id']}_utt{synthetic_rows['val'][0]['utterance_id']}"
+    first = synthetic_rows["val"][0]
+    assert evaluated["predictions"][0]["id"] == f"dia{first['dialogue_id']}_utt{first['utterance_id']}"
 
 
 # ---------------------------------------------------------------- end to end

@@ -20,8 +20,10 @@ from PIL import Image
 from platform.config import resolve
 from platform.errors import UserError
 from search_spaces.gender_bias import TIERS
-from trainables import gender_bias as gb, image_encoders
-from trainables.gender_bias import data, model as model_lib, synthetic
+from trainables import gender_bias as gb
+from trainables import image_encoders
+from trainables.gender_bias import data, synthetic
+from trainables.gender_bias import model as model_lib
 
 SOCIAL = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "social"
 needs_social = pytest.mark.skipif(

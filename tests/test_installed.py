@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers import REPO, TEST_ENV, last_line
 
 CONSOLE_SCRIPT = Path(sys.executable).parent / "rayplatform"

@@ -420,9 +420,9 @@ def test_an_unreachable_server_aborts_with_one_error_line(tmp_path, ray_address)
 
 
 def test_replies_are_parsed_leniently_and_validated_strictly():
+    from platform.label.labeler import RETRY_AFTER_CAP_S, retry_after, retry_after_cap
     from platform.label.reply import ReplyError
     from platform.label.task import load
-    from platform.label.labeler import RETRY_AFTER_CAP_S, retry_after, retry_after_cap
 
     parse_reply = load("gender_bias").parse
     assert parse_reply('```json\n{"score": 7, "reason": "ok"}\n```') == (7.0, "ok")

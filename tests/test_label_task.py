@@ -12,11 +12,10 @@ import subprocess
 import sys
 
 import pandas as pd
+from helpers import REPO, last_line
 from openai_server import FakeOpenAI, expected_score
 from PIL import Image
 from test_label import KEY, PRICES, label  # test_label puts KEY in the environment
-
-from helpers import REPO, last_line
 
 TONE_TASK = '''
 from typing import Literal

@@ -10,9 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from platform import checkpoints, monitor
-
 from helpers import REPO
+
+from platform import checkpoints, monitor
 
 
 def _run_dir(root: Path, name: str, snapshot: dict | None = None) -> Path:

@@ -83,7 +83,7 @@ def _tensorboard_scalars(folder: Path, tag: str) -> dict[int, float]:
             length = int.from_bytes(data[offset:offset + 8], "little")
             event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
             offset += 12 + length + 4
-            found.update({event.step: value.simple_value for value in event.summary.value if value.tag == tag})
+            found.update((event.step, value.simple_value) for value in event.summary.value if value.tag == tag)
     return found
 
 

@@ -11,8 +11,8 @@ without Ray.
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -221,11 +221,12 @@ def _tier_configs(tiers, config_values=None):
 
 
 def test_each_tier_s_own_configuration_is_suggested_first_and_trains_the_tier_exactly():
+    from ray.tune.search.optuna import OptunaSearch
+
     from platform import config as config_lib
     from platform import registry
     from platform.tune import space as sweep_space
     from platform.tune import trial as sweep_trial
-    from ray.tune.search.optuna import OptunaSearch
     from search_spaces import asl
 
     tiers = ["smoke", "fast"]

@@ -49,8 +49,7 @@ from typing import Any
 
 from platform import progress
 from platform.errors import UserError, exit_on_user_error
-from platform.label import batch_files
-from platform.label import answers, inputs, ledger, prompt, report, secret
+from platform.label import answers, batch_files, inputs, ledger, prompt, report, secret
 from platform.label.task import Task
 from platform.label.task import load as load_task
 

@@ -26,6 +26,7 @@ import pandas as pd
 from platform import progress
 from platform.errors import UserError
 from platform.label.task import Task
+
 # The most pixels the gender_bias trainable decodes: a label for an image it refuses is money wasted.
 from trainables.files import MAX_IMAGE_PIXELS
 

@@ -36,9 +36,9 @@ import pandas as pd
 import ray
 
 from platform.label import reply, secret
-from platform.label.task import Task
 from platform.label.gate import REVOKED
 from platform.label.leases import HEARTBEAT_S
+from platform.label.task import Task
 
 BACKOFF_CAP_S = 60.0
 # The longest a 429's Retry-After pauses the job, whatever the server asks: past a minute it is a

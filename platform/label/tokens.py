@@ -46,7 +46,7 @@ class TokenBucket:
             if self._taken and not self._settled.is_set():
                 try:
                     await asyncio.wait_for(self._settled.wait(), FIRST_REPLY_WAIT_S)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass  # a first reply that never comes (a stall, a dead actor) holds no one longer
             self._taken += 1
             tokens = round(estimate * self.scale)

@@ -15,16 +15,16 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")  # sweeps have no display; must precede pyplot
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import ray.train
+
 from platform import artifacts, checkpoints, registry
 from platform import config as config_lib
 from platform.tune.results import ASHA, COMPLETED, ERROR
 from platform.tune.space import TIER_DEFAULT, Objective
 from platform.tune.trial import latest_state
-
-import matplotlib.pyplot as plt
-import numpy as np
-import pandas as pd
-import ray.train
 
 PLOT_FILE = "pareto.png"
 BEST_FILE = "best.json"

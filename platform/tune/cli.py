@@ -28,11 +28,12 @@ import datetime
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
 from platform import config as config_lib
 from platform import registry, run_files, tracking
 from platform.errors import UserError, exit_on_user_error, find_user_error
 from platform.run import DEFAULT_MAX_FAILURES, DEFAULT_STORAGE
-from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from platform.tune.plan import Plan
@@ -148,7 +149,10 @@ def main(argv: list[str] | None = None) -> int:
         outcome = sweep_runner.run(plan, sweep_dir, concurrent, cpus_per_worker, DEFAULT_MAX_FAILURES, args.resume)
     except Exception as exc:  # noqa: BLE001 - re-raised; only Tune's missing-metric error is reworded
         trackers.end("FAILED")
-        raise _missing_metric(exc, plan) or exc
+        missing = _missing_metric(exc, plan)
+        if missing is None:
+            raise
+        raise missing from exc
     trackers.finish_sweep(sweep_dir)
     print(outcome, flush=True)
     return 0 if (sweep_dir / sweep_runner.sweep_best.BEST_FILE).exists() else 1  # no trial gave a result

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from platform import config as config_lib
 from platform import registry
-from platform.tune import space as space_lib
 from platform.errors import UserError
+from platform.tune import space as space_lib
 
 
 class Plan:

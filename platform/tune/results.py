@@ -12,11 +12,6 @@ import math
 import shutil
 import sys
 from pathlib import Path
-from platform import artifacts, checkpoints
-from platform.errors import find_user_error
-from platform.tune.space import TIER_DEFAULT, Objective
-from platform.tune.table import TrialTable, short
-from platform.tune.trial import DONE_FILE, TRIALS_DIR
 from typing import Any
 
 import numpy as np
@@ -24,6 +19,12 @@ import pandas as pd
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
+
+from platform import artifacts, checkpoints
+from platform.errors import find_user_error
+from platform.tune.space import TIER_DEFAULT, Objective
+from platform.tune.table import TrialTable, short
+from platform.tune.trial import DONE_FILE, TRIALS_DIR
 
 RESULTS_FILE = "results.csv"
 ASHA_FILE = "asha_stopped.json"
@@ -217,7 +218,8 @@ class SweepCallback(Callback):
 
     def write(self, trials: list) -> pd.DataFrame:
         frame = table(trials, self.sweep_dir, self.budget)
-        prune_checkpoints(frame, self.objectives[0], self.keep_best, running={t.trial_id for t in trials if t.status in (Trial.RUNNING, Trial.PENDING)})
+        running = {t.trial_id for t in trials if t.status in (Trial.RUNNING, Trial.PENDING)}
+        prune_checkpoints(frame, self.objectives[0], self.keep_best, running=running)
         partial = self.sweep_dir / f".{RESULTS_FILE}.partial"
         frame.to_csv(partial, index=False)
         partial.replace(self.sweep_dir / RESULTS_FILE)

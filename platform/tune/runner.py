@@ -9,10 +9,18 @@ interrupted ones continue from their own checkpoints.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+from ray import tune
+from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search.optuna import OptunaSearch
+
 from platform import artifacts, data
+from platform import config as config_lib
 from platform.tune import best as sweep_best
 from platform.tune import trial as sweep_trial
-from platform import config as config_lib
 from platform.tune.results import (
     ASHA_FILE,
     COMPLETED,
@@ -23,14 +31,6 @@ from platform.tune.results import (
     pareto_mask,
 )
 from platform.tune.space import TIER_DEFAULT, DefineByRun, Objective, format_duration, tier_default_points
-from typing import Any
-
-import optuna
-import pandas as pd
-from ray import tune
-from ray.tune.search import ConcurrencyLimiter
-from ray.tune.search.optuna import OptunaSearch
-
 
 
 def _shown(path: Path) -> str:

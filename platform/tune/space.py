@@ -14,14 +14,15 @@ import math
 import re
 import statistics
 from pathlib import Path
-from platform import config as config_lib
-from platform.distributions import to_tune
-from platform.errors import UserError
 from types import ModuleType
 from typing import Any
 
 import optuna
 from ray.tune.search.optuna import OptunaSearch
+
+from platform import config as config_lib
+from platform.distributions import to_tune
+from platform.errors import UserError
 
 # Added to what the trainable reports by the sweep (platform/tune/trial.py).
 SWEEP_METRICS = {"train_s": "min", "params": "min"}

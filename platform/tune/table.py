@@ -10,8 +10,9 @@ and once the sweep ends.
 from __future__ import annotations
 
 import time
-from platform.tune.space import TIER_DEFAULT
 from typing import Any
+
+from platform.tune.space import TIER_DEFAULT
 
 EVERY_S = 15.0
 

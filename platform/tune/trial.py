@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from platform import artifacts, checkpoints, cluster, data, registry, tracking
-from platform import config as config_lib
-from platform import trainer as trainer_lib
-from platform.tune.space import TIER_DEFAULT
 from typing import Any
 
 import ray.tune
 from ray.train.v2._internal.constants import ENV_VARS_TO_PROPAGATE
 from ray.tune.integration.ray_train import TuneReportCallback
+
+from platform import artifacts, checkpoints, cluster, data, registry, tracking
+from platform import config as config_lib
+from platform import trainer as trainer_lib
+from platform.tune.space import TIER_DEFAULT
 
 TRIALS_DIR = "trials"
 TRIAL_DRIVER_CPU = 0.01  # the trial function only waits on its Train run, whose workers hold the CPUs

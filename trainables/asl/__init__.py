@@ -11,7 +11,6 @@ Conv1D and Transformer blocks -> masked mean pooling, with adaptive and late dro
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -19,7 +18,7 @@ from torch import nn
 
 from platform.baseline import Constant, Trivial, prior_logits
 from platform.errors import UserError
-from trainables.asl.config import Config, METRIC, PREPROCESS_KEYS  # noqa: F401 - the contract's names
+from trainables.asl.config import METRIC, PREPROCESS_KEYS, Config  # noqa: F401 - the contract's names
 from trainables.asl.landmarks import read_features, read_index
 from trainables.asl.model import SignClassifier
 from trainables.asl.synthetic import synthetic_dataset

@@ -29,13 +29,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from platform.errors import UserError
-from trainables.captioning.config import Config, METRIC, PREPROCESS_KEYS  # noqa: F401 - the contract's names
-from trainables.captioning.trivial import best_caption
+from trainables.captioning.config import METRIC, PREPROCESS_KEYS, Config  # noqa: F401 - the contract's names
 from trainables.captioning.data import normalize, read_flickr
 from trainables.captioning.features import extract
 from trainables.captioning.metrics import caption_metrics
 from trainables.captioning.model import Captioner
 from trainables.captioning.synthetic import synthetic_dataset
+from trainables.captioning.trivial import best_caption
 from trainables.captioning.vocab import PAD, START, build_vocabulary, decode, encode_references
 from trainables.image_encoders import resolve
 from trainables.text_metrics import collapse_warnings
@@ -139,7 +139,8 @@ def evaluate(model: nn.Module, batches, cfg: Config) -> dict:
         _, metrics = _teacher_forcing(core, batch)
         totals = {key: totals[key] + metrics[key] for key in totals}
         seen += 1
-        for index, ids in zip(batch["eval_index"].tolist(), core.caption(batch["features"], cfg.beam_width, cfg.max_len, cfg.length_penalty).tolist()):
+        captions = core.caption(batch["features"], cfg.beam_width, cfg.max_len, cfg.length_penalty)
+        for index, ids in zip(batch["eval_index"].tolist(), captions.tolist()):
             image = core.eval_images[index]
             predictions.append({"image": image["image"], "references": image["references"],
                                 "prediction": decode(ids, core.vocabulary)})

@@ -27,15 +27,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from platform.errors import UserError
-from trainables.emotion.config import Config, METRIC, PREPROCESS_KEYS  # noqa: F401 - the contract's names
-from trainables.emotion.trivial import majority
-from trainables.emotion.data import (EMOTIONS, SENTIMENTS, class_counts, class_weights, dialogue_inputs, oversample,
-                                     read_meld)
+from trainables.emotion.config import METRIC, PREPROCESS_KEYS, Config  # noqa: F401 - the contract's names
+from trainables.emotion.data import EMOTIONS, SENTIMENTS, class_counts, class_weights, dialogue_inputs, oversample, read_meld
 from trainables.emotion.media import ClipShape, decode_clip, empty_clip
 from trainables.emotion.metrics import classification_metrics, confusion
 from trainables.emotion.model import EmotionClassifier, describe_sources, parse_modalities
-from trainables.emotion.text import encode
 from trainables.emotion.synthetic import synthetic_dataset
+from trainables.emotion.text import encode
+from trainables.emotion.trivial import majority
 from trainables.image_encoders import chosen, resolve
 from trainables.pretrained import load_tokenizer, text_source
 

@@ -24,7 +24,7 @@ from torch import nn
 
 from platform.baseline import Constant, Trivial
 from platform.errors import UserError
-from trainables.gender_bias.config import Config, METRIC  # noqa: F401 - the contract's names
+from trainables.gender_bias.config import METRIC, Config  # noqa: F401 - the contract's names
 from trainables.gender_bias.data import read_labels
 from trainables.gender_bias.model import BiasScorer, describe_sources
 from trainables.gender_bias.synthetic import synthetic_dataset

@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 
 from platform.errors import UserError
-from trainables.gender_bias import labeling
 from trainables.files import confined, read_csv, utf8_text
+from trainables.gender_bias import labeling
 
 LABEL_COLUMNS = (
     "post_id", "image_path", "caption", "score", "reason", "model", "prompt_version",

@@ -7,7 +7,8 @@ or with R2Gen's ``annotation.json``, see ``trainables/xr2text/data.py``), and by
 Model: a CNN (``image_weights``: ResNet18 from the torch hub cache, else the packaged
 EfficientNet-Lite0, see ``trainables/image_encoders.py``) turns the image into a grid of visual
 tokens; a Transformer decoder writes the report word by word (teacher forcing in training,
-greedy or beam search with a length penalty in evaluation, ``trainables/textgen.py``). Vocabulary: the training reports' words (lowercased, punctuation split).
+greedy or beam search with a length penalty in evaluation, ``trainables/textgen.py``). Vocabulary: the
+training reports' words (lowercased, punctuation split).
 Curriculum: each study has a stage (0 normal, 1 one finding, 2 several, 3 complex) from its MeSH
 headings (else keywords); epoch e trains on the stages ``curriculum_epochs`` unlocked by e.
 ``METRIC`` is BLEU-4 + ROUGE-L on the validation split (pycocoevalcap), as the seed chose its best model;
@@ -28,10 +29,10 @@ from platform.errors import UserError
 from trainables.image_encoders import chosen, resolve
 from trainables.text_metrics import collapse_warnings, text_metrics
 from trainables.xr2text import data, reports
-from trainables.xr2text.config import Config, METRIC, PREPROCESS_KEYS  # noqa: F401 - the contract's names
-from trainables.xr2text.trivial import best_report
+from trainables.xr2text.config import METRIC, PREPROCESS_KEYS, Config  # noqa: F401 - the contract's names
 from trainables.xr2text.model import ReportGenerator, describe_encoder
 from trainables.xr2text.synthetic import synthetic_dataset
+from trainables.xr2text.trivial import best_report
 
 
 def read_splits(data_dir: str, cfg: Config) -> tuple[dict[str, list[dict]], dict]:
