@@ -21,6 +21,7 @@ from platform import artifacts, data
 from platform import config as config_lib
 from platform.tune import best as sweep_best
 from platform.tune import trial as sweep_trial
+from platform.tune.plan import Plan
 from platform.tune.results import (
     ASHA_FILE,
     COMPLETED,
@@ -43,14 +44,14 @@ def trial_dirname(trial: Any) -> str:
     return f"tune_{trial.trial_id}"
 
 
-def asha(plan: Any, sweep_dir: Path) -> RecordingASHA:
+def asha(plan: Plan, sweep_dir: Path) -> RecordingASHA:
     """ASHA on the first objective, a bracket a tier, first judging a trial halfway through its own
     epochs (``platform/tune/results.py`` says why)."""
     objective = plan.objectives[0]
     return RecordingASHA(sweep_dir / ASHA_FILE, metric=objective.metric, mode=objective.mode)
 
 
-def trainable(plan: Any, sweep_dir: Path, cpus_per_worker: float, max_failures: int):
+def trainable(plan: Plan, sweep_dir: Path, cpus_per_worker: float, max_failures: int):
     chosen = plan.chosen
     fn = tune.with_parameters(
         sweep_trial.run_trial, stem=plan.stem, tiers=plan.tiers, sets=chosen["sets"], data_dir=chosen["data"],
@@ -68,7 +69,7 @@ def sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=seed)
 
 
-def tuner(plan: Any, sweep_dir: Path, fn: Any, concurrent: int) -> tune.Tuner:
+def tuner(plan: Plan, sweep_dir: Path, fn: Any, concurrent: int) -> tune.Tuner:
     objectives = plan.objectives
     metric = [o.metric for o in objectives] if len(objectives) > 1 else objectives[0].metric
     mode = [o.mode for o in objectives] if len(objectives) > 1 else objectives[0].mode
@@ -98,7 +99,7 @@ def tuner(plan: Any, sweep_dir: Path, fn: Any, concurrent: int) -> tune.Tuner:
     )
 
 
-def run(plan: Any, sweep_dir: Path, concurrent: int, cpus_per_worker: float, max_failures: int, resume: bool) -> str:
+def run(plan: Plan, sweep_dir: Path, concurrent: int, cpus_per_worker: float, max_failures: int, resume: bool) -> str:
     sweep_trial.prepare_shared(plan.stem, plan.tier_configs)
     fn = trainable(plan, sweep_dir, cpus_per_worker, max_failures)
     if resume and tune.Tuner.can_restore(str(sweep_dir)):
@@ -110,7 +111,7 @@ def run(plan: Any, sweep_dir: Path, concurrent: int, cpus_per_worker: float, max
     return finish(plan, sweep_dir)
 
 
-def finish(plan: Any, sweep_dir: Path) -> str:
+def finish(plan: Plan, sweep_dir: Path) -> str:
     """results.csv with the front and the best marked, pareto.png, the best run, tier and best.json."""
     frame = pd.read_csv(sweep_dir / RESULTS_FILE) if (sweep_dir / RESULTS_FILE).exists() else pd.DataFrame()
     if frame.empty:
