@@ -345,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
         if stats.get("fatal"):
             raise UserError(stats["fatal"])
     labels, quarantine, left = assemble(posts, hits, results)
-    figures = ledger.build(task, args, rps, price, posts, out, labels, quarantine, left, stats, started_at, started)
+    figures = ledger.build(task, args, rps=rps, price=price, posts=posts, out=out, labels=labels, quarantine=quarantine,
+                           left=left, stats=stats, started_at=started_at, started=started)
     if args.batch:
         figures.update(batch_mode.ledger_fields(stats, args, online_price))
     report.write(out, task, labels, quarantine, figures)

@@ -56,7 +56,7 @@ def totals(out: Path) -> tuple[int, dict[str, Any]]:
     }
 
 
-def build(task, args, rps, price, posts, out, labels, quarantine, left, stats, started_at, started) -> dict[str, Any]:
+def build(task, args, *, rps, price, posts, out, labels, quarantine, left, stats, started_at, started) -> dict[str, Any]:
     """ledger.json: this run's figures at the top level, then ``runs`` and ``totals`` over every run."""
     new = [r for r in labels if not r["cached"]]
     kinds = {k: v for k, v in stats.items() if k.startswith(FAILURE_KINDS)}
