@@ -80,6 +80,10 @@ class TrainConfig:
         "shuffle_buffer": (1, None), "shard_rows": (1, None),
     }
 
+    def validate(self) -> None:
+        """Rules between fields that LIMITS cannot state (a width divisible by the heads): a
+        trainable's Config raises ``UserError`` naming the keys. Run with the limits, before Ray starts."""
+
 
 def field_docs(config_cls: type) -> dict[str, str]:
     """The one-line docstring under each field, read from the source (they double as --help)."""
@@ -252,6 +256,7 @@ def check(cfg: Any) -> Any:
         if (lowest is not None and value < lowest) or (highest is not None and value > highest):
             shown = f">= {lowest}" if highest is None else f"in [{lowest}, {highest}]"
             raise UserError(f"config key {key!r} must be {shown}, not {value}")
+    cfg.validate()
     return cfg
 
 

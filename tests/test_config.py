@@ -119,6 +119,8 @@ def test_a_trainable_declares_its_own_limits_and_choices():
     ("stem", "sets", "message"),
     [
         ("xr2text", ["encoder_stages=5"], r"config key 'encoder_stages' must be in \[1, 4\], not 5"),
+        ("xr2text", ["heads=7"], r"config key 'd_model' \(64\) must be divisible by heads \(7\)"),
+        ("asl", ["heads=5"], r"config key 'dim' \(32\) must be even and divisible by heads \(5\)"),
         ("xr2text", ["val_fraction=0"], r"config key 'val_fraction' must be in \[0.01, 0.9\], not 0.0"),
         ("xr2text", ["scheduler=step"], "config key 'scheduler' expects .*'step' is not one of none, cosine"),
         ("emotion", ["audio_seconds=0"], "config key 'audio_seconds' must be >= 0.025, not 0.0"),
@@ -178,7 +180,7 @@ def print_config(capsys, *args: str) -> str:
 
 
 def test_a_config_file_sits_between_the_tier_and_set_and_print_config_writes_one(tmp_path, capsys):
-    (tmp_path / "mine.yaml").write_text("lr: 0.005\nepochs: 7\ntcn_dilations: [1, 3]\n")
+    (tmp_path / "mine.yaml").write_text("lr: 0.005\nepochs: 7\ntcn_dilations: [1, 3]\ntcn_dropouts: [0.1, 0.2]\n")
     printed = print_config(capsys, "--tier", "smoke", "--config", str(tmp_path / "mine.yaml"), "--set", "epochs=9")
     cfg = registry.resolve("asl", "smoke", ["epochs=9"], config_file=str(tmp_path / "mine.yaml"))
     assert (cfg.lr, cfg.epochs, cfg.tcn_dilations, cfg.dim) == (0.005, 9, (1, 3), registry.resolve("asl", "smoke").dim)

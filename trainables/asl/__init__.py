@@ -46,10 +46,6 @@ def build_datasets(cfg: Config):
 
 
 def build_model(cfg: Config, meta: dict) -> nn.Module:
-    if cfg.dim % 2 or cfg.dim % cfg.heads:
-        raise UserError(f"config key 'dim' ({cfg.dim}) must be even and divisible by heads ({cfg.heads})")
-    if len(cfg.tcn_dilations) != len(cfg.tcn_dropouts):
-        raise UserError("config keys 'tcn_dilations' and 'tcn_dropouts' must have the same length")
     return SignClassifier(cfg, len(meta["classes"]))
 
 

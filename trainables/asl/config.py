@@ -7,6 +7,7 @@ import dataclasses
 from typing import ClassVar, Literal
 
 from platform.config import TrainConfig
+from platform.errors import UserError
 
 METRIC = ("val/acc", "max")
 PREPROCESS_KEYS = ("max_len",)
@@ -80,4 +81,10 @@ class Config(TrainConfig):
         "val_fraction": (0.01, 0.9), "synthetic_signs": (2, None), "synthetic_sequences": (4, None),
         "synthetic_frames": (2, None), "synthetic_participants": (1, None),
     }
+
+    def validate(self) -> None:
+        if self.dim % 2 or self.dim % self.heads:
+            raise UserError(f"config key 'dim' ({self.dim}) must be even and divisible by heads ({self.heads})")
+        if len(self.tcn_dilations) != len(self.tcn_dropouts):
+            raise UserError("config keys 'tcn_dilations' and 'tcn_dropouts' must have the same length")
 

@@ -77,10 +77,6 @@ def preprocess(batch: dict[str, np.ndarray], cfg: Config) -> dict[str, np.ndarra
 
 
 def build_model(cfg: Config, meta: dict) -> nn.Module:
-    if not 1 <= cfg.encoder_stages <= 4:
-        raise UserError(f"config key 'encoder_stages' must be in 1..4, not {cfg.encoder_stages}")
-    if cfg.d_model % cfg.heads:
-        raise UserError(f"config key 'd_model' ({cfg.d_model}) must be divisible by heads ({cfg.heads})")
     return ReportGenerator(cfg, meta["vocab"], chosen(meta, cfg.image_weights))
 
 

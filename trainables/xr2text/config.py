@@ -7,6 +7,7 @@ import dataclasses
 from typing import ClassVar
 
 from platform.config import TrainConfig
+from platform.errors import UserError
 
 METRIC = ("val/bleu4_rouge_l", "max")
 PREPROCESS_KEYS = ("image_size",)
@@ -80,4 +81,8 @@ class Config(TrainConfig):
         "max_studies": (0, None), "synthetic_studies": (2, None),  # a train and a val study
         "synthetic_image_size": (16, None),
     }
+
+    def validate(self) -> None:
+        if self.d_model % self.heads:
+            raise UserError(f"config key 'd_model' ({self.d_model}) must be divisible by heads ({self.heads})")
 
