@@ -20,7 +20,8 @@ them from there, beside the hooks. A trainable without a ``config.py`` works too
 ``Config``
     A dataclass subclassing ``platform.config.TrainConfig``: every hyperparameter with its
     default and one docstring line under it (the lines are ``--help``). Re-declare a platform
-    field to change its default.
+    field to change its default. Ranges go in ``LIMITS``; rules between fields (a width divisible by
+    the heads) in a ``validate(self)`` method raising ``UserError``: both run before Ray starts.
 
 ``build_datasets(cfg) -> (dict[str, list[dict]], meta)``
     Reads ``cfg.data_dir`` in the dataset's real on-disk format; with no ``data_dir`` it writes
