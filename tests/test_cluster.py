@@ -150,6 +150,9 @@ def _without_timings(row: dict) -> dict:
     return {key: value for key, value in row.items() if key not in ("epoch_s", "restarts")}
 
 
+EPOCHS = 60
+
+
 def _kill_node_of(worker_pid: int) -> None:
     """The raylet that started that worker, and every process it started: the machine is gone."""
     raylet = psutil.Process(worker_pid).parent()
@@ -161,17 +164,25 @@ def _kill_node_of(worker_pid: int) -> None:
             pass
 
 
+def _latest_checkpoint_epoch(run_dir: Path) -> int:
+    """The newest checkpoint's epoch (0 before the first). Older ones are pruned within an epoch
+    (keep_checkpoints), so waiting for one epoch's folder can miss it."""
+    epochs = [int(folder.name.split("-")[0].removeprefix("epoch_")) for folder in run_dir.glob("epoch_*-*")]
+    return max(epochs, default=0)
+
+
 def test_losing_the_training_node_continues_from_the_checkpoint_on_another(cluster, tmp_path):
     _start_node(f"--address={cluster['gcs']}", "--num-cpus=2")  # a spare node to fail over to
     run_dir = tmp_path / "asl" / "node-loss"
     job_id = f"node-loss-{time.time_ns()}"
-    args = ("asl", "--tier", "smoke", "--set", "epochs=30", "--cpus-per-worker", "1")
+    # Long enough that the node dies mid-run: a smoke epoch takes 0.2 s here.
+    args = ("asl", "--tier", "smoke", "--set", f"epochs={EPOCHS}", "--cpus-per-worker", "1")
     submitted = _submit(cluster, *args, "--storage", str(tmp_path), "--name", "node-loss",
                         options=("--no-wait", "--submission-id", job_id))
     assert submitted.returncode == 0, submitted.stderr[-3000:]
     deadline = time.monotonic() + 600
-    while not list(run_dir.glob("epoch_0003-*")) and time.monotonic() < deadline:
-        time.sleep(0.5)
+    while _latest_checkpoint_epoch(run_dir) < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
     worker_pid = _training_worker_pid(cluster)
     assert worker_pid, _job_status(cluster, job_id)
     _kill_node_of(worker_pid)
@@ -181,7 +192,7 @@ def test_losing_the_training_node_continues_from_the_checkpoint_on_another(clust
     assert _job_status(cluster, job_id) == "succeeded", logs[-4000:]
     manifest = _manifest(run_dir)
     assert manifest["status"] == "finished" and manifest["training"]["restarts"] >= 1
-    assert manifest["training"]["epochs_completed"] == 30
+    assert manifest["training"]["epochs_completed"] == EPOCHS
     assert "restored from" in logs
 
     # The same run, never interrupted: the lost node cost time, not a single float.
