@@ -5,11 +5,13 @@
 Prints a line as each stage ends, as ``bench/plain_loop.py`` does: imports (torch and Ray Train),
 Ray start (a local Ray of its own, as ``platform.run`` starts one), and "first step" from inside
 the worker when the train function starts (it arrives through Ray's log forwarding, as the
-platform's epoch lines do); then the fit returns.
+platform's epoch lines do); then the fit returns. The last line is one JSON object of the seconds at
+which its own stages ended.
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 
@@ -19,9 +21,12 @@ import ray  # noqa: E402 - the imports are what is timed
 import ray.train  # noqa: E402
 from ray.train.torch import TorchTrainer  # noqa: E402
 
+ENDS: dict[str, float] = {}
+
 
 def say(stage: str) -> None:
-    print(f"stage {stage} {time.monotonic() - STARTED:.2f}", flush=True)
+    ENDS[f"{stage}_s"] = round(time.monotonic() - STARTED, 2)
+    print(f"stage {stage} {ENDS[f'{stage}_s']:.2f}", flush=True)
 
 
 def train_function(_config: dict) -> None:
@@ -38,6 +43,7 @@ def main() -> int:
                      run_config=ray.train.RunConfig(name="bare", storage_path=storage)).fit()
     say("fit_returned")
     ray.shutdown()
+    print(json.dumps(ENDS), flush=True)
     return 0
 
 
