@@ -66,7 +66,7 @@ import torch
 from bench import asl_lengths
 from bench.common import QUIET_ENV, REPO_ROOT, median, parse_setting, print_summary
 from platform import config as config_lib
-from platform import data, loop, stream
+from platform import data, loop, registry, stream
 from platform.exact import seed_everything
 from search_spaces.asl import TIERS
 from trainables import asl
@@ -155,7 +155,7 @@ def measure_size(size: int, folder: Path, pool, ncores: int, scratch: Path, obje
     rss_start = psutil.Process().memory_info().rss
     with peaks(object_store_used) as found:
         started = time.perf_counter()
-        splits, meta = data.prepare(asl, cfg, root=str(scratch / f"store-{size}"), say=print)
+        splits, meta = data.prepare(registry.load("asl"), cfg, root=str(scratch / f"store-{size}"), say=print)
         prep_s = time.perf_counter() - started
         read = sum(len(batch["label"]) for split in splits.values()
                    for batch in stream.split_batches(split, cfg.batch_size))
@@ -310,7 +310,7 @@ def first_prepare_seconds(ncores: int) -> float:
                            {"shard_rows": WARM_UP_SHARD_ROWS}, "bench.data_scale")  # a task for every worker
     with tempfile.TemporaryDirectory(prefix="bench-data-scale-warm-") as scratch:
         started = time.perf_counter()
-        data.prepare(asl, cfg, root=scratch, say=lambda line: None)
+        data.prepare(registry.load("asl"), cfg, root=scratch, say=lambda line: None)
         return time.perf_counter() - started
 
 

@@ -62,9 +62,9 @@ from bench.common import (
     run_timed,
 )
 from platform import config as config_lib
+from platform import registry
 from platform.checkpoints import STATE_FILE
 from platform.loop import TrainState
-from trainables import asl
 
 SETTINGS = {"small": ("fast", 4, 1), "full": ("standard", 4, 3)}
 """Tier, epochs a run, rounds of the three arms (the machine's speed drifts: see the README)."""
@@ -148,7 +148,7 @@ def data_feed_seconds(cfg) -> float:
     feeding costs in the worker, which reads the same shards beside its training threads."""
     from platform import data, stream
 
-    splits, _meta = data.prepare(asl, cfg)
+    splits, _meta = data.prepare(registry.load("asl"), cfg)
     timings = []
     for epoch in range(FEED_EPOCHS):
         started = time.perf_counter()

@@ -6,7 +6,6 @@ Written by ``python -m platform.run asl``; read by ``python -m platform.predict 
 
 from __future__ import annotations
 
-import importlib
 import io
 import json
 import os
@@ -14,7 +13,6 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pandas as pd
@@ -22,6 +20,7 @@ import torch
 
 from platform import checkpoints, durable, plots, stream, tensorboard
 from platform import config as config_lib
+from platform.contract import Trainable
 from platform.errors import UserError
 from platform.loop import validate
 
@@ -42,8 +41,8 @@ TIMED_PREDICTIONS = 20
 
 
 def start(
-    run_dir: Path, stem: str, tier: str, cfg: Any, meta: dict, hardware: dict, resumed: bool, dashboard: str | None,
-    launch: dict | None = None,
+    run_dir: Path, trainable: Trainable, *, tier: str, cfg: Any, meta: dict, hardware: dict, resumed: bool,
+    dashboard: str | None, launch: dict | None = None,
 ) -> dict:
     """Config, meta and a ``running`` manifest, before any worker starts. ``launch`` (workers,
     CPUs a worker, GPU) is what ``--resume`` holds the run to."""
@@ -51,9 +50,9 @@ def start(
     config_lib.save(cfg, run_dir / CONFIG_FILE)
     write_json(run_dir / META_FILE, meta)
     manifest = read_json(run_dir / MANIFEST_FILE) if resumed else {"started": now(), "resumes": 0}
-    metric, mode = importlib.import_module(f"trainables.{stem}").METRIC
+    metric, mode = trainable.METRIC
     manifest.update(
-        stem=stem,
+        stem=trainable.stem,
         tier=tier,
         # Its name and mode now (finish adds the best value), so the monitor need not import the trainable.
         metric={**manifest.get("metric", {}), "name": metric, "mode": mode},
@@ -79,7 +78,8 @@ def fail(run_dir: Path, manifest: dict, reason: str) -> None:
 
 
 def finish(
-    run_dir: Path, trainable: ModuleType, cfg: Any, meta: dict, result: Any, val_split: Any, manifest: dict, test_split: Any = None
+    run_dir: Path, trainable: Trainable, *, cfg: Any, meta: dict, result: Any, val_split: Any, manifest: dict,
+    test_split: Any = None,
 ) -> dict:
     """Export the best model, write history, plots and the finished manifest; returns it. A test
     split is scored once, here, by the best model."""
@@ -140,13 +140,13 @@ def write_extras(extras: dict, run_dir: Path, prefix: str, meta: dict, title: st
         durable.write_text(run_dir / f"{prefix or 'val_'}predictions.jsonl", lines)
 
 
-def score_split(trainable: ModuleType, model: torch.nn.Module, cfg: Any, split: Any) -> tuple[dict, dict]:
+def score_split(trainable: Trainable, model: torch.nn.Module, cfg: Any, split: Any) -> tuple[dict, dict]:
     """``evaluate`` over a whole split on this process's CPU, its scalars keyed ``test/...``."""
     scalars, extras = validate(trainable, model, stream.split_batches(split, cfg.batch_size), cfg, torch.device("cpu"))
     return {key.replace("val/", "test/", 1): value for key, value in scalars.items()}, extras
 
 
-def load_model(trainable: ModuleType, cfg: Any, meta: dict, weights: dict) -> torch.nn.Module:
+def load_model(trainable: Trainable, cfg: Any, meta: dict, weights: dict) -> torch.nn.Module:
     model = trainable.build_model(cfg, meta)
     model.load_state_dict(weights)
     return model.eval()
@@ -161,7 +161,7 @@ def describe_model(model: torch.nn.Module) -> dict[str, Any]:
     }
 
 
-def time_predictions(trainable: ModuleType, model: torch.nn.Module, cfg: Any, val_split: Any) -> dict[str, Any]:
+def time_predictions(trainable: Trainable, model: torch.nn.Module, cfg: Any, val_split: Any) -> dict[str, Any]:
     """Milliseconds for one validation sample through the best model on this machine's CPU."""
     timings = []
     with torch.no_grad():
@@ -174,7 +174,7 @@ def time_predictions(trainable: ModuleType, model: torch.nn.Module, cfg: Any, va
     return {"device": "cpu", "batch_size": 1, "ms_median": round(statistics.median(timings), 2), "samples": len(timings)}
 
 
-def load_run(run_dir: Path, trainable: ModuleType) -> tuple[Any, dict, torch.nn.Module]:
+def load_run(run_dir: Path, trainable: Trainable) -> tuple[Any, dict, torch.nn.Module]:
     """Config, meta and best model of a finished run, for ``platform.predict``."""
     missing = [f for f in (CONFIG_FILE, META_FILE, BEST_MODEL_FILE) if not (run_dir / f).exists()]
     if missing:

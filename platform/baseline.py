@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -30,6 +29,7 @@ import torch
 from torch import nn
 
 from platform import store, stream
+from platform.contract import Trainable
 from platform.loop import is_better
 from platform.run_files import baseline_value
 
@@ -94,7 +94,7 @@ def train_columns(split: store.Split, columns: Iterable[str], batch_size: int) -
             yield stream.collate([(window, np.arange(start, min(start + batch_size, len(window))))])
 
 
-def fit(trainable: ModuleType, cfg: Any, splits: dict[str, store.Split], meta: dict) -> dict | None:
+def fit(trainable: Trainable, cfg: Any, splits: dict[str, store.Split], meta: dict) -> dict | None:
     """The ``baseline`` block: the trainable's trivial predictor scored on val and test; None when
     the trainable has no ``baseline`` hook."""
     hook = getattr(trainable, "baseline", None)
@@ -115,7 +115,7 @@ def score(trivial: Trivial, batches: Iterable[dict], split: str) -> dict[str, fl
     return {key.replace("val/", f"{split}/", 1): float(value) for key, value in results.items() if np.ndim(value) == 0}
 
 
-def of_run(trainable: ModuleType, cfg: Any, splits: dict[str, store.Split], meta: dict, saved: dict | None) -> dict | None:
+def of_run(trainable: Trainable, cfg: Any, splits: dict[str, store.Split], meta: dict, saved: dict | None) -> dict | None:
     """A resumed run's saved block, else a freshly fitted one."""
     return saved if saved is not None else fit(trainable, cfg, splits, meta)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from types import ModuleType
+from typing import Any
 
 from platform.config import TrainConfig
 from platform.errors import UserError
@@ -21,6 +22,23 @@ OPTIONAL_CONSTANTS = ("PREPROCESS_KEYS",)
 SPACE_REQUIRED = ("TIERS", "SPACE")
 SPACE_OPTIONAL = ("ALIASES", "EPOCH_SECONDS")
 METRIC_MODES = ("max", "min")
+
+
+@dataclasses.dataclass(frozen=True)
+class Trainable:
+    """A trainable checked against the contract, resolved once in a process and passed around:
+    its stem, its package and its search space. Hooks and constants are read through it
+    (``trainable.build_model(cfg, meta)``, ``trainable.METRIC``). A Ray process is given the stem
+    and loads its own (``platform.registry.load``): modules do not travel."""
+
+    stem: str
+    package: ModuleType
+    space: ModuleType
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("stem", "package", "space"):  # copy's and pickle's probes
+            raise AttributeError(name)
+        return getattr(self.package, name)
 
 
 def check(trainable: ModuleType, space: ModuleType) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import json
 import logging
 import time
@@ -26,6 +27,7 @@ from ray.data.block import BlockAccessor
 from platform import store
 from platform.cache import cache_root
 from platform.config import to_dict
+from platform.contract import Trainable
 from platform.errors import UserError
 
 PREPROCESS_BATCH_ROWS = 16
@@ -67,7 +69,7 @@ def default_store_root() -> str:
     return str(cache_root() / "store")
 
 
-def preprocess_keys(trainable: ModuleType, cfg: Any) -> list[str]:
+def preprocess_keys(trainable: Trainable, cfg: Any) -> list[str]:
     """The config keys ``preprocess`` depends on: the trainable's ``PREPROCESS_KEYS``, or every key
     when it names none (always right, rarely reused). With the raw rows' hash (which carries every
     key that changes the rows: split, seed, sampling, balance) this decides when data is reused."""
@@ -75,11 +77,11 @@ def preprocess_keys(trainable: ModuleType, cfg: Any) -> list[str]:
     return sorted(declared if declared is not None else to_dict(cfg))
 
 
-def identity(trainable: ModuleType, cfg: Any, meta: dict, split: str, raw: pa.Table) -> dict[str, Any]:
+def identity(trainable: Trainable, cfg: Any, meta: dict, split: str, raw: pa.Table) -> dict[str, Any]:
     values = to_dict(cfg)
     return {
         "format": store.FORMAT,
-        "stem": trainable.__name__.rsplit(".", 1)[-1],
+        "stem": trainable.stem,
         "split": split,
         "files": meta.get("content_hash"),
         "rows": _rows_digest(raw),
@@ -93,7 +95,7 @@ def split_uri(root: str, ident: dict) -> str:
     return store.join(root, f"{ident['stem']}-{digest}", ident["split"])
 
 
-def prepare(trainable: ModuleType, cfg: Any, root: str | None = None, say=print, pinned: dict | None = None,
+def prepare(trainable: Trainable, cfg: Any, root: str | None = None, say=print, pinned: dict | None = None,
             bars: bool = False) -> tuple[dict[str, store.Split], dict]:
     """Every split in the store (written where missing); ``meta`` gains rows and store records.
     ``pinned``, the meta a resumed run started with: the data must still be that data. ``bars``:
@@ -103,7 +105,7 @@ def prepare(trainable: ModuleType, cfg: Any, root: str | None = None, say=print,
     if pinned is not None:
         _same_data(pinned, meta)
     if "train" not in raw_sets or "val" not in raw_sets:
-        raise UserError(f"{trainable.__name__}.build_datasets must return 'train' and 'val' splits")
+        raise UserError(f"trainables.{trainable.stem}.build_datasets must return 'train' and 'val' splits")
     found: dict[str, dict] = {}
     missing: list[tuple[str, pa.Table, str, dict]] = []
     with _quiet_ray_data():
@@ -165,11 +167,11 @@ def _ipc(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def _write_splits(trainable: ModuleType, cfg: Any, missing: list[tuple[str, pa.Table, str, dict]], say,
+def _write_splits(trainable: Trainable, cfg: Any, missing: list[tuple[str, pa.Table, str, dict]], say,
                   bars: bool) -> dict:
     """One Ray Data task per shard of every missing split, all in one job so no core waits for a
     split's last shard; a shard a killed preprocessing left whole is kept as it is."""
-    stem, size = trainable.__name__.rsplit(".", 1)[-1], cfg.shard_rows
+    stem, size = trainable.stem, cfg.shard_rows
     pieces = []
     for name, raw, uri, _ident in missing:
         starts = range(0, raw.num_rows, size)
@@ -184,7 +186,7 @@ def _write_splits(trainable: ModuleType, cfg: Any, missing: list[tuple[str, pa.T
         with _every_core_to_the_map(bars):
             records = (
                 ray.data.from_items(pieces, override_num_blocks=len(pieces))
-                .map_batches(_write_shards, batch_size=1, fn_kwargs={"trainable": trainable.__name__, "cfg": cfg})
+                .map_batches(_write_shards, batch_size=1, fn_kwargs={"stem": trainable.stem, "cfg": cfg})
                 .take_all()
             )
     kept = sum(bool(r["kept"]) for r in records)
@@ -210,11 +212,9 @@ def _shard_records(records: list[dict]) -> list[dict]:
              "sha256": str(r["sha256"])} for r in records]
 
 
-def _write_shards(batch: dict[str, np.ndarray], *, trainable: str, cfg: Any) -> dict[str, list]:
+def _write_shards(batch: dict[str, np.ndarray], *, stem: str, cfg: Any) -> dict[str, list]:
     """Ray Data task: preprocess each shard of the batch and write it; return its small record."""
-    import importlib
-
-    module = importlib.import_module(trainable)
+    module = importlib.import_module(f"trainables.{stem}")
     out: dict[str, list] = {"uri": [], "index": [], "rows": [], "bytes": [], "sha256": [], "columns": [], "kept": []}
     for uri, index, payload in zip(batch["uri"], batch["index"], batch["rows"]):
         fs, path = store.filesystem(str(uri))

@@ -20,7 +20,7 @@ from platform.storage import RunLocation, forwarded_env
 def train(args: argparse.Namespace, location: RunLocation, tier: str, cfg: Any, store: str | None) -> int:
     """Train the resolved run; its exit code."""
     run_dir = location.local
-    trainable, _space = registry.load(args.stem)
+    trainable = registry.load(args.stem)
     trackers = run_trackers(args, run_dir)
     dashboard = cluster.start(args.address, env=forwarded_env(), verbose=args.verbose)
     print(f"Ray dashboard: {dashboard or 'not running'}", flush=True)
@@ -41,7 +41,8 @@ def train(args: argparse.Namespace, location: RunLocation, tier: str, cfg: Any, 
 
     args.cpus_per_worker = args.cpus_per_worker or cluster.default_cpus_per_worker(args.workers)
     launch = {"workers": args.workers, "cpus_per_worker": args.cpus_per_worker, "gpu": args.gpu}
-    manifest = artifacts.start(run_dir, args.stem, tier, cfg, meta, cluster.hardware(), args.resume, dashboard, launch)
+    manifest = artifacts.start(run_dir, trainable, tier=tier, cfg=cfg, meta=meta, hardware=cluster.hardware(),
+                               resumed=args.resume, dashboard=dashboard, launch=launch)
     trackers.open(run_dir / artifacts.MANIFEST_FILE, manifest, run_dir.name, tracking.run_params(args.stem, tier, manifest["config"]),
                   tracking.run_tags(args.stem, tier, run_dir.name, location.remote or run_dir))
     location.push()
@@ -55,14 +56,13 @@ def train(args: argparse.Namespace, location: RunLocation, tier: str, cfg: Any, 
         artifacts.write_json(run_dir / artifacts.MANIFEST_FILE, manifest)
         print(baseline.describe(args.stem, manifest["baseline"], trainable.METRIC[0]), flush=True)
         result = trainer.build(
-            args.stem, cfg, meta, splits, run_dir,
+            trainable, cfg, meta, splits, run_dir,
             workers=args.workers, use_gpu=args.gpu, cpus_per_worker=args.cpus_per_worker,
             max_failures=args.max_failures, fail_at_epoch=args.fail_at_epoch, train_storage=location.train_storage,
             notice=notice, show_progress=progress.wanted(args.progress), callbacks=trackers.callbacks(run_dir),
         ).fit()
-        manifest = artifacts.finish(
-            run_dir, trainable, cfg, meta, result, splits["val"], manifest, test_split=splits.get("test")
-        )
+        manifest = artifacts.finish(run_dir, trainable, cfg=cfg, meta=meta, result=result, val_split=splits["val"],
+                                    manifest=manifest, test_split=splits.get("test"))
         checkpoints.remove_orphans(trainer.run_uri(run_dir, location.train_storage))
         trackers.finish(run_dir, manifest["history"])
     except BaseException as exc:

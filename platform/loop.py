@@ -14,12 +14,12 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 import torch
 
+from platform.contract import Trainable
 from platform.errors import UserError
 from platform.exact import seed_everything, step_seed
 
@@ -191,7 +191,7 @@ def _with_last(items: Iterable[Any]) -> Iterator[tuple[Any, bool]]:
 
 
 def train_one_epoch(
-    trainable: ModuleType, state: TrainState, batches: Iterable[Any], cfg: Any, device: torch.device,
+    trainable: Trainable, state: TrainState, batches: Iterable[Any], cfg: Any, device: torch.device,
     *, rank: int = 0, after_step: Callable[[TrainState], None] | None = None,
 ) -> dict[str, float]:
     """One pass over ``batches`` with gradient accumulation and AMP; the epoch's mean metrics.
@@ -253,7 +253,7 @@ def _optimizer_step(state: TrainState, cfg: Any) -> None:
 
 
 def validate(
-    trainable: ModuleType, model: torch.nn.Module, batches: Iterable[dict], cfg: Any, device: torch.device
+    trainable: Trainable, model: torch.nn.Module, batches: Iterable[dict], cfg: Any, device: torch.device
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """The trainable's metrics split into scalars (reported) and extras (a confusion matrix...)."""
     model.eval()
@@ -265,7 +265,7 @@ def validate(
 
 
 def run_epoch(
-    trainable: ModuleType,
+    trainable: Trainable,
     state: TrainState,
     train_batches: Iterable[dict],
     val_batches: Iterable[dict],

@@ -73,7 +73,7 @@ def metric_of(manifest: dict) -> tuple[str, str]:
         return manifest["metric"]["name"], manifest["metric"]["mode"]
     from platform import registry
 
-    return registry.load(manifest["stem"])[0].METRIC
+    return registry.load(manifest["stem"]).METRIC
 
 
 def describe_run(run_dir: Path) -> dict[str, Any]:

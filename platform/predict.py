@@ -14,9 +14,9 @@ import json
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
 
 from platform import registry, run_files
+from platform.contract import Trainable
 from platform.errors import UserError, exit_on_user_error
 
 
@@ -39,16 +39,16 @@ def format_prediction(prediction: dict, top: int, milliseconds: float) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, ModuleType, dict]:
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Trainable | None, dict]:
     """The command line, with the options the run's trainable adds (``--beam``, ``--clip``...)."""
     first = argparse.ArgumentParser(add_help=False)
     first.add_argument("run_dir", nargs="?")
     run_dir = first.parse_known_args(argv)[0].run_dir
     parser = build_parser()
     common = {action.dest for action in parser._actions}
-    trainable = registry.load(stem_of(Path(run_dir)))[0] if run_dir else None
+    trainable = registry.load(stem_of(Path(run_dir))) if run_dir else None
     if hasattr(trainable, "add_predict_arguments"):
-        trainable.add_predict_arguments(parser.add_argument_group(f"options of {trainable.__name__}"))
+        trainable.add_predict_arguments(parser.add_argument_group(f"options of trainables.{trainable.stem}"))
     args = parser.parse_args(argv)
     return args, trainable, {key: value for key, value in vars(args).items() if key not in common}
 

@@ -68,3 +68,14 @@ def format_seconds(seconds: float) -> str:
     minutes, secs = divmod(int(round(seconds)), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def epoch_line(stem: str, metrics: dict, total_epochs: int, seconds_per_epoch: float, improved: bool) -> str:
+    """Rank 0's line an epoch: its headline metrics, schedule values, learning rate, time and ETA."""
+    shown = [f"{key} {value:.4f}" for key, value in metrics.items() if is_headline(key)]
+    shown += [f"{key.split('/', 1)[1]} {value}" for key, value in metrics.items() if key.startswith("schedule/")]
+    remaining = max(0, total_epochs - int(metrics["epoch"]))
+    return (
+        f"[{stem}] epoch {metrics['epoch']}/{total_epochs}  {'  '.join(shown)}  lr {metrics['lr']:.2e}  "
+        f"{metrics['epoch_s']:.1f}s  ETA {format_seconds(remaining * seconds_per_epoch)}{'  *best' if improved else ''}"
+    )

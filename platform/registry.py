@@ -33,13 +33,13 @@ def stems() -> list[str]:
     return sorted(_module_names(REPO_ROOT / "trainables") & _module_names(REPO_ROOT / "search_spaces"))
 
 
-def load(stem: str) -> tuple[ModuleType, ModuleType]:
-    """The trainable module and its search-space module, checked against the contract
-    (``platform/contract.py``); an unknown stem names the known ones."""
+def load(stem: str) -> contract.Trainable:
+    """The trainable and its search space, checked against the contract (``platform/contract.py``);
+    an unknown stem names the known ones."""
     _check_known(stem)
-    trainable, space = importlib.import_module(f"trainables.{stem}"), importlib.import_module(f"search_spaces.{stem}")
-    contract.check(trainable, space)
-    return trainable, space
+    package, space = importlib.import_module(f"trainables.{stem}"), importlib.import_module(f"search_spaces.{stem}")
+    contract.check(package, space)
+    return contract.Trainable(stem, package, space)
 
 
 def load_config(stem: str) -> tuple[type, ModuleType]:
@@ -105,7 +105,7 @@ def tier_overrides(space: ModuleType, tier: str, storage: Path | None = None) ->
 
 
 def resolve(
-    stem: str, tier: str, sets: list[str] = (), trial: dict | None = None, data_dir: str = "",
+    stem: str, tier: str, sets: list[str] = (), *, trial: dict | None = None, data_dir: str = "",
     storage: Path | None = None, config_file: str | None = None,
 ) -> Any:
     """The config of a run: defaults, tier, ``--config``, trial, ``--data``, ``--set``."""

@@ -14,10 +14,11 @@ import ray.train
 from ray.train.torch import TorchTrainer
 from ray.train.v2._internal.execution.failure_handling import DefaultFailurePolicy
 
-from platform import checkpoints, registry
+from platform import checkpoints
 from platform import config as config_lib
 from platform.artifacts import TENSORBOARD_DIR
 from platform.cluster import QUIET_ENV, default_cpus_per_worker
+from platform.contract import Trainable
 from platform.errors import find_user_error
 from platform.store import Split
 from platform.tensorboard import TensorBoardCallback
@@ -25,7 +26,7 @@ from platform.worker import TRACE_ENV, train_loop_per_worker
 
 
 def build(
-    stem: str,
+    trainable: Trainable,
     cfg: Any,
     meta: dict,
     splits: dict[str, Split],
@@ -45,12 +46,12 @@ def build(
     """A named Ray Train run writing to ``run_dir``; ``fit()`` it, or call it from a Tune trial.
     Checkpoints go to ``<train_storage>/<run name>`` (an object-store URI), by default ``run_dir``.
     ``callbacks``: the run's trackers (``platform/tracking.py``), by default TensorBoard's."""
-    metric, mode = registry.load(stem)[0].METRIC
+    metric, mode = trainable.METRIC
     storage_path = train_storage or str(run_dir.parent)
     return _Trainer(
         train_loop_per_worker,
         train_loop_config={
-            "stem": stem,
+            "stem": trainable.stem,  # the workers load it themselves
             "config": config_lib.to_dict(cfg),
             "meta": meta,
             # Where each split's shards are and their manifest: the workers read them directly.

@@ -16,7 +16,6 @@ restarts the workers from the latest checkpoint.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import os
@@ -33,8 +32,9 @@ import ray.train.torch
 import torch
 from ray.train.v2._internal.execution import context as train_context
 
-from platform import checkpoints, exact, preempt, progress, stream
+from platform import checkpoints, exact, preempt, progress, registry, stream
 from platform import config as config_lib
+from platform.contract import Trainable
 from platform.errors import UserError
 from platform.exact import seed_everything
 from platform.loop import TrainState, new_state, run_epoch, unwrap
@@ -47,7 +47,7 @@ TRACE_ENV = "RAYPLATFORM_TRACE_DIR"
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     _quiet()
-    trainable = importlib.import_module(f"trainables.{loop_config['stem']}")
+    trainable = registry.load(loop_config["stem"])
     cfg = config_lib.from_dict(trainable.Config, loop_config["config"])
     meta = loop_config["meta"]
     context = ray.train.get_context()
@@ -74,7 +74,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         schedule = trainable.epoch_schedule(state.epoch, cfg) if hasattr(trainable, "epoch_schedule") else {}
         train_batches = _traced(_train_batches(trainable, splits["train"], state, schedule, cfg, rank, world), state, rank, world)
         if loop_config.get("progress") and rank == 0:
-            train_batches = _with_bar(train_batches, trainable, splits["train"], state, cfg, world, loop_config["stem"])
+            train_batches = _with_bar(train_batches, trainable, splits["train"], state, cfg, world)
         val_batches = stream.split_batches(splits["val"], cfg.batch_size)
         metrics, extras = run_epoch(trainable, state, train_batches, val_batches, cfg, device, rank=rank, after_step=after_step)
         metrics.update({f"schedule/{key}": value for key, value in schedule.items()})
@@ -87,10 +87,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         _report(state, metrics, extras, loop_config, is_due, rank)
         if rank == 0 and loop_config.get("epoch_lines", True):
             seconds_per_epoch = (time.perf_counter() - started) / epochs_this_attempt
-            say(progress_line(loop_config["stem"], metrics, cfg.epochs, seconds_per_epoch, improved))
+            say(progress.epoch_line(trainable.stem, metrics, cfg.epochs, seconds_per_epoch, improved))
 
 
-def _train_batches(trainable, split: Split, state: TrainState, schedule: dict, cfg: Any, rank: int, world: int):
+def _train_batches(trainable: Trainable, split: Split, state: TrainState, schedule: dict, cfg: Any, rank: int, world: int):
     """This rank's (batch, store ids, position) of the epoch, from ``state.position`` on, made ahead
     by a background thread."""
     return stream.prefetched(stream.rank_batches(
@@ -100,15 +100,15 @@ def _train_batches(trainable, split: Split, state: TrainState, schedule: dict, c
     ))
 
 
-def _with_bar(batches, trainable, split: Split, state: TrainState, cfg: Any, world: int, stem: str):
+def _with_bar(batches, trainable: Trainable, split: Split, state: TrainState, cfg: Any, world: int):
     """The epoch's steps as a progress bar in the driver's terminal; its length is unknown when a
     curriculum filters the windows as they are read."""
     total = None if hasattr(trainable, "train_filter") else exact.step_count(split.rows - state.position, world, cfg.batch_size)
-    return progress.epoch_steps(batches, total=total, title=f"[{stem}] epoch {state.epoch + 1}/{cfg.epochs}",
+    return progress.epoch_steps(batches, total=total, title=f"[{trainable.stem}] epoch {state.epoch + 1}/{cfg.epochs}",
                                 samples_per_step=world * cfg.batch_size, state=state)
 
 
-def _window_filter(trainable, schedule: dict, cfg: Any):
+def _window_filter(trainable: Trainable, schedule: dict, cfg: Any):
     """``train_filter`` over a shuffle window's scalar columns, or None when the trainable has none."""
     if not hasattr(trainable, "train_filter"):
         return None
@@ -257,14 +257,3 @@ def say(line: str) -> None:
     """Straight to stdout: Ray Train's patched ``print`` would show every line twice."""
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
-
-
-def progress_line(stem: str, metrics: dict, total_epochs: int, seconds_per_epoch: float, improved: bool) -> str:
-    shown = [f"{key} {value:.4f}" for key, value in metrics.items() if progress.is_headline(key)]
-    shown += [f"{key.split('/', 1)[1]} {value}" for key, value in metrics.items() if key.startswith("schedule/")]
-    remaining = max(0, total_epochs - int(metrics["epoch"]))
-    return (
-        f"[{stem}] epoch {metrics['epoch']}/{total_epochs}  {'  '.join(shown)}  lr {metrics['lr']:.2e}  "
-        f"{metrics['epoch_s']:.1f}s  ETA {progress.format_seconds(remaining * seconds_per_epoch)}{'  *best' if improved else ''}"
-    )
-

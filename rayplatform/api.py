@@ -30,7 +30,7 @@ class Run:
     def __init__(self, path: str | Path):
         self.path = Path(path).expanduser()
         self.stem = predict.stem_of(self.path)
-        self.trainable = registry.load(self.stem)[0]
+        self.trainable = registry.load(self.stem)
 
     @property
     def name(self) -> str:

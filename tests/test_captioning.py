@@ -334,7 +334,7 @@ def test_the_seeds_mode_names_are_aliases_of_tiers():
     assert set(TIERS) == {"smoke", "fast", "standard", "full"}
     # The seed's "fast" cannot be an alias: aliases are looked up first and would hide the fast tier.
     assert ALIASES == {"minimal": "fast", "optimized": "full"}
-    _, space = registry.load("captioning")
+    space = registry.load("captioning").space
     assert registry.tier_overrides(space, "minimal")["vocab_size"] == 3000
     assert registry.tier_overrides(space, "fast")["vocab_size"] == 3000
     assert registry.tier_overrides(space, "standard")["vocab_size"] == 5000

@@ -157,7 +157,8 @@ def test_the_contract_check_sees_a_number_without_a_limit():
 
 @pytest.mark.parametrize("stem", registry.stems())
 def test_every_number_has_limits_and_every_tier_and_search_bound_resolves(stem):
-    trainable, space = registry.load(stem)
+    trainable = registry.load(stem)
+    space = trainable.space
     assert unlimited_numbers(trainable.Config) == set(), f"{stem}: add these to Config.LIMITS"
     fields = {f.name for f in dataclasses.fields(trainable.Config)}
     for key, (lowest, highest) in config_lib.limits(trainable.Config).items():

@@ -6,6 +6,7 @@ it, and each way of breaking it is one error naming the trainable and what is wr
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 import types
@@ -20,16 +21,25 @@ from platform.errors import UserError
 
 @pytest.mark.parametrize("stem", registry.stems())
 def test_every_trainable_keeps_the_contract_and_every_tier_resolves(stem):
-    trainable, space = registry.load(stem)  # contract.check, or a UserError
+    trainable = registry.load(stem)  # contract.check, or a UserError
+    space = trainable.space
     for tier in space.TIERS.values():
         config_lib.resolve(trainable.Config, tier)
     for alias in getattr(space, "ALIASES", {}):
         assert registry.tier_overrides(space, alias) == space.TIERS[space.ALIASES[alias]]
 
 
+def test_a_loaded_trainable_is_one_object_with_its_hooks_space_and_stem():
+    trainable = registry.load("captioning")
+    assert (trainable.stem, trainable.space.__name__) == ("captioning", "search_spaces.captioning")
+    assert trainable.build_model is trainable.package.build_model and trainable.METRIC == trainable.package.METRIC
+    assert not hasattr(trainable, "epoch_shedule")  # an absent optional hook reads as absent
+    assert copy.copy(trainable) == trainable
+
+
 def copies(stem: str = "asl") -> tuple[types.ModuleType, types.ModuleType]:
     """Editable copies of a real trainable and its search space."""
-    trainable, space = registry.load(stem)
+    trainable, space = registry.load(stem).package, registry.load(stem).space
     fake_trainable, fake_space = types.ModuleType(trainable.__name__), types.ModuleType(space.__name__)
     vars(fake_trainable).update({k: v for k, v in vars(trainable).items() if not k.startswith("__")})
     vars(fake_space).update({k: v for k, v in vars(space).items() if not k.startswith("__")})

@@ -23,6 +23,7 @@ from helpers import SHARED_DATASETS, run_command, shared_dataset
 from torch import nn
 
 from platform import data as platform_data
+from platform import registry
 from platform.config import resolve
 from platform.errors import UserError
 from search_spaces.captioning import TIERS
@@ -204,7 +205,7 @@ def store_key(cfg: cap.Config) -> str:
     rows, meta = cap.raw_rows(cfg)
     table = pa.Table.from_pylist([{k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in row.items()}
                                   for row in rows["train"]])
-    return platform_data.split_uri("store", platform_data.identity(cap, cfg, meta, "train", table))
+    return platform_data.split_uri("store", platform_data.identity(registry.load("captioning"), cfg, meta, "train", table))
 
 
 def test_the_feature_store_key_follows_the_weights_content_not_their_path(tmp_path, empty_torch_home):

@@ -24,7 +24,7 @@ import pytest
 import torch
 from helpers import REPO, TEST_ENV, last_line, run_command
 
-from platform import data, store, stream
+from platform import data, registry, store, stream
 from platform.config import resolve
 from platform.errors import UserError
 from search_spaces.asl import TIERS
@@ -105,7 +105,7 @@ def test_a_half_written_split_has_no_manifest_and_is_not_opened(tmp_path):
 def test_an_interrupted_preprocessing_writes_only_the_missing_shards(ray_address, tmp_path):
     cfg = resolve(asl.Config, {**TIERS["smoke"], "shard_rows": 8})
     root = str(tmp_path / "store")
-    splits, _meta = data.prepare(asl, cfg, root)
+    splits, _meta = data.prepare(registry.load("asl"), cfg, root)
     folder = tmp_path / "store" / splits["train"].uri.split("/store/", 1)[1]
     shards = sorted(folder.glob("shard-*.parquet"))
     assert len(shards) == 5  # 40 training rows in shards of 8
@@ -118,7 +118,7 @@ def test_an_interrupted_preprocessing_writes_only_the_missing_shards(ray_address
     kept = {path: path.stat().st_mtime_ns for path in shards if path.exists()}
     time.sleep(0.01)
     said: list[str] = []
-    again, _meta = data.prepare(asl, cfg, root, say=said.append)
+    again, _meta = data.prepare(registry.load("asl"), cfg, root, say=said.append)
     assert any("3 of 5 shard(s) were already written" in line for line in said), said
     assert {path: path.stat().st_mtime_ns for path in kept} == kept, "whole shards are not written again"
     assert json.loads((folder / store.MANIFEST).read_text()) == before  # the same bytes, shard by shard

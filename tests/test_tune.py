@@ -217,7 +217,10 @@ def _a_value(distribution) -> str:
 def _tier_configs(tiers, config_values=None):
     from platform import registry
 
-    return {t: registry.resolve("asl", t, [], config_values) for t in tiers}
+    return {t: registry.resolve("asl", t, [], trial=config_values) for t in tiers}
+
+
+_NO_OPTIONS = {"sets": [], "data_dir": "", "storage": ".", "config_values": {}}
 
 
 def test_each_tier_s_own_configuration_is_suggested_first_and_trains_the_tier_exactly():
@@ -230,7 +233,7 @@ def test_each_tier_s_own_configuration_is_suggested_first_and_trains_the_tier_ex
     from search_spaces import asl
 
     tiers = ["smoke", "fast"]
-    space = sweep_space.searched_space(asl, registry.load("asl")[0].Config, [])
+    space = sweep_space.searched_space(asl, registry.load("asl").Config, [])
     points = sweep_space.tier_default_points(tiers, space, _tier_configs(tiers))
     searcher = OptunaSearch(space=sweep_space.DefineByRun(tiers, space, points), metric="val/acc", mode="max",
                             points_to_evaluate=points)
@@ -240,9 +243,9 @@ def test_each_tier_s_own_configuration_is_suggested_first_and_trains_the_tier_ex
     # Optuna records the tier's own values (it learns from them), but not smoke's dim=32, outside the space.
     assert suggested[1]["lr"] == asl.TIERS["fast"]["lr"] and suggested[1]["dim"] == 96 and "dim" not in suggested[0]
     for tier, params in zip(tiers, suggested):
-        cfg, trained_tier = sweep_trial.trial_config("asl", params, tiers, [], "", ".", {})
+        cfg, trained_tier = sweep_trial.trial_config("asl", params, **_NO_OPTIONS, tiers=tiers)
         assert trained_tier == tier and config_lib.to_dict(cfg) == config_lib.to_dict(_tier_configs([tier])[tier])
-    sampled, _tier = sweep_trial.trial_config("asl", suggested[2], tiers, [], "", ".", {})
+    sampled, _tier = sweep_trial.trial_config("asl", suggested[2], **_NO_OPTIONS, tiers=tiers)
     assert sampled.lr == suggested[2]["lr"] != asl.TIERS[suggested[2]["tier"]]["lr"]
 
 
@@ -250,10 +253,11 @@ def test_config_file_values_come_after_the_tier_and_before_the_sampled_values():
     from platform.tune import trial as sweep_trial
 
     config_values = {"epochs": 3, "lr": 1e-5, "label_smoothing": 0.1}
-    own, _ = sweep_trial.trial_config("asl", {"tier": "smoke", "tier_default": True, "lr": 2e-3}, ["smoke"],
-                                      ["label_smoothing=0.0"], "", ".", config_values)
+    own, _ = sweep_trial.trial_config("asl", {"tier": "smoke", "tier_default": True, "lr": 2e-3}, tiers=["smoke"],
+                                      sets=["label_smoothing=0.0"], data_dir="", storage=".", config_values=config_values)
     assert (own.epochs, own.lr, own.label_smoothing, own.dim) == (3, 1e-5, 0.0, 32)  # --set last
-    sampled, _ = sweep_trial.trial_config("asl", {"tier": "smoke", "lr": 5e-4}, ["smoke"], [], "", ".", config_values)
+    sampled, _ = sweep_trial.trial_config("asl", {"tier": "smoke", "lr": 5e-4}, tiers=["smoke"], sets=[], data_dir="",
+                                          storage=".", config_values=config_values)
     assert (sampled.epochs, sampled.lr) == (3, 5e-4)
 
 

@@ -77,7 +77,7 @@ class Books:
         self._log.close()
 
 
-def label(task, todo: list[dict], args, price, key: str, run: dict, out: Path, cached: dict) -> tuple[dict, dict]:
+def label(task, todo: list[dict], *, args, price, key: str, run: dict, out: Path, cached: dict) -> tuple[dict, dict]:
     """Labels ``todo`` through batches (resuming the folder's open ones first); returns (results by
     key, stats for the ledger). ``price``: already the batch price."""
     client = openai.OpenAI(api_key=key, base_url=args.base_url, timeout=args.timeout, max_retries=args.max_retries)

@@ -183,7 +183,7 @@ def plan(posts: inputs.Posts, cached: dict[str, dict], retry_quarantined: bool) 
     return early, hits, todo
 
 
-def dry_run(task: Task, posts, early, hits, todo, rps: float, price: tuple[float, float] | None, args) -> int:
+def dry_run(task: Task, posts, *, early, hits, todo, rps: float, price: tuple[float, float] | None, args) -> int:
     prompt_tokens = sum(task.prompt_tokens(r["text"], r["image_tokens"]) for r in todo)
     completion_tokens = prompt.EXPECTED_COMPLETION_TOKENS * len(todo)
     seconds = max(len(todo) / rps, sum(r["tokens"] for r in todo) / args.tpm * 60 if args.tpm else 0)
@@ -204,7 +204,7 @@ def dry_run(task: Task, posts, early, hits, todo, rps: float, price: tuple[float
     return 0
 
 
-def label_remote(task: Task, todo: list[dict], args, rps: float, price, key_digest: str, run: dict, total: int,
+def label_remote(task: Task, todo: list[dict], *, args, rps: float, price, key_digest: str, run: dict, total: int,
                  base_done: dict):
     """Runs the Ray Data job; returns (results by key, gate stats). ``run``: id, cache shard, attempt log."""
     import ray
@@ -323,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch:
         price = batch_mode.discounted(price, args.batch_discount)
     if args.dry_run:
-        return dry_run(task, posts, early, hits, todo, rps, price, args)
+        return dry_run(task, posts, early=early, hits=hits, todo=todo, rps=rps, price=price, args=args)
     key = secret.read()
     if todo and not key:
         raise UserError(f"no API key: set {secret.KEY_VARIABLES[0]} (or {secret.KEY_VARIABLES[1]}); "
@@ -338,10 +338,11 @@ def main(argv: list[str] | None = None) -> int:
     run = start_run(args, posts, out, cache_dir, started_at)
     results, stats = {}, {}
     if todo and args.batch:
-        results, stats = batch_mode.label(task, todo, args, price, key, run, out, cached)
+        results, stats = batch_mode.label(task, todo, args=args, price=price, key=key, run=run, out=out, cached=cached)
     elif todo:
-        results, stats = label_remote(task, todo, args, rps, price, secret.digest(key), run, total,
-                                      {"cached": sum(1 for r in posts.table["key"] if r in hits), "early": len(early)})
+        results, stats = label_remote(task, todo, args=args, rps=rps, price=price, key_digest=secret.digest(key), run=run,
+                                      total=total, base_done={"cached": sum(1 for r in posts.table["key"] if r in hits),
+                                                              "early": len(early)})
         if stats.get("fatal"):
             raise UserError(stats["fatal"])
     labels, quarantine, left = assemble(posts, hits, results)

@@ -22,6 +22,7 @@ import ray.train
 
 from platform import artifacts, checkpoints, registry
 from platform import config as config_lib
+from platform.contract import Trainable
 from platform.tune.results import ASHA, COMPLETED, ERROR
 from platform.tune.space import TIER_DEFAULT, Objective
 from platform.tune.trial import latest_state
@@ -73,10 +74,9 @@ class _FinishedTrial:
         return self._best
 
 
-def export_best(stem: str, run_dir: Path, val_split: Any) -> dict | None:
+def export_best(trainable: Trainable, run_dir: Path, val_split: Any) -> dict | None:
     """Make the best trial a finished run directory (history, plots, ``best_model.pt``, manifest),
     as ``python -m platform.run`` would, so ``python -m platform.predict <run_dir>`` works."""
-    trainable, _space = registry.load(stem)
     found = latest_state(run_dir)
     if found is None:
         return None
@@ -86,19 +86,18 @@ def export_best(stem: str, run_dir: Path, val_split: Any) -> dict | None:
     meta = artifacts.read_json(run_dir / artifacts.META_FILE)
     manifest = artifacts.read_json(run_dir / artifacts.MANIFEST_FILE)
     finished = _FinishedTrial(latest_dir, run_dir / best["dir"] if best else latest_dir)
-    return artifacts.finish(run_dir, trainable, cfg, meta, finished, val_split, manifest)
+    return artifacts.finish(run_dir, trainable, cfg=cfg, meta=meta, result=finished, val_split=val_split, manifest=manifest)
 
 
-def save_tier(storage: Path, stem: str, name: str, row: pd.Series, sets: list[str], sweep_dir: Path,
+def save_tier(storage: Path, trainable: Trainable, *, name: str, row: pd.Series, sets: list[str], sweep_dir: Path,
               config_keys: tuple[str, ...] = ()) -> Path:
     """The best trial's exact configuration as a tier: its base tier plus the sweep's ``--config``
     keys, the sampled values and the ``--set`` overrides (``--data`` stays a per-run choice)."""
-    trainable, _space = registry.load(stem)
     cfg = config_lib.to_dict(config_lib.from_dict(trainable.Config, artifacts.read_json(Path(row["run_dir"]) / artifacts.CONFIG_FILE)))
     keys = [k for k in config_keys if k != "data_dir"]
     keys += [c.split("/", 1)[1] for c in row.index if c.startswith("config/") and pd.notna(row[c])]
     keys += [k for k in config_lib.parse_sets(sets) if k != "data_dir"]
-    path = registry.saved_tier_path(storage, stem, name)
+    path = registry.saved_tier_path(storage, trainable.stem, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     artifacts.write_json(path, {
         "base": row["tier"],
@@ -144,7 +143,7 @@ def judge(frame: pd.DataFrame, best: int, objective: Objective) -> Verdict:
                          f"against {reference:.4g}", reference)
 
 
-def write_best(sweep_dir: Path, row: pd.Series, objectives: list[Objective], manifest: dict | None,
+def write_best(sweep_dir: Path, row: pd.Series, *, objectives: list[Objective], manifest: dict | None,
                tier_path: Path | None, front_ids: list[str], verdict: Verdict | None = None) -> dict:
     best = {
         "trial_id": row["trial_id"],

@@ -111,13 +111,13 @@ def settings(args: argparse.Namespace, sweep_dir: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     storage = Path(args.storage).expanduser().resolve()
-    registry.load(args.stem)
+    trainable = registry.load(args.stem)
     name = args.name or f"{(args.tiers or registry.DEFAULT_TIER).replace(',', '-')}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     sweep_dir = storage / args.stem / "sweeps" / name
     chosen = settings(args, sweep_dir)
     from platform.tune.plan import Plan  # Optuna and Ray Tune: not imported to print --help
 
-    plan = Plan(args.stem, chosen, storage)
+    plan = Plan(trainable, chosen, storage)
     if args.dry_run:
         import psutil
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from platform import config as config_lib
 from platform import registry
+from platform.contract import Trainable
 from platform.errors import UserError
 from platform.tune import space as space_lib
 
@@ -15,9 +16,9 @@ from platform.tune import space as space_lib
 class Plan:
     """Everything checked before Ray starts: tiers, objectives, space, budget."""
 
-    def __init__(self, stem: str, chosen: dict, storage: Path):
-        self.stem, self.chosen, self.storage = stem, chosen, storage
-        self.trainable, self.space_module = registry.load(stem)
+    def __init__(self, trainable: Trainable, chosen: dict, storage: Path):
+        self.trainable, self.chosen, self.storage = trainable, chosen, storage
+        self.stem = stem = trainable.stem
         self.tiers = list(dict.fromkeys(t.strip() for t in chosen["tiers"].split(",") if t.strip()))
         if not self.tiers:
             raise UserError("--tiers names no tier")
@@ -25,7 +26,8 @@ class Plan:
         if chosen.get("config"):  # an unknown key or a wrong type names the file
             config_lib.apply(self.trainable.Config(), self.config_values, f"--config {chosen['config']}")
         # Unknown tiers, bad --set and --data fail here, naming the culprit.
-        self.tier_configs = {t: registry.resolve(stem, t, chosen["sets"], self.config_values, chosen["data"], storage)
+        self.tier_configs = {t: registry.resolve(stem, t, chosen["sets"], trial=self.config_values, data_dir=chosen["data"],
+                                             storage=storage)
                              for t in self.tiers}
         if chosen["data"] and not Path(chosen["data"]).expanduser().is_dir():
             raise UserError(f"data folder not found: {chosen['data']}")
@@ -39,9 +41,9 @@ class Plan:
             default = ":".join(self.trainable.METRIC)
             self.objectives = space_lib.parse_objectives(chosen["objective"] or default, self.trainable, "--objective")
         self.scheduler = chosen["scheduler"] or ("none" if chosen["pareto"] else "asha")
-        self.space = space_lib.searched_space(self.space_module, self.trainable.Config, chosen["sets"])
+        self.space = space_lib.searched_space(trainable.space, trainable.Config, chosen["sets"])
         if not self.space and len(self.tiers) == 1:
-            raise UserError(f"nothing to search: {self.space_module.__name__}.SPACE is empty (or fixed by --set) "
+            raise UserError(f"nothing to search: {trainable.space.__name__}.SPACE is empty (or fixed by --set) "
                             "and there is one tier")
         for name, value in (("--trials", chosen["trials"]), ("--keep-best", chosen["keep_best"]),
                             ("--concurrent", chosen["concurrent"] or 1), ("--cpus-per-trial", chosen["cpus_per_trial"])):
@@ -58,7 +60,7 @@ class Plan:
                             f"(tier {cheapest}) takes about {space_lib.format_duration(self.estimates[cheapest][0])}")
 
     def _estimate(self, tier: str) -> tuple[float, str]:
-        epoch_s, source = space_lib.epoch_seconds(self.space_module, self.storage, self.stem, tier)
+        epoch_s, source = space_lib.epoch_seconds(self.trainable, self.storage, tier)
         epochs = self.tier_configs[tier].epochs
         return space_lib.trial_seconds(epochs, epoch_s), f"{epochs} epochs x {epoch_s:.2f}s ({source})"
 

@@ -100,7 +100,7 @@ def tuner(plan: Plan, sweep_dir: Path, fn: Any, concurrent: int) -> tune.Tuner:
 
 
 def run(plan: Plan, sweep_dir: Path, concurrent: int, cpus_per_worker: float, max_failures: int, resume: bool) -> str:
-    sweep_trial.prepare_shared(plan.stem, plan.tier_configs)
+    sweep_trial.prepare_shared(plan.trainable, plan.tier_configs)
     fn = trainable(plan, sweep_dir, cpus_per_worker, max_failures)
     if resume and tune.Tuner.can_restore(str(sweep_dir)):
         print(f"[sweep] resuming {sweep_dir}", flush=True)
@@ -142,12 +142,14 @@ def finish(plan: Plan, sweep_dir: Path) -> str:
         # The trial's own config: its sampled values may have changed the data (a store look-up).
         cfg = config_lib.from_dict(plan.trainable.Config, artifacts.read_json(Path(row["run_dir"]) / artifacts.CONFIG_FILE))
         splits, _meta = data.prepare(plan.trainable, cfg)
-        manifest = sweep_best.export_best(plan.stem, Path(row["run_dir"]), splits["val"])
+        manifest = sweep_best.export_best(plan.trainable, Path(row["run_dir"]), splits["val"])
     verdict = sweep_best.judge(frame, best, objectives[0])
-    tier_path = sweep_best.save_tier(plan.storage, plan.stem, plan.chosen["save_tier"], row, plan.chosen["sets"],
-                                     sweep_dir, tuple(plan.config_values)) if verdict.save and row["run_dir"] else None
+    tier_path = sweep_best.save_tier(
+        plan.storage, plan.trainable, name=plan.chosen["save_tier"], row=row, sets=plan.chosen["sets"], sweep_dir=sweep_dir,
+        config_keys=tuple(plan.config_values)) if verdict.save and row["run_dir"] else None
     front_ids = list(frame.loc[front, "trial_id"]) if len(objectives) > 1 else []
-    sweep_best.write_best(sweep_dir, row, objectives, manifest, tier_path, front_ids, verdict)
+    sweep_best.write_best(sweep_dir, row, objectives=objectives, manifest=manifest, tier_path=tier_path, front_ids=front_ids,
+                          verdict=verdict)
     values = "  ".join(f"{o.metric} {row[o.metric]:.4g}" for o in objectives)
     own = " (its tier's own config)" if row[TIER_DEFAULT] else ""
     lines.append(f"[sweep] best: trial {row['trial_id']} (tier {row['tier']}){own}: {values}")

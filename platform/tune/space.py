@@ -21,6 +21,7 @@ import optuna
 from ray.tune.search.optuna import OptunaSearch
 
 from platform import config as config_lib
+from platform.contract import Trainable
 from platform.distributions import to_tune
 from platform.errors import UserError
 
@@ -44,7 +45,7 @@ class Objective:
         return f"{self.metric}:{self.mode}"
 
 
-def parse_objectives(text: str, trainable: ModuleType, flag: str) -> list[Objective]:
+def parse_objectives(text: str, trainable: Trainable, flag: str) -> list[Objective]:
     """``val/acc:max,train_s:min`` -> objectives; the mode may be left out where it is known."""
     objectives = []
     for item in filter(None, (part.strip() for part in text.split(","))):
@@ -61,7 +62,7 @@ def parse_objectives(text: str, trainable: ModuleType, flag: str) -> list[Object
     return objectives
 
 
-def default_mode(metric: str, trainable: ModuleType) -> str:
+def default_mode(metric: str, trainable: Trainable) -> str:
     name, mode = trainable.METRIC
     if metric == name:
         return mode
@@ -71,7 +72,7 @@ def default_mode(metric: str, trainable: ModuleType) -> str:
     raise UserError(f"say whether {metric!r} is minimised or maximised: {metric}:min or {metric}:max")
 
 
-def check_metric(metric: str, trainable: ModuleType) -> None:
+def check_metric(metric: str, trainable: Trainable) -> None:
     """Only what a trial reports: the trainable's metrics (``val/*``, ``train/*``) and the sweep's.
 
     A ``val/x`` the trainable turns out not to report is caught on the first result
@@ -228,12 +229,12 @@ def format_duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
-def epoch_seconds(space_module: ModuleType, storage: Path, stem: str, tier: str) -> tuple[float, str]:
+def epoch_seconds(trainable: Trainable, storage: Path, tier: str) -> tuple[float, str]:
     """Seconds an epoch of ``tier``: measured by earlier runs and trials in ``storage`` when there
     are some, else the search space's ``EPOCH_SECONDS``, else an assumption."""
     measured = []
     patterns = ["*/manifest.json", "sweeps/*/trials/*/manifest.json"]
-    for manifest_path in (p for pattern in patterns for p in (storage / stem).glob(pattern)):
+    for manifest_path in (p for pattern in patterns for p in (storage / trainable.stem).glob(pattern)):
         try:
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -242,7 +243,7 @@ def epoch_seconds(space_module: ModuleType, storage: Path, stem: str, tier: str)
             measured += [row["epoch_s"] for row in manifest.get("history", []) if "epoch_s" in row]
     if measured:
         return statistics.median(measured), f"measured over {len(measured)} earlier epochs"
-    declared = getattr(space_module, "EPOCH_SECONDS", {})
+    declared = getattr(trainable.space, "EPOCH_SECONDS", {})
     if tier in declared:
         return float(declared[tier]), "from the search space"
     return ASSUMED_EPOCH_S, "assumed"

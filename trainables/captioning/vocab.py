@@ -6,21 +6,20 @@ Used by ``python -m platform.run captioning`` (``build_datasets`` builds it, ``e
 
 from __future__ import annotations
 
-from collections import Counter
-
 import numpy as np
 
+from trainables import vocab
 from trainables.captioning.data import normalize
+from trainables.vocab import decode  # noqa: F401 - captioning's decode is the shared one
 
-PAD, START, END, UNK = 0, 1, 2, 3
+PAD, START, END, UNK = vocab.PAD_ID, vocab.START_ID, vocab.END_ID, vocab.UNK_ID
 SPECIALS = ("<pad>", "<start>", "<end>", "<unk>")
 
 
 def build_vocabulary(train_captions: list[list[str]], vocab_size: int, min_count: int) -> list[str]:
     """The specials, then the most frequent training words (ties alphabetical), ``vocab_size`` in all."""
-    counts = Counter(word for captions in train_captions for caption in captions for word in normalize(caption).split())
-    ranked = sorted((word for word, count in counts.items() if count >= min_count), key=lambda w: (-counts[w], w))
-    return [*SPECIALS, *ranked[: max(0, vocab_size - len(SPECIALS))]]
+    texts = (normalize(caption).split() for captions in train_captions for caption in captions)
+    return vocab.build(texts, SPECIALS, vocab_size, min_count)
 
 
 def encode_references(captions: list[str], index: dict[str, int], max_len: int, references: int) -> np.ndarray:
@@ -32,14 +31,3 @@ def encode_references(captions: list[str], index: dict[str, int], max_len: int, 
         encoded[row, : len(ids) + 2] = [START, *ids, END]
     return encoded
 
-
-def decode(ids, vocabulary: list[str]) -> str:
-    """Words up to the first <end>, without <pad> and <start>: exactly the text that is scored."""
-    words = []
-    for token in ids:
-        token = int(token)
-        if token == END:
-            break
-        if token not in (PAD, START):
-            words.append(vocabulary[token])
-    return " ".join(words)

@@ -9,14 +9,16 @@ zero-padded UTF-8 byte arrays and come back as exactly the same strings.
 
 from __future__ import annotations
 
-import collections
 import re
 
 import numpy as np
 
+from trainables import vocab
+from trainables.vocab import decode  # noqa: F401 - xr2text's decode is the shared one
+
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIALS = (PAD, BOS, EOS, UNK)
-PAD_ID, BOS_ID, EOS_ID, UNK_ID = range(4)
+PAD_ID, BOS_ID, EOS_ID, UNK_ID = vocab.PAD_ID, vocab.START_ID, vocab.END_ID, vocab.UNK_ID
 
 # Words (IU's anonymised "XXXX" included) and each punctuation mark on its own, as R2Gen splits them.
 _TOKEN = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
@@ -59,9 +61,7 @@ def normalized(text: str) -> str:
 
 def build_vocab(reports: list[str], size: int, min_count: int) -> list[str]:
     """Specials, then the training reports' words seen at least min_count times, most frequent first."""
-    counts = collections.Counter(word for report in reports for word in words(report))
-    frequent = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
-    return [*SPECIALS, *frequent[: max(0, size - len(SPECIALS))]]
+    return vocab.build((words(report) for report in reports), SPECIALS, size, min_count)
 
 
 def encode(text: str, index: dict[str, int], max_tokens: int) -> np.ndarray:
@@ -70,18 +70,6 @@ def encode(text: str, index: dict[str, int], max_tokens: int) -> np.ndarray:
     out = np.full(max_tokens + 2, PAD_ID, dtype=np.int64)
     out[: len(ids) + 2] = [BOS_ID, *ids, EOS_ID]
     return out
-
-
-def decode(ids, vocab: list[str]) -> str:
-    """Word ids up to the first <eos>, as text; <bos> and <pad> are dropped."""
-    out = []
-    for token in ids:
-        token = int(token)
-        if token == EOS_ID:
-            break
-        if token not in (PAD_ID, BOS_ID):
-            out.append(vocab[token])
-    return " ".join(out)
 
 
 def to_bytes(texts: list[str]) -> np.ndarray:
