@@ -45,7 +45,12 @@ writing a synthetic set and extracting its features happen once, later runs read
   0.000. ``tests/test_captioning.py`` trains this tier on the same split and checks that the test
   images get varied captions that beat the constant one on CIDEr-D or BLEU-4: 101 s at load 2-5
   (features of the 240 images, 15 epochs, the constant caption's search); at load 30-40 the
-  features alone took 5 minutes.
+  features alone took 5 minutes. Through the platform, ``rayplatform run captioning --tier fast
+  --data ../shared/datasets/flickr8k_dev`` (2026-12-03, another training beside it, 121 s in all):
+  best val CIDEr-D 0.295 at epoch 12 against the platform's baseline caption's 0.073 (the best of
+  32 training captions); test CIDEr-D 0.329 (baseline 0.056), BLEU-4 0.083, 83% distinct captions
+  using 24 words. ``smoke`` on the same images: val CIDEr-D 0.004 (baseline 0.011), and the run ends
+  with the collapse and baseline warnings, as it should after 2 epochs.
   Without ``--data``: 1,000 synthetic images (not re-measured with this recipe).
 - ``standard`` (seed ``fast``): embedding 128, LSTM 256, vocabulary 5,000, 20 words, 10 epochs,
   batch 96, lr 2e-3, beam 3, patience 3; 1,000 synthetic images at 160 px (671k parameters): 46 s

@@ -11,6 +11,9 @@ decoding its clips happen once, later runs read the platform's preprocessed cach
   BERT over 16 tokens, a narrow audio CNN, ResNet18 from scratch (13.4M parameters, a 54 MB
   best_model.pt), 2 epochs: 9-28 s an epoch, 30-55 s to write the set and decode its clips, about 3
   minutes for the whole command at that load. Too few steps to learn: it checks the plumbing.
+  With ``--data`` it reads 300 rows of each CSV (``max_rows``): on the shared MELD text 61 s in all
+  (2026-12-03), val weighted F1 0.057 against the majority class's 0.382, test 0.032 (0.206), and
+  the run ends with the baseline warning; every row took 22 minutes.
 - ``fast``: 600 synthetic clips, 4 frames of 64 px, all-MiniLM-L6-v2 with 4 of 6 layers frozen,
   1 s of audio, concatenation fusion, 4 epochs (34.0M parameters): 33 s to write the set, 91 s to decode it,
   155-167 s an epoch; val weighted F1 0.41 after one epoch and 0.67 after two (test 0.69; chance
@@ -31,7 +34,10 @@ decoding its clips happen once, later runs read the platform's preprocessed cach
   not reached yet. The fine-tuning schedule of published recipes, stepped every optimizer step
   (``--set scheduler=linear_warmup --set epochs=3``: 10% warm-up, then linear decay), measured the
   same way: val 0.636, 0.653, 0.632, dev **0.575** (best val at epoch 2): a better val, no better
-  dev, so the tier keeps its per-epoch cosine.
+  dev, so the tier keeps its per-epoch cosine. More context and the sentiment head as a second task
+  (``--set context_turns=4 --set max_tokens=64 --set tasks=emotion,sentiment``, 2026-12-03, with
+  other work beside it, 26-31 minutes an epoch): val 0.636, 0.639, dev **0.573**, accuracy 0.592,
+  macro F1 0.399: no better either.
 - ``standard``: 2,000 synthetic clips (or every MELD row), 4 frames of 112 px, 3 s of audio,
   attention fusion, 8 epochs (not timed here).
 - ``full``: the seed's recipe (``Config`` defaults): every row, BERT-like text encoder (MiniLM)
@@ -51,6 +57,7 @@ TIERS = {
         "synthetic_clips": 60, "text_model": "tiny", "max_tokens": 16, "frozen_layers": 1, "image_weights": "none",
         "audio_width": 4, "sample_rate": 8000, "n_mels": 32, "audio_seconds": 1.0, "frames": 2, "frame_size": 32,
         "fusion_dim": 32, "dropout": 0.1, "epochs": 2, "batch_size": 16, "lr": 2e-3, "patience": 0,
+        "max_rows": 300,  # of each real CSV (--data): seconds, not the 22 minutes all of MELD's text took
     },
     "fast": {
         "synthetic_clips": 600, "max_tokens": 32, "frozen_layers": 4, "audio_width": 16, "n_mels": 40,

@@ -24,6 +24,10 @@ synthetic set happens once; times vary about 3x with the machine's load):
   text layers frozen, AdamW lr 5e-4, batch 32, 6 epochs with a cosine schedule, patience 2. Meant
   for a GPU and the labeled data (``--data``).
 
+Not measured on real data: the shared sample (``../shared/datasets/social``, 80 posts) has no bias
+scores, which come from ``python -m platform.label`` and an API key; the tiers above are measured on
+the synthetic set only.
+
 The seed's modes differ in how many posts they train on (2K, 5K, all). Two of their names are
 tier names here, and the platform looks an alias up before the tiers, so ``fast`` and ``standard``
 *are* the seed's modes (with their caps) rather than aliases, and ``ultra-fast`` is a tier of its
