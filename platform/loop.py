@@ -255,7 +255,9 @@ def _optimizer_step(state: TrainState, cfg: Any) -> None:
 def validate(
     trainable: Trainable, model: torch.nn.Module, batches: Iterable[dict], cfg: Any, device: torch.device
 ) -> tuple[dict[str, float], dict[str, Any]]:
-    """The trainable's metrics split into scalars (reported) and extras (a confusion matrix...)."""
+    """The trainable's metrics split into scalars (reported) and extras (a confusion matrix...). It
+    evaluates the model itself, never its DDP wrapper (which would sync buffers across ranks)."""
+    model = unwrap(model)
     model.eval()
     with torch.no_grad(), _autocast(cfg, device):
         results = trainable.evaluate(model, (_to_device(b, device) for b in batches), cfg)

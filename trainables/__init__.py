@@ -45,7 +45,9 @@ them from there, beside the hooks. A trainable without a ``config.py`` works too
 
 ``loss(model, batch, cfg) -> (loss, metrics)``
     The training loss of one batch and a dict of float metrics (the platform averages them over
-    the epoch and prefixes them with ``train/``).
+    the epoch and prefixes them with ``train/``). ``model`` is the model as it trains: with several
+    workers, its DistributedDataParallel wrapper, so call it; its attributes are on ``model.module``.
+    Every other hook (``evaluate``, ``on_epoch_start``, ``predict``) receives the model itself.
 
 ``evaluate(model, batches, cfg) -> metrics``
     Validation metrics over an iterable of batches; the platform has already put the model in

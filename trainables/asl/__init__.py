@@ -57,8 +57,7 @@ def dropout_schedule(epoch: int, cfg: Config) -> tuple[float, float]:
 
 
 def on_epoch_start(model: nn.Module, epoch: int, cfg: Config) -> None:
-    inner = getattr(model, "module", model)  # DistributedDataParallel wraps the model
-    inner.stage_dropout.p, inner.late_dropout.p = dropout_schedule(epoch, cfg)
+    model.stage_dropout.p, model.late_dropout.p = dropout_schedule(epoch, cfg)
 
 
 # ---------------------------------------------------------------- loss, evaluation, prediction

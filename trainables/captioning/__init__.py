@@ -133,17 +133,16 @@ def loss(model: nn.Module, batch: dict[str, torch.Tensor], cfg: Config):
 def evaluate(model: nn.Module, batches, cfg: Config) -> dict:
     """val/loss, val/word_acc (teacher forced, no smoothing), val/bleu1..4, val/rouge_l, val/cider,
     val/distinct, val/vocab (``trainables/text_metrics.py``) and one prediction a validation image."""
-    core = getattr(model, "module", model)
     predictions, totals, seen = [], {"loss": 0.0, "word_acc": 0.0}, 0
     for batch in batches:
-        _, metrics = _teacher_forcing(core, batch)
+        _, metrics = _teacher_forcing(model, batch)
         totals = {key: totals[key] + metrics[key] for key in totals}
         seen += 1
-        captions = core.caption(batch["features"], cfg.beam_width, cfg.max_len, cfg.length_penalty)
+        captions = model.caption(batch["features"], cfg.beam_width, cfg.max_len, cfg.length_penalty)
         for index, ids in zip(batch["eval_index"].tolist(), captions.tolist()):
-            image = core.eval_images[index]
+            image = model.eval_images[index]
             predictions.append({"image": image["image"], "references": image["references"],
-                                "prediction": decode(ids, core.vocabulary)})
+                                "prediction": decode(ids, model.vocabulary)})
     if not predictions:
         raise UserError("the validation split is empty")
     return {**{f"val/{key}": total / seen for key, total in totals.items()}, **caption_metrics(predictions),

@@ -135,7 +135,7 @@ def build_model(cfg: Config, meta: dict) -> nn.Module:
 
 def loss(model: nn.Module, batch: dict[str, torch.Tensor], cfg: Config):
     """Cross-entropy of each head (class-weighted when balance=weights); the sentiment one scaled by sentiment_weight."""
-    core = getattr(model, "module", model)
+    core = getattr(model, "module", model)  # the class weights are the model's; DDP wraps it when training
     logits = model(batch)
     total, metrics = 0.0, {}
     for index, (task, task_logits) in enumerate(logits.items()):

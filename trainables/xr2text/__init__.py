@@ -120,15 +120,14 @@ def caption_metrics(references: list[str], predictions: list[str]) -> dict[str, 
 def evaluate(model: nn.Module, batches, cfg: Config) -> dict:
     """val/loss (teacher forced), BLEU-1..4, ROUGE-L, their METRIC sum, CIDEr-D, distinct share,
     vocabulary, and every study's prediction."""
-    inner = getattr(model, "module", model)  # DistributedDataParallel wraps the model
     rows, loss_sum, loss_batches = [], 0.0, 0
     for batch in batches:
         loss_sum += _token_loss(model, batch, 0.0).item()
         loss_batches += 1
-        generated = inner.generate(batch["image"], cfg.beam_width, cfg.length_penalty).cpu()
+        generated = model.generate(batch["image"], cfg.beam_width, cfg.length_penalty).cpu()
         for ids, reference, study_id in zip(generated, batch["reference"].cpu(), batch["id"].cpu()):
             rows.append({"id": reports.from_bytes(study_id), "reference": reports.from_bytes(reference),
-                         "prediction": reports.decode(ids, inner.vocab)})
+                         "prediction": reports.decode(ids, model.vocab)})
     if not rows:
         raise UserError("the validation split is empty")
     metrics = caption_metrics([r["reference"] for r in rows], [r["prediction"] for r in rows])
