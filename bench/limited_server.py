@@ -12,24 +12,18 @@ second's tokens plus one request's.
 
 from __future__ import annotations
 
-import importlib.util
 import math
+import sys
 import time
 
 from aiohttp import web
 
 from bench.common import REPO_ROOT
 
-
-def _load_fake_openai() -> tuple[type, int]:
-    """tests/ is not a package: load the server module from its file."""
-    spec = importlib.util.spec_from_file_location("openai_server", REPO_ROOT / "tests" / "openai_server.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.FakeOpenAI, module.PROMPT_TOKENS
-
-
-FakeOpenAI, PROMPT_TOKENS = _load_fake_openai()
+# tests/ is not a package: its modules import each other by name, so it goes on the path.
+sys.path.insert(0, str(REPO_ROOT / "tests"))
+from openai_replies import PROMPT_TOKENS  # noqa: E402
+from openai_server import FakeOpenAI  # noqa: E402
 
 
 class Bucket:

@@ -19,14 +19,7 @@ calls (then ``ok``): ``429`` (with Retry-After: ``retry_after`` seconds), ``500`
 body that is not JSON), ``not_json`` (content that is not JSON), ``out_of_range`` (score 42, even
 in structured mode), ``slow`` (waits ``slow_s`` before answering), ``drop`` (closes the connection
 without a response: the client sees a connection error).
-The Batch API too: ``POST /v1/files`` (multipart, purpose=batch), ``GET /v1/files/{id}/content``,
-``POST /v1/batches``, ``GET /v1/batches`` and ``GET /v1/batches/{id}``; a batch stays in progress
-until its ``batch_polls``-th GET, then runs its lines as chat completions (the same script and
-replies) into an output and an error file: a line scripted ``expire`` is never run and the batch
-ends ``expired``, a line answered other than 200 (``500``, ``429``, a refused ``response_format``)
-goes to the error file, and an input file with a malformed line fails the batch. ``files``,
-``batches`` and ``batch_lines`` (every line run: batch, custom_id, caption, status) let tests
-count what was uploaded, created and paid.
+The Batch API too (tests/openai_batches.py).
 Every call is logged (``calls``: time, caption, behaviour, status, whether it carried an image, its
 ``response_format``, when it was answered, and ``delivered``: whether the client was still there to
 read the answer; a client killed or timed out first never does) for rate and count checks.
@@ -44,17 +37,11 @@ import time
 from collections import defaultdict
 
 from aiohttp import web
-
-PROMPT_TOKENS = 1000
-COMPLETION_TOKENS = 20
-
-
-def expected_score(caption: str) -> int:
-    """The score this server gives a caption: deterministic, so tests can check the labels."""
-    return sum(caption.encode("utf-8")) % 11
+from openai_batches import BatchAPI
+from openai_replies import caption_and_image, chat_answer
 
 
-class FakeOpenAI:
+class FakeOpenAI(BatchAPI):
     def __init__(self, key: str = "test-key", latency: float = 0.0, script: dict[str, list[str]] | None = None,
                  retry_after: float = 1.0, slow_s: float = 5.0, port: int = 0, refuse_format: bool = False,
                  batch_polls: int = 2):
@@ -127,7 +114,7 @@ class FakeOpenAI:
             return web.json_response({"error": {"message": "invalid API key", "type": "invalid_request_error",
                                                 "code": "invalid_api_key"}}, status=401)
         body = await request.json()
-        caption, has_image = _caption_and_image(body)
+        caption, has_image = caption_and_image(body)
         if refused := self._refusal(body.get("response_format")):
             self._log(arrived, caption, "format_refused", 400, has_image, body["response_format"])["replied"] = arrived
             return web.json_response({"error": {"message": refused, "type": "invalid_request_error",
@@ -146,114 +133,9 @@ class FakeOpenAI:
         call.update(replied=time.time(), delivered=transport is not None and not transport.is_closing())
         if behaviour == "malformed":
             return web.Response(text='{"id": "chatcmpl-x", "choices": [', content_type="application/json")
-        answer, status = _answer(body, caption, behaviour, call["index"])
+        answer, status = chat_answer(body, caption, behaviour, call["index"])
         headers = {"Retry-After": f"{self.retry_after:g}"} if behaviour == "429" else None
         return web.json_response(answer, status=status, headers=headers)
-
-    # The Batch API: POST /v1/files (multipart, purpose=batch), GET /v1/files/{id}/content, POST
-    # /v1/batches, GET /v1/batches/{id}. A batch runs its lines when it is polled the batch_polls-th
-    # time, each as a chat completion would (same script, same replies); a line whose behaviour is
-    # "expire" is never run: the batch then ends "expired", that line in its error file as
-    # batch_expired. A line answered other than 200 goes to the error file with its response.
-
-    def _authorized(self, request: web.Request) -> bool:
-        return request.headers.get("Authorization") == f"Bearer {self.key}"
-
-    def _store_file(self, data: bytes, purpose: str, filename: str) -> dict:
-        with self._lock:
-            file_id = f"file-{len(self.files) + 1}"
-            self.files[file_id] = {"purpose": purpose, "filename": filename, "data": data}
-        return {"id": file_id, "object": "file", "bytes": len(data), "created_at": int(time.time()),
-                "filename": filename, "purpose": purpose, "status": "processed"}
-
-    async def _upload(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
-            return _unauthorized()
-        form = await request.post()
-        upload = form.get("file")
-        if form.get("purpose") != "batch" or not hasattr(upload, "file"):
-            return _bad_request("a batch input needs purpose=batch and a file part")
-        return web.json_response(self._store_file(upload.file.read(), "batch", upload.filename))
-
-    async def _file_content(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
-            return _unauthorized()
-        stored = self.files.get(request.match_info["id"])
-        if stored is None:
-            return web.json_response({"error": {"message": "no such file"}}, status=404)
-        return web.Response(body=stored["data"], content_type="application/octet-stream")
-
-    async def _create_batch(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
-            return _unauthorized()
-        body = await request.json()
-        if body.get("input_file_id") not in self.files or body.get("completion_window") != "24h":
-            return _bad_request("input_file_id must name an uploaded file and completion_window be 24h")
-        with self._lock:
-            batch_id = f"batch_{len(self.batches) + 1}"
-            self.batches[batch_id] = {
-                "id": batch_id, "object": "batch", "endpoint": body.get("endpoint"), "errors": None,
-                "input_file_id": body["input_file_id"], "completion_window": "24h", "status": "validating",
-                "output_file_id": None, "error_file_id": None, "created_at": int(time.time()),
-                "expires_at": int(time.time()) + 86400, "request_counts": {"total": 0, "completed": 0, "failed": 0},
-                "metadata": body.get("metadata"), "polls": 0}
-        return web.json_response(self._batch_object(batch_id))
-
-    async def _list_batches(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
-            return _unauthorized()
-        newest_first = [self._batch_object(b) for b in reversed(list(self.batches))]
-        return web.json_response({"object": "list", "data": newest_first, "has_more": False})
-
-    async def _get_batch(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
-            return _unauthorized()
-        batch = self.batches.get(request.match_info["id"])
-        if batch is None:
-            return web.json_response({"error": {"message": "no such batch"}}, status=404)
-        batch["polls"] += 1
-        if batch["status"] in ("validating", "in_progress"):
-            batch["status"] = "in_progress"
-            if batch["polls"] >= self.batch_polls:
-                self._run_batch(batch)
-        return web.json_response(self._batch_object(batch["id"]))
-
-    def _batch_object(self, batch_id: str) -> dict:
-        return {k: v for k, v in self.batches[batch_id].items() if k != "polls"}
-
-    def _run_batch(self, batch: dict) -> None:
-        """Runs the batch's lines and ends it: failed (a malformed input file), expired or completed."""
-        lines, problem = _batch_lines(self.files[batch["input_file_id"]]["data"], batch["endpoint"])
-        if problem:
-            batch.update(status="failed", failed_at=int(time.time()),
-                         errors={"object": "list", "data": [{"code": "invalid_request", "message": problem}]})
-            return
-        outputs, errors, expired = [], [], False
-        for n, line in enumerate(lines):
-            caption, _ = _caption_and_image(line["body"])
-            behaviour = self._behaviour(caption)
-            entry = {"id": f"batch_req_{batch['id']}_{n}", "custom_id": line["custom_id"]}
-            if behaviour == "expire":
-                expired = True
-                errors.append({**entry, "response": None, "error": {
-                    "code": "batch_expired",
-                    "message": "This request could not be executed before the completion window expired."}})
-                continue
-            refused = self._refusal(line["body"].get("response_format"))
-            answer, status = ({"error": {"message": refused}}, 400) if refused else \
-                _answer(line["body"], caption, behaviour, len(self.batch_lines))
-            with self._lock:
-                self.batch_lines.append({"batch": batch["id"], "custom_id": line["custom_id"], "caption": caption,
-                                         "behaviour": behaviour, "status": status})
-            response = {"status_code": status, "request_id": f"req_{len(self.batch_lines)}", "body": answer}
-            (outputs if status == 200 else errors).append({**entry, "response": response, "error": None})
-        now = int(time.time())
-        batch.update(status="expired" if expired else "completed", **{"expired_at" if expired else "completed_at": now},
-                     request_counts={"total": len(lines), "completed": len(outputs), "failed": len(errors)})
-        for field, entries in (("output_file_id", outputs), ("error_file_id", errors)):
-            if entries:
-                data = "".join(json.dumps(e) + "\n" for e in entries).encode()
-                batch[field] = self._store_file(data, "batch_output", f"{batch['id']}_{field}.jsonl")["id"]
 
     def _refusal(self, response_format: dict | None) -> str | None:
         """The 400 message for a ``response_format`` this server will not honour, else None."""
@@ -279,11 +161,7 @@ class FakeOpenAI:
     async def _start(self) -> None:
         app = web.Application(client_max_size=64 * 2**20)
         app.router.add_post("/v1/chat/completions", self._chat)
-        app.router.add_post("/v1/files", self._upload)
-        app.router.add_get("/v1/files/{id}/content", self._file_content)
-        app.router.add_post("/v1/batches", self._create_batch)
-        app.router.add_get("/v1/batches", self._list_batches)
-        app.router.add_get("/v1/batches/{id}", self._get_batch)
+        self._add_batch_routes(app)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self._requested_port)
@@ -317,76 +195,6 @@ class FakeOpenAI:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-def _answer(body: dict, caption: str, behaviour: str, index: int) -> tuple[dict, int]:
-    """The JSON body and HTTP status a chat completion gets for ``behaviour`` (one that has a body)."""
-    if behaviour == "429":
-        return {"error": {"message": "rate limited", "code": 429}}, 429
-    if behaviour in ("500", "malformed"):  # a batch line cannot be malformed: it fails as a 500
-        return {"error": {"message": "upstream failed", "code": 500}}, 500
-    score = expected_score(caption)
-    name, field = _label_field(body.get("response_format"))
-    label = field["enum"][score % len(field["enum"])] if field.get("enum") else score
-    reply = {name: 42 if behaviour == "out_of_range" else label, "reason": f"caption checksum {score}"}
-    content = json.dumps(reply)
-    if behaviour == "not_json":
-        content = "I would say this post is about a five."
-    elif score % 2 == 0 and not body.get("response_format"):  # structured output: exactly the JSON
-        content = f"```json\n{content}\n```"
-    return {
-        "id": f"chatcmpl-{index}", "object": "chat.completion", "created": int(time.time()),
-        "model": body.get("model", "test-model"),
-        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
-        "usage": {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": COMPLETION_TOKENS,
-                  "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS},
-    }, 200
-
-
-def _label_field(response_format: dict | None) -> tuple[str, dict]:
-    """The reply's label property (name, schema): a structured request's first that is not ``reason``
-    (a number gets ``expected_score``, an enum its member at that index); ``score`` without one."""
-    schema = ((response_format or {}).get("json_schema") or {}).get("schema") or {}
-    return next(((name, spec) for name, spec in (schema.get("properties") or {}).items() if name != "reason"),
-                ("score", {}))
-
-
-def _batch_lines(data: bytes, endpoint: str) -> tuple[list[dict], str]:
-    """The lines of a batch input file, or why the Batch API would fail it at validation."""
-    lines, ids = [], set()
-    for n, text in enumerate(data.decode("utf-8").splitlines(), start=1):
-        try:
-            line = json.loads(text)
-        except ValueError:
-            return [], f"line {n} is not JSON"
-        if not isinstance(line, dict) or line.get("method") != "POST" or line.get("url") != endpoint \
-                or not isinstance(line.get("body"), dict) or not line.get("custom_id"):
-            return [], f"line {n} needs custom_id, method POST, url {endpoint} and a body"
-        if line["custom_id"] in ids:
-            return [], f"line {n}: custom_id {line['custom_id']!r} is not unique"
-        ids.add(line["custom_id"])
-        lines.append(line)
-    return lines, "" if lines else "the input file has no lines"
-
-
-def _unauthorized() -> web.Response:
-    return web.json_response({"error": {"message": "invalid API key", "type": "invalid_request_error",
-                                        "code": "invalid_api_key"}}, status=401)
-
-
-def _bad_request(message: str) -> web.Response:
-    return web.json_response({"error": {"message": message, "type": "invalid_request_error"}}, status=400)
-
-
-def _caption_and_image(body: dict) -> tuple[str, bool]:
-    messages = [m for m in body.get("messages", []) if m.get("role") == "user"]
-    content = messages[-1].get("content", "") if messages else ""
-    parts = content if isinstance(content, list) else [{"type": "text", "text": content}]
-    texts = [p.get("text", "") for p in parts if p.get("type") == "text"]
-    has_image = any(p.get("type") == "image_url" and str(p.get("image_url", {}).get("url", "")).startswith("data:image/")
-                    for p in parts)
-    caption = texts[-1] if texts else ""
-    return (caption[len("Caption:"):].strip() if caption.startswith("Caption:") else caption), has_image
 
 
 def main() -> None:

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import bisect
 import json
 import os
 import shutil
@@ -17,17 +16,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import REPO, TEST_ENV, last_line, png_header_only, run_command, shared_dataset
-from openai_server import PROMPT_TOKENS, FakeOpenAI, expected_score
-from PIL import Image
+from helpers import REPO, TEST_ENV, last_line, run_command, shared_dataset
+from labeling import COST_PER_REQUEST, KEY, PRICES, assert_key_nowhere, label, max_in_window, write_posts
+from openai_replies import PROMPT_TOKENS, expected_score
+from openai_server import FakeOpenAI
 
-KEY = "sk-test-9f8e7d6c5b4a"
-# The Labeler actors read the key from their own environment, never through Ray: the shared test
-# Ray (tests/conftest.py, started after every test module is imported) gets it the way a cluster's
-# workers must, in the environment its raylet starts in.
-os.environ["OPENROUTER_API_KEY"] = KEY
-PRICES = ["--price-in", "1", "--price-out", "1"]  # 1000 + 20 tokens a request: $0.00102
-COST_PER_REQUEST = (PROMPT_TOKENS + 20) / 1e6
 RPM = 600
 # One second's worth of requests may go at once (platform/label/gate.py), plus one for timer slack.
 BURST = RPM // 60 + 1
@@ -37,43 +30,6 @@ SCRIPT = {
     "#bad": ["not_json", "out_of_range", "not_json"],
     "#slow": ["slow", "slow", "slow"],
 }
-
-
-def label(*args: str, key: str | None = KEY, address: str | None = None, timeout: float = 300):
-    """``python -m platform.label args...`` with exactly this key in the environment."""
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENROUTER_API_KEY", "OPENAI_API_KEY")}
-    env.update(TEST_ENV)
-    if key is not None:
-        env["OPENROUTER_API_KEY"] = key
-    if address:
-        env["RAY_ADDRESS"] = address
-    return subprocess.run([sys.executable, "-m", "platform.label", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def write_posts(folder: Path, captions: list[str], extra: list[tuple[str, str, str]] = ()) -> Path:
-    """posts.csv in the seed's format with one tiny distinct JPEG a caption, plus ``extra`` raw rows."""
-    (folder / "images").mkdir(parents=True, exist_ok=True)
-    rows = []
-    for i, caption in enumerate(captions):
-        Image.new("RGB", (8, 8), (i * 7 % 256, i * 13 % 256, 90)).save(folder / "images" / f"p{i}.jpg")
-        rows.append((f"p{i}", f"images/p{i}.jpg", caption))
-    rows += list(extra)
-    pd.DataFrame(rows, columns=["post_id", "image_path", "caption"]).assign(upvotes=1).to_csv(folder / "posts.csv", index=False)
-    return folder
-
-
-def max_in_window(times: list[float], width: float) -> int:
-    times = sorted(times)
-    return max((bisect.bisect_left(times, t + width) - i for i, t in enumerate(times)), default=0)
-
-
-def assert_key_nowhere(out: Path, *texts: str) -> None:
-    for path in out.rglob("*"):
-        if path.is_file():
-            assert KEY not in path.read_text(errors="replace"), path
-    for text in texts:
-        assert KEY not in text
 
 
 @pytest.fixture(scope="module")
@@ -195,84 +151,6 @@ def test_the_key_is_never_printed_or_written(synthetic):
 
 
 @pytest.fixture(scope="module")
-def faults(tmp_path_factory, ray_address):
-    """One run through a server that drops a connection and asks for a day's pause, over posts
-    that include decompression bombs."""
-    folder = tmp_path_factory.mktemp("faults")
-    captions = [f"an ordinary post {i}" for i in range(6)] + ["a post #drop", "a post #wait"]
-    png_header_only(folder / "images" / "bomb.png", 100_000, 100_000)  # beyond Pillow's own limit
-    png_header_only(folder / "images" / "big.png", 9_000, 9_000)  # beyond the trainable's 64 MP only
-    extra = [("bomb", "images/bomb.png", "a bomb"), ("big", "images/big.png", "81 megapixels")]
-    write_posts(folder, captions, extra)
-    script = {"#drop": ["500", "drop"], "#wait": ["429"]}
-    with FakeOpenAI(key=KEY, latency=0.05, script=script, retry_after=86400) as server:
-        result = label(str(folder), "--base-url", server.url, *PRICES, "--rps", "20", "--concurrency", "2",
-                       "--max-retries", "1", "--timeout", "1", "--backoff", "0.05", address=ray_address, timeout=150)
-        calls = list(server.calls)
-    quarantine = pd.read_csv(folder / "labeled" / "quarantine.csv", dtype={"post_id": str}) \
-        if result.returncode == 0 else None
-    return {"folder": folder, "captions": captions, "result": result, "calls": calls, "quarantine": quarantine}
-
-
-def test_a_decompression_bomb_is_quarantined_before_any_request(faults):
-    result, quarantine = faults["result"], faults["quarantine"]
-    assert result.returncode == 0, result.stderr[-3000:]
-    reasons = dict(zip(quarantine["post_id"], quarantine["reason"]))
-    assert reasons["bomb"].startswith("decompression_bomb: ") and reasons["big"] == \
-        "decompression_bomb: 9000x9000 pixels, more than the 64,000,000 an image may have"
-    assert dict(zip(quarantine["post_id"], quarantine["attempts"]))["bomb"] == 0
-    assert not {c["caption"] for c in faults["calls"]} & {"a bomb", "81 megapixels"}
-    labels = pd.read_csv(faults["folder"] / "labeled" / "labels.csv", dtype={"post_id": str})
-    assert set(labels["caption"]) == set(faults["captions"]) - {"a post #drop"}
-
-
-def test_a_connection_lost_on_a_rows_last_attempt_quarantines_that_row_and_the_job_goes_on(faults):
-    result, quarantine = faults["result"], faults["quarantine"]
-    assert result.returncode == 0, result.stderr[-3000:]
-    dropped = quarantine.set_index("post_id").loc["p6"]
-    assert dropped["reason"] == "connection_error: RemoteProtocolError: Server disconnected without sending a response."
-    assert dropped["attempts"] == 2
-    assert [c["behaviour"] for c in faults["calls"] if c["caption"] == "a post #drop"] == ["500", "drop"]
-    ledger = json.loads((faults["folder"] / "labeled" / "ledger.json").read_text())
-    assert ledger["rows"]["quarantined_by_reason"] == {"connection_error": 1, "decompression_bomb": 2}
-    assert ledger["attempt_failures_by_kind"]["connection_error"] == 1
-
-
-def test_a_day_long_retry_after_pauses_the_job_a_capped_while_and_says_so(faults):
-    result = faults["result"]
-    assert result.returncode == 0, result.stderr[-3000:]
-    waited = [c["t"] for c in faults["calls"] if c["caption"] == "a post #wait"]
-    assert len(waited) == 2 and 1.0 <= waited[1] - waited[0] < 10  # --timeout 1 caps the pause at 1 s
-    told = [line for line in result.stdout.splitlines() if "Retry-After" in line]
-    assert told == ["[label] the API asked for pauses of up to 86400s (Retry-After, 1 time(s)); paused 1s instead "
-                    "(at most --timeout, never over 60s): rows still refused are quarantined as rate_limited and "
-                    "a re-run retries them"]
-    labels = pd.read_csv(faults["folder"] / "labeled" / "labels.csv", dtype={"post_id": str})
-    assert "a post #wait" in set(labels["caption"])
-    assert json.loads((faults["folder"] / "labeled" / "ledger.json").read_text())["retry_after_capped"] == 1
-
-
-def test_an_image_path_outside_the_source_folder_is_refused_unless_allowed(tmp_path):
-    folder = tmp_path / "posts"
-    elsewhere = write_posts(tmp_path / "elsewhere", ["private one", "private two"])
-    extra = [("inside", str(folder / "images" / "p1.jpg"), "an absolute path inside the folder"),
-             ("out", "../elsewhere/images/p0.jpg", "private one"),
-             ("out2", str(elsewhere / "images" / "p1.jpg"), "private two")]
-    write_posts(folder, ["a post", "another post"], extra)
-    with FakeOpenAI(key=KEY) as server:
-        refused = label(str(folder), "--base-url", server.url, *PRICES)
-        assert server.call_count == 0
-    assert refused.returncode == 2, refused.stderr[-3000:]
-    assert last_line(refused.stderr) == (
-        f"error: {folder / 'posts.csv'}: post_id out: image_path '../elsewhere/images/p0.jpg' is outside {folder} "
-        "(and 1 more rows); pass --allow-outside-images to send images from elsewhere to the API")
-    assert not (folder / "labeled").exists()
-    allowed = label(str(folder), "--base-url", server.url, *PRICES, "--allow-outside-images", "--dry-run", key=None)
-    assert allowed.returncode == 0, allowed.stderr[-3000:]
-    assert "would send 5 requests" in allowed.stdout and "0 quarantined before any request" in allowed.stdout
-
-
-@pytest.fixture(scope="module")
 def labeled_social(tmp_path_factory, ray_address) -> tuple[Path, pd.DataFrame, subprocess.CompletedProcess, int]:
     """The first 20 real social posts labeled through the loopback server."""
     social = shared_dataset("social")
@@ -374,64 +252,3 @@ def test_the_budget_stops_the_run_cleanly(tmp_path, ray_address):
     assert 4 <= labeled == calls <= 4 + 2  # requests already in flight finish
     assert ledger["status"] == "budget_reached" and ledger["rows"]["not_labeled"] == 12 - labeled
     assert pd.read_csv(folder / "labeled" / "quarantine.csv").empty
-
-
-def test_dry_run_estimates_without_a_key_or_a_call(tmp_path):
-    folder = write_posts(tmp_path, [f"estimated post {i}" for i in range(5)], [("gone", "images/x.jpg", "no image")])
-    with FakeOpenAI(key=KEY) as server:
-        result = label(str(folder), "--base-url", server.url, "--dry-run", "--progress", "on", key=None)
-        assert server.call_count == 0
-    assert result.returncode == 0, result.stderr
-    assert "would send 5 requests" in result.stdout and "cost (estimate): ~$" in result.stdout
-    assert "missing_image 1" in result.stdout and not (folder / "labeled").exists()
-    assert "[label] scanning images: 100%" in result.stdout + result.stderr  # --progress on: the scan's bar
-
-
-def test_a_missing_key_is_one_error_line(tmp_path):
-    folder = write_posts(tmp_path, ["a post"])
-    result = label(str(folder), key=None)
-    assert result.returncode == 2 and last_line(result.stderr).startswith("error: no API key: set OPENROUTER_API_KEY")
-
-
-def test_a_rejected_key_aborts_with_one_error_line(tmp_path, ray_address):
-    folder = write_posts(tmp_path, [f"post {i}" for i in range(8)])
-    with FakeOpenAI(key="the-right-key") as server:
-        result = label(str(folder), "--base-url", server.url, *PRICES, "--concurrency", "2", address=ray_address)
-        assert 1 <= server.call_count <= 2 + 2  # in flight when the first 401 came
-    assert result.returncode == 2
-    assert last_line(result.stderr) == f"error: the API at {server.url} rejected the key (HTTP 401): " \
-                                       "check OPENROUTER_API_KEY or OPENAI_API_KEY"
-    assert not (folder / "labeled" / "labels.csv").exists()
-    assert_key_nowhere(folder, result.stdout, result.stderr)
-
-
-def test_an_unreachable_server_aborts_with_one_error_line(tmp_path, ray_address):
-    import socket
-
-    with socket.socket() as probe:  # a port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        url = f"http://127.0.0.1:{probe.getsockname()[1]}/v1"
-    folder = write_posts(tmp_path, ["a post", "another post"])
-    result = label(str(folder), "--base-url", url, *PRICES, "--max-retries", "1", "--backoff", "0.01",
-                   address=ray_address)
-    assert result.returncode == 2
-    assert last_line(result.stderr).startswith(f"error: cannot reach the API at {url} (")
-    assert not (folder / "labeled" / "labels.csv").exists()
-
-
-def test_replies_are_parsed_leniently_and_validated_strictly():
-    from platform.label.labeler import RETRY_AFTER_CAP_S, retry_after, retry_after_cap
-    from platform.label.reply import ReplyError
-    from platform.label.task import load
-
-    parse_reply = load("gender_bias").parse
-    assert parse_reply('```json\n{"score": 7, "reason": "ok"}\n```') == (7.0, "ok")
-    assert parse_reply('Sure! {"score": "3.5", "reason": " two\nlines "} Hope it helps.') == (3.5, "two lines")
-    for bad in ("", "five", "[1, 2]", '{"score": 11, "reason": "x"}', '{"score": true, "reason": "x"}',
-                '{"score": 4}', '{"reason": "x"}'):
-        with pytest.raises(ReplyError):
-            parse_reply(bad)
-    assert retry_after({"retry-after": "2"}) == 2.0 and retry_after({"retry-after-ms": "250"}) == 0.25
-    assert retry_after({}) == 0.0 and retry_after({"retry-after": "soon"}) == 0.0
-    assert retry_after({"retry-after": "86400"}) == 86400  # the server's word; the pause is capped apart
-    assert retry_after_cap(1) == 1 and retry_after_cap(3600) == RETRY_AFTER_CAP_S == 60

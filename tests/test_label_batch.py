@@ -18,8 +18,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from helpers import REPO, TEST_ENV, last_line
-from openai_server import COMPLETION_TOKENS, PROMPT_TOKENS, FakeOpenAI, expected_score
-from test_label import KEY, PRICES, assert_key_nowhere, label, write_posts
+from labeling import KEY, PRICES, assert_key_nowhere, label, write_posts
+from openai_replies import COMPLETION_TOKENS, PROMPT_TOKENS, expected_score
+from openai_server import FakeOpenAI
 
 # PRICES is $1 a million tokens each way; the Batch API's half of it.
 BATCH_COST_PER_REQUEST = (PROMPT_TOKENS + COMPLETION_TOKENS) / 1e6 * 0.5

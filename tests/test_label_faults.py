@@ -1,5 +1,6 @@
 """Labeling under faults a user cannot see coming: Labeler actors killed mid-run, the API key kept
-out of Ray, and a tokens-per-minute limit; against the loopback OpenAI-compatible server.
+out of Ray, a tokens-per-minute limit, a dropped connection, a day-long Retry-After and
+decompression bombs; against the loopback OpenAI-compatible server.
 
     .venv/bin/python -m pytest tests/test_label_faults.py
 """
@@ -18,9 +19,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import REPO, TEST_ENV, last_line
-from openai_server import COMPLETION_TOKENS, PROMPT_TOKENS, FakeOpenAI
-from test_label import KEY, PRICES, assert_key_nowhere, label, max_in_window, write_posts  # test_label puts KEY in the environment
+from helpers import REPO, TEST_ENV, last_line, png_header_only
+from labeling import KEY, PRICES, assert_key_nowhere, label, max_in_window, write_posts
+from openai_replies import COMPLETION_TOKENS, PROMPT_TOKENS
+from openai_server import FakeOpenAI
 
 
 def labeler_pids(address: str) -> list[int]:
@@ -193,3 +195,61 @@ def test_a_tokens_per_minute_limit_no_request_fits_in_is_one_error_line(tmp_path
     assert last_line(result.stderr) == ("error: --tpm 300 is less than one request's tokens (~317 estimated: prompt "
                                         "and max_tokens 150): no request would fit in a minute")
     assert "--tpm TPM" in label("--help").stdout
+
+
+@pytest.fixture(scope="module")
+def faults(tmp_path_factory, ray_address):
+    """One run through a server that drops a connection and asks for a day's pause, over posts
+    that include decompression bombs."""
+    folder = tmp_path_factory.mktemp("faults")
+    captions = [f"an ordinary post {i}" for i in range(6)] + ["a post #drop", "a post #wait"]
+    png_header_only(folder / "images" / "bomb.png", 100_000, 100_000)  # beyond Pillow's own limit
+    png_header_only(folder / "images" / "big.png", 9_000, 9_000)  # beyond the trainable's 64 MP only
+    extra = [("bomb", "images/bomb.png", "a bomb"), ("big", "images/big.png", "81 megapixels")]
+    write_posts(folder, captions, extra)
+    script = {"#drop": ["500", "drop"], "#wait": ["429"]}
+    with FakeOpenAI(key=KEY, latency=0.05, script=script, retry_after=86400) as server:
+        result = label(str(folder), "--base-url", server.url, *PRICES, "--rps", "20", "--concurrency", "2",
+                       "--max-retries", "1", "--timeout", "1", "--backoff", "0.05", address=ray_address, timeout=150)
+        calls = list(server.calls)
+    quarantine = pd.read_csv(folder / "labeled" / "quarantine.csv", dtype={"post_id": str}) \
+        if result.returncode == 0 else None
+    return {"folder": folder, "captions": captions, "result": result, "calls": calls, "quarantine": quarantine}
+
+
+def test_a_decompression_bomb_is_quarantined_before_any_request(faults):
+    result, quarantine = faults["result"], faults["quarantine"]
+    assert result.returncode == 0, result.stderr[-3000:]
+    reasons = dict(zip(quarantine["post_id"], quarantine["reason"]))
+    assert reasons["bomb"].startswith("decompression_bomb: ") and reasons["big"] == \
+        "decompression_bomb: 9000x9000 pixels, more than the 64,000,000 an image may have"
+    assert dict(zip(quarantine["post_id"], quarantine["attempts"]))["bomb"] == 0
+    assert not {c["caption"] for c in faults["calls"]} & {"a bomb", "81 megapixels"}
+    labels = pd.read_csv(faults["folder"] / "labeled" / "labels.csv", dtype={"post_id": str})
+    assert set(labels["caption"]) == set(faults["captions"]) - {"a post #drop"}
+
+
+def test_a_connection_lost_on_a_rows_last_attempt_quarantines_that_row_and_the_job_goes_on(faults):
+    result, quarantine = faults["result"], faults["quarantine"]
+    assert result.returncode == 0, result.stderr[-3000:]
+    dropped = quarantine.set_index("post_id").loc["p6"]
+    assert dropped["reason"] == "connection_error: RemoteProtocolError: Server disconnected without sending a response."
+    assert dropped["attempts"] == 2
+    assert [c["behaviour"] for c in faults["calls"] if c["caption"] == "a post #drop"] == ["500", "drop"]
+    ledger = json.loads((faults["folder"] / "labeled" / "ledger.json").read_text())
+    assert ledger["rows"]["quarantined_by_reason"] == {"connection_error": 1, "decompression_bomb": 2}
+    assert ledger["attempt_failures_by_kind"]["connection_error"] == 1
+
+
+def test_a_day_long_retry_after_pauses_the_job_a_capped_while_and_says_so(faults):
+    result = faults["result"]
+    assert result.returncode == 0, result.stderr[-3000:]
+    waited = [c["t"] for c in faults["calls"] if c["caption"] == "a post #wait"]
+    assert len(waited) == 2 and 1.0 <= waited[1] - waited[0] < 10  # --timeout 1 caps the pause at 1 s
+    told = [line for line in result.stdout.splitlines() if "Retry-After" in line]
+    assert told == ["[label] the API asked for pauses of up to 86400s (Retry-After, 1 time(s)); paused 1s instead "
+                    "(at most --timeout, never over 60s): rows still refused are quarantined as rate_limited and "
+                    "a re-run retries them"]
+    labels = pd.read_csv(faults["folder"] / "labeled" / "labels.csv", dtype={"post_id": str})
+    assert "a post #wait" in set(labels["caption"])
+    assert json.loads((faults["folder"] / "labeled" / "ledger.json").read_text())["retry_after_capped"] == 1

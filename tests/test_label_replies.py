@@ -1,6 +1,7 @@
 """Structured replies: requests ask for the reply model's JSON schema (``response_format``), an API
 that refuses it is asked without it, and a reply that breaks the schema is quarantined with its
-reason; against the loopback OpenAI-compatible server (tests/openai_server.py).
+reason, against the loopback OpenAI-compatible server (tests/openai_server.py); and the lenient
+parsing and strict validation of a reply, and the Retry-After rules, without a server.
 
     .venv/bin/python -m pytest tests/test_label_replies.py
 """
@@ -11,8 +12,9 @@ import json
 
 import pandas as pd
 import pytest
-from openai_server import FakeOpenAI, expected_score
-from test_label import KEY, PRICES, label, write_posts  # test_label puts KEY in the environment
+from labeling import KEY, PRICES, label, write_posts
+from openai_replies import expected_score
+from openai_server import FakeOpenAI
 
 CAPTIONS = [f"a structured post {i}" for i in range(7)] + ["a post scored off the scale #wild"]
 
@@ -82,3 +84,21 @@ def test_an_api_refusing_response_format_is_asked_without_it_and_no_row_suffers(
     from platform.label.reply import refused
 
     assert refused(400, "Invalid parameter: response_format") and not refused(400, "max_tokens is too large")
+
+
+def test_replies_are_parsed_leniently_and_validated_strictly():
+    from platform.label.labeler import RETRY_AFTER_CAP_S, retry_after, retry_after_cap
+    from platform.label.reply import ReplyError
+    from platform.label.task import load
+
+    parse_reply = load("gender_bias").parse
+    assert parse_reply('```json\n{"score": 7, "reason": "ok"}\n```') == (7.0, "ok")
+    assert parse_reply('Sure! {"score": "3.5", "reason": " two\nlines "} Hope it helps.') == (3.5, "two lines")
+    for bad in ("", "five", "[1, 2]", '{"score": 11, "reason": "x"}', '{"score": true, "reason": "x"}',
+                '{"score": 4}', '{"reason": "x"}'):
+        with pytest.raises(ReplyError):
+            parse_reply(bad)
+    assert retry_after({"retry-after": "2"}) == 2.0 and retry_after({"retry-after-ms": "250"}) == 0.25
+    assert retry_after({}) == 0.0 and retry_after({"retry-after": "soon"}) == 0.0
+    assert retry_after({"retry-after": "86400"}) == 86400  # the server's word; the pause is capped apart
+    assert retry_after_cap(1) == 1 and retry_after_cap(3600) == RETRY_AFTER_CAP_S == 60

@@ -13,9 +13,10 @@ import sys
 
 import pandas as pd
 from helpers import REPO, last_line
-from openai_server import FakeOpenAI, expected_score
+from labeling import KEY, PRICES, label
+from openai_replies import expected_score
+from openai_server import FakeOpenAI
 from PIL import Image
-from test_label import KEY, PRICES, label  # test_label puts KEY in the environment
 
 TONE_TASK = '''
 from typing import Literal

@@ -1,6 +1,6 @@
 """Concurrent API labeling on Ray Data, behind ``python -m platform.label posts.csv``.
 
-Modules: ``cli`` (arguments, the plan of a run, ``main``), ``task`` (what a labeling task
+Modules: ``cli`` (the plan of a run, ``main``), ``options`` (its arguments and their checks), ``task`` (what a labeling task
 declares: prompt, reply schema, columns), ``prompt`` (messages, reply parsing, token estimates,
 cache key parameters), ``inputs`` (posts.csv, image checks, cache keys), ``answers`` (the label
 cache: durable JSONL results), ``gate`` (the one Ray actor that holds the job's rate, token and
