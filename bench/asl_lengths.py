@@ -48,8 +48,12 @@ def _length(k: int, seed: int) -> int:
 
 
 def length_stats(lengths: np.ndarray) -> dict[str, float]:
-    return {"mean": float(np.mean(lengths)), "median": float(np.median(lengths)),
-            "p95": float(np.percentile(lengths, 95)), "max": float(np.max(lengths))}
+    return {
+        "mean": float(np.mean(lengths)),
+        "median": float(np.median(lengths)),
+        "p95": float(np.percentile(lengths, 95)),
+        "max": float(np.max(lengths)),
+    }
 
 
 def _landmarks(k: int, frames: int) -> np.ndarray:
@@ -83,8 +87,17 @@ def landmark_table(landmarks: np.ndarray, first_frame: int) -> pa.Table:
     frame = np.repeat(np.arange(first_frame, first_frame + frames), LANDMARKS_PER_FRAME).astype(np.int16)
     row_id = pc.binary_join_element_wise(pc.cast(pa.array(frame), pa.string()), SUFFIX.take(position), "")
     xyz = landmarks.reshape(-1, 3).astype(np.float32).astype(np.float64)
-    return pa.table({"frame": frame, "row_id": row_id, "type": TYPES.take(position), "landmark_index": INDEX[position],
-                     "x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2]})
+    return pa.table(
+        {
+            "frame": frame,
+            "row_id": row_id,
+            "type": TYPES.take(position),
+            "landmark_index": INDEX[position],
+            "x": xyz[:, 0],
+            "y": xyz[:, 1],
+            "z": xyz[:, 2],
+        }
+    )
 
 
 def _relative(k: int) -> str:
@@ -99,8 +112,7 @@ def _write_one(args: tuple[Path, int, int]) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
     # Dictionaries only where values repeat: trying them on random doubles costs several times the write.
-    pq.write_table(landmark_table(_landmarks(k, frames), k % 7), partial,
-                   use_dictionary=["frame", "type", "landmark_index"])
+    pq.write_table(landmark_table(_landmarks(k, frames), k % 7), partial, use_dictionary=["frame", "type", "landmark_index"])
     partial.rename(target)  # whole files only: a killed writer leaves no half file under the name
 
 
@@ -120,10 +132,16 @@ def dataset(count: int, processes: int, say=print) -> Path:
         link = folder / "train_landmark_files"
         if not link.exists():
             link.symlink_to("../pool", target_is_directory=True)
-        rows = [{"path": f"train_landmark_files/{_relative(k)}", "participant_id": 10_000 + k % PARTICIPANTS,
-                 "sequence_id": 1_000_000 + k, "sign": f"sign{k % SIGNS:03d}"} for k in range(count)]
-        (folder / "sign_to_prediction_index_map.json").write_text(
-            json.dumps({f"sign{i:03d}": i for i in range(SIGNS)}))
+        rows = [
+            {
+                "path": f"train_landmark_files/{_relative(k)}",
+                "participant_id": 10_000 + k % PARTICIPANTS,
+                "sequence_id": 1_000_000 + k,
+                "sign": f"sign{k % SIGNS:03d}",
+            }
+            for k in range(count)
+        ]
+        (folder / "sign_to_prediction_index_map.json").write_text(json.dumps({f"sign{i:03d}": i for i in range(SIGNS)}))
         partial = folder / "train.csv.partial"
         pd.DataFrame(rows).to_csv(partial, index=False)
         partial.rename(folder / "train.csv")  # written last: a folder with train.csv is complete

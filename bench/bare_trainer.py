@@ -39,8 +39,11 @@ def main() -> int:
     ray.init(num_cpus=2, include_dashboard=True, logging_level="ERROR")
     say("ray_start")
     with tempfile.TemporaryDirectory(prefix="bench-bare-") as storage:
-        TorchTrainer(train_function, scaling_config=ray.train.ScalingConfig(num_workers=1),
-                     run_config=ray.train.RunConfig(name="bare", storage_path=storage)).fit()
+        TorchTrainer(
+            train_function,
+            scaling_config=ray.train.ScalingConfig(num_workers=1),
+            run_config=ray.train.RunConfig(name="bare", storage_path=storage),
+        ).fit()
     say("fit_returned")
     ray.shutdown()
     print(json.dumps(ENDS), flush=True)

@@ -25,8 +25,7 @@ QUIET_ENV = {"RAY_DATA_DISABLE_PROGRESS_BARS": "1", "RAY_DATA_LOG_LEVEL": "WARNI
 
 def parse_setting(doc: str, extra: list[tuple[str, dict]] = ()) -> argparse.Namespace:
     """``--small`` (the default, about a minute) or ``--full``; ``args.full`` says which."""
-    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=doc)
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=doc)
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--small", action="store_true", help="the quick check (default)")
     size.add_argument("--full", action="store_true", help="the setting the README's figures come from")
@@ -62,8 +61,16 @@ def run_timed(args: list[str], env: dict[str, str], timeout: float) -> TimedRun:
     """``python args...`` from the repo root, stamping each stdout/stderr line as it arrives;
     killed (and reported as failed) after ``timeout`` seconds."""
     started = time.monotonic()
-    with subprocess.Popen([sys.executable, *args], cwd=REPO_ROOT, env=env, text=True, bufsize=1,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True) as process:
+    with subprocess.Popen(
+        [sys.executable, *args],
+        cwd=REPO_ROOT,
+        env=env,
+        text=True,
+        bufsize=1,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    ) as process:
         # The whole process group: a killed driver must not leave its local Ray behind.
         watchdog = threading.Timer(timeout, os.killpg, (process.pid, signal.SIGKILL))
         watchdog.start()
@@ -82,8 +89,10 @@ def require_success(run: TimedRun, what: str) -> None:
 
 def machine() -> str:
     """One line: date, cores, memory, CPU model and the load the figures were taken under."""
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), "unknown CPU")
+    model = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+        "unknown CPU",
+    )
     memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -73,8 +73,10 @@ from trainables import asl
 from trainables.asl.landmarks import NUM_FEATURES, extract_features, read_features, read_index
 
 MAX_LEN = 384
-SETTINGS = {"small": {"sizes": (500, 1000, 2000), "train_size": 2000, "epochs": 2, "padded_batches": 4},
-            "full": {"sizes": (5000, 10000, 20000), "train_size": 5000, "epochs": 3, "padded_batches": 6}}
+SETTINGS = {
+    "small": {"sizes": (500, 1000, 2000), "train_size": 2000, "epochs": 2, "padded_batches": 4},
+    "full": {"sizes": (5000, 10000, 20000), "train_size": 5000, "epochs": 3, "padded_batches": 6},
+}
 """Sets measured; the one trained on; training rounds (one epoch each); padded batches a round."""
 WARM_UP_BATCHES, WARM_UP_SEQUENCES, WARM_UP_SHARD_ROWS = 3, 100, 16
 RSS_EVERY_S, OBJECT_STORE_EVERY = 0.02, 10  # object store: every 10th RSS sample (a raylet call)
@@ -104,8 +106,7 @@ def object_store_probe():
     context = ray.get_runtime_context()
     node = next(n for n in ray.nodes() if n["NodeID"] == context.get_node_id())
     state = get_state_from_address(context.gcs_address)  # by address: other Ray instances may run here
-    return lambda: get_memory_info_reply(state, node["NodeManagerAddress"],
-                                         node["NodeManagerPort"]).store_stats.object_store_bytes_used
+    return lambda: get_memory_info_reply(state, node["NodeManagerAddress"], node["NodeManagerPort"]).store_stats.object_store_bytes_used
 
 
 @contextlib.contextmanager
@@ -157,14 +158,14 @@ def measure_size(size: int, folder: Path, pool, ncores: int, scratch: Path, obje
         started = time.perf_counter()
         splits, meta = data.prepare(registry.load("asl"), cfg, root=str(scratch / f"store-{size}"), say=print)
         prep_s = time.perf_counter() - started
-        read = sum(len(batch["label"]) for split in splits.values()
-                   for batch in stream.split_batches(split, cfg.batch_size))
+        read = sum(len(batch["label"]) for split in splits.values() for batch in stream.split_batches(split, cfg.batch_size))
     after_s, _lengths = plain_seconds(pool, paths)
     if read != len(paths) or sum(s.rows for s in splits.values()) != len(paths):
         raise SystemExit(f"store of {size}: {read} rows read back, {len(paths)} files")
     store_bytes, f16_bytes = sum(meta["store"][name]["bytes"] for name in splits), int(lengths.sum()) * NUM_FEATURES * 2
-    return SizeResult(size, len(paths), prep_s, (before_s + after_s) / 2, store_bytes, f16_bytes,
-                      rss_start, found["rss"], found["object_store"]), splits
+    return SizeResult(
+        size, len(paths), prep_s, (before_s + after_s) / 2, store_bytes, f16_bytes, rss_start, found["rss"], found["object_store"]
+    ), splits
 
 
 def fresh_state(cfg: asl.Config, meta: dict) -> loop.TrainState:
@@ -182,12 +183,17 @@ def timed_epoch(state: loop.TrainState, batches, cfg, epoch: int) -> float:
 def padded_batches(folder: Path, cfg: asl.Config, count: int) -> list[dict]:
     """The old path: shuffled training files, each padded to ``max_len`` frames."""
     rows = read_index(str(folder), cfg.val_fraction, cfg.seed)[0]["train"]
-    chosen = np.random.default_rng(cfg.seed).permutation(len(rows))[:count * cfg.batch_size]
+    chosen = np.random.default_rng(cfg.seed).permutation(len(rows))[: count * cfg.batch_size]
     batches = []
     for part in np.array_split(chosen, count):
         features, masks = zip(*(extract_features(rows[i]["path"], cfg.max_len) for i in part))
-        batches.append({"x": torch.from_numpy(np.stack(features)), "x_mask": torch.from_numpy(np.stack(masks)),
-                        "label": torch.tensor([rows[i]["label"] for i in part])})
+        batches.append(
+            {
+                "x": torch.from_numpy(np.stack(features)),
+                "x_mask": torch.from_numpy(np.stack(masks)),
+                "label": torch.tensor([rows[i]["label"] for i in part]),
+            }
+        )
     return batches
 
 
@@ -197,8 +203,14 @@ def train_arms(split, folder: Path, setting: dict, ncores: int) -> list[dict]:
     torch.set_num_threads(ncores)
     cfg = bench_config(folder)
     meta = {"classes": [f"sign{i:03d}" for i in range(asl_lengths.SIGNS)]}
-    order = {"rank": 0, "world": 1, "seed": cfg.seed, "batch_size": cfg.batch_size, "bucket": True,
-             "shards_per_window": max(1, cfg.shuffle_buffer // cfg.shard_rows)}  # as platform/worker.py
+    order = {
+        "rank": 0,
+        "world": 1,
+        "seed": cfg.seed,
+        "batch_size": cfg.batch_size,
+        "bucket": True,
+        "shards_per_window": max(1, cfg.shuffle_buffer // cfg.shard_rows),
+    }  # as platform/worker.py
     padded = padded_batches(folder, cfg, setting["padded_batches"])
     states = {arm: fresh_state(cfg, meta) for arm in ("stream", "memory", "padded")}
     warm_up = padded[:1] + [b for b, _i, _p in stream.rank_batches(split, epoch=0, **order)][:WARM_UP_BATCHES]
@@ -214,26 +226,31 @@ def train_arms(split, folder: Path, setting: dict, ncores: int) -> list[dict]:
                 yield batch
 
         feeds = {"stream": streamed, "memory": lambda listed=listed: [b for b, _i, _p in listed], "padded": lambda: padded}
-        pair = ["stream", "memory"][::1 if epoch % 2 == 0 else -1]
+        pair = ["stream", "memory"][:: 1 if epoch % 2 == 0 else -1]
         took = {arm: timed_epoch(states[arm], feeds[arm](), cfg, epoch) for arm in [*pair, "padded"]}
         if [ids.tolist() for ids in streamed_ids] != [ids.tolist() for _b, ids, _p in listed]:
             print(f"[data_scale] WARNING: epoch {epoch}: the streamed batches differ from the listed ones")
-        rounds.append({"seconds": took, "samples": {"stream": split.rows, "memory": split.rows,
-                                                    "padded": sum(len(b["label"]) for b in padded)},
-                       "real_share": sum(int(b["x_mask"].sum()) for b, _i, _p in listed)
-                       / sum(b["x_mask"].numel() for b, _i, _p in listed),
-                       "padded_share": float(np.mean([b["x_mask"].float().mean() for b in padded]))})
+        rounds.append(
+            {
+                "seconds": took,
+                "samples": {"stream": split.rows, "memory": split.rows, "padded": sum(len(b["label"]) for b in padded)},
+                "real_share": sum(int(b["x_mask"].sum()) for b, _i, _p in listed) / sum(b["x_mask"].numel() for b, _i, _p in listed),
+                "padded_share": float(np.mean([b["x_mask"].float().mean() for b in padded])),
+            }
+        )
         print(f"[data_scale] training round {epoch + 1}: " + ", ".join(f"{arm} {s:.1f}s" for arm, s in took.items()))
     return rounds
 
 
 def rates(rounds: list[dict]) -> dict:
     """samples/s of each arm over all rounds, and the median over rounds of the two ratios."""
-    total = {arm: sum(r["samples"][arm] for r in rounds) / sum(r["seconds"][arm] for r in rounds)
-             for arm in ("stream", "memory", "padded")}
+    total = {arm: sum(r["samples"][arm] for r in rounds) / sum(r["seconds"][arm] for r in rounds) for arm in ("stream", "memory", "padded")}
     per_round = [{arm: r["samples"][arm] / r["seconds"][arm] for arm in total} for r in rounds]
-    return {**total, "stream_vs_memory": [r["stream"] / r["memory"] for r in per_round],
-            "real_length_speedup": [r["stream"] / r["padded"] for r in per_round]}
+    return {
+        **total,
+        "stream_vs_memory": [r["stream"] / r["memory"] for r in per_round],
+        "real_length_speedup": [r["stream"] / r["padded"] for r in per_round],
+    }
 
 
 @contextlib.contextmanager
@@ -252,15 +269,25 @@ def local_ray(ncores: int):
 
 
 def size_rows(results: list[SizeResult], ncores: int) -> list[tuple[str, str]]:
-    rows = [("size", " rows  prep rows/s/core  plain rows/s/core  prep/plain  store MiB  f16 MiB  store/f16  "
-             "padded-f32 MiB  driver RSS start/peak MiB  object store peak MiB")]
+    rows = [
+        (
+            "size",
+            " rows  prep rows/s/core  plain rows/s/core  prep/plain  store MiB  f16 MiB  store/f16  "
+            "padded-f32 MiB  driver RSS start/peak MiB  object store peak MiB",
+        )
+    ]
     for r in results:
         prep, plain = r.rows / r.prep_s / ncores, r.rows / r.plain_s / ncores
-        rows.append((f"{r.size}", f"{r.rows:5d}  {prep:16.1f}  {plain:17.1f}  {prep / plain:10.3f}  "
-                     f"{r.store_bytes / MIB:9.1f}  {r.f16_bytes / MIB:7.1f}  {r.store_bytes / r.f16_bytes:9.3f}  "
-                     f"{r.rows * MAX_LEN * NUM_FEATURES * 4 / MIB:14.0f}  "
-                     f"{r.rss_start / MIB:12.0f} / {r.rss_peak / MIB:6.0f}  "
-                     f"{r.object_store_peak / MIB:21.1f}"))
+        rows.append(
+            (
+                f"{r.size}",
+                f"{r.rows:5d}  {prep:16.1f}  {plain:17.1f}  {prep / plain:10.3f}  "
+                f"{r.store_bytes / MIB:9.1f}  {r.f16_bytes / MIB:7.1f}  {r.store_bytes / r.f16_bytes:9.3f}  "
+                f"{r.rows * MAX_LEN * NUM_FEATURES * 4 / MIB:14.0f}  "
+                f"{r.rss_start / MIB:12.0f} / {r.rss_peak / MIB:6.0f}  "
+                f"{r.object_store_peak / MIB:21.1f}",
+            )
+        )
     return rows
 
 
@@ -271,22 +298,33 @@ def _median_of(values: list[float], digits: int) -> str:
 def train_rows(rounds: list[dict], rows: int) -> list[tuple[str, str]]:
     rate = rates(rounds)
     arms = ("stream", "memory", "padded")
-    lines = [(f"train {arm}", f"{rate[arm]:8.1f} samples/s  ({sum(r['samples'][arm] for r in rounds)} samples "
-                              f"in {sum(r['seconds'][arm] for r in rounds):.1f}s)") for arm in arms]
+    lines = [
+        (
+            f"train {arm}",
+            f"{rate[arm]:8.1f} samples/s  ({sum(r['samples'][arm] for r in rounds)} samples "
+            f"in {sum(r['seconds'][arm] for r in rounds):.1f}s)",
+        )
+        for arm in arms
+    ]
     return lines + [
         ("stream_vs_memory", f"{_median_of(rate['stream_vs_memory'], 3)}; target >= 0.97; {rows} training rows"),
         ("real_length_speedup", f"{_median_of(rate['real_length_speedup'], 2)}; target >= 3"),
-        ("real frames", f"{rounds[0]['real_share']:.1%} of the stream batches' frames (length buckets), "
-                        f"{rounds[0]['padded_share']:.1%} of the padded batches'"),
+        (
+            "real frames",
+            f"{rounds[0]['real_share']:.1%} of the stream batches' frames (length buckets), "
+            f"{rounds[0]['padded_share']:.1%} of the padded batches'",
+        ),
     ]
 
 
-def headline(results: list[SizeResult], rounds: list[dict], ncores: int, lengths: dict, warm_s: float,
-             wall_s: float) -> dict:
+def headline(results: list[SizeResult], rounds: list[dict], ncores: int, lengths: dict, warm_s: float, wall_s: float) -> dict:
     rate, ratios, first, last = rates(rounds), [r.plain_s / r.prep_s for r in results], results[0], results[-1]
     return {
-        "sizes": [r.size for r in results], "cores": ncores, "lengths": lengths,
-        "prep_vs_plain": round(ratios[-1], 3), "prep_vs_plain_by_size": [round(x, 3) for x in ratios],
+        "sizes": [r.size for r in results],
+        "cores": ncores,
+        "lengths": lengths,
+        "prep_vs_plain": round(ratios[-1], 3),
+        "prep_vs_plain_by_size": [round(x, 3) for x in ratios],
         "prep_rows_per_s_core": [round(r.rows / r.prep_s / ncores, 1) for r in results],
         "plain_rows_per_s_core": [round(r.rows / r.plain_s / ncores, 1) for r in results],
         "first_prepare_s": round(warm_s, 1),
@@ -306,8 +344,9 @@ def headline(results: list[SizeResult], rounds: list[dict], ncores: int, lengths
 def first_prepare_seconds(ncores: int) -> float:
     """A prepare of a small set first: Ray Data's first tasks start workers that import torch and
     the trainable, a cost of the invocation, not of its rows."""
-    cfg = config_lib.apply(bench_config(asl_lengths.dataset(WARM_UP_SEQUENCES, ncores)),
-                           {"shard_rows": WARM_UP_SHARD_ROWS}, "bench.data_scale")  # a task for every worker
+    cfg = config_lib.apply(
+        bench_config(asl_lengths.dataset(WARM_UP_SEQUENCES, ncores)), {"shard_rows": WARM_UP_SHARD_ROWS}, "bench.data_scale"
+    )  # a task for every worker
     with tempfile.TemporaryDirectory(prefix="bench-data-scale-warm-") as scratch:
         started = time.perf_counter()
         data.prepare(registry.load("asl"), cfg, root=scratch, say=lambda line: None)
@@ -325,8 +364,10 @@ def main() -> int:
     folders = {size: asl_lengths.dataset(size, ncores) for size in setting["sizes"]}
     niceness = int(os.environ.get("RAY_worker_niceness", "15"))
     results, train_split = [], None
-    with tempfile.TemporaryDirectory(prefix="bench-data-scale-") as scratch, \
-            multiprocessing.get_context("fork").Pool(ncores, os.nice, (niceness,)) as pool:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-data-scale-") as scratch,
+        multiprocessing.get_context("fork").Pool(ncores, os.nice, (niceness,)) as pool,
+    ):
         with local_ray(ncores):
             probe = object_store_probe()
             warm_s = first_prepare_seconds(ncores)
@@ -338,14 +379,17 @@ def main() -> int:
                 if size == setting["train_size"]:
                     train_split = splits["train"]
         rounds = train_arms(train_split, folders[setting["train_size"]], setting, ncores)
-    print_summary(f"data at scale: asl, real lengths, max_len {MAX_LEN}, {ncores} cores "
-                  f"(training: fast model on the {setting['train_size']} set)",
-                  size_rows(results, ncores) + train_rows(rounds, train_split.rows),
-                  [f"plain loop = multiprocessing.Pool({ncores}) of read_features at niceness {niceness} "
-                   "(Ray's workers'), mean of a run before and after prepare",
-                   f"first prepare of the invocation ({WARM_UP_SEQUENCES} sequences, Ray Data's workers "
-                   f"starting) took {warm_s:.1f}s; not in the sizes' figures",
-                   "object store = the raylet's store_stats.object_store_bytes_used, sampled every 0.2 s"])
+    print_summary(
+        f"data at scale: asl, real lengths, max_len {MAX_LEN}, {ncores} cores (training: fast model on the {setting['train_size']} set)",
+        size_rows(results, ncores) + train_rows(rounds, train_split.rows),
+        [
+            f"plain loop = multiprocessing.Pool({ncores}) of read_features at niceness {niceness} "
+            "(Ray's workers'), mean of a run before and after prepare",
+            f"first prepare of the invocation ({WARM_UP_SEQUENCES} sequences, Ray Data's workers "
+            f"starting) took {warm_s:.1f}s; not in the sizes' figures",
+            "object store = the raylet's store_stats.object_store_bytes_used, sampled every 0.2 s",
+        ],
+    )
     print(json.dumps(headline(results, rounds, ncores, lengths, warm_s, time.perf_counter() - started)))
     return 0
 

@@ -52,8 +52,9 @@ WARM_UP_CALLS = 2
 
 def full_length_files(cfg: asl.Config) -> list[str]:
     """Landmark files whose features fill all ``max_len`` frames (a small synthetic set of long signs)."""
-    long_signs = dataclasses.replace(cfg, synthetic_signs=2, synthetic_sequences=16, synthetic_participants=2,
-                                     synthetic_frames=cfg.max_len * 2)
+    long_signs = dataclasses.replace(
+        cfg, synthetic_signs=2, synthetic_sequences=16, synthetic_participants=2, synthetic_frames=cfg.max_len * 2
+    )
     splits, _meta = read_index(str(synthetic_dataset(long_signs)), cfg.val_fraction, cfg.seed)
     paths = [row["path"] for split in splits.values() for row in split]
     return [p for p in paths if extract_features(p, cfg.max_len)[1].all()]
@@ -86,49 +87,62 @@ def time_alternating(calls: dict[str, Callable[[], object]], repeats: int) -> di
     return timings
 
 
-def time_batch(size: str, batch: list[str], repeats: int, eager: torch.nn.Module, loaded: torch.nn.Module,
-               cfg: asl.Config, meta: dict) -> list[tuple[str, str]]:
+def time_batch(
+    size: str, batch: list[str], repeats: int, eager: torch.nn.Module, loaded: torch.nn.Module, cfg: asl.Config, meta: dict
+) -> list[tuple[str, str]]:
     """Summary rows for one batch: eager, the platform's loaded model, and the platform's predict."""
     x, mask = features(batch, cfg)
-    timings = time_alternating({
-        "eager": lambda: eager(x, mask),
-        "platform forward": lambda: loaded(x, mask),
-        "platform predict": lambda: asl.predict(loaded, batch, cfg, meta),
-    }, repeats)
+    timings = time_alternating(
+        {
+            "eager": lambda: eager(x, mask),
+            "platform forward": lambda: loaded(x, mask),
+            "platform predict": lambda: asl.predict(loaded, batch, cfg, meta),
+        },
+        repeats,
+    )
     ms = {name: median(values) * 1000 for name, values in timings.items()}
     spread = statistics.pstdev(timings["eager"]) * 1000
     return [
-        (f"{size} eager", (f"{ms['eager']:8.1f} ms a call (sd {spread:.1f}), "
-                          f"{len(batch) / ms['eager'] * 1000:6.1f} sequences/s")),
-        (f"{size} platform forward", (f"{ms['platform forward']:8.1f} ms  "
-                                     f"ratio eager/platform {ms['eager'] / ms['platform forward']:.3f}")),
-        (f"{size} platform predict", (f"{ms['platform predict']:8.1f} ms  "
-                                     f"ratio eager/platform {ms['eager'] / ms['platform predict']:.3f} "
-                                     "(file reading and features included)")),
+        (f"{size} eager", (f"{ms['eager']:8.1f} ms a call (sd {spread:.1f}), {len(batch) / ms['eager'] * 1000:6.1f} sequences/s")),
+        (
+            f"{size} platform forward",
+            (f"{ms['platform forward']:8.1f} ms  ratio eager/platform {ms['eager'] / ms['platform forward']:.3f}"),
+        ),
+        (
+            f"{size} platform predict",
+            (
+                f"{ms['platform predict']:8.1f} ms  "
+                f"ratio eager/platform {ms['eager'] / ms['platform predict']:.3f} "
+                "(file reading and features included)"
+            ),
+        ),
     ]
 
 
 def median_length_file(cfg: asl.Config) -> tuple[str, str]:
     """A landmark file of asl-signs' median length, and what it is. Synthetic: the shared sample's
     16 real files are 1 to 7 frames long once frames without hands are trimmed."""
-    short = dataclasses.replace(cfg, synthetic_signs=2, synthetic_sequences=8, synthetic_participants=2,
-                                synthetic_frames=MEDIAN_FRAMES + 4)  # some frames have no hands: trimmed
+    short = dataclasses.replace(
+        cfg, synthetic_signs=2, synthetic_sequences=8, synthetic_participants=2, synthetic_frames=MEDIAN_FRAMES + 4
+    )  # some frames have no hands: trimmed
     splits, _meta = read_index(str(synthetic_dataset(short)), cfg.val_fraction, cfg.seed)
     paths = [row["path"] for split in splits.values() for row in split]
     closest = min(paths, key=lambda path: abs(len(read_features(path, cfg.max_len)) - MEDIAN_FRAMES))
     return closest, f"synthetic; asl-signs' median is {MEDIAN_FRAMES}"
 
 
-def time_real_length(path: str, repeats: int, model: torch.nn.Module, cfg: asl.Config,
-                     meta: dict) -> dict[str, float]:
+def time_real_length(path: str, repeats: int, model: torch.nn.Module, cfg: asl.Config, meta: dict) -> dict[str, float]:
     """Milliseconds at batch 1: the forward over the sequence's own frames, padded to max_len, and predict."""
     own = torch.from_numpy(read_features(path, cfg.max_len))[None]
     padded, mask = (torch.from_numpy(a)[None] for a in extract_features(path, cfg.max_len))
-    timings = time_alternating({
-        "own": lambda: model(own, torch.ones(own.shape[:2], dtype=torch.bool)),
-        "padded": lambda: model(padded, mask),
-        "predict": lambda: asl.predict(model, [path], cfg, meta),
-    }, repeats)
+    timings = time_alternating(
+        {
+            "own": lambda: model(own, torch.ones(own.shape[:2], dtype=torch.bool)),
+            "padded": lambda: model(padded, mask),
+            "predict": lambda: asl.predict(model, [path], cfg, meta),
+        },
+        repeats,
+    )
     return {name: median(values) * 1000 for name, values in timings.items()} | {"frames": own.shape[1]}
 
 
@@ -154,20 +168,28 @@ def main() -> int:
     rows += time_batch(f"batch {BATCH}", batch_paths, batch_repeats, eager, loaded, cfg, meta)
     rows += [
         (f"{real['frames']:.0f} frames, own length", f"{real['own']:8.1f} ms  ({source}; target <= 10 ms)"),
-        (f"{real['frames']:.0f} frames, padded to {cfg.max_len}", f"{real['padded']:8.1f} ms  "
-                                                                  f"(own length {real['padded'] / real['own']:.1f}x faster)"),
-        (f"{real['frames']:.0f} frames, predict", f"{real['predict']:8.1f} ms  predict / forward "
-                                                 f"{real['predict'] / real['own']:.2f} (target <= 2)"),
+        (
+            f"{real['frames']:.0f} frames, padded to {cfg.max_len}",
+            f"{real['padded']:8.1f} ms  (own length {real['padded'] / real['own']:.1f}x faster)",
+        ),
+        (
+            f"{real['frames']:.0f} frames, predict",
+            f"{real['predict']:8.1f} ms  predict / forward {real['predict'] / real['own']:.2f} (target <= 2)",
+        ),
     ]
     parameters = sum(p.numel() for p in eager.parameters())
-    print_summary(f"inference: asl full tier, {CLASSES} classes, {parameters:,} parameters, {cfg.max_len} frames, "
-                  f"CPU with {torch.get_num_threads()} threads", rows,
-                  [(f"medians of {single_repeats} calls at batch 1 and {batch_repeats} at batch {BATCH}; "
-                   "the seed's target is < 50 ms at batch 1")],
-                  headline={"median_seq_ms": round(real["own"], 2),
-                            "predict_vs_forward": round(real["predict"] / real["own"], 3),
-                            "padded_vs_own": round(real["padded"] / real["own"], 2),
-                            "batch1_padded_ms": round(real["padded"], 2)})
+    print_summary(
+        f"inference: asl full tier, {CLASSES} classes, {parameters:,} parameters, {cfg.max_len} frames, "
+        f"CPU with {torch.get_num_threads()} threads",
+        rows,
+        [(f"medians of {single_repeats} calls at batch 1 and {batch_repeats} at batch {BATCH}; the seed's target is < 50 ms at batch 1")],
+        headline={
+            "median_seq_ms": round(real["own"], 2),
+            "predict_vs_forward": round(real["predict"] / real["own"], 3),
+            "padded_vs_own": round(real["padded"] / real["own"], 2),
+            "batch1_padded_ms": round(real["padded"], 2),
+        },
+    )
     return 0
 
 

@@ -84,8 +84,10 @@ class Outcome:
         return sum(1 for c in self.calls if c["status"] == status)
 
     def line(self, burst: int) -> str:
-        return (f"{self.rate_share(burst):6.3f} of the limit  429s {self.count(429):4d}  labeled {self.labeled}/{self.rows}"
-                f"  calls {len(self.calls)}  wall {self.wall_s:.1f}s")
+        return (
+            f"{self.rate_share(burst):6.3f} of the limit  429s {self.count(429):4d}  labeled {self.labeled}/{self.rows}"
+            f"  calls {len(self.calls)}  wall {self.wall_s:.1f}s"
+        )
 
 
 def write_posts(folder: Path, rows: int, marks: dict[int, str] | None = None) -> list[dict]:
@@ -107,8 +109,7 @@ def run_seed(server: RateLimitedOpenAI, posts: list[dict]) -> Outcome:
 
     def label(post: dict) -> bool:
         try:
-            reply = client.chat.completions.create(
-                **TASK.request(MODEL, post["image"], post["mime"], post["caption"], structured=False))
+            reply = client.chat.completions.create(**TASK.request(MODEL, post["image"], post["mime"], post["caption"], structured=False))
             TASK.parse(reply.choices[0].message.content)
             return True
         except (openai.OpenAIError, ReplyError):
@@ -146,8 +147,14 @@ def run_ray_data_llm(server: RateLimitedOpenAI, posts: list[dict]) -> Outcome | 
     from platform import cluster
 
     cluster.start()
-    config = HttpRequestProcessorConfig(url=f"{server.url}/chat/completions", headers={"Authorization": f"Bearer {KEY}"},
-                                        qps=int(RPM / 60), max_retries=4, concurrency=1, batch_size=16)
+    config = HttpRequestProcessorConfig(
+        url=f"{server.url}/chat/completions",
+        headers={"Authorization": f"Bearer {KEY}"},
+        qps=int(RPM / 60),
+        max_retries=4,
+        concurrency=1,
+        batch_size=16,
+    )
     processor = build_processor(config, preprocess=ray_data_llm_payload, postprocess=ray_data_llm_label)
     start, started = server.call_count, time.monotonic()
     try:
@@ -161,15 +168,33 @@ def run_ray_data_llm(server: RateLimitedOpenAI, posts: list[dict]) -> Outcome | 
 
 
 def run_platform(server: RateLimitedOpenAI, folder: Path, out: Path, method: str, *flags: str) -> Outcome:
-    command = ["-m", "platform.label", str(folder), "--out", str(out), "--base-url", server.url, "--model", MODEL,
-               "--concurrency", str(SEED_THREADS), *(flags or ("--rpm", str(RPM)))]
+    command = [
+        "-m",
+        "platform.label",
+        str(folder),
+        "--out",
+        str(out),
+        "--base-url",
+        server.url,
+        "--model",
+        MODEL,
+        "--concurrency",
+        str(SEED_THREADS),
+        *(flags or ("--rpm", str(RPM))),
+    ]
     start, started = server.call_count, time.monotonic()
     run = run_timed(command, child_env(OPENROUTER_API_KEY=KEY), timeout=900)
     if run.returncode != 0:
         raise SystemExit(f"python -m platform.label failed (exit {run.returncode}):\n{run.tail()}")
     ledger = json.loads((out / "ledger.json").read_text())
-    return Outcome(method, server.calls_since(start), ledger["rows"]["labeled"], ledger["rows"]["total"],
-                   time.monotonic() - started, ledger["cost_usd"] / max(1, ledger["rows"]["labeled_now"]))
+    return Outcome(
+        method,
+        server.calls_since(start),
+        ledger["rows"]["labeled"],
+        ledger["rows"]["total"],
+        time.monotonic() - started,
+        ledger["cost_usd"] / max(1, ledger["rows"]["labeled_now"]),
+    )
 
 
 def fault_marks(rows: int) -> tuple[dict[int, str], dict[str, list[str]]]:
@@ -218,8 +243,7 @@ def main() -> int:
             peer = run_ray_data_llm(server, posts)
             first = run_platform(server, folder, scratch / "labeled", "platform.label")
             rerun = run_platform(server, folder, scratch / "labeled", "platform.label re-run")
-            batch = run_platform(server, folder, scratch / "batch-labeled", "platform.label --batch", "--batch",
-                                 "--poll", "0.5")
+            batch = run_platform(server, folder, scratch / "batch-labeled", "platform.label --batch", "--batch", "--poll", "0.5")
         faulty, faulty_rerun, burst = run_faulty(scratch, rows)
         tokens, tokens_rerun, tokens_share = run_token_limited(scratch, rows)
     outcomes = [seed, peer, first] if isinstance(peer, Outcome) else [seed, first]
@@ -235,22 +259,36 @@ def main() -> int:
     failed = sum(1 for c in faulty.calls if c["status"] not in (200, 429))
     lines += [
         (faulty.method, f"{faulty.line(burst)}  (failed calls {failed}); re-run calls {len(faulty_rerun.calls)}"),
-        (tokens.method, f"{tokens_share:6.3f} of {TPM:,} tokens/min  429s {tokens.count(429):4d}  labeled "
-                        f"{tokens.labeled}/{tokens.rows}  wall {tokens.wall_s:.1f}s; re-run calls {len(tokens_rerun.calls)}"),
-        ("cost a row: online, batch", f"${first.cost_per_row * 1e6:.1f}, ${batch.cost_per_row * 1e6:.1f} per million rows "
-                                      f"(batch / online {batch.cost_per_row / first.cost_per_row:.2f}); batch labeled "
-                                      f"{batch.labeled}/{batch.rows} in {batch.wall_s:.1f}s"),
+        (
+            tokens.method,
+            f"{tokens_share:6.3f} of {TPM:,} tokens/min  429s {tokens.count(429):4d}  labeled "
+            f"{tokens.labeled}/{tokens.rows}  wall {tokens.wall_s:.1f}s; re-run calls {len(tokens_rerun.calls)}",
+        ),
+        (
+            "cost a row: online, batch",
+            f"${first.cost_per_row * 1e6:.1f}, ${batch.cost_per_row * 1e6:.1f} per million rows "
+            f"(batch / online {batch.cost_per_row / first.cost_per_row:.2f}); batch labeled "
+            f"{batch.labeled}/{batch.rows} in {batch.wall_s:.1f}s",
+        ),
     ]
-    print_summary(f"labeling throughput: {rows} posts, limit {RPM} requests/min, {LATENCY_S}s a reply", lines, [
-        f"rate = calls let in / ({burst} + {RPM / 60:g}/s x the span of a method's such calls): Ray start-up excluded",
-        "wall = the method's whole time, the platform's including its Ray start-up",
-    ], headline={
-        "rate_share": round(first.rate_share(burst), 3), "platform_vs_seed": round(first.rate_share(burst) / seed.rate_share(burst), 3),
-        "faulty_rate_share": round(faulty.rate_share(burst), 3), "faulty_rows_lost": faulty.rows - faulty.labeled,
-        "tpm_share": round(tokens_share, 3), "tpm_rows_lost": tokens.rows - tokens.labeled,
-        "rerun_calls": len(rerun.calls) + len(faulty_rerun.calls) + len(tokens_rerun.calls),
-        "batch_vs_online_cost": round(batch.cost_per_row / first.cost_per_row, 3),
-    })
+    print_summary(
+        f"labeling throughput: {rows} posts, limit {RPM} requests/min, {LATENCY_S}s a reply",
+        lines,
+        [
+            f"rate = calls let in / ({burst} + {RPM / 60:g}/s x the span of a method's such calls): Ray start-up excluded",
+            "wall = the method's whole time, the platform's including its Ray start-up",
+        ],
+        headline={
+            "rate_share": round(first.rate_share(burst), 3),
+            "platform_vs_seed": round(first.rate_share(burst) / seed.rate_share(burst), 3),
+            "faulty_rate_share": round(faulty.rate_share(burst), 3),
+            "faulty_rows_lost": faulty.rows - faulty.labeled,
+            "tpm_share": round(tokens_share, 3),
+            "tpm_rows_lost": tokens.rows - tokens.labeled,
+            "rerun_calls": len(rerun.calls) + len(faulty_rerun.calls) + len(tokens_rerun.calls),
+            "batch_vs_online_cost": round(batch.cost_per_row / first.cost_per_row, 3),
+        },
+    )
     return 0
 
 

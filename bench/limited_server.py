@@ -63,8 +63,7 @@ class RateLimitedOpenAI(FakeOpenAI):
             else:
                 self._log(time.time(), "", "rate_limit", 429, False)
                 headers = {"retry-after-ms": f"{wait * 1000:.0f}", "Retry-After": str(math.ceil(wait))}
-                return web.json_response({"error": {"message": "rate limit exceeded", "code": 429}},
-                                         status=429, headers=headers)
+                return web.json_response({"error": {"message": "rate limit exceeded", "code": 429}}, status=429, headers=headers)
         return await super()._chat(request)
 
     def tokens_share(self, start: int) -> float:

@@ -57,8 +57,7 @@ def new_run(cfg: Any, meta: dict) -> PlainRun:
     torch.manual_seed(cfg.seed)
     model = asl.build_model(cfg, meta)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=max(1, cfg.epochs), eta_min=cfg.lr * cfg.min_lr_ratio)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.epochs), eta_min=cfg.lr * cfg.min_lr_ratio)
     return PlainRun(model, optimizer, scheduler)
 
 

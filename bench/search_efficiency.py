@@ -67,8 +67,23 @@ class Sweep:
 
 def run_sweep(tier: str, trials: int, sampler: str, scheduler: str, storage: Path) -> Sweep:
     name = f"{sampler}-{scheduler}"
-    command = ["-m", "platform.tune", "asl", "--tiers", tier, "--trials", str(trials), "--sampler", sampler,
-               "--scheduler", scheduler, "--storage", str(storage), "--name", name]
+    command = [
+        "-m",
+        "platform.tune",
+        "asl",
+        "--tiers",
+        tier,
+        "--trials",
+        str(trials),
+        "--sampler",
+        sampler,
+        "--scheduler",
+        scheduler,
+        "--storage",
+        str(storage),
+        "--name",
+        name,
+    ]
     run = run_timed(command, child_env(), timeout=3600)
     require_success(run, f"python -m platform.tune ({name})")
     results = pd.read_csv(storage / "asl" / "sweeps" / name / "results.csv").dropna(subset=[METRIC])
@@ -81,24 +96,40 @@ def summary_rows(sweeps: list[Sweep], target: float) -> list[tuple[str, str]]:
     rows = []
     for sweep in sweeps:
         to_target = sweep.train_s_to_reach(target)
-        rows.append((sweep.name, (f"best {METRIC} {sweep.best:.3f}  compute {sweep.train_s:7.1f} train-s, "
-                                 f"{sweep.epochs:3d} epochs ({len(sweep.results)} trials)  to reach {target:.3f}: "
-                                 f"{to_target:6.1f} train-s  wall {sweep.wall_s:.0f}s")))
+        rows.append(
+            (
+                sweep.name,
+                (
+                    f"best {METRIC} {sweep.best:.3f}  compute {sweep.train_s:7.1f} train-s, "
+                    f"{sweep.epochs:3d} epochs ({len(sweep.results)} trials)  to reach {target:.3f}: "
+                    f"{to_target:6.1f} train-s  wall {sweep.wall_s:.0f}s"
+                ),
+            )
+        )
     for sweep in sweeps[1:]:
-        rows.append((f"{sweep.name} / random", (f"compute {sweep.train_s / baseline.train_s:.2f}, to reach the target "
-                                               f"{sweep.train_s_to_reach(target) / baseline.train_s_to_reach(target):.2f}, "
-                                               f"best {sweep.best - baseline.best:+.3f}")))
+        rows.append(
+            (
+                f"{sweep.name} / random",
+                (
+                    f"compute {sweep.train_s / baseline.train_s:.2f}, to reach the target "
+                    f"{sweep.train_s_to_reach(target) / baseline.train_s_to_reach(target):.2f}, "
+                    f"best {sweep.best - baseline.best:+.3f}"
+                ),
+            )
+        )
     return rows
 
 
 def headline(sweeps: list[Sweep], target: float, trials: int) -> dict:
     baseline = sweeps[0]
     return {
-        "trials": trials, "target": round(target, 4),
+        "trials": trials,
+        "target": round(target, 4),
         "best": {sweep.name: round(sweep.best, 4) for sweep in sweeps},
         "compute_vs_random": {sweep.name: round(sweep.train_s / baseline.train_s, 3) for sweep in sweeps[1:]},
-        "to_target_vs_random": {sweep.name: round(sweep.train_s_to_reach(target) / baseline.train_s_to_reach(target), 3)
-                                for sweep in sweeps[1:]},
+        "to_target_vs_random": {
+            sweep.name: round(sweep.train_s_to_reach(target) / baseline.train_s_to_reach(target), 3) for sweep in sweeps[1:]
+        },
     }
 
 
@@ -111,12 +142,18 @@ def main() -> int:
     rows = summary_rows(sweeps, target)
     notes = []
     if sweeps[0].configs() == sweeps[1].configs():
-        notes.append("tpe-none sampled exactly random-none's configurations (TPE's first 10 trials are random): "
-                     "their differences are timing noise")
-    print_summary(f"search efficiency: asl tier {tier}, {trials} trials a sweep", rows,
-                  [*notes, ("train-s = the sum of the trials' epoch seconds (Ray and trial start-up excluded); "
-                   "wall = the whole sweep, start-up included")],
-                  headline=headline(sweeps, target, trials))
+        notes.append(
+            "tpe-none sampled exactly random-none's configurations (TPE's first 10 trials are random): their differences are timing noise"
+        )
+    print_summary(
+        f"search efficiency: asl tier {tier}, {trials} trials a sweep",
+        rows,
+        [
+            *notes,
+            ("train-s = the sum of the trials' epoch seconds (Ray and trial start-up excluded); wall = the whole sweep, start-up included"),
+        ],
+        headline=headline(sweeps, target, trials),
+    )
     return 0
 
 

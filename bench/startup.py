@@ -40,8 +40,7 @@ SETTINGS = {"small": 1, "full": 3}
 TIMEOUT_S = 900
 PLAIN_STAGES = ("imports", "data", "model", "first_step")
 BARE_STAGES = ("imports", "ray_start", "first_step", "fit_returned")
-PLATFORM_MARKS = (("imports + Ray start", "Ray dashboard:"), ("data", "[asl] rows:"),
-                  ("run directory", "[asl] run directory:"))
+PLATFORM_MARKS = (("imports + Ray start", "Ray dashboard:"), ("data", "[asl] rows:"), ("run directory", "[asl] run directory:"))
 
 
 def plain_stages() -> dict[str, float]:
@@ -60,8 +59,7 @@ def bare_stages() -> dict[str, float]:
 
 def platform_stages(storage: Path, name: str) -> dict[str, float]:
     """Seconds since the command at which each stage of ``platform.run`` ended."""
-    command = ["-m", "platform.run", "asl", "--tier", "smoke", "--set", "epochs=1",
-               "--storage", str(storage), "--name", name]
+    command = ["-m", "platform.run", "asl", "--tier", "smoke", "--set", "epochs=1", "--storage", str(storage), "--name", name]
     run = run_timed(command, child_env(), TIMEOUT_S)
     require_success(run, "python -m platform.run")
     ends = {stage: run.first(mark) for stage, mark in PLATFORM_MARKS}
@@ -98,21 +96,25 @@ def main() -> int:
     rows += [(f"platform: {stage}", f"{seconds:6.2f}s") for stage, seconds in durations(platform).items()]
     rows += [(f"bare Ray Train: {stage}", f"{seconds:6.2f}s") for stage, seconds in durations(bare).items()]
     rows += [
-        ("to the first step", f"plain {plain_to_step:.2f}s, platform {platform_to_step:.2f}s, "
-                              f"bare Ray Train {bare_to_step:.2f}s"),
+        ("to the first step", f"plain {plain_to_step:.2f}s, platform {platform_to_step:.2f}s, bare Ray Train {bare_to_step:.2f}s"),
         ("ratio platform/plain", f"{platform_to_step / plain_to_step:.2f}"),
         ("ratio bare Ray Train/plain", f"{bare_to_step / plain_to_step:.2f} (the floor of the ratio above)"),
         ("ratio platform/bare Ray Train", f"{platform_to_step / bare_to_step:.2f}"),
-        ("imports + Ray start", (f"{platform['imports + Ray start'] / platform_to_step:.0%} of the platform's time "
-                                "to the first step")),
+        ("imports + Ray start", (f"{platform['imports + Ray start'] / platform_to_step:.0%} of the platform's time to the first step")),
     ]
-    print_summary(f"start-up: asl smoke tier, median of {repeats} run(s) each", rows,
-                  ["platform 'exit' = after the first epoch until the command returns (best model, plots, manifest)"],
-                  headline={"first_step_ratio": round(platform_to_step / plain_to_step, 3),
-                            "floor_ratio": round(bare_to_step / plain_to_step, 3),
-                            "platform_vs_floor": round(platform_to_step / bare_to_step, 3),
-                            "plain_to_step_s": round(plain_to_step, 2), "platform_to_step_s": round(platform_to_step, 2),
-                            "repeats": repeats})
+    print_summary(
+        f"start-up: asl smoke tier, median of {repeats} run(s) each",
+        rows,
+        ["platform 'exit' = after the first epoch until the command returns (best model, plots, manifest)"],
+        headline={
+            "first_step_ratio": round(platform_to_step / plain_to_step, 3),
+            "floor_ratio": round(bare_to_step / plain_to_step, 3),
+            "platform_vs_floor": round(platform_to_step / bare_to_step, 3),
+            "plain_to_step_s": round(plain_to_step, 2),
+            "platform_to_step_s": round(platform_to_step, 2),
+            "repeats": repeats,
+        },
+    )
     return 0
 
 

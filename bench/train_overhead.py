@@ -83,8 +83,14 @@ def plain_epochs(cfg, train_set, val_set, meta) -> tuple[list[float], plain_loop
 def checkpoint_seconds(run: plain_loop.PlainRun, cfg, meta: dict, storage: Path) -> float:
     """Median time to write the worker's checkpoint and copy it into storage (platform/worker.py's
     ``_report``; with local storage Ray Train persists by copying the folder)."""
-    state = TrainState(run.model, run.optimizer, run.scheduler, torch.amp.GradScaler("cpu", enabled=False),
-                       epoch=cfg.epochs, history=[{"val/acc": acc} for acc in run.val_acc])
+    state = TrainState(
+        run.model,
+        run.optimizer,
+        run.scheduler,
+        torch.amp.GradScaler("cpu", enabled=False),
+        epoch=cfg.epochs,
+        history=[{"val/acc": acc} for acc in run.val_acc],
+    )
     classes = len(meta["classes"])
     extras = {"confusion_matrix": [[0] * classes for _ in range(classes)]}
     timings = []
@@ -127,8 +133,7 @@ def plain_in_ray_train(tier: str, epochs: int, storage: Path) -> list[float]:
     trainer = TorchTrainer(
         _plain_loop_worker,
         train_loop_config={"tier": tier, "epochs": epochs, "out": str(storage / "epoch_seconds.json")},
-        scaling_config=ray.train.ScalingConfig(num_workers=1,
-                                               resources_per_worker={"CPU": default_cpus_per_worker(1)}),
+        scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": default_cpus_per_worker(1)}),
         run_config=ray.train.RunConfig(name="plain-in-ray-train", storage_path=str(storage)),
     )
     trainer.fit()
@@ -152,9 +157,18 @@ def data_feed_seconds(cfg) -> float:
     timings = []
     for epoch in range(FEED_EPOCHS):
         started = time.perf_counter()
-        for _batch in stream.prefetched(stream.rank_batches(
-                splits["train"], rank=0, world=1, seed=cfg.seed, epoch=epoch, batch_size=cfg.batch_size,
-                shards_per_window=max(1, cfg.shuffle_buffer // cfg.shard_rows), bucket=cfg.bucket_by_length)):
+        for _batch in stream.prefetched(
+            stream.rank_batches(
+                splits["train"],
+                rank=0,
+                world=1,
+                seed=cfg.seed,
+                epoch=epoch,
+                batch_size=cfg.batch_size,
+                shards_per_window=max(1, cfg.shuffle_buffer // cfg.shard_rows),
+                bucket=cfg.bucket_by_length,
+            )
+        ):
             pass
         for _batch in stream.split_batches(splits["val"], cfg.batch_size):
             pass
@@ -164,8 +178,7 @@ def data_feed_seconds(cfg) -> float:
 
 def platform_run(tier: str, epochs: int, storage: Path, env: dict[str, str]) -> tuple[pd.DataFrame, list[float], float]:
     """history.csv, the wall seconds between epoch lines (epochs 2..N), and seconds to the first epoch."""
-    command = ["-m", "platform.run", "asl", "--tier", tier, "--set", f"epochs={epochs}",
-               "--storage", str(storage), "--name", RUN_NAME]
+    command = ["-m", "platform.run", "asl", "--tier", tier, "--set", f"epochs={epochs}", "--storage", str(storage), "--name", RUN_NAME]
     run = run_timed(command, env, timeout=1800)
     require_success(run, "python -m platform.run")
     history = pd.read_csv(storage / "asl" / RUN_NAME / "history.csv")
@@ -216,36 +229,65 @@ def ratio_row(values: list[float], what: str) -> str:
 def summary_rows(m: Measured, rows: int) -> list[tuple[str, str]]:
     epoch_s = [value for measured in m.rounds for value in measured.history["epoch_s"].tolist()[1:]]
     walls = m.pooled("platform_walls")  # aligned with epoch_s
-    plain_s, wall_s, train_s, in_ray_s = (median(values) for values in (
-        m.pooled("plain_s"), walls, epoch_s, m.pooled("in_ray_train_s")))
+    plain_s, wall_s, train_s, in_ray_s = (median(values) for values in (m.pooled("plain_s"), walls, epoch_s, m.pooled("in_ray_train_s")))
     between_s = median([wall - train for wall, train in zip(walls, epoch_s)])
     overall, runtime, own = zip(*(measured.ratios() for measured in m.rounds))
     return [
-        ("plain loop", (f"{rows / plain_s:8.1f} samples/s  ({plain_s:.2f}s an epoch, median of "
-                        f"{len(m.pooled('plain_s'))} epochs after the first in {len(m.rounds)} round(s))")),
+        (
+            "plain loop",
+            (
+                f"{rows / plain_s:8.1f} samples/s  ({plain_s:.2f}s an epoch, median of "
+                f"{len(m.pooled('plain_s'))} epochs after the first in {len(m.rounds)} round(s))"
+            ),
+        ),
         ("platform (wall)", f"{rows / wall_s:8.1f} samples/s  ({wall_s:.2f}s between epoch lines)"),
         ("platform (epoch_s)", f"{rows / train_s:8.1f} samples/s  ({train_s:.2f}s train + validation)"),
         ("plain loop in Ray Train", f"{rows / in_ray_s:8.1f} samples/s  ({in_ray_s:.2f}s an epoch, as a one-worker TorchTrainer)"),
         ("ratio platform/plain", ratio_row(list(overall), "wall, target >= 0.95")),
         ("  = Ray's runtime", ratio_row(list(runtime), "plain loop in Ray Train / plain loop")),
         ("  x platform's own", ratio_row(list(own), "platform / plain loop in Ray Train")),
-        ("checkpoint (a)", (f"{m.checkpoint_s * 1000:.0f} ms to write and persist = "
-                            f"{m.checkpoint_s / plain_s:.2%} of an epoch (target < 2%)")),
-        ("between epochs (b)", (f"{between_s * 1000:.0f} ms report + checkpoint + line = "
-                                f"{between_s / wall_s:.2%} of an epoch (± the jitter of Ray's log forwarding)")),
-        ("data feed alone", (f"{m.feed_s:.2f}s an epoch through Ray Data without the model = "
-                             f"{m.feed_s / plain_s:.1%} of a plain epoch (in this process: a lower bound)")),
-        ("Ray start-up", (f"{median([measured.startup_s for measured in m.rounds]):.1f}s from the command "
-                          "to the first epoch (not in the ratio)")),
-        ("final val/acc", (f"plain {m.plain_val_acc:.3f}, platform {m.rounds[-1].history['val/acc'].iloc[-1]:.3f} "
-                           "(same model and steps; data order differs)")),
+        (
+            "checkpoint (a)",
+            (f"{m.checkpoint_s * 1000:.0f} ms to write and persist = {m.checkpoint_s / plain_s:.2%} of an epoch (target < 2%)"),
+        ),
+        (
+            "between epochs (b)",
+            (
+                f"{between_s * 1000:.0f} ms report + checkpoint + line = "
+                f"{between_s / wall_s:.2%} of an epoch (± the jitter of Ray's log forwarding)"
+            ),
+        ),
+        (
+            "data feed alone",
+            (
+                f"{m.feed_s:.2f}s an epoch through Ray Data without the model = "
+                f"{m.feed_s / plain_s:.1%} of a plain epoch (in this process: a lower bound)"
+            ),
+        ),
+        (
+            "Ray start-up",
+            (f"{median([measured.startup_s for measured in m.rounds]):.1f}s from the command to the first epoch (not in the ratio)"),
+        ),
+        (
+            "final val/acc",
+            (
+                f"plain {m.plain_val_acc:.3f}, platform {m.rounds[-1].history['val/acc'].iloc[-1]:.3f} "
+                "(same model and steps; data order differs)"
+            ),
+        ),
     ]
 
 
 def main() -> int:
-    args = parse_setting(__doc__, [("--ray-worker-niceness", {
-        "type": int, "default": None,
-        "help": "diagnostic: the niceness of the run's Ray workers (Ray's default is 15)"})])
+    args = parse_setting(
+        __doc__,
+        [
+            (
+                "--ray-worker-niceness",
+                {"type": int, "default": None, "help": "diagnostic: the niceness of the run's Ray workers (Ray's default is 15)"},
+            )
+        ],
+    )
     tier, epochs, round_count = SETTINGS["full" if args.full else "small"]
     extra_env = {} if args.ray_worker_niceness is None else {"RAY_worker_niceness": str(args.ray_worker_niceness)}
     cfg = plain_loop.resolve_config(tier, epochs)
@@ -263,8 +305,11 @@ def main() -> int:
             feed_s = data_feed_seconds(cfg)
         measured = Measured(rounds, plain.val_acc[-1], checkpoint_seconds(plain, cfg, meta, scratch), feed_s)
     rows = len(train_set)
-    print_summary(f"training overhead: asl tier {tier}, {epochs} epochs, {rows} training rows, "
-                  f"{plain_loop.steps_per_epoch(rows, cfg)} steps an epoch", summary_rows(measured, rows))
+    print_summary(
+        f"training overhead: asl tier {tier}, {epochs} epochs, {rows} training rows, "
+        f"{plain_loop.steps_per_epoch(rows, cfg)} steps an epoch",
+        summary_rows(measured, rows),
+    )
     return 0
 
 

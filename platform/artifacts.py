@@ -41,8 +41,16 @@ TIMED_PREDICTIONS = 20
 
 
 def start(
-    run_dir: Path, trainable: Trainable, *, tier: str, cfg: Any, meta: dict, hardware: dict, resumed: bool,
-    dashboard: str | None, launch: dict | None = None,
+    run_dir: Path,
+    trainable: Trainable,
+    *,
+    tier: str,
+    cfg: Any,
+    meta: dict,
+    hardware: dict,
+    resumed: bool,
+    dashboard: str | None,
+    launch: dict | None = None,
 ) -> dict:
     """Config, meta and a ``running`` manifest, before any worker starts. ``launch`` (workers,
     CPUs a worker, GPU) is what ``--resume`` holds the run to."""
@@ -78,7 +86,14 @@ def fail(run_dir: Path, manifest: dict, reason: str) -> None:
 
 
 def finish(
-    run_dir: Path, trainable: Trainable, *, cfg: Any, meta: dict, result: Any, val_split: Any, manifest: dict,
+    run_dir: Path,
+    trainable: Trainable,
+    *,
+    cfg: Any,
+    meta: dict,
+    result: Any,
+    val_split: Any,
+    manifest: dict,
     test_split: Any = None,
 ) -> dict:
     """Export the best model, write history, plots and the finished manifest; returns it. A test

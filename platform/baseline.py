@@ -139,12 +139,13 @@ def warning(stem: str, block: dict | None, metric: str, mode: str, best: float) 
     trivial = baseline_value(block, metric)
     if trivial is None or is_better(best, trivial, mode):
         return None
-    return (f"warning: [{stem}] the best {metric} {best:.4f} does not beat the trivial baseline's {trivial:.4f} "
-            f"({block['predictor']}): the model is no better than a constant prediction")
+    return (
+        f"warning: [{stem}] the best {metric} {best:.4f} does not beat the trivial baseline's {trivial:.4f} "
+        f"({block['predictor']}): the model is no better than a constant prediction"
+    )
 
 
 def warn(stem: str, block: dict | None, metric: str, mode: str, best: float) -> None:
     line = warning(stem, block, metric, mode, best)
     if line:
         print(line, file=sys.stderr, flush=True)
-

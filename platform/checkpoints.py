@@ -69,8 +69,9 @@ def best(snapshot: dict | None, metric: str, mode: str) -> dict | None:
 def best_of_result(result: Any, metric: str, mode: str) -> Any:
     """The best checkpoint of a finished Ray Train ``Result``. Not ``get_best_checkpoint``: it takes
     ``max`` over the scores, where a NaN in first place beats every number."""
-    scored = [(checkpoint, metrics[metric]) for checkpoint, metrics in getattr(result, "best_checkpoints", None) or []
-              if _scored(metrics, metric)]
+    scored = [
+        (checkpoint, metrics[metric]) for checkpoint, metrics in getattr(result, "best_checkpoints", None) or [] if _scored(metrics, metric)
+    ]
     if not scored:
         return result.get_best_checkpoint(metric=metric, mode=mode) or result.checkpoint
     return (max if mode == "max" else min)(scored, key=lambda pair: pair[1])[0]
@@ -85,23 +86,24 @@ def read_state(run_uri: str, folder: str) -> dict:
         return torch.load(io.BytesIO(stream.read()), map_location="cpu", weights_only=True)
 
 
-def load_newest(run_uri: str, first: str | None = None, warn: Callable[[str], None] | None = None
-                ) -> tuple[str, dict] | None:
+def load_newest(run_uri: str, first: str | None = None, warn: Callable[[str], None] | None = None) -> tuple[str, dict] | None:
     """The newest checkpoint that reads whole, from ``first`` (the one Ray Train picked) back through
     the older recorded ones: a torn or truncated file (a full disk, a node lost mid-write) costs the
     steps since the one before it, not the run. ``warn`` is told of each one passed over."""
     rows = recorded(read_snapshot(run_uri))
     names = [row["dir"] for row in rows]
     if first is not None:
-        older = names[names.index(first) + 1:] if first in names else names
+        older = names[names.index(first) + 1 :] if first in names else names
         names = [first, *older]
     for folder in names:
         try:
             return folder, read_state(run_uri, folder)
         except Exception as err:  # noqa: BLE001 - torch and zip raise many kinds for one torn file
             if warn is not None:
-                warn(f"warning: checkpoint {folder} is unreadable ({type(err).__name__}: "
-                     f"{str(err).splitlines()[0] if str(err) else 'no detail'}); trying the one before it")
+                warn(
+                    f"warning: checkpoint {folder} is unreadable ({type(err).__name__}: "
+                    f"{str(err).splitlines()[0] if str(err) else 'no detail'}); trying the one before it"
+                )
     return None
 
 
@@ -112,8 +114,7 @@ def folders(run_uri: str) -> list[str]:
         found = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
     except OSError:
         return []
-    return sorted(info.base_name for info in found
-                  if info.type == pafs.FileType.Directory and info.base_name.startswith("epoch_"))
+    return sorted(info.base_name for info in found if info.type == pafs.FileType.Directory and info.base_name.startswith("epoch_"))
 
 
 def remove_orphans(run_uri: str) -> list[str]:

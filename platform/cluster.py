@@ -32,8 +32,7 @@ def _put_repo_first_on_pythonpath() -> None:
         os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *paths])
 
 
-def start(address: str | None = None, num_cpus: int | None = None, env: dict[str, str] | None = None,
-          verbose: bool = False) -> str | None:
+def start(address: str | None = None, num_cpus: int | None = None, env: dict[str, str] | None = None, verbose: bool = False) -> str | None:
     """Connect to ``address`` (or ``RAY_ADDRESS``, as under ``ray job submit``) or start Ray here;
     ``env`` reaches every worker of this driver (on a local instance they inherit it anyway).
     Ray's own log lines are held back unless ``verbose`` (``platform/console.py``).
@@ -48,8 +47,9 @@ def start(address: str | None = None, num_cpus: int | None = None, env: dict[str
     ray.data.DataContext.get_current().enable_progress_bars = False
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        context = ray.init(address=address, log_to_driver=True, runtime_env=_runtime_env(env),
-                           logging_level=console.ray_logging_level(verbose))
+        context = ray.init(
+            address=address, log_to_driver=True, runtime_env=_runtime_env(env), logging_level=console.ray_logging_level(verbose)
+        )
     else:
         # "local": a new instance here, never one that `ray start` left running on this machine.
         context = ray.init(

@@ -73,11 +73,23 @@ class TrainConfig:
 
     # Inclusive (lowest, highest) of numeric fields; None is unbounded. Subclasses add theirs.
     LIMITS: ClassVar[dict[str, tuple[float | None, float | None]]] = {
-        "epochs": (1, None), "min_steps": (0, None), "batch_size": (1, None), "lr": (1e-12, None), "weight_decay": (0, None),
-        "restart_period": (1, None), "restart_mult": (1, None), "min_lr_ratio": (0, 1), "warmup_ratio": (0, 1),
-        "grad_accum_steps": (1, None), "grad_clip": (0, None), "patience": (0, None),
-        "checkpoint_every": (1, None), "checkpoint_every_steps": (0, None), "keep_checkpoints": (0, None),
-        "shuffle_buffer": (1, None), "shard_rows": (1, None),
+        "epochs": (1, None),
+        "min_steps": (0, None),
+        "batch_size": (1, None),
+        "lr": (1e-12, None),
+        "weight_decay": (0, None),
+        "restart_period": (1, None),
+        "restart_mult": (1, None),
+        "min_lr_ratio": (0, 1),
+        "warmup_ratio": (0, 1),
+        "grad_accum_steps": (1, None),
+        "grad_clip": (0, None),
+        "patience": (0, None),
+        "checkpoint_every": (1, None),
+        "checkpoint_every_steps": (0, None),
+        "keep_checkpoints": (0, None),
+        "shuffle_buffer": (1, None),
+        "shard_rows": (1, None),
     }
 
     def validate(self) -> None:
@@ -157,10 +169,7 @@ def apply(cfg: Any, updates: dict[str, Any], source: str) -> Any:
     kinds = _field_types(type(cfg))
     unknown = sorted(set(updates) - set(kinds))
     if unknown:
-        raise UserError(
-            f"unknown config key {unknown[0]!r} in {source} "
-            f"(see --help for the keys of {type(cfg).__module__.split('.')[-1]})"
-        )
+        raise UserError(f"unknown config key {unknown[0]!r} in {source} (see --help for the keys of {type(cfg).__module__.split('.')[-1]})")
     typed = {key: coerce(key, value, kinds[key]) for key, value in updates.items()}
     return dataclasses.replace(cfg, **typed)
 
@@ -187,8 +196,9 @@ def read_file(path: str) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as err:
         raise UserError(f"--config {path}: cannot read it ({err.strerror or err})") from None
     except (ValueError, yaml.YAMLError) as err:
-        raise UserError(f"--config {path}: not valid {'JSON' if source.suffix == '.json' else 'YAML'} "
-                        f"({str(err).splitlines()[0]})") from None
+        raise UserError(
+            f"--config {path}: not valid {'JSON' if source.suffix == '.json' else 'YAML'} ({str(err).splitlines()[0]})"
+        ) from None
     if values is None:
         return {}
     if not isinstance(values, dict) or any(isinstance(v, dict) for v in values.values()):
@@ -196,8 +206,7 @@ def read_file(path: str) -> dict[str, Any]:
     return values
 
 
-def resolve(config_cls: type, tier: dict, trial: dict | None = None, sets: list[str] = (),
-            config_file: str | None = None) -> Any:
+def resolve(config_cls: type, tier: dict, trial: dict | None = None, sets: list[str] = (), config_file: str | None = None) -> Any:
     """Defaults, then the tier, the config file, a sampled trial, ``--set`` overrides; checked."""
     cfg = apply(config_cls(), tier, "the tier")
     if config_file:
@@ -225,8 +234,9 @@ def fit_to_data(cfg: Any, train_rows: int, workers: int) -> tuple[Any, str | Non
     if epochs <= cfg.epochs:
         return cfg, None
     patience = math.ceil(cfg.patience * epochs / cfg.epochs)
-    note = (f"min_steps {cfg.min_steps}: {epochs} epochs of {steps} optimizer step{'s' * (steps > 1)} instead of {cfg.epochs}"
-            + (f", patience {patience} instead of {cfg.patience}" if cfg.patience else ""))
+    note = f"min_steps {cfg.min_steps}: {epochs} epochs of {steps} optimizer step{'s' * (steps > 1)} instead of {cfg.epochs}" + (
+        f", patience {patience} instead of {cfg.patience}" if cfg.patience else ""
+    )
     return dataclasses.replace(cfg, epochs=epochs, patience=patience), note
 
 

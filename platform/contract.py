@@ -16,8 +16,7 @@ from platform.config import TrainConfig
 from platform.errors import UserError
 
 REQUIRED_HOOKS = ("build_datasets", "preprocess", "build_model", "loss", "evaluate", "predict")
-OPTIONAL_HOOKS = ("on_epoch_start", "epoch_schedule", "train_filter", "add_predict_arguments", "run_warnings",
-                  "baseline")
+OPTIONAL_HOOKS = ("on_epoch_start", "epoch_schedule", "train_filter", "add_predict_arguments", "run_warnings", "baseline")
 OPTIONAL_CONSTANTS = ("PREPROCESS_KEYS",)
 SPACE_REQUIRED = ("TIERS", "SPACE")
 SPACE_OPTIONAL = ("ALIASES", "EPOCH_SECONDS")
@@ -58,8 +57,13 @@ def check(trainable: ModuleType, space: ModuleType) -> None:
 
 
 def _check_metric(name: str, metric: object) -> None:
-    if not (isinstance(metric, tuple) and len(metric) == 2 and isinstance(metric[0], str)
-            and metric[0].startswith("val/") and metric[1] in METRIC_MODES):
+    if not (
+        isinstance(metric, tuple)
+        and len(metric) == 2
+        and isinstance(metric[0], str)
+        and metric[0].startswith("val/")
+        and metric[1] in METRIC_MODES
+    ):
         raise UserError(f"trainable {name}: METRIC must be ('val/<name>', 'max' or 'min'), not {metric!r}")
 
 
@@ -75,8 +79,7 @@ def _check_misspelt(module: ModuleType, optional: tuple[str, ...], required: tup
             continue  # imported, not defined here
         near = difflib.get_close_matches(attribute, optional, n=1, cutoff=0.85)
         if near:
-            raise UserError(f"{module.__name__} defines {attribute}: did you mean {near[0]}? "
-                            f"(optional names: {', '.join(optional)})")
+            raise UserError(f"{module.__name__} defines {attribute}: did you mean {near[0]}? (optional names: {', '.join(optional)})")
 
 
 def _check_keys(name: str, what: str, keys: object, fields: set[str]) -> None:

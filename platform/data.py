@@ -95,8 +95,9 @@ def split_uri(root: str, ident: dict) -> str:
     return store.join(root, f"{ident['stem']}-{digest}", ident["split"])
 
 
-def prepare(trainable: Trainable, cfg: Any, root: str | None = None, say=print, pinned: dict | None = None,
-            bars: bool = False) -> tuple[dict[str, store.Split], dict]:
+def prepare(
+    trainable: Trainable, cfg: Any, root: str | None = None, say=print, pinned: dict | None = None, bars: bool = False
+) -> tuple[dict[str, store.Split], dict]:
     """Every split in the store (written where missing); ``meta`` gains rows and store records.
     ``pinned``, the meta a resumed run started with: the data must still be that data. ``bars``:
     Ray Data's progress bar of the shards being written."""
@@ -138,8 +139,10 @@ def _same_data(pinned: dict, meta: dict) -> None:
     model on data it never started with, and the run's lineage would say otherwise."""
     for key in ("content_hash", "classes"):
         if pinned.get(key) != meta.get(key):
-            raise UserError(f"the data changed since this run started (its {key} differs: {meta.get('data_path') or 'synthetic set'}): "
-                            "a resume trains on the data it started with; train a new run under another --name")
+            raise UserError(
+                f"the data changed since this run started (its {key} differs: {meta.get('data_path') or 'synthetic set'}): "
+                "a resume trains on the data it started with; train a new run under another --name"
+            )
 
 
 def _raw_table(dataset: ray.data.Dataset) -> pa.Table:
@@ -167,8 +170,7 @@ def _ipc(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def _write_splits(trainable: Trainable, cfg: Any, missing: list[tuple[str, pa.Table, str, dict]], say,
-                  bars: bool) -> dict:
+def _write_splits(trainable: Trainable, cfg: Any, missing: list[tuple[str, pa.Table, str, dict]], say, bars: bool) -> dict:
     """One Ray Data task per shard of every missing split, all in one job so no core waits for a
     split's last shard; a shard a killed preprocessing left whole is kept as it is."""
     stem, size = trainable.stem, cfg.shard_rows
@@ -176,8 +178,10 @@ def _write_splits(trainable: Trainable, cfg: Any, missing: list[tuple[str, pa.Ta
     for name, raw, uri, _ident in missing:
         starts = range(0, raw.num_rows, size)
         say(f"[{stem}] preprocessing {name}: {raw.num_rows} rows in {len(starts)} shard(s) -> {uri}")
-        pieces += [{"uri": uri, "index": i, "count": min(size, raw.num_rows - start), "rows": _ipc(raw.slice(start, size))}
-                   for i, start in enumerate(starts)]
+        pieces += [
+            {"uri": uri, "index": i, "count": min(size, raw.num_rows - start), "rows": _ipc(raw.slice(start, size))}
+            for i, start in enumerate(starts)
+        ]
     # Largest first: the short last shard of each split then fills a core's tail instead of
     # starting one after every full shard has (on 2 cores, 9% of a 2000-row job's time).
     pieces.sort(key=lambda piece: -piece["count"])
@@ -208,8 +212,10 @@ def _specs(records: list[dict]) -> dict:
 
 
 def _shard_records(records: list[dict]) -> list[dict]:
-    return [{"file": store.shard_name(int(r["index"])), "rows": int(r["rows"]), "bytes": int(r["bytes"]),
-             "sha256": str(r["sha256"])} for r in records]
+    return [
+        {"file": store.shard_name(int(r["index"])), "rows": int(r["rows"]), "bytes": int(r["bytes"]), "sha256": str(r["sha256"])}
+        for r in records
+    ]
 
 
 def _write_shards(batch: dict[str, np.ndarray], *, stem: str, cfg: Any) -> dict[str, list]:

@@ -56,12 +56,10 @@ def windows(num_shards: int, shards_per_window: int, seed: int, epoch: int) -> l
     """The epoch's shards in visiting order, grouped into shuffle windows."""
     order = shard_order(num_shards, seed, epoch)
     size = max(1, shards_per_window)
-    return [order[start:start + size] for start in range(0, num_shards, size)]
+    return [order[start : start + size] for start in range(0, num_shards, size)]
 
 
-def window_order(
-    lengths: np.ndarray, seed: int, epoch: int, window: int, batch_size: int, offset: int, bucket: bool
-) -> np.ndarray:
+def window_order(lengths: np.ndarray, seed: int, epoch: int, window: int, batch_size: int, offset: int, bucket: bool) -> np.ndarray:
     """The visiting order of one window's rows (indices into them).
 
     ``offset`` is the number of samples before this window in the epoch: with buckets, chunk edges
@@ -111,4 +109,3 @@ def rank_part(step: np.ndarray, world: int, rank: int) -> np.ndarray:
     """Rank ``rank``'s contiguous part of a global step: ``batch_size`` each for a full step, the
     first ranks one more for a merged last step."""
     return np.array_split(step, world)[rank]
-

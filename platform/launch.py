@@ -27,8 +27,10 @@ def train(args: argparse.Namespace, location: RunLocation, tier: str, cfg: Any, 
     if args.gpu and cluster.cluster_gpus() < args.workers:
         raise UserError(f"--gpu asks for {args.workers} GPU(s); the Ray cluster has {cluster.cluster_gpus()}")
     if args.workers * (args.cpus_per_worker or 1) > cluster.cluster_cpus():
-        raise UserError(f"--workers {args.workers} needs {args.workers * (args.cpus_per_worker or 1):g} CPUs; "
-                        f"the Ray cluster has {cluster.cluster_cpus()}")
+        raise UserError(
+            f"--workers {args.workers} needs {args.workers * (args.cpus_per_worker or 1):g} CPUs; "
+            f"the Ray cluster has {cluster.cluster_cpus()}"
+        )
     print(f"[{args.stem}] preparing data ({cfg.data_dir or 'synthetic set'})", flush=True)
     pinned = artifacts.read_json(run_dir / artifacts.META_FILE) if args.resume else None
     splits, meta = data.prepare(trainable, cfg, store, pinned=pinned, bars=progress.wanted(args.progress))
@@ -41,28 +43,52 @@ def train(args: argparse.Namespace, location: RunLocation, tier: str, cfg: Any, 
 
     args.cpus_per_worker = args.cpus_per_worker or cluster.default_cpus_per_worker(args.workers)
     launch = {"workers": args.workers, "cpus_per_worker": args.cpus_per_worker, "gpu": args.gpu}
-    manifest = artifacts.start(run_dir, trainable, tier=tier, cfg=cfg, meta=meta, hardware=cluster.hardware(),
-                               resumed=args.resume, dashboard=dashboard, launch=launch)
-    trackers.open(run_dir / artifacts.MANIFEST_FILE, manifest, run_dir.name, tracking.run_params(args.stem, tier, manifest["config"]),
-                  tracking.run_tags(args.stem, tier, run_dir.name, location.remote or run_dir))
+    manifest = artifacts.start(
+        run_dir,
+        trainable,
+        tier=tier,
+        cfg=cfg,
+        meta=meta,
+        hardware=cluster.hardware(),
+        resumed=args.resume,
+        dashboard=dashboard,
+        launch=launch,
+    )
+    trackers.open(
+        run_dir / artifacts.MANIFEST_FILE,
+        manifest,
+        run_dir.name,
+        tracking.run_params(args.stem, tier, manifest["config"]),
+        tracking.run_tags(args.stem, tier, run_dir.name, location.remote or run_dir),
+    )
     location.push()
     print(f"[{args.stem}] run directory: {location.remote or run_dir}", flush=True)
     notice = preempt.Notice.remote()
-    replaced = preempt.install_driver_handler(
-        notice, lambda saved: (_preempted(args, location, manifest, saved), trackers.end("KILLED")))
+    replaced = preempt.install_driver_handler(notice, lambda saved: (_preempted(args, location, manifest, saved), trackers.end("KILLED")))
     try:
         # Before training, so the monitor shows it; a resume keeps the first attempt's (fitting may be costly).
         manifest["baseline"] = baseline.of_run(trainable, cfg, splits, meta, manifest.get("baseline"))
         artifacts.write_json(run_dir / artifacts.MANIFEST_FILE, manifest)
         print(baseline.describe(args.stem, manifest["baseline"], trainable.METRIC[0]), flush=True)
         result = trainer.build(
-            trainable, cfg, meta, splits, run_dir,
-            workers=args.workers, use_gpu=args.gpu, cpus_per_worker=args.cpus_per_worker,
-            max_failures=args.max_failures, fail_at_epoch=args.fail_at_epoch, train_storage=location.train_storage,
-            notice=notice, show_progress=progress.wanted(args.progress), callbacks=trackers.callbacks(run_dir),
+            trainable,
+            cfg,
+            meta,
+            splits,
+            run_dir,
+            workers=args.workers,
+            use_gpu=args.gpu,
+            cpus_per_worker=args.cpus_per_worker,
+            max_failures=args.max_failures,
+            fail_at_epoch=args.fail_at_epoch,
+            train_storage=location.train_storage,
+            notice=notice,
+            show_progress=progress.wanted(args.progress),
+            callbacks=trackers.callbacks(run_dir),
         ).fit()
-        manifest = artifacts.finish(run_dir, trainable, cfg=cfg, meta=meta, result=result, val_split=splits["val"],
-                                    manifest=manifest, test_split=splits.get("test"))
+        manifest = artifacts.finish(
+            run_dir, trainable, cfg=cfg, meta=meta, result=result, val_split=splits["val"], manifest=manifest, test_split=splits.get("test")
+        )
         checkpoints.remove_orphans(trainer.run_uri(run_dir, location.train_storage))
         trackers.finish(run_dir, manifest["history"])
     except BaseException as exc:
@@ -84,12 +110,16 @@ def train(args: argparse.Namespace, location: RunLocation, tier: str, cfg: Any, 
 
 def _preempted(args: argparse.Namespace, location: RunLocation, manifest: dict, saved: str | None) -> None:
     """The driver was told to stop (SIGTERM): the run is interrupted, resumable from ``saved``."""
-    artifacts.write_json(location.local / artifacts.MANIFEST_FILE,
-                         {**manifest, "status": "interrupted", "updated": artifacts.now(), "preempted_at": saved})
+    artifacts.write_json(
+        location.local / artifacts.MANIFEST_FILE, {**manifest, "status": "interrupted", "updated": artifacts.now(), "preempted_at": saved}
+    )
     location.push()
     where = f"checkpoint {saved}" if saved else "no new checkpoint (the workers did not answer in time)"
-    print(f"[{args.stem}] preempted: {where}; continue with: python -m platform.run {args.stem} "
-          f"--storage {args.storage} --name {location.name} --resume", flush=True)
+    print(
+        f"[{args.stem}] preempted: {where}; continue with: python -m platform.run {args.stem} "
+        f"--storage {args.storage} --name {location.name} --resume",
+        flush=True,
+    )
 
 
 def run_trackers(args: argparse.Namespace, run_dir: Path) -> tracking.Tracking:
@@ -114,7 +144,12 @@ def summary(location: RunLocation, manifest: dict, storage_arg: str) -> str:
     if "test_metrics" in manifest:
         shown = {k: v for k, v in manifest["test_metrics"].items() if is_headline(k)}
         test_metric = metric["name"].replace("val/", "test/", 1)
-        lines.insert(1, "  test split: " + "  ".join(
-            f"{k} {v:.4f}" + (baseline.shown(manifest.get("baseline"), metric["name"], "test") if k == test_metric else "")
-            for k, v in shown.items()))
+        lines.insert(
+            1,
+            "  test split: "
+            + "  ".join(
+                f"{k} {v:.4f}" + (baseline.shown(manifest.get("baseline"), metric["name"], "test") if k == test_metric else "")
+                for k, v in shown.items()
+            ),
+        )
     return "\n".join(lines)

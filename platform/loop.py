@@ -147,8 +147,10 @@ def merged_partial(saved: list[dict], rank: int, world: int) -> dict[str, Any]:
         for key, value in part["totals"].items():
             totals[key] = totals.get(key, 0.0) + value
     # The epoch's mean divides by the batches of one rank: scale so every batch counts once.
-    return {"totals": {k: v * world / len(saved) for k, v in totals.items()},
-            "batches": sum(p["batches"] for p in saved) * world // len(saved)}
+    return {
+        "totals": {k: v * world / len(saved) for k, v in totals.items()},
+        "batches": sum(p["batches"] for p in saved) * world // len(saved),
+    }
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -191,8 +193,14 @@ def _with_last(items: Iterable[Any]) -> Iterator[tuple[Any, bool]]:
 
 
 def train_one_epoch(
-    trainable: Trainable, state: TrainState, batches: Iterable[Any], cfg: Any, device: torch.device,
-    *, rank: int = 0, after_step: Callable[[TrainState], None] | None = None,
+    trainable: Trainable,
+    state: TrainState,
+    batches: Iterable[Any],
+    cfg: Any,
+    device: torch.device,
+    *,
+    rank: int = 0,
+    after_step: Callable[[TrainState], None] | None = None,
 ) -> dict[str, float]:
     """One pass over ``batches`` with gradient accumulation and AMP; the epoch's mean metrics.
 

@@ -62,8 +62,9 @@ def check_installed() -> None:
     try:
         import mlflow  # noqa: F401
     except ImportError:
-        raise UserError("--tracker mlflow needs MLflow's client: pip install 'rayplatform[mlflow]' "
-                        "(or pip install mlflow-skinny)") from None
+        raise UserError(
+            "--tracker mlflow needs MLflow's client: pip install 'rayplatform[mlflow]' (or pip install mlflow-skinny)"
+        ) from None
 
 
 def target(storage: str, stem: str) -> Target:
@@ -74,8 +75,10 @@ def target(storage: str, stem: str) -> Target:
     if uri:
         return Target(uri, experiment)
     if "://" in storage:
-        raise UserError(f"--tracker mlflow with --storage {storage}: set {URI_ENV} to a tracking server "
-                        "(the local store is a file beside a storage folder)")
+        raise UserError(
+            f"--tracker mlflow with --storage {storage}: set {URI_ENV} to a tracking server "
+            "(the local store is a file beside a storage folder)"
+        )
     root = Path(storage).expanduser().resolve()
     root.mkdir(parents=True, exist_ok=True)
     return Target(f"sqlite:///{root / LOCAL_DB}", experiment, str(root / LOCAL_ARTIFACTS))
@@ -93,8 +96,7 @@ def check_reachable(uri: str, timeout: float = REACH_TIMEOUT_S) -> None:
         return
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
-        raise UserError(f"MLflow tracking server {public_uri(uri)} is unreachable ({reason}): "
-                        f"start it or fix {URI_ENV}") from None
+        raise UserError(f"MLflow tracking server {public_uri(uri)} is unreachable ({reason}): start it or fix {URI_ENV}") from None
 
 
 def public_uri(uri: str) -> str:
@@ -127,8 +129,9 @@ def check_run(tracking: Target, run_id: str) -> None:
     try:
         client(tracking.uri).get_run(run_id)
     except MlflowException:
-        raise UserError(f"MLflow run {run_id} of this run is not on {tracking.shown_uri}: set {URI_ENV} "
-                        "to the tracking server it started on") from None
+        raise UserError(
+            f"MLflow run {run_id} of this run is not on {tracking.shown_uri}: set {URI_ENV} to the tracking server it started on"
+        ) from None
 
 
 def start_run(tracking: Target, name: str, params: dict, tags: dict, parent_id: str | None = None) -> str:
@@ -156,7 +159,7 @@ def _log(mlflow_client, run_id: str, params: dict | None = None, tags: dict | No
     param_list = [Param(key, value) for key, value in _strings(params or {}).items()]
     tag_list = [RunTag(key, value) for key, value in _strings(tags or {}).items()]
     for start in range(0, max(len(param_list), len(tag_list)), BATCH):
-        mlflow_client.log_batch(run_id, params=param_list[start:start + BATCH], tags=tag_list[start:start + BATCH])
+        mlflow_client.log_batch(run_id, params=param_list[start : start + BATCH], tags=tag_list[start : start + BATCH])
 
 
 def _strings(values: dict) -> dict[str, str]:
@@ -178,10 +181,9 @@ def log_epoch(mlflow_client, run_id: str, row: dict) -> None:
     from mlflow.entities import Metric
 
     epoch, stamp = int(row["epoch"]), int(time.time() * 1000)
-    points = [Metric(metric_key(key), float(value), stamp, epoch) for key, value in row.items()
-              if isinstance(value, numbers.Real)]
+    points = [Metric(metric_key(key), float(value), stamp, epoch) for key, value in row.items() if isinstance(value, numbers.Real)]
     for start in range(0, len(points), 1000):  # MLflow's limit of metrics a batch
-        mlflow_client.log_batch(run_id, metrics=points[start:start + 1000])
+        mlflow_client.log_batch(run_id, metrics=points[start : start + 1000])
 
 
 def logged_epochs(tracking: Target, run_id: str) -> set[int]:
@@ -215,8 +217,7 @@ def end_running_children(tracking: Target, parent_id: str, status: str = "KILLED
     """Trials that Tune stopped (ASHA, the time budget) never reach their own end."""
     mlflow_client = client(tracking.uri)
     parent = mlflow_client.get_run(parent_id)
-    children = mlflow_client.search_runs([parent.info.experiment_id],
-                                         filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}'")
+    children = mlflow_client.search_runs([parent.info.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}'")
     for child in children:
         if child.info.status == "RUNNING":
             mlflow_client.set_terminated(child.info.run_id, status=status)

@@ -166,9 +166,8 @@ class GpuWatch:
             warnings.append(f"memory over {GPU_MEMORY_FULL:.0%}")
         if now - self.last_busy[gpu.index] >= GPU_IDLE_S:
             warnings.append(f"idle for {format_seconds(now - self.last_busy[gpu.index])}")
-        return (
-            f"GPU {gpu.index} {gpu.name}: {utilisation}%  {temperature} C  {used}/{total} MiB"
-            + (f"  WARNING: {', '.join(warnings)}" if warnings else "")
+        return f"GPU {gpu.index} {gpu.name}: {utilisation}%  {temperature} C  {used}/{total} MiB" + (
+            f"  WARNING: {', '.join(warnings)}" if warnings else ""
         )
 
 
@@ -227,8 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("path", nargs="?", default="runs", help="a run directory or a folder of runs (default ./runs)")
     parser.add_argument("--watch", action="store_true", help="refresh until interrupted")
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between refreshes (default 5)")
-    parser.add_argument("--address", default=None,
-                        help="a Ray dashboard address (http://HOST:8265) to add the cluster's nodes, jobs and workers")
+    parser.add_argument(
+        "--address", default=None, help="a Ray dashboard address (http://HOST:8265) to add the cluster's nodes, jobs and workers"
+    )
     args = parser.parse_args(argv)
     root: Path | None = Path(args.path)
     if not root.exists():

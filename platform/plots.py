@@ -45,7 +45,7 @@ def curves_figure(history: list[dict[str, float]], title: str, baseline: dict[st
         axis.set_xlabel("epoch")
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
-    for axis in list(axes.flat)[len(panels):]:
+    for axis in list(axes.flat)[len(panels) :]:
         axis.axis("off")
     figure.suptitle(title)
     figure.tight_layout()

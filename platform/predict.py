@@ -65,8 +65,7 @@ def stem_of(run_dir: Path) -> str:
         stem = run_dir.resolve().parent.name
         if stem not in registry.stems():
             raise UserError(f"{manifest_path} is unreadable ({type(err).__name__}) and the folder names no trainable") from None
-        print(f"warning: {manifest_path} is unreadable ({type(err).__name__}); the run is a {stem} run by its folder",
-              file=sys.stderr)
+        print(f"warning: {manifest_path} is unreadable ({type(err).__name__}); the run is a {stem} run by its folder", file=sys.stderr)
         return stem
 
 

@@ -58,9 +58,7 @@ def watch(notice) -> Callable[[], bool]:
     import ray._private.worker as ray_worker
 
     if not getattr(ray_worker, "_rayplatform_patched", False):
-        ray_worker.raise_sys_exit_with_custom_error_message = _defer_exit(
-            ray_worker.raise_sys_exit_with_custom_error_message
-        )
+        ray_worker.raise_sys_exit_with_custom_error_message = _defer_exit(ray_worker.raise_sys_exit_with_custom_error_message)
         ray_worker._rayplatform_patched = True
     asked = threading.Event()
 

@@ -20,8 +20,7 @@ def wanted(choice: str) -> bool:
     return choice == "on" or (choice == "auto" and sys.stdout.isatty())
 
 
-def epoch_steps(batches: Iterable[Any], *, total: int | None, title: str, samples_per_step: int,
-                state: Any) -> Iterator[Any]:
+def epoch_steps(batches: Iterable[Any], *, total: int | None, title: str, samples_per_step: int, state: Any) -> Iterator[Any]:
     """``batches``, advancing a bar once each has been trained on; the loss shown is the running
     mean the loop keeps in ``state.partial`` (its metric sums and batches at the last step)."""
     from ray.experimental.tqdm_ray import tqdm

@@ -105,8 +105,14 @@ def tier_overrides(space: ModuleType, tier: str, storage: Path | None = None) ->
 
 
 def resolve(
-    stem: str, tier: str, sets: list[str] = (), *, trial: dict | None = None, data_dir: str = "",
-    storage: Path | None = None, config_file: str | None = None,
+    stem: str,
+    tier: str,
+    sets: list[str] = (),
+    *,
+    trial: dict | None = None,
+    data_dir: str = "",
+    storage: Path | None = None,
+    config_file: str | None = None,
 ) -> Any:
     """The config of a run: defaults, tier, ``--config``, trial, ``--data``, ``--set``."""
     config_cls, space = load_config(stem)

@@ -37,36 +37,63 @@ def build_parser(stem: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("stem", help="the trainable (a module in trainables/)")
     parser.add_argument("--tier", default=None, help=f"speed/quality preset (default {registry.DEFAULT_TIER})")
     parser.add_argument("--data", default="", help="dataset folder in the trainable's real format (default: synthetic)")
-    parser.add_argument("--config", default=None, metavar="FILE",
-                        help="config keys from a YAML or JSON file, applied after the tier and before --set "
-                             "(a run directory's config.json is one)")
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key (repeatable)")
-    parser.add_argument("--print-config", action="store_true",
-                        help="print the resolved config (a --config file) and exit, before Ray starts")
+    parser.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="config keys from a YAML or JSON file, applied after the tier and before --set (a run directory's config.json is one)",
+    )
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
+    parser.add_argument(
+        "--print-config", action="store_true", help="print the resolved config (a --config file) and exit, before Ray starts"
+    )
     parser.add_argument("--workers", type=int, default=1, help="Ray Train workers (default 1)")
-    parser.add_argument("--cpus-per-worker", type=float, default=None,
-                        help="CPUs each worker reserves (default: the cluster's CPUs shared among the workers)")
+    parser.add_argument(
+        "--cpus-per-worker",
+        type=float,
+        default=None,
+        help="CPUs each worker reserves (default: the cluster's CPUs shared among the workers)",
+    )
     parser.add_argument("--gpu", action="store_true", help="one GPU per worker (CUDA, mixed precision)")
-    parser.add_argument("--storage", default=DEFAULT_STORAGE,
-                        help=f"where runs are written: a folder (default ./{DEFAULT_STORAGE}) or a URI such as s3://bucket/runs")
-    parser.add_argument("--store", default=None,
-                        help="where preprocessed data is kept, a folder every node sees or a URI "
-                             "(default: <storage>/.store for a URI storage, else ~/.cache/rayplatform/store)")
+    parser.add_argument(
+        "--storage",
+        default=DEFAULT_STORAGE,
+        help=f"where runs are written: a folder (default ./{DEFAULT_STORAGE}) or a URI such as s3://bucket/runs",
+    )
+    parser.add_argument(
+        "--store",
+        default=None,
+        help="where preprocessed data is kept, a folder every node sees or a URI "
+        "(default: <storage>/.store for a URI storage, else ~/.cache/rayplatform/store)",
+    )
     parser.add_argument("--name", default=None, help="run name (default <tier>-<timestamp>)")
     parser.add_argument("--resume", action="store_true", help="continue the run --name from its latest checkpoint")
     parser.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
-    parser.add_argument("--max-failures", type=int, default=DEFAULT_MAX_FAILURES,
-                        help=f"worker failures to recover from (default {DEFAULT_MAX_FAILURES})")
-    parser.add_argument("--progress", choices=progress.CHOICES, default="auto",
-                        help="progress bars of preprocessing and of each epoch's steps (default auto: when output is a terminal)")
+    parser.add_argument(
+        "--max-failures", type=int, default=DEFAULT_MAX_FAILURES, help=f"worker failures to recover from (default {DEFAULT_MAX_FAILURES})"
+    )
+    parser.add_argument(
+        "--progress",
+        choices=progress.CHOICES,
+        default="auto",
+        help="progress bars of preprocessing and of each epoch's steps (default auto: when output is a terminal)",
+    )
     parser.add_argument("--verbose", action="store_true", help="also print Ray's own log lines (its core's, its internal actors')")
-    parser.add_argument("--tracker", default=None, metavar="NAMES",
-                        help=f"where metrics go: {', '.join(tracking.CHOICES)}, or both comma-separated (default "
-                             f"{tracking.DEFAULT}; a resume keeps the run's). mlflow: MLFLOW_TRACKING_URI, else "
-                             "<storage>/mlflow.db")
-    parser.add_argument("--fail-at-epoch", type=int, default=None, metavar="N",
-                        help="fault injection for tests and demos: a worker dies as epoch N starts (first attempt only)")
+    parser.add_argument(
+        "--tracker",
+        default=None,
+        metavar="NAMES",
+        help=f"where metrics go: {', '.join(tracking.CHOICES)}, or both comma-separated (default "
+        f"{tracking.DEFAULT}; a resume keeps the run's). mlflow: MLFLOW_TRACKING_URI, else "
+        "<storage>/mlflow.db",
+    )
+    parser.add_argument(
+        "--fail-at-epoch",
+        type=int,
+        default=None,
+        metavar="N",
+        help="fault injection for tests and demos: a worker dies as epoch N starts (first attempt only)",
+    )
     return parser
 
 
@@ -125,8 +152,7 @@ def new_config(args: argparse.Namespace) -> tuple[str, Any]:
     tier = args.tier or registry.DEFAULT_TIER
     # Sweeps save tiers in a storage folder (python -m platform.tune), not in object stores.
     tiers_storage = None if storage_lib.is_uri(args.storage) else Path(args.storage).expanduser().resolve()
-    cfg = registry.resolve(args.stem, tier, args.sets, data_dir=args.data, storage=tiers_storage,
-                           config_file=args.config)
+    cfg = registry.resolve(args.stem, tier, args.sets, data_dir=args.data, storage=tiers_storage, config_file=args.config)
     if cfg.data_dir and not Path(cfg.data_dir).expanduser().is_dir():
         raise UserError(f"data folder not found: {cfg.data_dir}")
     return tier, cfg
@@ -137,8 +163,10 @@ def print_config(args: argparse.Namespace) -> None:
         _location, tier, cfg = resolve_run(args)
     else:
         tier, cfg = new_config(args)
-    print(f"# {args.stem}, tier {tier}{', resumed run ' + args.name if args.resume else ''}: "
-          f"python -m platform.run {args.stem} --config FILE runs this config")
+    print(
+        f"# {args.stem}, tier {tier}{', resumed run ' + args.name if args.resume else ''}: "
+        f"python -m platform.run {args.stem} --config FILE runs this config"
+    )
     print(config_lib.as_yaml(cfg), end="")
 
 
@@ -163,15 +191,19 @@ def pin_launch(args: argparse.Namespace, launch: dict | None) -> None:
     if launch is None:  # a run from before launches were recorded
         return
     if args.gpu != launch["gpu"]:
-        raise UserError(f"this run trained {'with' if launch['gpu'] else 'without'} --gpu: a resume keeps it "
-                        f"({'add' if launch['gpu'] else 'drop'} --gpu)")
+        raise UserError(
+            f"this run trained {'with' if launch['gpu'] else 'without'} --gpu: a resume keeps it "
+            f"({'add' if launch['gpu'] else 'drop'} --gpu)"
+        )
     if args.workers != launch["workers"]:
         return
     if args.cpus_per_worker is None:
         args.cpus_per_worker = launch["cpus_per_worker"]
     elif args.cpus_per_worker != launch["cpus_per_worker"]:
-        raise UserError(f"this run trained with --cpus-per-worker {launch['cpus_per_worker']:g}: a resume on "
-                        f"{args.workers} worker(s) keeps it (torch's thread count changes the results)")
+        raise UserError(
+            f"this run trained with --cpus-per-worker {launch['cpus_per_worker']:g}: a resume on "
+            f"{args.workers} worker(s) keeps it (torch's thread count changes the results)"
+        )
 
 
 def store_root(args: argparse.Namespace) -> str | None:

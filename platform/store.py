@@ -154,8 +154,9 @@ def parquet_bytes(table: pa.Table, specs: dict) -> bytes:
     # and 4x on read (measured on a 256-row ASL shard, same size either way). lz4 against zstd on
     # that shard: writes in 0.45x the time and reads in 0.35x, for 0.65 of the raw bytes against 0.60.
     # No statistics: nothing filters on a shard's min/max, and they are half of the write's time.
-    pq.write_table(table.replace_schema_metadata({SPECS_KEY: json.dumps(specs)}), sink, compression="lz4",
-                   use_dictionary=False, write_statistics=False)
+    pq.write_table(
+        table.replace_schema_metadata({SPECS_KEY: json.dumps(specs)}), sink, compression="lz4", use_dictionary=False, write_statistics=False
+    )
     return sink.getvalue().to_pybytes()
 
 
@@ -268,4 +269,3 @@ def open_split(uri: str) -> Split:
 def describe(split: Split) -> dict[str, Any]:
     """For a run's manifest: where the split is and how big."""
     return {"uri": split.uri, "rows": split.rows, "bytes": split.manifest["bytes"], "shards": len(split.shard_rows)}
-

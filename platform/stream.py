@@ -62,7 +62,7 @@ class Window:
         for name, spec in self.specs.items():
             if spec["kind"] == "array":
                 offsets, values = self.columns[name]
-                parts = [values[offsets[r]:offsets[r + 1]] for r in rows]
+                parts = [values[offsets[r] : offsets[r + 1]] for r in rows]
                 sizes = np.array([len(p) for p in parts], dtype=np.int64)
                 flat = np.concatenate(parts) if parts else values[:0]
                 kept.columns[name] = (np.concatenate([[0], np.cumsum(sizes)]), flat)
@@ -116,9 +116,9 @@ def _padded(spec: dict, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) 
     padded = np.zeros((len(lengths), longest, width), dtype=wide)
     steps, first = np.arange(longest), 0
     for offsets, values, rows in parts:
-        real = steps[None, :] < lengths[first:first + len(rows), None]
+        real = steps[None, :] < lengths[first : first + len(rows), None]
         sources = (offsets[rows] // width)[:, None] + steps[None, :]
-        padded[first:first + len(rows)][real] = values.reshape(-1, width)[sources[real]]
+        padded[first : first + len(rows)][real] = values.reshape(-1, width)[sources[real]]
         first += len(rows)
     return padded.reshape(len(lengths), longest, *trailing), lengths
 
@@ -139,8 +139,16 @@ def _read_window(split: Split, shards: np.ndarray, bases: np.ndarray) -> Window:
 
 
 def epoch_steps(
-    split: Split, *, seed: int, epoch: int, world: int, batch_size: int, shards_per_window: int,
-    bucket: bool, position: int = 0, keep: Callable[[Window], np.ndarray] | None = None,
+    split: Split,
+    *,
+    seed: int,
+    epoch: int,
+    world: int,
+    batch_size: int,
+    shards_per_window: int,
+    bucket: bool,
+    position: int = 0,
+    keep: Callable[[Window], np.ndarray] | None = None,
 ) -> Iterator[tuple[np.ndarray, dict[int, Window]]]:
     """The epoch's global steps from ``position`` on: each an array of window-coded samples
     (``window << 32 | row``) and the windows they come from."""

@@ -73,8 +73,7 @@ class Tracking:
     def mlflow(self) -> bool:
         return self.target is not None
 
-    def open(self, record_path: Path, record: dict, name: str, params: dict, tags: dict,
-             parent_id: str | None = None) -> None:
+    def open(self, record_path: Path, record: dict, name: str, params: dict, tags: dict, parent_id: str | None = None) -> None:
         """Start the MLflow run, or continue the one ``record`` names; note it in ``record`` and in
         its file (a manifest, or a sweep's tracking.json)."""
         entry: dict[str, Any] = {"trackers": list(self.names)}
@@ -88,8 +87,12 @@ class Tracking:
                 self.run_id = mlflow_tracker.start_run(self.target, name, params, tags, parent_id)
                 # Now, not only at the end: a trial that Tune stops early never reaches its end.
                 mlflow_tracker.log_files(self.target, self.run_id, [record_path.parent / run_files.CONFIG_FILE])
-            entry["mlflow"] = {"run_id": self.run_id, "tracking_uri": self.target.shown_uri,
-                               "experiment": self.target.experiment, "parent_run_id": parent_id}
+            entry["mlflow"] = {
+                "run_id": self.run_id,
+                "tracking_uri": self.target.shown_uri,
+                "experiment": self.target.experiment,
+                "parent_run_id": parent_id,
+            }
             print(f"MLflow run {self.run_id} ({self.target.experiment}) at {self.target.shown_uri}", flush=True)
         record[MANIFEST_KEY] = entry
         on_disk = run_files.read_json(record_path) if record_path.exists() else {}
@@ -152,8 +155,9 @@ class Tracking:
         best_path = sweep_dir / "best.json"
         if best_path.exists():
             best = run_files.read_json(best_path)
-            values = {f"best/{key}": value for key, value in {**best["metrics"], **best["objectives"]}.items()
-                      if isinstance(value, (int, float))}
+            values = {
+                f"best/{key}": value for key, value in {**best["metrics"], **best["objectives"]}.items() if isinstance(value, (int, float))
+            }
             mlflow_tracker.log_epoch(mlflow_tracker.client(self.target.uri), self.run_id, {"epoch": 0, **values})
             mlflow_tracker.reopen_run(self.target, self.run_id, {"best_trial_id": best["trial_id"], "best_tier": best["tier"]})
         mlflow_tracker.log_files(self.target, self.run_id, [sweep_dir / name for name in SWEEP_FILES])

@@ -93,19 +93,33 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 def _train_batches(trainable: Trainable, split: Split, state: TrainState, schedule: dict, cfg: Any, rank: int, world: int):
     """This rank's (batch, store ids, position) of the epoch, from ``state.position`` on, made ahead
     by a background thread."""
-    return stream.prefetched(stream.rank_batches(
-        split, rank=rank, world=world, seed=cfg.seed, epoch=state.epoch, batch_size=cfg.batch_size,
-        shards_per_window=max(1, cfg.shuffle_buffer // cfg.shard_rows), bucket=cfg.bucket_by_length,
-        position=state.position, keep=_window_filter(trainable, schedule, cfg),
-    ))
+    return stream.prefetched(
+        stream.rank_batches(
+            split,
+            rank=rank,
+            world=world,
+            seed=cfg.seed,
+            epoch=state.epoch,
+            batch_size=cfg.batch_size,
+            shards_per_window=max(1, cfg.shuffle_buffer // cfg.shard_rows),
+            bucket=cfg.bucket_by_length,
+            position=state.position,
+            keep=_window_filter(trainable, schedule, cfg),
+        )
+    )
 
 
 def _with_bar(batches, trainable: Trainable, split: Split, state: TrainState, cfg: Any, world: int):
     """The epoch's steps as a progress bar in the driver's terminal; its length is unknown when a
     curriculum filters the windows as they are read."""
     total = None if hasattr(trainable, "train_filter") else exact.step_count(split.rows - state.position, world, cfg.batch_size)
-    return progress.epoch_steps(batches, total=total, title=f"[{trainable.stem}] epoch {state.epoch + 1}/{cfg.epochs}",
-                                samples_per_step=world * cfg.batch_size, state=state)
+    return progress.epoch_steps(
+        batches,
+        total=total,
+        title=f"[{trainable.stem}] epoch {state.epoch + 1}/{cfg.epochs}",
+        samples_per_step=world * cfg.batch_size,
+        state=state,
+    )
 
 
 def _window_filter(trainable: Trainable, schedule: dict, cfg: Any):
@@ -114,8 +128,7 @@ def _window_filter(trainable: Trainable, schedule: dict, cfg: Any):
         return None
 
     def keep(window: stream.Window) -> np.ndarray:
-        scalars = {k: torch.from_numpy(np.asarray(v)) for k, v in window.columns.items()
-                   if window.specs[k]["kind"] == "scalar"}
+        scalars = {k: torch.from_numpy(np.asarray(v)) for k, v in window.columns.items() if window.specs[k]["kind"] == "scalar"}
         return torch.as_tensor(trainable.train_filter(scalars, schedule, cfg)).numpy()
 
     return keep
@@ -129,8 +142,19 @@ def _traced(batches, state: TrainState, rank: int, world: int):
     try:
         for batch, ids, position in batches:
             if trace is not None:
-                trace.write(json.dumps({"epoch": state.epoch + 1, "position": before, "rank": rank, "world": world,
-                                        "ids": ids.tolist(), "pid": os.getpid()}) + "\n")
+                trace.write(
+                    json.dumps(
+                        {
+                            "epoch": state.epoch + 1,
+                            "position": before,
+                            "rank": rank,
+                            "world": world,
+                            "ids": ids.tolist(),
+                            "pid": os.getpid(),
+                        }
+                    )
+                    + "\n"
+                )
                 trace.flush()
             before = position
             yield batch, position
@@ -203,8 +227,14 @@ def _step_checkpoints(cfg: Any, loop_config: dict, metric: str, mode: str, rank:
         if world > 1:
             partials = [None] * world
             torch.distributed.all_gather_object(partials, state.partial)
-        metrics = {"epoch": state.epoch, "step": state.step, "position": state.position, "partial": 1,
-                   metric: worst, "restarts": state.restarts}
+        metrics = {
+            "epoch": state.epoch,
+            "step": state.step,
+            "position": state.position,
+            "partial": 1,
+            metric: worst,
+            "restarts": state.restarts,
+        }
         name = _report(state, metrics, {}, loop_config, True, rank, partials)
         if asked:
             if rank == 0:
@@ -232,8 +262,9 @@ def _maybe_inject_fault(fail_at_epoch: int | None, state: TrainState, rank: int)
         os._exit(1)
 
 
-def _report(state: TrainState, metrics: dict, extras: dict, loop_config: dict, due: bool, rank: int,
-            partials: list[dict] | None = None) -> str | None:
+def _report(
+    state: TrainState, metrics: dict, extras: dict, loop_config: dict, due: bool, rank: int, partials: list[dict] | None = None
+) -> str | None:
     """Every rank reports (it is a barrier); rank 0 attaches the checkpoint when one is due and
     returns its name."""
     if not (due and rank == 0):

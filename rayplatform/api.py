@@ -64,14 +64,24 @@ class Run:
         return f"Run({str(self.path)!r})"
 
 
-def train(stem: str, tier: str | None = None, *, sets: dict[str, Any] | None = None, config: str | None = None,
-          data: str | None = None, storage: str = run_command.DEFAULT_STORAGE, name: str | None = None,
-          workers: int = 1, gpu: bool = False, address: str | None = None, tracker: str | None = None) -> Run:
+def train(
+    stem: str,
+    tier: str | None = None,
+    *,
+    sets: dict[str, Any] | None = None,
+    config: str | None = None,
+    data: str | None = None,
+    storage: str = run_command.DEFAULT_STORAGE,
+    name: str | None = None,
+    workers: int = 1,
+    gpu: bool = False,
+    address: str | None = None,
+    tracker: str | None = None,
+) -> Run:
     """Train ``stem`` as ``rayplatform run`` does and return the finished run."""
     name = name or f"{tier or registry.DEFAULT_TIER}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     argv = [stem, "--storage", storage, "--name", name, "--workers", str(workers)]
-    for flag, value in (("--tier", tier), ("--config", config), ("--data", data), ("--address", address),
-                        ("--tracker", tracker)):
+    for flag, value in (("--tier", tier), ("--config", config), ("--data", data), ("--address", address), ("--tracker", tracker)):
         if value:
             argv += [flag, str(value)]
     for key, value in (sets or {}).items():

@@ -70,6 +70,8 @@ it computes them again).
 
 from platform.distributions import choice, loguniform, uniform
 
+# A tier's keys stay grouped by line (data, model, schedule), so tiers read side by side.
+# fmt: off
 TIERS = {
     "smoke": {
         "synthetic_images": 40, "image_size": 64, "image_weights": "none",
@@ -88,6 +90,7 @@ TIERS = {
     },
     "full": {},
 }
+# fmt: on
 
 # The seed's mode names; its "fast" is not one (it would hide the platform's fast tier): see above.
 ALIASES = {"minimal": "fast", "optimized": "full"}

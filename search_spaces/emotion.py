@@ -54,6 +54,8 @@ The unimodal baselines are the same tiers with ``--set modalities=text`` (or ``t
 
 from platform.distributions import choice, loguniform, randint, uniform
 
+# A tier's keys stay grouped by line (data, model, schedule), so tiers read side by side.
+# fmt: off
 TIERS = {
     "smoke": {
         "synthetic_clips": 60, "text_model": "tiny", "max_tokens": 16, "frozen_layers": 1, "image_weights": "none",
@@ -79,6 +81,7 @@ TIERS = {
     },
     "full": {},
 }
+# fmt: on
 
 ALIASES: dict[str, str] = {}
 

@@ -38,6 +38,8 @@ the seed's exact mode on the full recipe: ``--tier full --set max_samples=5000``
 
 from platform.distributions import choice, loguniform, randint, uniform
 
+# A tier's keys stay grouped by line (data, model, schedule), so tiers read side by side.
+# fmt: off
 TIERS = {
     "smoke": {
         "synthetic_samples": 64, "image_size": 32, "max_tokens": 16, "text_model": "tiny", "frozen_layers": 1,
@@ -57,6 +59,7 @@ TIERS = {
     },
     "full": {},
 }
+# fmt: on
 
 ALIASES: dict[str, str] = {}  # the seed's mode names are tiers themselves (see above)
 

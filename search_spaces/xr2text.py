@@ -35,6 +35,8 @@ and test also report CIDEr-D, ``distinct`` and ``vocab``, and a collapse ends th
 
 from platform.distributions import choice, loguniform, randint, uniform
 
+# A tier's keys stay grouped by line (data, model, schedule), so tiers read side by side.
+# fmt: off
 TIERS = {
     "smoke": {
         "synthetic_studies": 40, "synthetic_image_size": 64, "image_size": 64, "image_weights": "none",
@@ -58,6 +60,7 @@ TIERS = {
     },
     "full": {},
 }
+# fmt: on
 
 ALIASES: dict[str, str] = {}
 

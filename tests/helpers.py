@@ -53,7 +53,12 @@ def run_command(module: str, *args: str, address: str | None = None, timeout: fl
         env["RAY_ADDRESS"] = address
     return subprocess.run(
         [sys.executable, "-m", f"platform.{module}", *args],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, **kwargs,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
     )
 
 
@@ -66,6 +71,7 @@ def png_header_only(path: Path, width: int, height: int) -> Path:
     """A grayscale PNG that says it is width x height but holds no pixels: a decompression bomb's
     header. Pillow reads its size; decoding it fails, so a reader that decodes before checking the
     size reports the wrong error."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 

@@ -35,8 +35,9 @@ def label(*args: str, key: str | None = KEY, address: str | None = None, timeout
         env["OPENROUTER_API_KEY"] = key
     if address:
         env["RAY_ADDRESS"] = address
-    return subprocess.run([sys.executable, "-m", "platform.label", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "platform.label", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def write_posts(folder: Path, captions: list[str], extra: list[tuple[str, str, str]] = ()) -> Path:

@@ -37,8 +37,15 @@ class BatchAPI:
         with self._lock:
             file_id = f"file-{len(self.files) + 1}"
             self.files[file_id] = {"purpose": purpose, "filename": filename, "data": data}
-        return {"id": file_id, "object": "file", "bytes": len(data), "created_at": int(time.time()),
-                "filename": filename, "purpose": purpose, "status": "processed"}
+        return {
+            "id": file_id,
+            "object": "file",
+            "bytes": len(data),
+            "created_at": int(time.time()),
+            "filename": filename,
+            "purpose": purpose,
+            "status": "processed",
+        }
 
     async def _upload(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
@@ -66,11 +73,21 @@ class BatchAPI:
         with self._lock:
             batch_id = f"batch_{len(self.batches) + 1}"
             self.batches[batch_id] = {
-                "id": batch_id, "object": "batch", "endpoint": body.get("endpoint"), "errors": None,
-                "input_file_id": body["input_file_id"], "completion_window": "24h", "status": "validating",
-                "output_file_id": None, "error_file_id": None, "created_at": int(time.time()),
-                "expires_at": int(time.time()) + 86400, "request_counts": {"total": 0, "completed": 0, "failed": 0},
-                "metadata": body.get("metadata"), "polls": 0}
+                "id": batch_id,
+                "object": "batch",
+                "endpoint": body.get("endpoint"),
+                "errors": None,
+                "input_file_id": body["input_file_id"],
+                "completion_window": "24h",
+                "status": "validating",
+                "output_file_id": None,
+                "error_file_id": None,
+                "created_at": int(time.time()),
+                "expires_at": int(time.time()) + 86400,
+                "request_counts": {"total": 0, "completed": 0, "failed": 0},
+                "metadata": body.get("metadata"),
+                "polls": 0,
+            }
         return web.json_response(self._batch_object(batch_id))
 
     async def _list_batches(self, request: web.Request) -> web.Response:
@@ -99,8 +116,11 @@ class BatchAPI:
         """Runs the batch's lines and ends it: failed (a malformed input file), expired or completed."""
         lines, problem = _batch_lines(self.files[batch["input_file_id"]]["data"], batch["endpoint"])
         if problem:
-            batch.update(status="failed", failed_at=int(time.time()),
-                         errors={"object": "list", "data": [{"code": "invalid_request", "message": problem}]})
+            batch.update(
+                status="failed",
+                failed_at=int(time.time()),
+                errors={"object": "list", "data": [{"code": "invalid_request", "message": problem}]},
+            )
             return
         outputs, errors, expired = [], [], False
         for n, line in enumerate(lines):
@@ -109,21 +129,33 @@ class BatchAPI:
             entry = {"id": f"batch_req_{batch['id']}_{n}", "custom_id": line["custom_id"]}
             if behaviour == "expire":
                 expired = True
-                errors.append({**entry, "response": None, "error": {
-                    "code": "batch_expired",
-                    "message": "This request could not be executed before the completion window expired."}})
+                errors.append(
+                    {
+                        **entry,
+                        "response": None,
+                        "error": {
+                            "code": "batch_expired",
+                            "message": "This request could not be executed before the completion window expired.",
+                        },
+                    }
+                )
                 continue
             refused = self._refusal(line["body"].get("response_format"))
-            answer, status = ({"error": {"message": refused}}, 400) if refused else \
-                chat_answer(line["body"], caption, behaviour, len(self.batch_lines))
+            answer, status = (
+                ({"error": {"message": refused}}, 400) if refused else chat_answer(line["body"], caption, behaviour, len(self.batch_lines))
+            )
             with self._lock:
-                self.batch_lines.append({"batch": batch["id"], "custom_id": line["custom_id"], "caption": caption,
-                                         "behaviour": behaviour, "status": status})
+                self.batch_lines.append(
+                    {"batch": batch["id"], "custom_id": line["custom_id"], "caption": caption, "behaviour": behaviour, "status": status}
+                )
             response = {"status_code": status, "request_id": f"req_{len(self.batch_lines)}", "body": answer}
             (outputs if status == 200 else errors).append({**entry, "response": response, "error": None})
         now = int(time.time())
-        batch.update(status="expired" if expired else "completed", **{"expired_at" if expired else "completed_at": now},
-                     request_counts={"total": len(lines), "completed": len(outputs), "failed": len(errors)})
+        batch.update(
+            status="expired" if expired else "completed",
+            **{"expired_at" if expired else "completed_at": now},
+            request_counts={"total": len(lines), "completed": len(outputs), "failed": len(errors)},
+        )
         for field, entries in (("output_file_id", outputs), ("error_file_id", errors)):
             if entries:
                 data = "".join(json.dumps(e) + "\n" for e in entries).encode()
@@ -138,8 +170,13 @@ def _batch_lines(data: bytes, endpoint: str) -> tuple[list[dict], str]:
             line = json.loads(text)
         except ValueError:
             return [], f"line {n} is not JSON"
-        if not isinstance(line, dict) or line.get("method") != "POST" or line.get("url") != endpoint \
-                or not isinstance(line.get("body"), dict) or not line.get("custom_id"):
+        if (
+            not isinstance(line, dict)
+            or line.get("method") != "POST"
+            or line.get("url") != endpoint
+            or not isinstance(line.get("body"), dict)
+            or not line.get("custom_id")
+        ):
             return [], f"line {n} needs custom_id, method POST, url {endpoint} and a body"
         if line["custom_id"] in ids:
             return [], f"line {n}: custom_id {line['custom_id']!r} is not unique"
@@ -149,8 +186,9 @@ def _batch_lines(data: bytes, endpoint: str) -> tuple[list[dict], str]:
 
 
 def _unauthorized() -> web.Response:
-    return web.json_response({"error": {"message": "invalid API key", "type": "invalid_request_error",
-                                        "code": "invalid_api_key"}}, status=401)
+    return web.json_response(
+        {"error": {"message": "invalid API key", "type": "invalid_request_error", "code": "invalid_api_key"}}, status=401
+    )
 
 
 def _bad_request(message: str) -> web.Response:

@@ -35,11 +35,16 @@ def chat_answer(body: dict, caption: str, behaviour: str, index: int) -> tuple[d
     elif score % 2 == 0 and not body.get("response_format"):  # structured output: exactly the JSON
         content = f"```json\n{content}\n```"
     return {
-        "id": f"chatcmpl-{index}", "object": "chat.completion", "created": int(time.time()),
+        "id": f"chatcmpl-{index}",
+        "object": "chat.completion",
+        "created": int(time.time()),
         "model": body.get("model", "test-model"),
         "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
-        "usage": {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": COMPLETION_TOKENS,
-                  "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS},
+        "usage": {
+            "prompt_tokens": PROMPT_TOKENS,
+            "completion_tokens": COMPLETION_TOKENS,
+            "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS,
+        },
     }, 200
 
 
@@ -47,8 +52,7 @@ def label_field(response_format: dict | None) -> tuple[str, dict]:
     """The reply's label property (name, schema): a structured request's first that is not ``reason``
     (a number gets ``expected_score``, an enum its member at that index); ``score`` without one."""
     schema = ((response_format or {}).get("json_schema") or {}).get("schema") or {}
-    return next(((name, spec) for name, spec in (schema.get("properties") or {}).items() if name != "reason"),
-                ("score", {}))
+    return next(((name, spec) for name, spec in (schema.get("properties") or {}).items() if name != "reason"), ("score", {}))
 
 
 def caption_and_image(body: dict) -> tuple[str, bool]:
@@ -56,7 +60,6 @@ def caption_and_image(body: dict) -> tuple[str, bool]:
     content = messages[-1].get("content", "") if messages else ""
     parts = content if isinstance(content, list) else [{"type": "text", "text": content}]
     texts = [p.get("text", "") for p in parts if p.get("type") == "text"]
-    has_image = any(p.get("type") == "image_url" and str(p.get("image_url", {}).get("url", "")).startswith("data:image/")
-                    for p in parts)
+    has_image = any(p.get("type") == "image_url" and str(p.get("image_url", {}).get("url", "")).startswith("data:image/") for p in parts)
     caption = texts[-1] if texts else ""
-    return (caption[len("Caption:"):].strip() if caption.startswith("Caption:") else caption), has_image
+    return (caption[len("Caption:") :].strip() if caption.startswith("Caption:") else caption), has_image

@@ -42,9 +42,17 @@ from openai_replies import caption_and_image, chat_answer
 
 
 class FakeOpenAI(BatchAPI):
-    def __init__(self, key: str = "test-key", latency: float = 0.0, script: dict[str, list[str]] | None = None,
-                 retry_after: float = 1.0, slow_s: float = 5.0, port: int = 0, refuse_format: bool = False,
-                 batch_polls: int = 2):
+    def __init__(
+        self,
+        key: str = "test-key",
+        latency: float = 0.0,
+        script: dict[str, list[str]] | None = None,
+        retry_after: float = 1.0,
+        slow_s: float = 5.0,
+        port: int = 0,
+        refuse_format: bool = False,
+        batch_polls: int = 2,
+    ):
         self.key, self.latency, self.retry_after, self.slow_s = key, latency, retry_after, slow_s
         self.refuse_format = refuse_format
         self.batch_polls = batch_polls  # GETs of a batch before it ends
@@ -111,14 +119,16 @@ class FakeOpenAI(BatchAPI):
         arrived = time.time()
         if request.headers.get("Authorization") != f"Bearer {self.key}":
             self._log(arrived, "", "auth", 401, False)["replied"] = arrived
-            return web.json_response({"error": {"message": "invalid API key", "type": "invalid_request_error",
-                                                "code": "invalid_api_key"}}, status=401)
+            return web.json_response(
+                {"error": {"message": "invalid API key", "type": "invalid_request_error", "code": "invalid_api_key"}}, status=401
+            )
         body = await request.json()
         caption, has_image = caption_and_image(body)
         if refused := self._refusal(body.get("response_format")):
             self._log(arrived, caption, "format_refused", 400, has_image, body["response_format"])["replied"] = arrived
-            return web.json_response({"error": {"message": refused, "type": "invalid_request_error",
-                                                "param": "response_format", "code": None}}, status=400)
+            return web.json_response(
+                {"error": {"message": refused, "type": "invalid_request_error", "param": "response_format", "code": None}}, status=400
+            )
         behaviour = self._behaviour(caption)
         status = {"429": 429, "500": 500, "drop": 0}.get(behaviour, 200)  # 0: no response at all
         call = self._log(arrived, caption, behaviour, status, has_image, body.get("response_format"))
@@ -143,18 +153,22 @@ class FakeOpenAI(BatchAPI):
             return None
         if self.refuse_format:
             return "Invalid parameter: response_format is not supported with this model."
-        schema = (response_format.get("json_schema") or {}).get("schema") \
-            if response_format.get("type") == "json_schema" else None
-        if not isinstance(schema, dict) or "reason" not in (schema.get("properties") or {}) \
-                or len(schema["properties"]) < 2:
+        schema = (response_format.get("json_schema") or {}).get("schema") if response_format.get("type") == "json_schema" else None
+        if not isinstance(schema, dict) or "reason" not in (schema.get("properties") or {}) or len(schema["properties"]) < 2:
             return "Invalid schema for response_format: json_schema.schema needs a label and a reason property."
         return None
 
-    def _log(self, t: float, caption: str, behaviour: str, status: int, has_image: bool,
-             response_format: dict | None = None) -> dict:
+    def _log(self, t: float, caption: str, behaviour: str, status: int, has_image: bool, response_format: dict | None = None) -> dict:
         with self._lock:
-            call = {"t": t, "caption": caption, "behaviour": behaviour, "status": status, "has_image": has_image,
-                    "response_format": response_format, "index": len(self.calls)}
+            call = {
+                "t": t,
+                "caption": caption,
+                "behaviour": behaviour,
+                "status": status,
+                "has_image": has_image,
+                "response_format": response_format,
+                "index": len(self.calls),
+            }
             self.calls.append(call)
             return call
 
@@ -203,13 +217,21 @@ def main() -> None:
     parser.add_argument("--key", default="test-key", help="the API key it accepts (default test-key)")
     parser.add_argument("--latency", type=float, default=0.1, help="seconds before each reply")
     parser.add_argument("--script", default="{}", help='JSON: caption substring -> behaviours, e.g. {"#x": ["429"]}')
-    parser.add_argument("--refuse-response-format", action="store_true",
-                        help="answer requests carrying response_format with a 400, as APIs without "
-                             "structured outputs do")
+    parser.add_argument(
+        "--refuse-response-format",
+        action="store_true",
+        help="answer requests carrying response_format with a 400, as APIs without structured outputs do",
+    )
     parser.add_argument("--batch-polls", type=int, default=2, help="GETs of a batch before it ends (default 2)")
     args = parser.parse_args()
-    server = FakeOpenAI(key=args.key, latency=args.latency, script=json.loads(args.script), port=args.port,
-                        refuse_format=args.refuse_response_format, batch_polls=args.batch_polls).start()
+    server = FakeOpenAI(
+        key=args.key,
+        latency=args.latency,
+        script=json.loads(args.script),
+        port=args.port,
+        refuse_format=args.refuse_response_format,
+        batch_polls=args.batch_polls,
+    ).start()
     print(f"serving {server.url}/chat/completions (key {args.key!r}); Ctrl-C stops", flush=True)
     try:
         while True:

@@ -129,8 +129,7 @@ def test_synthetic_set_is_in_the_kaggle_format(synthetic_dir, smoke_cfg):
     frames = table.to_pandas()
     assert list(frames.columns) == expected
     assert (frames.groupby("frame").size() == 543).all()
-    assert frames.groupby("type")["landmark_index"].max().to_dict() == {
-        "face": 467, "left_hand": 20, "pose": 32, "right_hand": 20}
+    assert frames.groupby("type")["landmark_index"].max().to_dict() == {"face": 467, "left_hand": 20, "pose": 32, "right_hand": 20}
     lengths = {pq.read_metadata(synthetic_dir / p).num_rows // 543 for p in index["path"]}
     assert len(lengths) > 1, "sequences vary in length"
 
@@ -195,12 +194,15 @@ def _landmark_frame() -> pd.DataFrame:
     return synthetic._landmark_table(np.full((1, 543, 3), 0.5), first_frame=0).to_pandas()
 
 
-@pytest.mark.parametrize(("column", "change", "expected"), [
-    ("x", lambda values: values.astype(str), "numbers"),
-    ("frame", lambda values: values.astype(float), "integers"),
-    ("landmark_index", lambda values: values.astype(str), "integers"),
-    ("type", lambda values: values.astype("category").cat.codes, "text"),
-])
+@pytest.mark.parametrize(
+    ("column", "change", "expected"),
+    [
+        ("x", lambda values: values.astype(str), "numbers"),
+        ("frame", lambda values: values.astype(float), "integers"),
+        ("landmark_index", lambda values: values.astype(str), "integers"),
+        ("type", lambda values: values.astype("category").cat.codes, "text"),
+    ],
+)
 def test_a_landmark_column_of_the_wrong_type_is_a_user_error_naming_file_and_column(tmp_path, column, change, expected):
     table = _landmark_frame()
     table[column] = change(table[column])
@@ -216,11 +218,14 @@ def test_a_categorical_type_column_and_float32_coordinates_read(tmp_path):
     assert landmarks.read_features(str(tmp_path / "narrow.parquet"), 8).shape == (1, landmarks.NUM_FEATURES)
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    (b"", "empty file"),
-    (b"path,participant_id,sequence_id,sign\n", "a header but no rows"),
-    (b"path,participant_id,sequence_id,sign\na.parquet,1,2,caf\xe9\n", "not UTF-8 text (byte 0xe9 on line 2)"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "empty file"),
+        (b"path,participant_id,sequence_id,sign\n", "a header but no rows"),
+        (b"path,participant_id,sequence_id,sign\na.parquet,1,2,caf\xe9\n", "not UTF-8 text (byte 0xe9 on line 2)"),
+    ],
+)
 def test_an_empty_header_only_or_non_utf8_train_csv_is_a_user_error_naming_it(tmp_path, content, message):
     (tmp_path / "train.csv").write_bytes(content)
     with pytest.raises(UserError, match=re.escape(f"{tmp_path}/train.csv: {message}")):

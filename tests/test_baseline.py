@@ -90,12 +90,15 @@ def emotion_case(tmp_path):
     rows, meta = emotion.data.read_meld(str(shared_dataset("meld")), cfg.max_rows)
     # What build_datasets records before any oversampling (it needs Ray Data for the rest).
     meta["train_class_counts"] = {task: Counter(row[task] for row in rows["train"]) for task in ("emotion", "sentiment")}
-    meta["train_class_counts"] = {task: [counts[k] for k in range(len(emotion.CLASSES[task]))]
-                                  for task, counts in meta["train_class_counts"].items()}
+    meta["train_class_counts"] = {
+        task: [counts[k] for k in range(len(emotion.CLASSES[task]))] for task, counts in meta["train_class_counts"].items()
+    }
     # The labels and ids evaluate reads; the constant prediction needs none of the text, audio or video.
     keys = ("emotion", "sentiment", "dialogue_id", "utterance_id")
-    splits = {name: stored(tmp_path / name, {k: np.asarray(v, dtype=np.int64) for k, v in raw(split, keys).items()})
-              for name, split in rows.items()}
+    splits = {
+        name: stored(tmp_path / name, {k: np.asarray(v, dtype=np.int64) for k, v in raw(split, keys).items()})
+        for name, split in rows.items()
+    }
     counts = Counter(row["emotion"] for row in rows["train"])
     majority = min(counts, key=lambda label: (-counts[label], label))
     expected = {"val/acc": sum(row["emotion"] == majority for row in rows["val"]) / len(rows["val"])}
@@ -118,8 +121,13 @@ def quoted(predictor: str) -> str:
     return ast.literal_eval(re.match(r"\w+ ('.*'|\".*\") for every", predictor).group(1))
 
 
-CASES = {"asl": (asl, asl_case), "captioning": (captioning, captioning_case), "gender_bias": (gender_bias, gender_bias_case),
-         "emotion": (emotion, emotion_case), "xr2text": (xr2text, xr2text_case)}
+CASES = {
+    "asl": (asl, asl_case),
+    "captioning": (captioning, captioning_case),
+    "gender_bias": (gender_bias, gender_bias_case),
+    "emotion": (emotion, emotion_case),
+    "xr2text": (xr2text, xr2text_case),
+}
 
 
 @pytest.mark.parametrize("stem", sorted(CASES))
@@ -142,8 +150,9 @@ def test_the_caption_baseline_is_a_training_caption_scored_by_the_captioning_met
     block = baseline.fit(captioning, cfg, splits, meta)
     caption = quoted(block["predictor"])
     rows = captioning.raw_rows(cfg)[0]
-    images = [[captioning.decode(ids, meta["vocabulary"]) for ids in row["captions"] if ids[0] == captioning.START]
-              for row in rows["train"]]
+    images = [
+        [captioning.decode(ids, meta["vocabulary"]) for ids in row["captions"] if ids[0] == captioning.START] for row in rows["train"]
+    ]
     candidates, references = cap_baseline.candidates_and_references(images, cfg.seed)
     assert caption in candidates and len(candidates) == min(cap_baseline.CANDIDATES, len(images) // 2)
 
@@ -205,13 +214,14 @@ def test_a_constant_predicts_its_value_for_every_row_and_prior_logits_pick_the_m
 
 def finished_manifest(best: float, trivial: float, mode_test: float = 0.3) -> dict:
     return {
-        "stem": "captioning", "tier": "smoke",
+        "stem": "captioning",
+        "tier": "smoke",
         "metric": {"name": "val/bleu4", "mode": "max", "best": best},
         "training": {"epochs_completed": 3, "best_epoch": 2, "restarts": 0},
-        "model": {"parameters": 1234}, "inference": {"ms_median": 1.5},
+        "model": {"parameters": 1234},
+        "inference": {"ms_median": 1.5},
         "test_metrics": {"test/bleu4": mode_test, "test/loss": 2.0},
-        "baseline": {"predictor": "caption 'a dog runs' for every image",
-                     "val": {"val/bleu4": trivial}, "test": {"test/bleu4": 0.05}},
+        "baseline": {"predictor": "caption 'a dog runs' for every image", "val": {"val/bleu4": trivial}, "test": {"test/bleu4": 0.05}},
     }
 
 
@@ -222,10 +232,17 @@ def test_the_summary_prints_the_baseline_beside_the_metric_on_val_and_test(tmp_p
     assert "test/bleu4 0.3000 (baseline 0.0500)" in text and "test/loss 2.0000  " not in text
 
 
-@pytest.mark.parametrize("best, trivial, mode, warned", [
-    (0.14, 0.09, "max", False), (0.09, 0.09, "max", True), (0.05, 0.09, "max", True), (float("nan"), 0.09, "max", True),
-    (1.2, 1.5, "min", False), (1.5, 1.2, "min", True),
-])
+@pytest.mark.parametrize(
+    "best, trivial, mode, warned",
+    [
+        (0.14, 0.09, "max", False),
+        (0.09, 0.09, "max", True),
+        (0.05, 0.09, "max", True),
+        (float("nan"), 0.09, "max", True),
+        (1.2, 1.5, "min", False),
+        (1.5, 1.2, "min", True),
+    ],
+)
 def test_a_run_that_does_not_beat_its_baseline_is_warned_about(best, trivial, mode, warned):
     block = {"predictor": "mean score 4.20 of the training rows", "val": {"val/mae": trivial}}
     line = baseline.warning("gender_bias", block, "val/mae", mode, best)
@@ -237,17 +254,28 @@ def test_a_run_that_does_not_beat_its_baseline_is_warned_about(best, trivial, mo
 
 
 def test_the_monitor_shows_the_baseline_beside_the_best_metric():
-    info = {"run": "runs/asl/a", "stem": "asl", "tier": "smoke", "status": "finished", "epoch": 2, "epochs": 2,
-            "eta": "-", "metric": "val/acc", "best": 0.75, "baseline": 0.5, "latest": {}, "restarts": 0,
-            "checkpoints": "none yet", "dashboard": None}
+    info = {
+        "run": "runs/asl/a",
+        "stem": "asl",
+        "tier": "smoke",
+        "status": "finished",
+        "epoch": 2,
+        "epochs": 2,
+        "eta": "-",
+        "metric": "val/acc",
+        "best": 0.75,
+        "baseline": 0.5,
+        "latest": {},
+        "restarts": 0,
+        "checkpoints": "none yet",
+        "dashboard": None,
+    }
     assert "best val/acc 0.7500 (baseline 0.5000)" in monitor.format_run(info)
     assert "(baseline" not in monitor.format_run({**info, "baseline": None})
 
 
 def test_the_curves_draw_the_baseline_dashed_on_its_metrics_panels():
-    history = [{"epoch": e, "lr": 0.1, "train/acc": 0.1 * e, "val/acc": 0.2 * e, "train/loss": 1.0, "val/loss": 1.0}
-               for e in (1, 2, 3)]
+    history = [{"epoch": e, "lr": 0.1, "train/acc": 0.1 * e, "val/acc": 0.2 * e, "train/loss": 1.0, "val/loss": 1.0} for e in (1, 2, 3)]
     figure = plots.curves_figure(history, "t", {"val/acc": 0.35, "val/top5": 0.9})
-    dashed = {axis.get_title(): [line.get_ydata()[0] for line in axis.get_lines() if line.get_linestyle() == "--"]
-              for axis in figure.axes}
+    dashed = {axis.get_title(): [line.get_ydata()[0] for line in axis.get_lines() if line.get_linestyle() == "--"] for axis in figure.axes}
     assert dashed["acc"] == [0.35] and dashed["loss"] == [] and dashed["lr"] == []

@@ -114,8 +114,7 @@ def test_evaluate_bleu_is_pycocoevalcap_on_its_own_predictions(smoke_cfg, smoke_
     items, meta = smoke_rows
     model = cap.build_model(smoke_cfg, meta).eval()
     with torch.no_grad():
-        metrics = cap.evaluate(model, [torch_batch(items["val"][:5], smoke_cfg), torch_batch(items["val"][5:], smoke_cfg)],
-                               smoke_cfg)
+        metrics = cap.evaluate(model, [torch_batch(items["val"][:5], smoke_cfg), torch_batch(items["val"][5:], smoke_cfg)], smoke_cfg)
     assert capsys.readouterr().out == "", "pycocoevalcap's prints are silenced"
     predictions = metrics["predictions"]
     assert [p["image"] for p in predictions] == [meta["eval_images"][r["eval_index"]]["image"] for r in items["val"]]
@@ -134,7 +133,7 @@ def test_the_model_overfits_a_few_batches_and_then_captions_them(smoke_rows):
     cfg = resolve(cap.Config, TIERS["smoke"], sets=["embed_dim=32", "hidden_dim=64", "dropout=0"])
     items, meta = smoke_rows
     torch.manual_seed(0)
-    batches = [torch_batch(items["train"][k:k + 4], cfg) for k in (0, 4)]
+    batches = [torch_batch(items["train"][k : k + 4], cfg) for k in (0, 4)]
     model = cap.build_model(cfg, meta)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     losses = []
@@ -155,8 +154,11 @@ def test_the_model_overfits_a_few_batches_and_then_captions_them(smoke_rows):
 
 
 def test_a_run_whose_captions_collapsed_ends_with_a_warning():
-    manifest = {"best_metrics": {"val/distinct": 2 / 48, "val/vocab": 5.0}, "test_metrics": {"test/distinct": 0.75},
-                "data": {"images": {"train": 400, "val": 48, "test": 48}}}
+    manifest = {
+        "best_metrics": {"val/distinct": 2 / 48, "val/vocab": 5.0},
+        "test_metrics": {"test/distinct": 0.75},
+        "data": {"images": {"train": 400, "val": 48, "test": 48}},
+    }
     (line,) = cap.run_warnings(manifest)
     assert line.startswith("generation collapsed on the val split: 2 distinct captions for 48 inputs")
     manifest["best_metrics"]["val/distinct"] = 0.5
@@ -190,8 +192,7 @@ def test_the_seeds_mode_names_are_aliases_of_tiers():
 
 
 def test_smoke_run_reuses_its_cached_features_and_predicts(ray_address, tmp_path):
-    first = run_command("run", "captioning", "--tier", "smoke", "--storage", str(tmp_path), "--name", "e2e",
-                        address=ray_address)
+    first = run_command("run", "captioning", "--tier", "smoke", "--storage", str(tmp_path), "--name", "e2e", address=ray_address)
     assert first.returncode == 0, first.stderr[-4000:]
     run_dir = tmp_path / "captioning" / "e2e"
     for name in ("manifest.json", "val_predictions.jsonl", "test_predictions.jsonl", "best_model.pt"):
@@ -213,8 +214,21 @@ def test_smoke_run_reuses_its_cached_features_and_predicts(ray_address, tmp_path
 
     # One epoch is enough to show the features are read back, not computed again (the epochs are no cache key);
     # a model that cannot learn (lr 1e-12) does not beat its baseline caption, and the run says so.
-    second = run_command("run", "captioning", "--tier", "smoke", "--set", "epochs=1", "--set", "lr=1e-12",
-                         "--storage", str(tmp_path), "--name", "again", address=ray_address)
+    second = run_command(
+        "run",
+        "captioning",
+        "--tier",
+        "smoke",
+        "--set",
+        "epochs=1",
+        "--set",
+        "lr=1e-12",
+        "--storage",
+        str(tmp_path),
+        "--name",
+        "again",
+        address=ray_address,
+    )
     assert second.returncode == 0, second.stderr[-4000:]
     assert f"warning: [captioning] the best {cap.METRIC[0]}" in second.stderr and "does not beat the trivial baseline" in second.stderr
     again = json.loads((tmp_path / "captioning" / "again" / "manifest.json").read_text())
@@ -252,8 +266,10 @@ def test_the_fast_tier_writes_image_dependent_captions_that_beat_the_constant_ca
     items, meta = cap.raw_rows(cfg)
     if "random initialisation" in meta["image_encoder"]:  # the packaged EfficientNet-Lite0 is a dependency
         pytest.skip(f"no pretrained image encoder here ({meta['image_encoder']})")
-    batches = {split: [torch_batch(rows[k:k + cfg.batch_size], cfg) for k in range(0, len(rows), cfg.batch_size)]
-               for split, rows in items.items()}
+    batches = {
+        split: [torch_batch(rows[k : k + cfg.batch_size], cfg) for k in range(0, len(rows), cfg.batch_size)]
+        for split, rows in items.items()
+    }
     torch.manual_seed(cfg.seed)
     model = cap.build_model(cfg, meta)
     optimizer, generator = build_optimizer(model, cfg), torch.Generator().manual_seed(cfg.seed)

@@ -29,7 +29,8 @@ def table(rows: dict[str, list[dict]]) -> dict[str, list[tuple]]:
 def test_both_caption_layouts_read_to_the_same_table(tmp_path):
     csv_rows, csv_meta = data.read_flickr(str(write_folder(tmp_path / "csv", "csv")), 0.25, 0.25, seed=1)
     token_rows, token_meta = data.read_flickr(
-        str(write_folder(tmp_path / "token", "token", images="Flicker8k_Dataset")), 0.25, 0.25, seed=1)
+        str(write_folder(tmp_path / "token", "token", images="Flicker8k_Dataset")), 0.25, 0.25, seed=1
+    )
     assert table(csv_rows) == table(token_rows)
     assert sorted(r["image"] for split in csv_rows.values() for r in split) == sorted(CAPTIONS)
     assert {s: len(r) for s, r in csv_rows.items()} == {"train": 2, "val": 1, "test": 1}
@@ -59,7 +60,10 @@ def test_standard_split_lists_are_honoured(tmp_path):
     (root / "Flickr_8k.testImages.txt").write_text("b.jpg\n")
     rows, meta = data.read_flickr(str(root))
     assert {s: [r["image"] for r in split] for s, split in rows.items()} == {
-        "train": ["a.jpg", "c.jpg"], "val": ["d.jpg"], "test": ["b.jpg"]}
+        "train": ["a.jpg", "c.jpg"],
+        "val": ["d.jpg"],
+        "test": ["b.jpg"],
+    }
     assert meta["split_source"] == "standard split lists"
 
 
@@ -89,11 +93,14 @@ def test_bad_folders_and_lines_are_user_errors_naming_the_file(tmp_path):
         data.read_flickr(str(root))
 
 
-@pytest.mark.parametrize(("name", "content", "message"), [
-    ("captions.txt", b"", "empty file"),
-    ("Flickr8k.token.txt", "a.jpg#0\tA d\u00f6g\n".encode("latin-1"), "not UTF-8 text (byte 0xf6 on line 1)"),
-    ("Flickr_8k.trainImages.txt", b"a.jpg\nb\xe9.jpg\n", "not UTF-8 text (byte 0xe9 on line 2)"),
-])
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("captions.txt", b"", "empty file"),
+        ("Flickr8k.token.txt", "a.jpg#0\tA d\u00f6g\n".encode("latin-1"), "not UTF-8 text (byte 0xf6 on line 1)"),
+        ("Flickr_8k.trainImages.txt", b"a.jpg\nb\xe9.jpg\n", "not UTF-8 text (byte 0xe9 on line 2)"),
+    ],
+)
 def test_an_empty_or_non_utf8_text_file_is_a_user_error_naming_it(tmp_path, name, content, message):
     root = write_folder(tmp_path, "token")
     (root / "Flickr_8k.devImages.txt").write_text("d.jpg\n")
@@ -116,12 +123,10 @@ def test_an_image_name_outside_the_image_folder_is_a_user_error_naming_it(tmp_pa
 
 def test_vocabulary_size_and_caption_length_follow_the_config(tmp_path):
     root = write_folder(tmp_path, "csv")
-    cfg = cap.Config(data_dir=str(root), vocab_size=9, max_len=3, val_fraction=0.25, test_fraction=0.25,
-                     image_weights="none")
+    cfg = cap.Config(data_dir=str(root), vocab_size=9, max_len=3, val_fraction=0.25, test_fraction=0.25, image_weights="none")
     items, meta = cap.raw_rows(cfg)
     assert len(meta["vocabulary"]) == 9 and meta["vocabulary"][:4] == list(vocab.SPECIALS)
-    train_words = {w for r in items["train"] for c in CAPTIONS[Path(r["image_path"]).name]
-                   for w in data.normalize(c).split()}
+    train_words = {w for r in items["train"] for c in CAPTIONS[Path(r["image_path"]).name] for w in data.normalize(c).split()}
     assert set(meta["vocabulary"][4:]) <= train_words, "built from the training captions only"
     captions = items["train"][0]["captions"]
     assert captions.shape == (3, 3 + 2) and captions.dtype == np.int64  # 3 references at most (a.jpg)
@@ -130,13 +135,24 @@ def test_vocabulary_size_and_caption_length_follow_the_config(tmp_path):
     assert captions[0].tolist() == ids, "cut at max_len words, then <end>"
     assert [r["eval_index"] for r in items["train"]] == [-1, -1]
     assert sorted(r["eval_index"] for s in ("val", "test") for r in items[s]) == [0, 1]
-    assert [e["references"] for e in meta["eval_images"]] == [[data.normalize(c) for c in CAPTIONS[e["image"]]]
-                                                             for e in meta["eval_images"]]
+    assert [e["references"] for e in meta["eval_images"]] == [
+        [data.normalize(c) for c in CAPTIONS[e["image"]]] for e in meta["eval_images"]
+    ]
 
 
 def test_missing_references_are_padding_the_loss_skips(tmp_path):
-    cfg = cap.Config(data_dir=str(write_folder(tmp_path, "csv")), vocab_size=40, max_len=6, val_fraction=0.25,
-                     test_fraction=0.25, image_weights="none", image_size=32, embed_dim=8, hidden_dim=16, dropout=0.0)
+    cfg = cap.Config(
+        data_dir=str(write_folder(tmp_path, "csv")),
+        vocab_size=40,
+        max_len=6,
+        val_fraction=0.25,
+        test_fraction=0.25,
+        image_weights="none",
+        image_size=32,
+        embed_dim=8,
+        hidden_dim=16,
+        dropout=0.0,
+    )
     items, meta = cap.raw_rows(cfg)
     two_refs = [r for split in items.values() for r in split if Path(r["image_path"]).name in ("b.jpg", "c.jpg")]
     padded = torch_batch(two_refs, cfg)

@@ -1,6 +1,6 @@
 """A run's checkpoints as files, without Ray: which exist, which load, orphans, names; crash-safe writes.
 
-    .venv/bin/python -m pytest tests/test_checkpoints.py
+.venv/bin/python -m pytest tests/test_checkpoints.py
 """
 
 from __future__ import annotations
@@ -27,8 +27,7 @@ def _run(tmp_path: Path, results: list[dict], orphans: tuple[str, ...] = ()) -> 
     for result in results:
         folder = tmp_path / result["checkpoint_dir_name"]
         folder.mkdir()
-        torch.save({"epoch": result["metrics"]["epoch"], "position": result["metrics"].get("position", 0)},
-                   folder / checkpoints.STATE_FILE)
+        torch.save({"epoch": result["metrics"]["epoch"], "position": result["metrics"].get("position", 0)}, folder / checkpoints.STATE_FILE)
     for name in orphans:
         (tmp_path / name).mkdir()
         (tmp_path / name / checkpoints.STATE_FILE).write_bytes(b"half a checkpoint")
@@ -85,8 +84,7 @@ def test_orphans_are_the_folders_the_snapshot_does_not_record(tmp_path):
 def test_two_attempts_with_the_same_restart_count_name_their_checkpoints_apart():
     # Two failures that restore the same checkpoint start two attempts with the same counters.
     code = "from platform import checkpoints; print(checkpoints.name(3, 42, 1, True))"
-    names = {subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
-             for _ in range(2)}
+    names = {subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout for _ in range(2)}
     assert len(names) == 2 and all(n.startswith("epoch_0003-step_0000042-attempt_1-") for n in names)
 
 
@@ -109,12 +107,20 @@ def test_a_write_that_fails_part_way_keeps_the_old_file_whole(tmp_path, monkeypa
 
 def test_a_nan_epoch_is_never_the_best():
     class Result:  # what artifacts.finish reads of Ray Train's Result
-        best_checkpoints = [("nan", {"val/acc": float("nan")}), ("half", {"val/acc": 0.5}),
-                            ("inside", {"val/acc": -1e30, "partial": 1}), ("more", {"val/acc": 0.7})]
+        best_checkpoints = [
+            ("nan", {"val/acc": float("nan")}),
+            ("half", {"val/acc": 0.5}),
+            ("inside", {"val/acc": -1e30, "partial": 1}),
+            ("more", {"val/acc": 0.7}),
+        ]
         checkpoint = "more"
 
     assert checkpoints.best_of_result(Result(), "val/acc", "max") == "more"
     assert checkpoints.best_of_result(Result(), "val/acc", "min") == "half"
-    snapshot = {"checkpoint_results": [_result("epoch_0001-a", epoch=1, **{"val/acc": float("nan")}),
-                                       _result("epoch_0002-a", epoch=2, **{"val/acc": 0.25})]}
+    snapshot = {
+        "checkpoint_results": [
+            _result("epoch_0001-a", epoch=1, **{"val/acc": float("nan")}),
+            _result("epoch_0002-a", epoch=2, **{"val/acc": 0.25}),
+        ]
+    }
     assert checkpoints.best(snapshot, "val/acc", "max")["dir"] == "epoch_0002-a"

@@ -32,8 +32,12 @@ def cluster_env() -> dict[str, str]:
     only a job's --working-dir or the platform itself puts it there. Read when called, so that they
     write synthetic sets into the session's cache."""
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    return {**env, **TEST_ENV, "RAY_AUTH_MODE": "token",
-            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    return {
+        **env,
+        **TEST_ENV,
+        "RAY_AUTH_MODE": "token",
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+    }
 
 
 def _ray(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -61,8 +65,14 @@ def cluster(synthetic_cache) -> dict:
     temp_dir = tempfile.mkdtemp(prefix="rp-ray-", dir="/tmp")
     port, dashboard_port = free_port(), free_port()
     try:
-        _start_node("--head", f"--port={port}", "--num-cpus=0", "--dashboard-host=127.0.0.1",
-                    f"--dashboard-port={dashboard_port}", f"--temp-dir={temp_dir}")
+        _start_node(
+            "--head",
+            f"--port={port}",
+            "--num-cpus=0",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard_port}",
+            f"--temp-dir={temp_dir}",
+        )
         for _ in range(2):
             _start_node(f"--address=127.0.0.1:{port}", "--num-cpus=2")
         yield {"dashboard": f"http://127.0.0.1:{dashboard_port}", "gcs": f"127.0.0.1:{port}", "temp_dir": temp_dir}
@@ -72,8 +82,22 @@ def cluster(synthetic_cache) -> dict:
 
 def _submit(cluster: dict, *args: str, options: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     """``ray job submit ... -- python -m platform.run ARGS``, as a user types it."""
-    command = ("job", "submit", *options, "--address", cluster["dashboard"], "--working-dir", ".",
-               "--runtime-env-json", json.dumps({"env_vars": TEST_ENV}), "--", "python", "-m", "platform.run", *args)
+    command = (
+        "job",
+        "submit",
+        *options,
+        "--address",
+        cluster["dashboard"],
+        "--working-dir",
+        ".",
+        "--runtime-env-json",
+        json.dumps({"env_vars": TEST_ENV}),
+        "--",
+        "python",
+        "-m",
+        "platform.run",
+        *args,
+    )
     return _until_an_agent_answers(lambda: _ray(*command, timeout=900))
 
 
@@ -94,8 +118,9 @@ def test_the_readmes_job_submit_runs_as_written(cluster):
     line = next(text for text in readme.splitlines() if "ray job submit --address http://127.0.0.1:8265" in text)
     env = {k: v for k, v in cluster_env().items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
     command = line.replace("http://127.0.0.1:8265", cluster["dashboard"])
-    result = _until_an_agent_answers(lambda: subprocess.run(["bash", "-c", command], cwd=REPO, env=env,
-                                                             capture_output=True, text=True, timeout=900))
+    result = _until_an_agent_answers(
+        lambda: subprocess.run(["bash", "-c", command], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0 and "[asl] finished" in output and "succeeded" in output.lower(), output[-4000:]
 
@@ -106,8 +131,9 @@ def _manifest(run_dir: Path) -> dict:
 
 def test_a_submitted_job_trains_and_writes_its_run_directory(cluster, tmp_path):
     # The store on a folder every node sees: the worker nodes' Ray Data tasks write it, the Train worker reads it.
-    result = _submit(cluster, "asl", "--tier", "smoke", "--storage", str(tmp_path), "--store", str(tmp_path / "store"),
-                     "--name", "submitted")
+    result = _submit(
+        cluster, "asl", "--tier", "smoke", "--storage", str(tmp_path), "--store", str(tmp_path / "store"), "--name", "submitted"
+    )
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     assert "succeeded" in (result.stdout + result.stderr).lower()
     manifest = _manifest(tmp_path / "asl" / "submitted")
@@ -121,27 +147,55 @@ def test_a_submitted_job_trains_and_writes_its_run_directory(cluster, tmp_path):
 def test_the_installed_command_runs_as_a_job_without_a_working_dir(cluster, tmp_path):
     """``rayplatform run`` submitted from another folder, no code uploaded: the nodes' workers import
     the platform only because the driver puts its root first on their PYTHONPATH."""
-    command = ("job", "submit", "--address", cluster["dashboard"], "--runtime-env-json",
-               json.dumps({"env_vars": TEST_ENV}), "--", "rayplatform", "run", "asl", "--tier", "smoke",
-               "--storage", str(tmp_path), "--store", str(tmp_path / "store"), "--name", "installed")
-    result = _until_an_agent_answers(lambda: subprocess.run(
-        [RAY, *command], cwd=tmp_path, env=cluster_env(), capture_output=True, text=True, timeout=900))
-    assert result.returncode == 0 and "succeeded" in (result.stdout + result.stderr).lower(), \
-        (result.stdout + result.stderr)[-4000:]
+    command = (
+        "job",
+        "submit",
+        "--address",
+        cluster["dashboard"],
+        "--runtime-env-json",
+        json.dumps({"env_vars": TEST_ENV}),
+        "--",
+        "rayplatform",
+        "run",
+        "asl",
+        "--tier",
+        "smoke",
+        "--storage",
+        str(tmp_path),
+        "--store",
+        str(tmp_path / "store"),
+        "--name",
+        "installed",
+    )
+    result = _until_an_agent_answers(
+        lambda: subprocess.run([RAY, *command], cwd=tmp_path, env=cluster_env(), capture_output=True, text=True, timeout=900)
+    )
+    assert result.returncode == 0 and "succeeded" in (result.stdout + result.stderr).lower(), (result.stdout + result.stderr)[-4000:]
     manifest = _manifest(tmp_path / "asl" / "installed")
     assert manifest["status"] == "finished" and manifest["hardware"]["nodes"] == 3
 
 
 def _job_status(cluster: dict, job_id: str) -> str:
-    """"succeeded", "failed", "stopped" once it ended ("Job 'x' succeeded"); else the CLI's text."""
+    """ "succeeded", "failed", "stopped" once it ended ("Job 'x' succeeded"); else the CLI's text."""
     result = _ray("job", "status", "--address", cluster["dashboard"], job_id, timeout=60)
     text = (result.stdout + result.stderr).lower()
     return next((s for s in ("succeeded", "failed", "stopped") if f"' {s}" in text), text)
 
 
 def _training_worker_pid(cluster: dict) -> int | None:
-    listed = _ray("list", "actors", "--address", cluster["dashboard"], "--filter", "class_name=RayTrainWorker",
-                  "--filter", "state=ALIVE", "--format", "json", timeout=60)
+    listed = _ray(
+        "list",
+        "actors",
+        "--address",
+        cluster["dashboard"],
+        "--filter",
+        "class_name=RayTrainWorker",
+        "--filter",
+        "state=ALIVE",
+        "--format",
+        "json",
+        timeout=60,
+    )
     actors = json.loads(listed.stdout or "[]") if listed.returncode == 0 else []
     return actors[0]["pid"] if actors else None
 
@@ -177,8 +231,7 @@ def test_losing_the_training_node_continues_from_the_checkpoint_on_another(clust
     job_id = f"node-loss-{time.time_ns()}"
     # Long enough that the node dies mid-run: a smoke epoch takes 0.2 s here.
     args = ("asl", "--tier", "smoke", "--set", f"epochs={EPOCHS}", "--cpus-per-worker", "1")
-    submitted = _submit(cluster, *args, "--storage", str(tmp_path), "--name", "node-loss",
-                        options=("--no-wait", "--submission-id", job_id))
+    submitted = _submit(cluster, *args, "--storage", str(tmp_path), "--name", "node-loss", options=("--no-wait", "--submission-id", job_id))
     assert submitted.returncode == 0, submitted.stderr[-3000:]
     deadline = time.monotonic() + 600
     while _latest_checkpoint_epoch(run_dir) < 3 and time.monotonic() < deadline:

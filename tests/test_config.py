@@ -194,8 +194,7 @@ def test_a_config_file_sits_between_the_tier_and_set_and_print_config_writes_one
 def test_a_saved_run_config_runs_again_as_a_config_file(tmp_path, capsys):
     cfg = registry.resolve("asl", "fast", ["seed=4", "kernel_size=7"], data_dir=str(tmp_path))
     config_lib.save(cfg, tmp_path / "config.json")  # as every run directory holds it
-    assert config_lib.to_dict(registry.resolve("asl", "smoke", config_file=str(tmp_path / "config.json"))) \
-        == config_lib.to_dict(cfg)
+    assert config_lib.to_dict(registry.resolve("asl", "smoke", config_file=str(tmp_path / "config.json"))) == config_lib.to_dict(cfg)
 
 
 @pytest.mark.parametrize(
@@ -233,11 +232,13 @@ def test_help_shows_what_each_tier_sets(capsys):
 def test_help_and_print_config_import_neither_torch_nor_ray(stem):
     """A person waits for them: the Config comes from the trainable's config.py, the tiers' search
     distributions are data (platform/distributions.py)."""
-    code = ("import sys; from platform import run\n"
-            "for args in ([sys.argv[1], '--help'], [sys.argv[1], '--print-config', '--tier', 'smoke', '--set', 'seed=3']):\n"
-            "    try: run.main(args)\n"
-            "    except SystemExit: pass\n"
-            "print('imported:', [m for m in ('torch', 'ray', 'transformers', 'pandas') if m in sys.modules])")
+    code = (
+        "import sys; from platform import run\n"
+        "for args in ([sys.argv[1], '--help'], [sys.argv[1], '--print-config', '--tier', 'smoke', '--set', 'seed=3']):\n"
+        "    try: run.main(args)\n"
+        "    except SystemExit: pass\n"
+        "print('imported:', [m for m in ('torch', 'ray', 'transformers', 'pandas') if m in sys.modules])"
+    )
     shown = subprocess.run([sys.executable, "-c", code, stem], cwd=REPO, capture_output=True, text=True, check=True)
     assert "config keys of" in shown.stdout and "seed: 3" in shown.stdout
     assert shown.stdout.splitlines()[-1] == "imported: []"

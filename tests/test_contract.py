@@ -61,29 +61,42 @@ def broken(change) -> str:
 
 
 def test_each_way_of_breaking_the_contract_is_one_error_naming_it():
-    assert broken(lambda t, s: delattr(t, "evaluate")) == \
-        "trainable trainables.asl does not define evaluate() (see trainables/__init__.py)"
+    assert broken(lambda t, s: delattr(t, "evaluate")) == "trainable trainables.asl does not define evaluate() (see trainables/__init__.py)"
     assert broken(lambda t, s: setattr(t, "epoch_shedule", defined_in(t, lambda epoch, cfg: {}))).startswith(
-        "trainables.asl defines epoch_shedule: did you mean epoch_schedule?")
-    assert broken(lambda t, s: setattr(t, "METRIC", ("acc", "max"))) == \
-        "trainable trainables.asl: METRIC must be ('val/<name>', 'max' or 'min'), not ('acc', 'max')"
-    assert broken(lambda t, s: setattr(t, "Config", dict)) == \
-        "trainable trainables.asl: Config must be a dataclass subclassing platform.config.TrainConfig"
-    assert broken(lambda t, s: setattr(t, "PREPROCESS_KEYS", ("max_len", "max_lenght"))) == \
-        "trainables.asl: PREPROCESS_KEYS names max_lenght, which the Config does not have"
-    assert broken(lambda t, s: s.TIERS["fast"].update(learning_rate=0.1)) == \
-        "search_spaces.asl: tier 'fast' names learning_rate, which the Config does not have"
-    assert broken(lambda t, s: setattr(s, "ALIASES", {"quick": "fastest"})) == \
-        "search space search_spaces.asl: ALIASES point at fastest, which TIERS lacks"
+        "trainables.asl defines epoch_shedule: did you mean epoch_schedule?"
+    )
+    assert (
+        broken(lambda t, s: setattr(t, "METRIC", ("acc", "max")))
+        == "trainable trainables.asl: METRIC must be ('val/<name>', 'max' or 'min'), not ('acc', 'max')"
+    )
+    assert (
+        broken(lambda t, s: setattr(t, "Config", dict))
+        == "trainable trainables.asl: Config must be a dataclass subclassing platform.config.TrainConfig"
+    )
+    assert (
+        broken(lambda t, s: setattr(t, "PREPROCESS_KEYS", ("max_len", "max_lenght")))
+        == "trainables.asl: PREPROCESS_KEYS names max_lenght, which the Config does not have"
+    )
+    assert (
+        broken(lambda t, s: s.TIERS["fast"].update(learning_rate=0.1))
+        == "search_spaces.asl: tier 'fast' names learning_rate, which the Config does not have"
+    )
+    assert (
+        broken(lambda t, s: setattr(s, "ALIASES", {"quick": "fastest"}))
+        == "search space search_spaces.asl: ALIASES point at fastest, which TIERS lacks"
+    )
     assert broken(lambda t, s: setattr(s, "EPOCH_SECOND", {"fast": 3.0})).startswith(
-        "search_spaces.asl defines EPOCH_SECOND: did you mean EPOCH_SECONDS?")
+        "search_spaces.asl defines EPOCH_SECOND: did you mean EPOCH_SECONDS?"
+    )
 
 
 def test_no_trainable_imports_ray():
     """A trainable is a plain PyTorch package: it returns rows, the platform makes Ray datasets."""
-    code = ("import importlib, sys\n"
-            "for stem in sys.argv[1:]:\n"
-            "    module = importlib.import_module(f'trainables.{stem}')\n"
-            "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))")
+    code = (
+        "import importlib, sys\n"
+        "for stem in sys.argv[1:]:\n"
+        "    module = importlib.import_module(f'trainables.{stem}')\n"
+        "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))"
+    )
     shown = subprocess.run([sys.executable, "-c", code, *registry.stems()], cwd=REPO, capture_output=True, text=True, check=True)
     assert shown.stdout.strip() == "[]"

@@ -81,8 +81,10 @@ def test_the_rayjob_runs_the_projects_image_and_a_command_the_cli_accepts(capsys
     assert (job["apiVersion"], job["kind"]) == ("ray.io/v1", "RayJob")
     cluster = job["spec"]["rayClusterSpec"]
     assert cluster["rayVersion"] == ray.__version__
-    containers = [cluster["headGroupSpec"]["template"]["spec"]["containers"][0],
-                  *(group["template"]["spec"]["containers"][0] for group in cluster["workerGroupSpecs"])]
+    containers = [
+        cluster["headGroupSpec"]["template"]["spec"]["containers"][0],
+        *(group["template"]["spec"]["containers"][0] for group in cluster["workerGroupSpecs"]),
+    ]
     version = PROJECT["version"]
     assert [c["image"] for c in containers] == [f"rayplatform:{version}", f"rayplatform:{version}-gpu"]
     assert all(f"-t {c['image']} ." in DOCKERFILE for c in containers)  # the tags the Dockerfile builds

@@ -82,8 +82,7 @@ def test_the_real_csvs_read_with_every_clip_missing_and_val_carved_from_train_by
 def test_cp1252_csvs_with_mojibake_and_clips_in_the_data_folder_read(tmp_path, synthetic_dir):
     header = "Sr No.,Utterance,Speaker,Emotion,Sentiment,Dialogue_ID,Utterance_ID\r\n"
     # Encoded as cp1252: a smart quote (byte 0x92) in one row, UTF-8 read as cp1252 in the other.
-    lines = ['1,"You\u2019re a genius!",Chandler,Joy,positive,3,1\r\n',
-             '2,"Youâ€™re late.",Ross,anger,negative,3,2\r\n']
+    lines = ['1,"You\u2019re a genius!",Chandler,Joy,positive,3,1\r\n', '2,"Youâ€™re late.",Ross,anger,negative,3,2\r\n']
     for name in data.CSV_FILES.values():
         (tmp_path / name).write_bytes((header + "".join(lines)).encode("cp1252"))
     shutil.copy(next((synthetic_dir / "train_splits").glob("*.mp4")), tmp_path / "dia3_utt1.mp4")
@@ -107,11 +106,14 @@ def test_missing_files_columns_and_labels_are_user_errors_naming_the_file(tmp_pa
         data.read_meld(str(tmp_path))
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    (b"", "empty file"),
-    (b"  \n\n", "empty file"),
-    (b"Utterance,Emotion,Sentiment,Dialogue_ID,Utterance_ID\n", "a header but no rows"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "empty file"),
+        (b"  \n\n", "empty file"),
+        (b"Utterance,Emotion,Sentiment,Dialogue_ID,Utterance_ID\n", "a header but no rows"),
+    ],
+)
 def test_an_empty_or_header_only_csv_is_a_user_error_naming_it(tmp_path, content, message):
     header = "Utterance,Emotion,Sentiment,Dialogue_ID,Utterance_ID\n"
     (tmp_path / "train_sent_emo.csv").write_text(header + "hi,joy,positive,0,0\n")
@@ -137,10 +139,12 @@ def test_dialogue_context_holds_only_earlier_utterances_of_the_same_dialogue_on_
         for k, utterance_id in enumerate(ordered["Utterance_ID"]):
             row = built[(dialogue, utterance_id)]
             assert row["target"] == tags[k]
-            assert row["context"] == " ".join(tags[max(0, k - turns):k]), (dialogue, utterance_id)
+            assert row["context"] == " ".join(tags[max(0, k - turns) : k]), (dialogue, utterance_id)
     first = built[(0, 3)]
-    assert first["context"] == ("Chandler: also I was the point person on my company's transition from the KL-5 to "
-                                "GR-6 system. The Interviewer: You must've had your hands full. Chandler: That I did. That I did.")
+    assert first["context"] == (
+        "Chandler: also I was the point person on my company's transition from the KL-5 to "
+        "GR-6 system. The Interviewer: You must've had your hands full. Chandler: That I did. That I did."
+    )
     assert first["target"] == "The Interviewer: So let's talk a little bit about your duties."
     # dev's dialogue 0 is another dialogue than train's: contexts are built within a split only.
     dev = {(r["dialogue_id"], r["utterance_id"]): r for r in data.dialogue_inputs(splits["test"], turns)}
@@ -163,7 +167,7 @@ def test_the_context_is_cut_from_its_oldest_end_and_the_target_is_kept_whole():
     assert ids[0][target_mask[0] == 1].tolist() == wanted
     context_ids = tokenizer(context, add_special_tokens=False)["input_ids"]
     kept = ids[0, 1 : 24 - len(wanted) - 2].tolist()
-    assert kept == context_ids[-len(kept):] and ids[0, len(kept) + 1] == sep
+    assert kept == context_ids[-len(kept) :] and ids[0, len(kept) + 1] == sep
     # No context: [CLS] target [SEP] and padding.
     assert ids[1, : len(wanted) + 2].tolist() == [cls, *wanted, sep] and attention[1].sum() == len(wanted) + 2
     assert ids[1][target_mask[1] == 1].tolist() == wanted
@@ -185,7 +189,7 @@ def test_a_short_run_on_the_real_text_learns_above_the_majority_class():
     train = data.dialogue_inputs(splits["train"], cfg.context_turns)
     order = np.random.default_rng(0).permutation(len(train))
     for start in range(0, len(order), cfg.batch_size):
-        value, _ = emotion.loss(model.train(), batch_of([train[i] for i in order[start:start + cfg.batch_size]], cfg), cfg)
+        value, _ = emotion.loss(model.train(), batch_of([train[i] for i in order[start : start + cfg.batch_size]], cfg), cfg)
         optimizer.zero_grad()
         value.backward()
         optimizer.step()
@@ -261,11 +265,14 @@ def test_class_weights_and_oversampling():
     assert balanced == data.oversample(rows, "emotion", seed=0)
 
 
-@pytest.mark.parametrize(("sets", "encoders", "heads"), [
-    (["modalities=text", "tasks=sentiment"], {"text"}, {"sentiment": 3}),
-    (["modalities=text,audio", "fusion=concat"], {"text", "audio"}, {"emotion": 7, "sentiment": 3}),
-    (["fusion=attention"], {"text", "audio", "video"}, {"emotion": 7, "sentiment": 3}),
-])
+@pytest.mark.parametrize(
+    ("sets", "encoders", "heads"),
+    [
+        (["modalities=text", "tasks=sentiment"], {"text"}, {"sentiment": 3}),
+        (["modalities=text,audio", "fusion=concat"], {"text", "audio"}, {"emotion": 7, "sentiment": 3}),
+        (["fusion=attention"], {"text", "audio", "video"}, {"emotion": 7, "sentiment": 3}),
+    ],
+)
 def test_the_configured_modalities_and_heads_are_built(synthetic_rows, smoke_cfg, sets, encoders, heads):
     cfg = resolve(emotion.Config, TIERS["smoke"], sets=sets)
     model = emotion.build_model(cfg, {}).eval()
@@ -348,8 +355,9 @@ def test_smoke_run_end_to_end_reuses_its_preprocessing_and_predicts(ray_address,
     cached = {split: Path(s["uri"]) for split, s in manifest["data"]["store"].items()}
     written = {path: path.stat().st_mtime_ns for folder in cached.values() for path in folder.iterdir()}
     assert written and set(cached) == {"train", "val", "test"}
-    second = run_command("run", "emotion", "--tier", "smoke", "--set", "epochs=1", "--storage", str(tmp_path),
-                         "--name", "again", address=ray_address)
+    second = run_command(
+        "run", "emotion", "--tier", "smoke", "--set", "epochs=1", "--storage", str(tmp_path), "--name", "again", address=ray_address
+    )
     assert second.returncode == 0, second.stderr[-4000:]
     again = json.loads((tmp_path / "emotion" / "again" / "manifest.json").read_text())
     assert again["data"]["store"] == manifest["data"]["store"]

@@ -188,8 +188,10 @@ def test_weights_are_found_again_by_their_identity_or_the_worker_says_so(tmp_pat
 
 
 def test_every_stage_cut_gives_the_channels_and_grid_it_announces():
-    for arch, choice in (("resnet18", image_encoders.resolve("none")),
-                         ("efficientnet_lite0", image_encoders.resolve("efficientnet_lite0"))):
+    for arch, choice in (
+        ("resnet18", image_encoders.resolve("none")),
+        ("efficientnet_lite0", image_encoders.resolve("efficientnet_lite0")),
+    ):
         for stages in (1, 2, 3, 4):
             encoder = image_encoders.build_encoder(choice, stages).eval()
             with torch.no_grad():
@@ -203,8 +205,7 @@ def store_key(cfg: cap.Config) -> str:
     """Where the platform stores the preprocessed training split of this configuration (its raw
     rows as an Arrow table, as Ray Data would hand them over, without starting Ray)."""
     rows, meta = cap.raw_rows(cfg)
-    table = pa.Table.from_pylist([{k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in row.items()}
-                                  for row in rows["train"]])
+    table = pa.Table.from_pylist([{k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in row.items()} for row in rows["train"]])
     return platform_data.split_uri("store", platform_data.identity(registry.load("captioning"), cfg, meta, "train", table))
 
 
@@ -230,8 +231,21 @@ def test_the_feature_store_key_follows_the_weights_content_not_their_path(tmp_pa
 
 
 def test_a_run_without_resnet18_says_it_uses_the_packaged_encoder_and_records_it(ray_address, tmp_path, empty_torch_home):
-    result = run_command("run", "captioning", "--tier", "smoke", "--set", "image_weights=auto", "--set", "epochs=1",
-                         "--storage", str(tmp_path), "--name", "lite0", address=ray_address)
+    result = run_command(
+        "run",
+        "captioning",
+        "--tier",
+        "smoke",
+        "--set",
+        "image_weights=auto",
+        "--set",
+        "epochs=1",
+        "--storage",
+        str(tmp_path),
+        "--name",
+        "lite0",
+        address=ray_address,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     said = [line for line in result.stdout.splitlines() if "EfficientNet-Lite0" in line]
     assert len(said) == 1 and PACKAGE_LINE in said[0] and "no ResNet18 in the torch hub cache" in said[0], result.stdout

@@ -1,6 +1,6 @@
 """The rules of an exact run (``platform/exact.py``), without Ray: order, rank parts, positions.
 
-    .venv/bin/python -m pytest tests/test_exact.py
+.venv/bin/python -m pytest tests/test_exact.py
 """
 
 from __future__ import annotations

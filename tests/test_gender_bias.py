@@ -26,9 +26,7 @@ from trainables.gender_bias import data, synthetic
 from trainables.gender_bias import model as model_lib
 
 SOCIAL = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "social"
-needs_social = pytest.mark.skipif(
-    not (SOCIAL / "posts.csv").is_file(), reason=f"real-format social posts sample not found at {SOCIAL}"
-)
+needs_social = pytest.mark.skipif(not (SOCIAL / "posts.csv").is_file(), reason=f"real-format social posts sample not found at {SOCIAL}")
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +55,20 @@ def batch_of(rows: list[dict], cfg: gb.Config) -> dict[str, torch.Tensor]:
 
 
 def write_labels(folder: Path, rows: list[dict]) -> Path:
-    full = [{"reason": "r", "model": "m", "prompt_version": "v1", "prompt_tokens": 10, "completion_tokens": 5,
-             "cost_usd": 0.001, "latency_s": 0.5, "cached": False, **row} for row in rows]
+    full = [
+        {
+            "reason": "r",
+            "model": "m",
+            "prompt_version": "v1",
+            "prompt_tokens": 10,
+            "completion_tokens": 5,
+            "cost_usd": 0.001,
+            "latency_s": 0.5,
+            "cached": False,
+            **row,
+        }
+        for row in rows
+    ]
     folder.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(full, columns=list(data.LABEL_COLUMNS)).to_csv(folder / "labels.csv", index=False)
     return folder
@@ -80,8 +90,9 @@ def test_a_labeled_copy_of_the_social_posts_reads_with_absolute_and_relative_pat
     # Relative to the labels folder (images copied in) for half, absolute into the sample for the rest.
     shutil.copytree(SOCIAL / "images", tmp_path / "labeled" / "images")
     paths = [p if k % 2 else str(SOCIAL / p) for k, p in enumerate(posts["image_path"])]
-    rows = [{"post_id": i, "image_path": p, "caption": c, "score": s}
-            for i, p, c, s in zip(posts["post_id"], paths, posts["caption"], scores)]
+    rows = [
+        {"post_id": i, "image_path": p, "caption": c, "score": s} for i, p, c, s in zip(posts["post_id"], paths, posts["caption"], scores)
+    ]
     folder = write_labels(tmp_path / "labeled", rows)
     pd.DataFrame({"post_id": ["x1", "x2"], "reason": ["timeout", "bad reply"]}).to_csv(folder / "quarantine.csv")
 
@@ -112,12 +123,15 @@ def test_missing_folder_file_and_columns_are_user_errors_naming_the_file(tmp_pat
         data.read_labels(str(tmp_path))
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"caption": "  "}, r"labels\.csv line 3 \(post p2\): empty caption"),
-    ({"score": "11"}, r"line 3 \(post p2\): score '11' is not a number in 0\.\.10"),
-    ({"score": "high"}, r"line 3 \(post p2\): score 'high' is not"),
-    ({"image_path": "images/gone.jpg"}, r"line 3 \(post p2\): image not found: .*images/gone\.jpg"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"caption": "  "}, r"labels\.csv line 3 \(post p2\): empty caption"),
+        ({"score": "11"}, r"line 3 \(post p2\): score '11' is not a number in 0\.\.10"),
+        ({"score": "high"}, r"line 3 \(post p2\): score 'high' is not"),
+        ({"image_path": "images/gone.jpg"}, r"line 3 \(post p2\): image not found: .*images/gone\.jpg"),
+    ],
+)
 def test_a_bad_row_is_a_user_error_naming_its_line(tmp_path, change, message):
     good = {"post_id": "p1", "image_path": "images/a.jpg", "caption": "a caption", "score": "3.5"}
     jpeg(tmp_path / "images" / "a.jpg")
@@ -135,11 +149,14 @@ def test_an_unreadable_image_is_a_user_error_naming_it_in_preprocess(tmp_path):
         gb.preprocess(raw_batch(rows), cfg)
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    (b"", "empty file"),
-    (b"post_id,image_path,caption,score\n", "a header but no rows"),
-    (b"post_id,image_path,caption,score\np1,images/a.jpg,caf\xe9,3\n", "not UTF-8 text (byte 0xe9 on line 2)"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "empty file"),
+        (b"post_id,image_path,caption,score\n", "a header but no rows"),
+        (b"post_id,image_path,caption,score\np1,images/a.jpg,caf\xe9,3\n", "not UTF-8 text (byte 0xe9 on line 2)"),
+    ],
+)
 def test_an_empty_header_only_or_non_utf8_labels_csv_is_a_user_error_naming_it(tmp_path, content, message):
     (tmp_path / "labels.csv").write_bytes(content)
     with pytest.raises(UserError, match=re.escape(f"{tmp_path / 'labels.csv'}: {message}")):
@@ -235,11 +252,9 @@ def test_output_is_a_score_in_0_to_10(smoke_cfg):
     model = gb.build_model(smoke_cfg, {}).eval()
     with torch.no_grad():
         model.head[-1].bias.fill_(50.0)
-        high = model(torch.zeros(3, 3, 32, 32, dtype=torch.uint8), torch.ones(3, 16, dtype=torch.long),
-                     torch.ones(3, 16, dtype=torch.long))
+        high = model(torch.zeros(3, 3, 32, 32, dtype=torch.uint8), torch.ones(3, 16, dtype=torch.long), torch.ones(3, 16, dtype=torch.long))
         model.head[-1].bias.fill_(-50.0)
-        low = model(torch.zeros(3, 3, 32, 32, dtype=torch.uint8), torch.ones(3, 16, dtype=torch.long),
-                    torch.ones(3, 16, dtype=torch.long))
+        low = model(torch.zeros(3, 3, 32, 32, dtype=torch.uint8), torch.ones(3, 16, dtype=torch.long), torch.ones(3, 16, dtype=torch.long))
     assert high.shape == (3,) and torch.allclose(high, torch.full((3,), 10.0))
     assert torch.allclose(low, torch.zeros(3))
 
@@ -307,5 +322,3 @@ def test_predict_scores_image_caption_pairs(synthetic_splits, smoke_cfg, tmp_pat
         gb.predict(model, inputs[:3], smoke_cfg, meta)
     with pytest.raises(UserError, match="missing.jpg: image not found"):
         gb.predict(model, [str(tmp_path / "missing.jpg"), "a caption"], smoke_cfg, meta)
-
-

@@ -21,8 +21,9 @@ CONSOLE_SCRIPT = Path(sys.executable).parent / "rayplatform"
 
 
 def elsewhere(command: list[str], folder: Path, timeout: float = 60) -> subprocess.CompletedProcess:
-    env = {key: value for key, value in {**os.environ, **TEST_ENV}.items()
-           if key not in ("PYTHONPATH", "RAY_ADDRESS")}  # a Ray of its own: its workers prove the path too
+    env = {
+        key: value for key, value in {**os.environ, **TEST_ENV}.items() if key not in ("PYTHONPATH", "RAY_ADDRESS")
+    }  # a Ray of its own: its workers prove the path too
     return subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -80,8 +81,7 @@ def test_the_console_script_answers_version_help_and_bad_commands_without_ray(fo
     printed = elsewhere([str(CONSOLE_SCRIPT), "run", "asl", "--tier", "smoke", "--print-config"], folder)
     assert printed.returncode == 0 and "max_len: 32" in printed.stdout, printed.stderr
     unknown = elsewhere([str(CONSOLE_SCRIPT), "train", "asl"], folder)
-    assert unknown.returncode == 2 and unknown.stderr.strip() == \
-        "error: unknown command 'train'; known: run, tune, label, predict, monitor"
+    assert unknown.returncode == 2 and unknown.stderr.strip() == "error: unknown command 'train'; known: run, tune, label, predict, monitor"
     bad = elsewhere([str(CONSOLE_SCRIPT), "run", "asl", "--set", "epochs=0"], folder)
     assert bad.returncode == 2 and last_line(bad.stderr) == "error: config key 'epochs' must be >= 1, not 0"
 

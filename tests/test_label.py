@@ -1,6 +1,6 @@
 """``python -m platform.label`` against a real OpenAI-compatible server on loopback (tests/openai_server.py).
 
-    .venv/bin/python -m pytest tests/test_label.py
+.venv/bin/python -m pytest tests/test_label.py
 """
 
 from __future__ import annotations
@@ -42,26 +42,53 @@ def synthetic(tmp_path_factory, ray_address):
     captions[4] += " #slow"
     (folder / "images").mkdir()
     (folder / "images" / "broken.jpg").write_text("not a picture")
-    extra = [("gone", "images/nowhere.jpg", "an image that is not there"), ("blank", "images/p0.jpg", "   "),
-             ("broken", "images/broken.jpg", "a file that is no image"),
-             ("twin", "images/p5.jpg", captions[5])]  # same content as p5: asked once
+    extra = [
+        ("gone", "images/nowhere.jpg", "an image that is not there"),
+        ("blank", "images/p0.jpg", "   "),
+        ("broken", "images/broken.jpg", "a file that is no image"),
+        ("twin", "images/p5.jpg", captions[5]),
+    ]  # same content as p5: asked once
     write_posts(folder, captions, extra)
     with FakeOpenAI(key=KEY, latency=0.05, script=SCRIPT, slow_s=3.0) as server:
-        args = [str(folder), "--base-url", server.url, *PRICES, "--rpm", str(RPM), "--concurrency", "4",
-                "--actors", "2", "--max-retries", "2", "--timeout", "1", "--backoff", "0.05"]
+        args = [
+            str(folder),
+            "--base-url",
+            server.url,
+            *PRICES,
+            "--rpm",
+            str(RPM),
+            "--concurrency",
+            "4",
+            "--actors",
+            "2",
+            "--max-retries",
+            "2",
+            "--timeout",
+            "1",
+            "--backoff",
+            "0.05",
+        ]
         first = label(*args, address=ray_address)
         first_calls = list(server.calls)
         shutil.copytree(folder / "labeled", folder / "first")  # the re-run rewrites labeled/
         rerun = label(*args, address=ray_address)
-        rerun_calls = server.calls[len(first_calls):]
+        rerun_calls = server.calls[len(first_calls) :]
         shutil.copytree(folder / "labeled", folder / "second")
         # The same folder and cache against another API (another port: another --base-url).
         with FakeOpenAI(key=KEY) as other:
             elsewhere = label(*args[:2], other.url, *args[3:], address=ray_address)
             other_calls = list(other.calls)
-        yield {"folder": folder, "out": folder / "first", "captions": captions, "first": first,
-               "first_calls": first_calls, "rerun": rerun, "rerun_calls": rerun_calls,
-               "elsewhere": elsewhere, "other_calls": other_calls}
+        yield {
+            "folder": folder,
+            "out": folder / "first",
+            "captions": captions,
+            "first": first,
+            "first_calls": first_calls,
+            "rerun": rerun,
+            "rerun_calls": rerun_calls,
+            "elsewhere": elsewhere,
+            "other_calls": other_calls,
+        }
 
 
 def test_every_row_is_labeled_or_quarantined_once_with_its_reason(synthetic):
@@ -73,21 +100,43 @@ def test_every_row_is_labeled_or_quarantined_once_with_its_reason(synthetic):
     assert sorted(labels["post_id"].tolist() + quarantine["post_id"].tolist()) == sorted(posts["post_id"])
     reasons = dict(zip(quarantine["post_id"], quarantine["reason"]))
     assert {k: v.split(":")[0] for k, v in reasons.items()} == {
-        "p3": "invalid_reply", "p4": "timeout", "gone": "missing_image", "blank": "empty_caption",
-        "broken": "unreadable_image"}
+        "p3": "invalid_reply",
+        "p4": "timeout",
+        "gone": "missing_image",
+        "blank": "empty_caption",
+        "broken": "unreadable_image",
+    }
     attempts = dict(zip(quarantine["post_id"], quarantine["attempts"]))
     assert attempts == {"p3": 3, "p4": 3, "gone": 0, "blank": 0, "broken": 0}
-    assert list(labels.columns) == ["post_id", "image_path", "caption", "score", "reason", "model", "prompt_version",
-                                    "prompt_tokens", "completion_tokens", "cost_usd", "latency_s", "cached"]
+    assert list(labels.columns) == [
+        "post_id",
+        "image_path",
+        "caption",
+        "score",
+        "reason",
+        "model",
+        "prompt_version",
+        "prompt_tokens",
+        "completion_tokens",
+        "cost_usd",
+        "latency_s",
+        "cached",
+    ]
     for row in labels.itertuples():
         assert row.score == expected_score(row.caption) and Path(row.image_path).is_absolute() and not row.cached
     ledger = json.loads((out / "ledger.json").read_text())
     assert ledger["rows"]["labeled"] == len(labels) == 19 and ledger["rows"]["quarantined"] == 5
-    assert ledger["rows"]["quarantined_by_reason"] == {"empty_caption": 1, "invalid_reply": 1, "missing_image": 1,
-                                                       "timeout": 1, "unreadable_image": 1}
+    assert ledger["rows"]["quarantined_by_reason"] == {
+        "empty_caption": 1,
+        "invalid_reply": 1,
+        "missing_image": 1,
+        "timeout": 1,
+        "unreadable_image": 1,
+    }
     assert ledger["requests"] == len(synthetic["first_calls"]) and ledger["http_429"] == 1
-    assert ledger["tokens"]["prompt"] == PROMPT_TOKENS * sum(c["status"] == 200 and c["behaviour"] not in ("slow", "malformed")
-                                                             for c in synthetic["first_calls"])
+    assert ledger["tokens"]["prompt"] == PROMPT_TOKENS * sum(
+        c["status"] == 200 and c["behaviour"] not in ("slow", "malformed") for c in synthetic["first_calls"]
+    )
     assert "complete: 19/24 rows labeled" in first.stdout and "[label] " in first.stdout
     assert "quarantined (empty_caption 1, invalid_reply 1, missing_image 1, timeout 1, unreadable_image 1)" in first.stdout
 
@@ -133,21 +182,25 @@ def test_answers_cached_from_one_api_are_not_reused_for_another(synthetic):
 def test_the_api_in_the_cache_key_is_spelled_one_way_and_a_malformed_one_is_refused(tmp_path):
     from platform.label.inputs import provider
 
-    assert provider("HTTPS://OpenRouter.AI:443/api/v1/") == provider("https://openrouter.ai/api/v1") \
-        == "https://openrouter.ai/api/v1"
+    assert provider("HTTPS://OpenRouter.AI:443/api/v1/") == provider("https://openrouter.ai/api/v1") == "https://openrouter.ai/api/v1"
     assert provider("http://user:pw@127.0.0.1:8765/v1") == "http://127.0.0.1:8765/v1"  # no password in a record
     assert provider("http://127.0.0.1:8765/v1") != provider("http://127.0.0.1:8766/v1")
     folder = write_posts(tmp_path, ["a post"])
     result = label(str(folder), "--base-url", "openrouter.ai/api/v1")
     assert result.returncode == 2
-    assert last_line(result.stderr) == "error: --base-url 'openrouter.ai/api/v1' is not an http(s) URL like " \
-                                       "https://openrouter.ai/api/v1"
+    assert last_line(result.stderr) == "error: --base-url 'openrouter.ai/api/v1' is not an http(s) URL like https://openrouter.ai/api/v1"
 
 
 def test_the_key_is_never_printed_or_written(synthetic):
-    assert_key_nowhere(synthetic["folder"], synthetic["first"].stdout, synthetic["first"].stderr,
-                       synthetic["rerun"].stdout, synthetic["rerun"].stderr,
-                       synthetic["elsewhere"].stdout, synthetic["elsewhere"].stderr)
+    assert_key_nowhere(
+        synthetic["folder"],
+        synthetic["first"].stdout,
+        synthetic["first"].stderr,
+        synthetic["rerun"].stdout,
+        synthetic["rerun"].stderr,
+        synthetic["elsewhere"].stdout,
+        synthetic["elsewhere"].stderr,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -160,8 +213,18 @@ def labeled_social(tmp_path_factory, ray_address) -> tuple[Path, pd.DataFrame, s
     posts.to_csv(folder / "posts.csv", index=False)
     with FakeOpenAI(key=KEY, latency=0.02) as server:
         # The posts name images in ../shared/datasets/social, outside their own folder.
-        result = label(str(folder / "posts.csv"), "--out", str(folder / "out"), "--base-url", server.url,
-                       *PRICES, "--rps", "20", "--allow-outside-images", address=ray_address)
+        result = label(
+            str(folder / "posts.csv"),
+            "--out",
+            str(folder / "out"),
+            "--base-url",
+            server.url,
+            *PRICES,
+            "--rps",
+            "20",
+            "--allow-outside-images",
+            address=ray_address,
+        )
         calls = server.call_count
     return folder, posts, result, calls
 
@@ -179,8 +242,19 @@ def test_real_social_sample_is_labeled(labeled_social):
 
 def test_the_labeled_posts_train_gender_bias_and_predict(labeled_social, ray_address, tmp_path):
     folder, posts, _result, _calls = labeled_social
-    trained = run_command("run", "gender_bias", "--tier", "smoke", "--data", str(folder / "out"),
-                          "--storage", str(tmp_path), "--name", "from-labels", address=ray_address)
+    trained = run_command(
+        "run",
+        "gender_bias",
+        "--tier",
+        "smoke",
+        "--data",
+        str(folder / "out"),
+        "--storage",
+        str(tmp_path),
+        "--name",
+        "from-labels",
+        address=ray_address,
+    )
     assert trained.returncode == 0, trained.stderr[-4000:]
     run_dir = tmp_path / "gender_bias" / "from-labels"
     manifest = json.loads((run_dir / "manifest.json").read_text())
@@ -199,8 +273,14 @@ def test_a_killed_run_resumes_without_paying_twice_and_the_ledger_counts_both_ru
     env = {**os.environ, **TEST_ENV, "RAY_ADDRESS": ray_address, "OPENROUTER_API_KEY": KEY}
     with FakeOpenAI(key=KEY, latency=0.3) as server:
         args = [str(folder), "--base-url", server.url, *PRICES, "--rps", "3", "--concurrency", "2"]
-        driver = subprocess.Popen([sys.executable, "-m", "platform.label", *args], cwd=REPO, env=env,
-                                  start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "platform.label", *args],
+            cwd=REPO,
+            env=env,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 120
         while server.call_count < 8 and driver.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -235,15 +315,25 @@ def test_a_killed_run_resumes_without_paying_twice_and_the_ledger_counts_both_ru
     assert totals["cost_usd"] == pytest.approx(totals["requests"] * COST_PER_REQUEST)
     assert totals["tokens"]["prompt"] == PROMPT_TOKENS * totals["requests"]
     assert len(captions) <= totals["rows_labeled"] <= len(captions) + 2
-    assert f"all 2 runs into this folder: requests {totals['requests']}  rows labeled {totals['rows_labeled']}" \
-        in resumed.stdout
+    assert f"all 2 runs into this folder: requests {totals['requests']}  rows labeled {totals['rows_labeled']}" in resumed.stdout
 
 
 def test_the_budget_stops_the_run_cleanly(tmp_path, ray_address):
     folder = write_posts(tmp_path, [f"budgeted post {i}" for i in range(12)])
     with FakeOpenAI(key=KEY, latency=0.05) as server:
-        result = label(str(folder), "--base-url", server.url, *PRICES, "--budget-usd", str(4 * COST_PER_REQUEST),
-                       "--concurrency", "2", "--rps", "20", address=ray_address)
+        result = label(
+            str(folder),
+            "--base-url",
+            server.url,
+            *PRICES,
+            "--budget-usd",
+            str(4 * COST_PER_REQUEST),
+            "--concurrency",
+            "2",
+            "--rps",
+            "20",
+            address=ray_address,
+        )
         calls = server.call_count
     assert result.returncode == 3, result.stderr[-3000:]
     assert "budget reached" in last_line(result.stdout) and "not labeled" in last_line(result.stdout)

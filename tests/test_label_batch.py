@@ -29,15 +29,21 @@ POLL = ["--poll", "0.2"]
 
 def read_out(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     out = folder / "labeled"
-    return (pd.read_csv(out / "labels.csv", dtype={"post_id": str}),
-            pd.read_csv(out / "quarantine.csv", dtype={"post_id": str}),
-            json.loads((out / "ledger.json").read_text()))
+    return (
+        pd.read_csv(out / "labels.csv", dtype={"post_id": str}),
+        pd.read_csv(out / "quarantine.csv", dtype={"post_id": str}),
+        json.loads((out / "ledger.json").read_text()),
+    )
 
 
 def input_lines(server: FakeOpenAI) -> list[dict]:
     """Every request line of every batch input file the server was sent."""
-    return [json.loads(line) for stored in server.files.values() if stored["purpose"] == "batch"
-            for line in stored["data"].decode().splitlines()]
+    return [
+        json.loads(line)
+        for stored in server.files.values()
+        if stored["purpose"] == "batch"
+        for line in stored["data"].decode().splitlines()
+    ]
 
 
 def paid(server: FakeOpenAI) -> list[str]:
@@ -89,11 +95,20 @@ def test_a_driver_killed_while_polling_resumes_the_same_batch(tmp_path, id_saved
     env = {**os.environ, **TEST_ENV, "OPENROUTER_API_KEY": KEY}
     with FakeOpenAI(key=KEY, batch_polls=15) as server:  # 3 s of polls at --poll 0.2
         args = [str(folder), "--batch", "--base-url", server.url, *PRICES, *POLL]
-        driver = subprocess.Popen([sys.executable, "-m", "platform.label", *args], cwd=REPO, env=env,
-                                  start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "platform.label", *args],
+            cwd=REPO,
+            env=env,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 60
-        while driver.poll() is None and time.monotonic() < deadline and \
-                not (state.is_file() and any(b.get("id") for b in json.loads(state.read_text())["batches"])):
+        while (
+            driver.poll() is None
+            and time.monotonic() < deadline
+            and not (state.is_file() and any(b.get("id") for b in json.loads(state.read_text())["batches"]))
+        ):
             time.sleep(0.02)
         assert driver.poll() is None, "the driver ended before its batch id was saved"
         os.killpg(driver.pid, signal.SIGKILL)
@@ -169,8 +184,9 @@ def test_the_budget_is_checked_before_a_batch_is_created(tmp_path):
     with FakeOpenAI(key=KEY) as server:
         two = label(str(folder), "--batch", "--base-url", server.url, *PRICES, *POLL, "--budget-usd", f"{room_for_two}")
         labels, _quarantine, ledger = read_out(folder)
-        none = label(str(folder), "--batch", "--base-url", server.url, *PRICES, *POLL,
-                     "--budget-usd", f"{row_estimate_usd(captions[0]) / 2}")
+        none = label(
+            str(folder), "--batch", "--base-url", server.url, *PRICES, *POLL, "--budget-usd", f"{row_estimate_usd(captions[0]) / 2}"
+        )
         batches = len(server.batches)
     assert two.returncode == 3, two.stderr[-3000:]
     assert sorted(paid(server)) == sorted(labels["caption"]) and len(labels) == 2
@@ -201,9 +217,9 @@ def test_batch_flags_are_checked_before_anything_is_sent(tmp_path):
         no_poll = label(str(folder), "--batch", "--poll", "0", "--base-url", server.url, *PRICES)
         assert not server.files and not server.batches
     assert limited.returncode == 2 and last_line(limited.stderr) == (
-        "error: --rpm, --rps and --tpm limit online requests: a batch runs under the provider's batch limits")
-    assert no_poll.returncode == 2 and last_line(no_poll.stderr) == \
-        "error: --poll must be positive and --batch-discount in (0, 1]"
+        "error: --rpm, --rps and --tpm limit online requests: a batch runs under the provider's batch limits"
+    )
+    assert no_poll.returncode == 2 and last_line(no_poll.stderr) == "error: --poll must be positive and --batch-discount in (0, 1]"
 
 
 def test_an_api_without_a_batch_api_is_one_error_line(tmp_path):
@@ -221,8 +237,10 @@ def test_a_rejected_key_is_one_error_line_and_never_written(tmp_path):
         result = label(str(folder), "--batch", "--base-url", server.url, *PRICES, *POLL)
         assert not server.files and not server.batches
     assert result.returncode == 2
-    assert last_line(result.stderr) == f"error: the API at {server.url} rejected the key (HTTP 401): " \
-                                       "check OPENROUTER_API_KEY or OPENAI_API_KEY"
+    assert (
+        last_line(result.stderr) == f"error: the API at {server.url} rejected the key (HTTP 401): "
+        "check OPENROUTER_API_KEY or OPENAI_API_KEY"
+    )
     assert_key_nowhere(folder, result.stdout, result.stderr)
 
 
@@ -232,13 +250,17 @@ def test_rows_past_a_batchs_line_or_byte_limit_go_to_another_input_file(tmp_path
 
     task = load("gender_bias")
     write_posts(tmp_path, [f"split post {i}" for i in range(5)])
-    rows = [{"key": f"k{i}", "text": f"split post {i}", "mime": "image/jpeg", "usd": 0.25,
-             "image_path": str(tmp_path / "images" / f"p{i}.jpg")} for i in range(5)]
+    rows = [
+        {"key": f"k{i}", "text": f"split post {i}", "mime": "image/jpeg", "usd": 0.25, "image_path": str(tmp_path / "images" / f"p{i}.jpg")}
+        for i in range(5)
+    ]
 
     def files() -> list[list[dict]]:
         # Each file is read as it is yielded: the next one is written in its place.
-        return [[json.loads(line) for line in chunk["path"].read_text().splitlines()]
-                for chunk in batch._chunks(task, rows, tmp_path / "out", "m", structured=False)]
+        return [
+            [json.loads(line) for line in chunk["path"].read_text().splitlines()]
+            for chunk in batch._chunks(task, rows, tmp_path / "out", "m", structured=False)
+        ]
 
     monkeypatch.setattr(batch, "MAX_LINES", 2)
     assert [[line["custom_id"] for line in f] for f in files()] == [["k0", "k1"], ["k2", "k3"], ["k4"]]

@@ -15,9 +15,11 @@ from openai_server import FakeOpenAI
 def test_an_image_path_outside_the_source_folder_is_refused_unless_allowed(tmp_path):
     folder = tmp_path / "posts"
     elsewhere = write_posts(tmp_path / "elsewhere", ["private one", "private two"])
-    extra = [("inside", str(folder / "images" / "p1.jpg"), "an absolute path inside the folder"),
-             ("out", "../elsewhere/images/p0.jpg", "private one"),
-             ("out2", str(elsewhere / "images" / "p1.jpg"), "private two")]
+    extra = [
+        ("inside", str(folder / "images" / "p1.jpg"), "an absolute path inside the folder"),
+        ("out", "../elsewhere/images/p0.jpg", "private one"),
+        ("out2", str(elsewhere / "images" / "p1.jpg"), "private two"),
+    ]
     write_posts(folder, ["a post", "another post"], extra)
     with FakeOpenAI(key=KEY) as server:
         refused = label(str(folder), "--base-url", server.url, *PRICES)
@@ -25,7 +27,8 @@ def test_an_image_path_outside_the_source_folder_is_refused_unless_allowed(tmp_p
     assert refused.returncode == 2, refused.stderr[-3000:]
     assert last_line(refused.stderr) == (
         f"error: {folder / 'posts.csv'}: post_id out: image_path '../elsewhere/images/p0.jpg' is outside {folder} "
-        "(and 1 more rows); pass --allow-outside-images to send images from elsewhere to the API")
+        "(and 1 more rows); pass --allow-outside-images to send images from elsewhere to the API"
+    )
     assert not (folder / "labeled").exists()
     allowed = label(str(folder), "--base-url", server.url, *PRICES, "--allow-outside-images", "--dry-run", key=None)
     assert allowed.returncode == 0, allowed.stderr[-3000:]
@@ -55,8 +58,10 @@ def test_a_rejected_key_aborts_with_one_error_line(tmp_path, ray_address):
         result = label(str(folder), "--base-url", server.url, *PRICES, "--concurrency", "2", address=ray_address)
         assert 1 <= server.call_count <= 2 + 2  # in flight when the first 401 came
     assert result.returncode == 2
-    assert last_line(result.stderr) == f"error: the API at {server.url} rejected the key (HTTP 401): " \
-                                       "check OPENROUTER_API_KEY or OPENAI_API_KEY"
+    assert (
+        last_line(result.stderr) == f"error: the API at {server.url} rejected the key (HTTP 401): "
+        "check OPENROUTER_API_KEY or OPENAI_API_KEY"
+    )
     assert not (folder / "labeled" / "labels.csv").exists()
     assert_key_nowhere(folder, result.stdout, result.stderr)
 
@@ -68,8 +73,7 @@ def test_an_unreachable_server_aborts_with_one_error_line(tmp_path, ray_address)
         probe.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{probe.getsockname()[1]}/v1"
     folder = write_posts(tmp_path, ["a post", "another post"])
-    result = label(str(folder), "--base-url", url, *PRICES, "--max-retries", "1", "--backoff", "0.01",
-                   address=ray_address)
+    result = label(str(folder), "--base-url", url, *PRICES, "--max-retries", "1", "--backoff", "0.01", address=ray_address)
     assert result.returncode == 2
     assert last_line(result.stderr).startswith(f"error: cannot reach the API at {url} (")
     assert not (folder / "labeled" / "labels.csv").exists()

@@ -29,8 +29,11 @@ def labeler_pids(address: str) -> list[int]:
     """The processes of the live Labeler actors (Ray Data's MapWorker(MapBatches(Labeler)))."""
     from ray.util.state import list_actors
 
-    return [actor.pid for actor in list_actors(address=address, filters=[("state", "=", "ALIVE")], limit=10_000)
-            if "Labeler" in actor.class_name]
+    return [
+        actor.pid
+        for actor in list_actors(address=address, filters=[("state", "=", "ALIVE")], limit=10_000)
+        if "Labeler" in actor.class_name
+    ]
 
 
 def wait_for(condition, timeout: float, what: str) -> None:
@@ -51,12 +54,36 @@ def kill_labelers_mid_run(folder: Path, address: str, rows: int, concurrency: in
         # Since 5 is no multiple of the 4 rows a batch has, a batch still running holds an answered row.
         server.hold_after(5)
         driver = subprocess.Popen(
-            [sys.executable, "-m", "platform.label", str(folder), "--base-url", server.url, *PRICES, "--rps", "20",
-             "--concurrency", str(concurrency), "--actors", "2", "--timeout", "30"],
-            cwd=REPO, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                "-m",
+                "platform.label",
+                str(folder),
+                "--base-url",
+                server.url,
+                *PRICES,
+                "--rps",
+                "20",
+                "--concurrency",
+                str(concurrency),
+                "--actors",
+                "2",
+                "--timeout",
+                "30",
+            ],
+            cwd=REPO,
+            env=env,
+            start_new_session=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
-            wait_for(lambda: (server.held() == in_flight and len(server.delivered()) == 5) or driver.poll() is not None,
-                     120, "five answers and the next calls in flight")
+            wait_for(
+                lambda: (server.held() == in_flight and len(server.delivered()) == 5) or driver.poll() is not None,
+                120,
+                "five answers and the next calls in flight",
+            )
             time.sleep(0.5)  # the five answers reach the gate
             pids = labeler_pids(address)
             assert pids and driver.poll() is None
@@ -124,14 +151,25 @@ def test_the_key_reaches_the_actors_but_never_the_object_store_or_the_session_fi
     # A Ray of the job's own (the key in the driver's environment, as on a laptop) that spills
     # every object it can to a folder read while the job runs: what Ray is handed reaches disk.
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(TEST_ENV, OPENROUTER_API_KEY=KEY, RAY_TMPDIR=str(ray_tmp), RAY_object_spilling_directory=str(spill),
-               RAY_object_spilling_threshold="0.0", RAY_min_spilling_size="0")
+    env.update(
+        TEST_ENV,
+        OPENROUTER_API_KEY=KEY,
+        RAY_TMPDIR=str(ray_tmp),
+        RAY_object_spilling_directory=str(spill),
+        RAY_object_spilling_threshold="0.0",
+        RAY_min_spilling_size="0",
+    )
     spilled, found = set(), set()
     try:
         with FakeOpenAI(key=KEY, latency=0.1) as server:
             driver = subprocess.Popen(
-                [sys.executable, "-m", "platform.label", str(folder), "--base-url", server.url, *PRICES,
-                 "--concurrency", "1"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                [sys.executable, "-m", "platform.label", str(folder), "--base-url", server.url, *PRICES, "--concurrency", "1"],
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             while driver.poll() is None:  # spilled objects are deleted once freed: read them now
                 spilled.update(str(p) for p in spill.rglob("*") if p.is_file())
                 found.update(scan_for_key(spill))
@@ -160,7 +198,8 @@ def test_actors_with_another_key_than_the_driver_stop_the_job_with_one_error_lin
     assert last_line(result.stderr) == (
         "error: the Ray workers have another API key than the driver's in their environment: on a cluster, set "
         "OPENROUTER_API_KEY (or OPENAI_API_KEY) where `ray start` runs on every node, never in a runtime_env "
-        "(see platform/label/secret.py)")
+        "(see platform/label/secret.py)"
+    )
     assert "sk-the-drivers-key" not in result.stdout + result.stderr
 
 
@@ -169,8 +208,9 @@ def test_the_job_holds_a_tokens_per_minute_limit_corrected_from_the_replies_usag
     tpm = 90_000
     used = PROMPT_TOKENS + 150  # what a request counts: the prompt the server reports and max_tokens
     with FakeOpenAI(key=KEY, latency=0.05) as server:
-        result = label(str(folder), "--base-url", server.url, *PRICES, "--tpm", str(tpm), "--rps", "20",
-                       "--concurrency", "2", address=ray_address)
+        result = label(
+            str(folder), "--base-url", server.url, *PRICES, "--tpm", str(tpm), "--rps", "20", "--concurrency", "2", address=ray_address
+        )
         times = [c["t"] for c in server.calls]
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(times) == 16
@@ -192,8 +232,9 @@ def test_a_tokens_per_minute_limit_no_request_fits_in_is_one_error_line(tmp_path
     assert result.returncode == 2 and last_line(result.stderr) == "error: --tpm must be positive"
     result = label(str(folder), "--tpm", "300")
     assert result.returncode == 2
-    assert last_line(result.stderr) == ("error: --tpm 300 is less than one request's tokens (~317 estimated: prompt "
-                                        "and max_tokens 150): no request would fit in a minute")
+    assert last_line(result.stderr) == (
+        "error: --tpm 300 is less than one request's tokens (~317 estimated: prompt and max_tokens 150): no request would fit in a minute"
+    )
     assert "--tpm TPM" in label("--help").stdout
 
 
@@ -209,11 +250,26 @@ def faults(tmp_path_factory, ray_address):
     write_posts(folder, captions, extra)
     script = {"#drop": ["500", "drop"], "#wait": ["429"]}
     with FakeOpenAI(key=KEY, latency=0.05, script=script, retry_after=86400) as server:
-        result = label(str(folder), "--base-url", server.url, *PRICES, "--rps", "20", "--concurrency", "2",
-                       "--max-retries", "1", "--timeout", "1", "--backoff", "0.05", address=ray_address, timeout=150)
+        result = label(
+            str(folder),
+            "--base-url",
+            server.url,
+            *PRICES,
+            "--rps",
+            "20",
+            "--concurrency",
+            "2",
+            "--max-retries",
+            "1",
+            "--timeout",
+            "1",
+            "--backoff",
+            "0.05",
+            address=ray_address,
+            timeout=150,
+        )
         calls = list(server.calls)
-    quarantine = pd.read_csv(folder / "labeled" / "quarantine.csv", dtype={"post_id": str}) \
-        if result.returncode == 0 else None
+    quarantine = pd.read_csv(folder / "labeled" / "quarantine.csv", dtype={"post_id": str}) if result.returncode == 0 else None
     return {"folder": folder, "captions": captions, "result": result, "calls": calls, "quarantine": quarantine}
 
 
@@ -221,8 +277,10 @@ def test_a_decompression_bomb_is_quarantined_before_any_request(faults):
     result, quarantine = faults["result"], faults["quarantine"]
     assert result.returncode == 0, result.stderr[-3000:]
     reasons = dict(zip(quarantine["post_id"], quarantine["reason"]))
-    assert reasons["bomb"].startswith("decompression_bomb: ") and reasons["big"] == \
-        "decompression_bomb: 9000x9000 pixels, more than the 64,000,000 an image may have"
+    assert (
+        reasons["bomb"].startswith("decompression_bomb: ")
+        and reasons["big"] == "decompression_bomb: 9000x9000 pixels, more than the 64,000,000 an image may have"
+    )
     assert dict(zip(quarantine["post_id"], quarantine["attempts"]))["bomb"] == 0
     assert not {c["caption"] for c in faults["calls"]} & {"a bomb", "81 megapixels"}
     labels = pd.read_csv(faults["folder"] / "labeled" / "labels.csv", dtype={"post_id": str})
@@ -247,9 +305,11 @@ def test_a_day_long_retry_after_pauses_the_job_a_capped_while_and_says_so(faults
     waited = [c["t"] for c in faults["calls"] if c["caption"] == "a post #wait"]
     assert len(waited) == 2 and 1.0 <= waited[1] - waited[0] < 10  # --timeout 1 caps the pause at 1 s
     told = [line for line in result.stdout.splitlines() if "Retry-After" in line]
-    assert told == ["[label] the API asked for pauses of up to 86400s (Retry-After, 1 time(s)); paused 1s instead "
-                    "(at most --timeout, never over 60s): rows still refused are quarantined as rate_limited and "
-                    "a re-run retries them"]
+    assert told == [
+        "[label] the API asked for pauses of up to 86400s (Retry-After, 1 time(s)); paused 1s instead "
+        "(at most --timeout, never over 60s): rows still refused are quarantined as rate_limited and "
+        "a re-run retries them"
+    ]
     labels = pd.read_csv(faults["folder"] / "labeled" / "labels.csv", dtype={"post_id": str})
     assert "a post #wait" in set(labels["caption"])
     assert json.loads((faults["folder"] / "labeled" / "ledger.json").read_text())["retry_after_capped"] == 1

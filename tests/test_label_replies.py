@@ -20,14 +20,34 @@ CAPTIONS = [f"a structured post {i}" for i in range(7)] + ["a post scored off th
 
 
 def run(folder, server, address):
-    return label(str(folder), "--base-url", server.url, *PRICES, "--rps", "20", "--concurrency", "4",
-                 "--actors", "2", "--max-retries", "1", "--timeout", "10", "--backoff", "0.05", address=address)
+    return label(
+        str(folder),
+        "--base-url",
+        server.url,
+        *PRICES,
+        "--rps",
+        "20",
+        "--concurrency",
+        "4",
+        "--actors",
+        "2",
+        "--max-retries",
+        "1",
+        "--timeout",
+        "10",
+        "--backoff",
+        "0.05",
+        address=address,
+    )
 
 
 def outputs(folder):
     out, read = folder / "labeled", {"dtype": {"post_id": str}}
-    return (pd.read_csv(out / "labels.csv", **read), pd.read_csv(out / "quarantine.csv", **read),
-            json.loads((out / "ledger.json").read_text()))
+    return (
+        pd.read_csv(out / "labels.csv", **read),
+        pd.read_csv(out / "quarantine.csv", **read),
+        json.loads((out / "ledger.json").read_text()),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +63,7 @@ def structured(tmp_path_factory, ray_address):
 def test_requests_ask_for_the_reply_models_schema_and_replies_are_read_through_it(structured):
     labels, _quarantine, _ledger, calls = structured
     assert all(c["response_format"] for c in calls)
-    assert {(c["response_format"]["type"], c["response_format"]["json_schema"]["strict"]) for c in calls} == \
-        {("json_schema", True)}
+    assert {(c["response_format"]["type"], c["response_format"]["json_schema"]["strict"]) for c in calls} == {("json_schema", True)}
     from trainables.gender_bias.labeling import Reply
 
     schema = Reply.model_json_schema()
@@ -57,8 +76,7 @@ def test_requests_ask_for_the_reply_models_schema_and_replies_are_read_through_i
 
 def test_a_structured_reply_out_of_range_is_quarantined_with_its_reason(structured):
     _labels, quarantine, ledger, calls = structured
-    assert quarantine[["post_id", "reason", "attempts"]].values.tolist() == [
-        ["p7", "invalid_reply: score 42 out of range 0..10", 2]]
+    assert quarantine[["post_id", "reason", "attempts"]].values.tolist() == [["p7", "invalid_reply: score 42 out of range 0..10", 2]]
     wild = [c for c in calls if c["caption"].endswith("#wild")]
     assert [c["behaviour"] for c in wild] == ["out_of_range"] * 2 and all(c["response_format"] for c in wild)
     assert ledger["rows"]["quarantined_by_reason"] == {"invalid_reply": 1}
@@ -94,8 +112,7 @@ def test_replies_are_parsed_leniently_and_validated_strictly():
     parse_reply = load("gender_bias").parse
     assert parse_reply('```json\n{"score": 7, "reason": "ok"}\n```') == (7.0, "ok")
     assert parse_reply('Sure! {"score": "3.5", "reason": " two\nlines "} Hope it helps.') == (3.5, "two lines")
-    for bad in ("", "five", "[1, 2]", '{"score": 11, "reason": "x"}', '{"score": true, "reason": "x"}',
-                '{"score": 4}', '{"reason": "x"}'):
+    for bad in ("", "five", "[1, 2]", '{"score": 11, "reason": "x"}', '{"score": true, "reason": "x"}', '{"score": 4}', '{"reason": "x"}'):
         with pytest.raises(ReplyError):
             parse_reply(bad)
     assert retry_after({"retry-after": "2"}) == 2.0 and retry_after({"retry-after-ms": "250"}) == 0.25

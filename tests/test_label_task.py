@@ -18,7 +18,7 @@ from openai_replies import expected_score
 from openai_server import FakeOpenAI
 from PIL import Image
 
-TONE_TASK = '''
+TONE_TASK = """
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -36,7 +36,7 @@ class Reply(BaseModel):
     model_config = ConfigDict(title="review_tone", json_schema_extra={"additionalProperties": False})
     tone: Literal["calm", "angry", "sad"]
     reason: str
-'''
+"""
 TONES = ["calm", "angry", "sad"]
 REVIEWS = ["the soup was cold", "lovely view from the terrace", "never again", "fine, nothing special"]
 
@@ -59,16 +59,26 @@ def test_a_task_of_the_users_labels_its_own_table_with_its_own_schema(tmp_path, 
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path / "tasks"), os.environ.get("PYTHONPATH", "")]))
     folder = write_reviews(tmp_path / "reviews")
     with FakeOpenAI(key=KEY) as server:
-        result = label(str(folder), "--task", "review_tone", "--base-url", server.url, *PRICES, "--rps", "20",
-                       "--concurrency", "4", address=ray_address)
+        result = label(
+            str(folder),
+            "--task",
+            "review_tone",
+            "--base-url",
+            server.url,
+            *PRICES,
+            "--rps",
+            "20",
+            "--concurrency",
+            "4",
+            address=ray_address,
+        )
         calls = list(server.calls)
     assert result.returncode == 0, result.stderr[-3000:]
     out = folder / "labeled"
     labels = pd.read_csv(out / "labels.csv", dtype=str, keep_default_na=False)
     assert list(labels.columns[:5]) == ["review_id", "photo", "review", "tone", "reason"]
     # The server answers a structured request's label property: an enum's member by the text's checksum.
-    assert dict(zip(labels["review"], labels["tone"])) == {
-        review: TONES[expected_score(f"Review: {review}") % 3] for review in REVIEWS}
+    assert dict(zip(labels["review"], labels["tone"])) == {review: TONES[expected_score(f"Review: {review}") % 3] for review in REVIEWS}
     assert (labels["prompt_version"] == "tone-v1").all()
     assert {c["response_format"]["json_schema"]["name"] for c in calls} == {"review_tone"}
     quarantine = pd.read_csv(out / "quarantine.csv", dtype=str, keep_default_na=False)
@@ -88,12 +98,12 @@ def test_an_unknown_or_incomplete_task_is_one_error_before_any_work(tmp_path, mo
     assert incomplete.returncode == 2
     assert last_line(incomplete.stderr) == (
         "error: labeling task half_task lacks Reply, LABEL, COLUMNS, TEXT_PREFIX, GENERATION, INPUT_FILE "
-        "(see platform/label/task.py for what a task module holds)")
+        "(see platform/label/task.py for what a task module holds)"
+    )
     assert not (folder / "labeled").exists()
 
 
 def test_the_gender_bias_task_loads_without_importing_torch():
-    code = ("import sys; from platform.label.task import load; task = load(None); "
-            "print(task.module, task.label, 'torch' in sys.modules)")
+    code = "import sys; from platform.label.task import load; task = load(None); print(task.module, task.label, 'torch' in sys.modules)"
     shown = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert shown.stdout.split() == ["trainables.gender_bias.labeling", "score", "False"]

@@ -1,7 +1,8 @@
 """The tree passes ruff (pyproject.toml's [tool.ruff]: pyflakes, pycodestyle errors, import order
-with platform, trainables and search_spaces first-party, bugbear, pyupgrade), as CI runs it.
+with platform, trainables and search_spaces first-party, bugbear, pyupgrade) and is formatted by
+it, as CI runs them.
 
-    .venv/bin/ruff check .     # the same by hand; --fix sorts imports
+    .venv/bin/ruff check . && .venv/bin/ruff format --check .    # by hand; --fix and format mend
 """
 
 from __future__ import annotations
@@ -9,10 +10,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from helpers import REPO
 
 
-def test_the_tree_passes_ruff():
-    result = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--output-format", "concise", "."],
-                            cwd=REPO, capture_output=True, text=True)
+@pytest.mark.parametrize("command", [["check", "--output-format", "concise"], ["format", "--check"]], ids=["check", "format"])
+def test_the_tree_passes_ruff(command):
+    result = subprocess.run([sys.executable, "-m", "ruff", *command, "--no-cache", "."], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-1000:]

@@ -1,6 +1,6 @@
 """The training loop without Ray: exact resume from a checkpoint, accumulation, early stopping.
 
-    .venv/bin/python -m pytest tests/test_loop.py
+.venv/bin/python -m pytest tests/test_loop.py
 """
 
 from __future__ import annotations

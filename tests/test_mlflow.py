@@ -47,9 +47,25 @@ def mlflow_uri(tmp_path_factory) -> str:
     port = free_port()
     log = open(folder / "server.log", "w")  # noqa: SIM115 - closed at teardown
     server = subprocess.Popen(
-        [str(SERVER), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}", "--artifacts-destination", str(folder / "artifacts")],
-        cwd=folder, env=_no_mlflow_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            str(SERVER),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{folder / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(folder / "artifacts"),
+        ],
+        cwd=folder,
+        env=_no_mlflow_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     uri = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300  # a loaded 2-core machine takes a minute or more
@@ -81,13 +97,13 @@ def client(mlflow_uri):
 
 
 def _env(uri: str, address: str) -> dict[str, str]:
-    return {**_no_mlflow_env(), **TEST_ENV, "RAY_ADDRESS": address, "MLFLOW_TRACKING_URI": uri,
-            "MLFLOW_TRACKING_TOKEN": TOKEN}
+    return {**_no_mlflow_env(), **TEST_ENV, "RAY_ADDRESS": address, "MLFLOW_TRACKING_URI": uri, "MLFLOW_TRACKING_TOKEN": TOKEN}
 
 
 def _command(module: str, *args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", f"platform.{module}", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", f"platform.{module}", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _artifacts(client, run_id: str, path: str | None = None) -> set[str]:
@@ -119,8 +135,15 @@ def test_a_run_killed_and_resumed_is_one_mlflow_run_with_one_point_an_epoch(mlfl
     trace = tmp_path / "trace"
     trace.mkdir()
     env = _env(mlflow_uri, ray_address)
-    driver = subprocess.Popen([sys.executable, "-m", "platform.run", *args], cwd=REPO, env={**env, "RAYPLATFORM_TRACE_DIR": str(trace)},
-                              text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "platform.run", *args],
+        cwd=REPO,
+        env={**env, "RAYPLATFORM_TRACE_DIR": str(trace)},
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     run_dir = storage / "asl" / "tracked"
     _wait_for_epoch(trace, 3, driver)
     os.killpg(driver.pid, signal.SIGKILL)  # the driver dies: its MLflow run is left RUNNING
@@ -161,9 +184,25 @@ def test_a_run_killed_and_resumed_is_one_mlflow_run_with_one_point_an_epoch(mlfl
 
 def test_a_sweep_is_a_parent_run_with_a_child_run_a_trial(mlflow_uri, client, ray_address, tmp_path):
     storage = tmp_path / "runs"
-    result = _command("tune", "asl", "--tiers", "smoke", "--set", "epochs=2", "--trials", "2", "--concurrent", "2",
-                      "--tracker", "mlflow", "--storage", str(storage), "--name", "tracked-sweep",
-                      env=_env(mlflow_uri, ray_address))
+    result = _command(
+        "tune",
+        "asl",
+        "--tiers",
+        "smoke",
+        "--set",
+        "epochs=2",
+        "--trials",
+        "2",
+        "--concurrent",
+        "2",
+        "--tracker",
+        "mlflow",
+        "--storage",
+        str(storage),
+        "--name",
+        "tracked-sweep",
+        env=_env(mlflow_uri, ray_address),
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     sweep_dir = storage / "asl" / "sweeps" / "tracked-sweep"
     parent_id = json.loads((sweep_dir / "tracking.json").read_text())["tracking"]["mlflow"]["run_id"]
@@ -192,8 +231,10 @@ def test_an_unreachable_tracking_server_is_one_error_line_before_ray_starts(tmp_
         stem_args = ["asl", "--tier", "smoke"] if command == "run" else ["asl", "--tiers", "smoke", "--trials", "2"]
         result = _command(command, *stem_args, "--tracker", "mlflow", "--storage", str(tmp_path), env=env, timeout=120)
         assert result.returncode == 2, result.stderr[-2000:]
-        assert last_line(result.stderr) == (f"error: MLflow tracking server http://127.0.0.1:{port} is unreachable "
-                                            "([Errno 111] Connection refused): start it or fix MLFLOW_TRACKING_URI")
+        assert last_line(result.stderr) == (
+            f"error: MLflow tracking server http://127.0.0.1:{port} is unreachable "
+            "([Errno 111] Connection refused): start it or fix MLFLOW_TRACKING_URI"
+        )
         assert "Ray dashboard" not in result.stdout and len(result.stderr.strip().splitlines()) == 1
 
 

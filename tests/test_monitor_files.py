@@ -1,6 +1,6 @@
 """``platform.monitor`` on run directories a crash or a checkpoint inside an epoch left behind, without Ray.
 
-    .venv/bin/python -m pytest tests/test_monitor_files.py
+.venv/bin/python -m pytest tests/test_monitor_files.py
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ def _result(metrics: dict, name: str) -> dict:
 
 def test_a_checkpoint_inside_an_epoch_shows_the_epoch_before_it(tmp_path):
     epoch = _result({"epoch": 2, "val/acc": 0.75, "epoch_s": 1.0, "restarts": 0}, "epoch_0002-attempt_0")
-    inside = _result({"epoch": 2, "step": 13, "position": 40, "partial": 1, "val/acc": -1e30, "restarts": 0},
-                     "epoch_0002-step_0000013-attempt_0")
+    inside = _result(
+        {"epoch": 2, "step": 13, "position": 40, "partial": 1, "val/acc": -1e30, "restarts": 0}, "epoch_0002-step_0000013-attempt_0"
+    )
     _run_dir(tmp_path, "inside", {"checkpoint_results": [epoch, inside], "latest_checkpoint_result": inside})
     shown = monitor.report(tmp_path, monitor.GpuWatch())
     assert "epoch 2/5" in shown and "best val/acc 0.7500" in shown and "latest: val/acc 0.7500\n" in shown
@@ -54,8 +55,10 @@ def test_the_monitor_reads_a_run_without_importing_torch_ray_or_the_trainable(tm
     manifest = json.loads((run_dir / "manifest.json").read_text())
     manifest["metric"] = {"name": "val/acc", "mode": "max"}
     (run_dir / "manifest.json").write_text(json.dumps(manifest))
-    code = ("import sys; from platform import monitor; info = monitor.describe_run(__import__('pathlib').Path(sys.argv[1])); "
-            "print(info['metric'], info['best'], info['epoch'], "
-            "[m for m in ('torch', 'ray', 'trainables', 'matplotlib') if m in sys.modules])")
+    code = (
+        "import sys; from platform import monitor; info = monitor.describe_run(__import__('pathlib').Path(sys.argv[1])); "
+        "print(info['metric'], info['best'], info['epoch'], "
+        "[m for m in ('torch', 'ray', 'trainables', 'matplotlib') if m in sys.modules])"
+    )
     shown = subprocess.run([sys.executable, "-c", code, str(run_dir)], cwd=REPO, capture_output=True, text=True, check=True)
     assert shown.stdout.split() == ["val/acc", "0.5", "3", "[]"]

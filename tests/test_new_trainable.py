@@ -105,8 +105,9 @@ def _platform_copy_with_the_toy(root: Path) -> Path:
 def _command(root: Path, ray_address: str, module: str, *args: str) -> subprocess.CompletedProcess:
     # Only the copy on PYTHONPATH: nothing of the toy may come from the repository itself.
     env = {**os.environ, **TEST_ENV, "RAY_ADDRESS": ray_address, "PYTHONPATH": str(root)}
-    return subprocess.run([sys.executable, "-m", f"platform.{module}", *args], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", f"platform.{module}", *args], cwd=root, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_a_new_trainable_is_its_package_and_its_search_space_alone(tmp_path, ray_address):
@@ -127,7 +128,9 @@ def test_a_new_trainable_is_its_package_and_its_search_space_alone(tmp_path, ray
     init.write_text(init.read_text() + "\n\ndef epoch_shedule(epoch, cfg):\n    return {}\n")
     misspelt = _command(root, ray_address, "run", "toy", "--tier", "smoke", "--storage", str(storage), "--name", "second")
     assert misspelt.returncode == 2
-    assert last_line(misspelt.stderr) == ("error: trainables.toy defines epoch_shedule: did you mean epoch_schedule? "
-                                         "(optional names: on_epoch_start, epoch_schedule, train_filter, "
-                                         "add_predict_arguments, run_warnings, baseline, PREPROCESS_KEYS)")
+    assert last_line(misspelt.stderr) == (
+        "error: trainables.toy defines epoch_shedule: did you mean epoch_schedule? "
+        "(optional names: on_epoch_start, epoch_schedule, train_filter, "
+        "add_predict_arguments, run_warnings, baseline, PREPROCESS_KEYS)"
+    )
     assert not (storage / "toy" / "second").exists()

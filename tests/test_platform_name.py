@@ -1,6 +1,6 @@
 """The ``platform`` package is a superset of the standard library's ``platform`` module.
 
-    .venv/bin/python -m pytest tests/test_platform_name.py
+.venv/bin/python -m pytest tests/test_platform_name.py
 """
 
 from __future__ import annotations

@@ -27,8 +27,23 @@ from helpers import REPO, TEST_ENV
 from platform import checkpoints
 
 # 40 training sequences in 5 shards of 8, windows of 2 shards, batches of 4: 10 steps an epoch.
-SMALL = ["asl", "--tier", "smoke", "--set", "epochs=6", "--set", "batch_size=4", "--set", "shard_rows=8",
-         "--set", "shuffle_buffer=16", "--set", "checkpoint_every_steps=2", "--set", "dim=48"]
+SMALL = [
+    "asl",
+    "--tier",
+    "smoke",
+    "--set",
+    "epochs=6",
+    "--set",
+    "batch_size=4",
+    "--set",
+    "shard_rows=8",
+    "--set",
+    "shuffle_buffer=16",
+    "--set",
+    "checkpoint_every_steps=2",
+    "--set",
+    "dim=48",
+]
 # Torch's thread count changes float reduction order: every run of a comparison uses one CPU a worker.
 ONE = [*SMALL, "--workers", "1", "--cpus-per-worker", "1"]
 COMPARED = ("epoch", "train/loss", "train/acc", "val/loss", "val/acc", "lr")
@@ -65,8 +80,15 @@ def _env(trace: Path, address: str) -> dict[str, str]:
 
 
 def _start(args: list[str], trace: Path, address: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "platform.run", *args], cwd=REPO, env=_env(trace, address),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "platform.run", *args],
+        cwd=REPO,
+        env=_env(trace, address),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def _wait_for_batches(trace: Path, count: int, process: subprocess.Popen, timeout: float = 300) -> dict:
@@ -91,8 +113,9 @@ def _wait_for_checkpoints(run_dir: Path, count: int, process: subprocess.Popen, 
 
 
 def _run(args: list[str], trace: Path, address: str) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "platform.run", *args], cwd=REPO, env=_env(trace, address),
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "platform.run", *args], cwd=REPO, env=_env(trace, address), capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
@@ -145,8 +168,7 @@ def test_a_worker_sigkilled_at_a_random_step_ends_bitwise_identical(ray_address,
 
 
 def test_a_worker_sigkilled_with_a_checkpoint_every_third_epoch_replays_exactly(ray_address, storage, straight, tmp_path):
-    args = [*ONE, "--set", "checkpoint_every_steps=0", "--set", "checkpoint_every=3", "--storage", str(storage),
-            "--name", "every-third"]
+    args = [*ONE, "--set", "checkpoint_every_steps=0", "--set", "checkpoint_every=3", "--storage", str(storage), "--name", "every-third"]
     killed = _start(args, tmp_path, ray_address)
     _wait_for_batches(tmp_path, random.Random().randint(31, 55), killed)  # a batch of epochs 4-6
     _wait_for_checkpoints(storage / "asl" / "every-third", 1, killed)
@@ -185,8 +207,11 @@ def test_a_sigterm_to_the_driver_leaves_a_checkpoint_at_the_next_step_to_resume(
     run_dir = storage / "asl" / "driver-sigterm"
     assert json.loads((run_dir / "manifest.json").read_text())["status"] == "interrupted"
 
-    resumed = _run(["asl", "--storage", str(storage), "--name", "driver-sigterm", "--resume", "--cpus-per-worker", "1"],
-                   tmp_path / "second", ray_address)
+    resumed = _run(
+        ["asl", "--storage", str(storage), "--name", "driver-sigterm", "--resume", "--cpus-per-worker", "1"],
+        tmp_path / "second",
+        ray_address,
+    )
     assert re.search(r"at epoch \d+, \d+ samples into epoch", resumed.stdout + resumed.stderr), resumed.stderr[-3000:]
     _same_run(run_dir, straight[0])
 
@@ -198,8 +223,11 @@ def test_a_resume_on_another_worker_count_trains_each_remaining_sample_once(ray_
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
 
-    resumed = _run(["asl", "--storage", str(storage), "--name", "regrown", "--resume", "--workers", "2",
-                    "--cpus-per-worker", "1"], tmp_path / "two", ray_address)
+    resumed = _run(
+        ["asl", "--storage", str(storage), "--name", "regrown", "--resume", "--workers", "2", "--cpus-per-worker", "1"],
+        tmp_path / "two",
+        ray_address,
+    )
     found = re.search(r"at epoch (\d+), (\d+) samples into epoch (\d+)", resumed.stdout + resumed.stderr)
     assert found, resumed.stderr[-3000:]
     position, epoch = int(found.group(2)), int(found.group(3))

@@ -1,6 +1,6 @@
 """``python -m platform.run`` and ``platform.predict`` end to end on the shared Ray instance.
 
-    .venv/bin/python -m pytest tests/test_run.py
+.venv/bin/python -m pytest tests/test_run.py
 """
 
 from __future__ import annotations
@@ -80,8 +80,8 @@ def _tensorboard_scalars(folder: Path, tag: str) -> dict[int, float]:
     for path in sorted(folder.glob("events.out.tfevents.*")):
         data, offset = path.read_bytes(), 0
         while offset < len(data):
-            length = int.from_bytes(data[offset:offset + 8], "little")
-            event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+            length = int.from_bytes(data[offset : offset + 8], "little")
+            event = event_pb2.Event.FromString(data[offset + 12 : offset + 12 + length])
             offset += 12 + length + 4
             found.update((event.step, value.simple_value) for value in event.summary.value if value.tag == tag)
     return found
@@ -135,9 +135,7 @@ def test_predict_works_beside_a_torn_manifest(plain_run, storage):
 
 
 def test_a_worker_killed_mid_run_resumes_to_the_same_metrics(plain_run, ray_address, storage):
-    result = run_command(
-        "run", *SMOKE, "--storage", str(storage), "--name", "faulty", "--fail-at-epoch", "3", address=ray_address
-    )
+    result = run_command("run", *SMOKE, "--storage", str(storage), "--name", "faulty", "--fail-at-epoch", "3", address=ray_address)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "fault injection: worker exits as epoch 3 starts" in result.stdout + result.stderr
     faulty = storage / "asl" / "faulty"
@@ -149,8 +147,7 @@ def test_a_killed_driver_continues_with_resume(plain_run, ray_address, storage):
     run_dir = storage / "asl" / "killed"
     env = {**os.environ, **TEST_ENV, "RAY_ADDRESS": ray_address}
     command = [sys.executable, "-m", "platform.run", *SMOKE, "--storage", str(storage), "--name", "killed"]
-    driver = subprocess.Popen(command, cwd=REPO, env=env, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    driver = subprocess.Popen(command, cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while not list(run_dir.glob("epoch_0002-*")) and time.monotonic() < deadline and driver.poll() is None:
         time.sleep(0.2)
@@ -175,10 +172,21 @@ def test_monitor_with_an_address_shows_the_cluster_and_its_training_worker(ray_a
     dashboard = f"http://{ray._private.worker.get_dashboard_url()}"  # noqa: SLF001 - the session's own Ray
     run_dir = storage / "asl" / "watched"
     env = {**os.environ, **TEST_ENV, "RAY_ADDRESS": ray_address}
-    command = [sys.executable, "-m", "platform.run", "asl", "--tier", "smoke", "--set", "epochs=400",
-               "--storage", str(storage), "--name", "watched"]
-    driver = subprocess.Popen(command, cwd=REPO, env=env, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = [
+        sys.executable,
+        "-m",
+        "platform.run",
+        "asl",
+        "--tier",
+        "smoke",
+        "--set",
+        "epochs=400",
+        "--storage",
+        str(storage),
+        "--name",
+        "watched",
+    ]
+    driver = subprocess.Popen(command, cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 300
         while not list(run_dir.glob("epoch_0002-*")) and time.monotonic() < deadline and driver.poll() is None:
@@ -202,7 +210,16 @@ def test_monitor_with_a_wrong_address_says_so_in_one_line(storage):
 def test_real_asl_sample_trains_with_classes_from_its_map(ray_address, storage):
     data = shared_dataset("asl")
     result = run_command(
-        "run", "asl", "--tier", "smoke", "--data", str(data), "--storage", str(storage), "--name", "real",
+        "run",
+        "asl",
+        "--tier",
+        "smoke",
+        "--data",
+        str(data),
+        "--storage",
+        str(storage),
+        "--name",
+        "real",
         address=ray_address,
     )
     assert result.returncode == 0, result.stderr[-4000:]
@@ -269,7 +286,16 @@ def test_malformed_data_ends_with_one_line_naming_the_file(breaker, kaggle_copy,
     shutil.copytree(kaggle_copy, folder)
     named = breaker(folder)
     result = run_command(
-        "run", "asl", "--tier", "smoke", "--data", str(folder), "--storage", str(storage), "--name", breaker.__name__,
+        "run",
+        "asl",
+        "--tier",
+        "smoke",
+        "--data",
+        str(folder),
+        "--storage",
+        str(storage),
+        "--name",
+        breaker.__name__,
         address=ray_address,
     )
     assert result.returncode == 2, result.stderr[-3000:]
@@ -314,8 +340,7 @@ def test_more_workers_than_the_cluster_has_cpus_is_one_line(ray_address, tmp_pat
 
 
 def test_a_shape_error_in_the_config_is_reported_before_training(ray_address, tmp_path):
-    result = run_command("run", "asl", "--tier", "smoke", "--set", "heads=5", "--storage", str(tmp_path),
-                         address=ray_address)
+    result = run_command("run", "asl", "--tier", "smoke", "--set", "heads=5", "--storage", str(tmp_path), address=ray_address)
     assert result.returncode == 2
     assert last_line(result.stderr).startswith("error: config key 'dim' (32) must be even and divisible by heads (5)")
     assert not any(tmp_path.iterdir())
@@ -334,18 +359,34 @@ def test_help_lists_trainables_tiers_and_config_keys():
 def test_a_user_error_in_a_worker_ends_the_run_without_a_retry(ray_address, storage, tmp_path, monkeypatch):
     # lr 1e30: the first step blows the weights up, the second batch's loss is NaN, inside the worker.
     monkeypatch.setenv("RAYPLATFORM_TRACE_DIR", str(tmp_path))  # one trace file a worker process
-    result = run_command("run", "asl", "--tier", "smoke", "--set", "lr=1e30", "--set", "epochs=3",
-                         "--storage", str(storage), "--name", "diverges", address=ray_address)
+    result = run_command(
+        "run",
+        "asl",
+        "--tier",
+        "smoke",
+        "--set",
+        "lr=1e30",
+        "--set",
+        "epochs=3",
+        "--storage",
+        str(storage),
+        "--name",
+        "diverges",
+        address=ray_address,
+    )
     assert result.returncode == 2, result.stderr[-3000:]
     assert last_line(result.stderr).startswith("error: the training loss is nan in epoch 1, batch 2")
     assert len(list(tmp_path.glob("rank0-*.jsonl"))) == 1, "the worker was started again for an error that repeats"
     assert _manifest(storage / "asl" / "diverges")["status"] == "failed"
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--gpu"], "error: this run trained without --gpu: a resume keeps it (drop --gpu)"),
-    (["--cpus-per-worker", "1"], "error: this run trained with --cpus-per-worker 2: a resume on 1 worker(s) keeps it"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--gpu"], "error: this run trained without --gpu: a resume keeps it (drop --gpu)"),
+        (["--cpus-per-worker", "1"], "error: this run trained with --cpus-per-worker 2: a resume on 1 worker(s) keeps it"),
+    ],
+)
 def test_a_resume_on_other_devices_or_threads_is_refused_before_anything_is_written(plain_run, storage, args, message):
     run_dir, _stdout = plain_run
     before = {path.name: path.read_bytes() for path in run_dir.iterdir() if path.is_file()}

@@ -1,6 +1,6 @@
 """Runs stored in an object store: ``--storage s3://...`` against an S3 server on loopback (moto).
 
-    .venv/bin/python -m pytest tests/test_storage.py
+.venv/bin/python -m pytest tests/test_storage.py
 """
 
 from __future__ import annotations
@@ -28,11 +28,17 @@ def s3_endpoint(tmp_path_factory):
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     endpoint = f"http://127.0.0.1:{port}"
-    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=TEST_ENV["AWS_ACCESS_KEY_ID"],
-                          aws_secret_access_key=TEST_ENV["AWS_SECRET_ACCESS_KEY"], region_name=TEST_ENV["AWS_DEFAULT_REGION"])
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=TEST_ENV["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=TEST_ENV["AWS_SECRET_ACCESS_KEY"],
+        region_name=TEST_ENV["AWS_DEFAULT_REGION"],
+    )
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -69,8 +75,7 @@ def _remote_json(key: str) -> dict:
 
 def test_a_run_writes_checkpoints_to_s3_and_recovers_a_lost_worker_from_them(ray_address, s3_env):
     storage = f"s3://{BUCKET}/runs"
-    result = run_command("run", *SMOKE, "--storage", storage, "--name", "s3-run", "--fail-at-epoch", "3",
-                         address=ray_address)
+    result = run_command("run", *SMOKE, "--storage", storage, "--name", "s3-run", "--fail-at-epoch", "3", address=ray_address)
     assert result.returncode == 0, result.stderr[-4000:]
     files = _listing("runs/asl/s3-run")
     assert any(name.startswith("epoch_0002") and name.endswith("/state.pt") for name in files), files

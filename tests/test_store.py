@@ -1,6 +1,6 @@
 """The preprocessed store: compact rows, refused shards, an interrupted preprocessing that continues.
 
-    .venv/bin/python -m pytest tests/test_store.py
+.venv/bin/python -m pytest tests/test_store.py
 """
 
 from __future__ import annotations
@@ -39,8 +39,7 @@ def _write(folder, columns: dict) -> store.Split:
     payload = store.parquet_bytes(store.to_arrow(columns, specs), specs)
     fs, path = store.filesystem(str(folder))
     store.write_atomic(fs, store.join(path, store.shard_name(0)), payload)
-    shard = {"file": store.shard_name(0), "rows": len(LENGTHS), "bytes": len(payload),
-             "sha256": hashlib.sha256(payload).hexdigest()}
+    shard = {"file": store.shard_name(0), "rows": len(LENGTHS), "bytes": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
     return store.Split(str(folder), store.write_manifest(str(folder), [shard], specs, {"test": True}))
 
 
@@ -82,8 +81,9 @@ def test_a_corrupt_or_foreign_shard_is_refused(tmp_path):
         split.read(0)
 
     # A planted file with a column Ray would unpickle (a binary column holding a pickle).
-    foreign = pa.table({"x": pa.array([b"\x80\x04K\x01."] * 5, pa.binary()), "image": [b""] * 5,
-                        "label": list(range(5)), "name": ["a"] * 5})
+    foreign = pa.table(
+        {"x": pa.array([b"\x80\x04K\x01."] * 5, pa.binary()), "image": [b""] * 5, "label": list(range(5)), "name": ["a"] * 5}
+    )
     pq.write_table(foreign, shard)
     with pytest.raises(UserError, match="size|schema"):
         split.verify()
@@ -137,7 +137,6 @@ def test_a_run_refuses_a_damaged_store_in_one_line(ray_address, tmp_path):
     assert not (tmp_path / "runs" / "asl" / "second").exists(), "nothing started"
 
 
-
 def test_a_dataset_three_times_the_object_store_trains_without_spilling(synthetic_cache, tmp_path):
     """The whole split never enters Ray's object store: with about 85 MiB of it and 330 MB of rows,
     preprocessing and an epoch run without a byte spilled to disk."""
@@ -155,14 +154,38 @@ def test_a_dataset_three_times_the_object_store_trains_without_spilling(syntheti
     ray_tmp = Path(tempfile.mkdtemp(prefix="rp", dir="/tmp"))  # short: Ray's socket paths are bounded
     object_store = 85 * 2**20  # Ray's least is 75 MiB; it sizes the store from the memory available
     env = {k: v for k, v in {**os.environ, **TEST_ENV}.items() if k != "RAY_ADDRESS"}
-    env.update(RAY_TMPDIR=str(ray_tmp),
-               RAY_DEFAULT_OBJECT_STORE_MEMORY_PROPORTION=f"{object_store / psutil.virtual_memory().available:.8f}")
+    env.update(
+        RAY_TMPDIR=str(ray_tmp), RAY_DEFAULT_OBJECT_STORE_MEMORY_PROPORTION=f"{object_store / psutil.virtual_memory().available:.8f}"
+    )
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "platform.run", "asl", "--tier", "smoke", "--data", str(folder),
-             "--set", "max_len=64", "--set", "epochs=1", "--set", "batch_size=64", "--set", "shard_rows=128",
-             "--storage", str(tmp_path / "runs"), "--name", "big"],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
+            [
+                sys.executable,
+                "-m",
+                "platform.run",
+                "asl",
+                "--tier",
+                "smoke",
+                "--data",
+                str(folder),
+                "--set",
+                "max_len=64",
+                "--set",
+                "epochs=1",
+                "--set",
+                "batch_size=64",
+                "--set",
+                "shard_rows=128",
+                "--storage",
+                str(tmp_path / "runs"),
+                "--name",
+                "big",
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
         )
         assert result.returncode == 0, result.stderr[-4000:]
         manifest = json.loads((tmp_path / "runs" / "asl" / "big" / "manifest.json").read_text())

@@ -128,12 +128,15 @@ def test_end_rules_padding_and_max_length():
     for row in ragged.reshape(-1, ragged.shape[-1]).tolist():
         assert TOKENS.start not in row
         if TOKENS.end in row:  # nothing but <pad> after <end>
-            assert set(row[row.index(TOKENS.end) + 1:]) <= {TOKENS.pad}
+            assert set(row[row.index(TOKENS.end) + 1 :]) <= {TOKENS.pad}
 
 
 def test_text_metrics_are_pycocoevalcap_and_count_distinct_texts_and_words():
-    references = [["a dog runs on the grass", "a brown dog runs"], ["two children play in a park", "kids play"],
-                  ["a man rides a bike", "a cyclist on a road"]]
+    references = [
+        ["a dog runs on the grass", "a brown dog runs"],
+        ["two children play in a park", "kids play"],
+        ["a man rides a bike", "a cyclist on a road"],
+    ]
     predictions = ["a dog runs", "a dog runs", "a man rides a bike"]
     metrics = text_metrics(references, predictions, prefix="test/")
     cider, _ = Cider().compute_score(dict(enumerate(references)), {k: [p] for k, p in enumerate(predictions)})

@@ -32,8 +32,7 @@ def test_the_synthetic_set_a_tier_was_measured_on_keeps_its_epochs():
         (446, 1, ["grad_accum_steps=2"], 22, 9),  # two batches a step
     ],
 )
-def test_a_smaller_set_trains_the_tier_s_steps_in_more_epochs_with_patience_grown_alike(rows, workers, sets,
-                                                                                       epochs, patience):
+def test_a_smaller_set_trains_the_tier_s_steps_in_more_epochs_with_patience_grown_alike(rows, workers, sets, epochs, patience):
     grown, note = config_lib.fit_to_data(fast(*sets), rows, workers)
     assert (grown.epochs, grown.patience) == (epochs, patience)
     assert note.startswith(f"min_steps 150: {epochs} epochs of ") and f"patience {patience} instead of 4" in note

@@ -42,9 +42,25 @@ SWEEP_CONFIG = "epochs: 2\nlr: 1.0e-6\n"
 def sweep(ray_address, storage, tmp_path_factory) -> tuple[Path, str]:
     config = tmp_path_factory.mktemp("config") / "sweep.yaml"
     config.write_text(SWEEP_CONFIG)
-    result = run_command("tune", "asl", "--tiers", "smoke", "--config", str(config), "--objective", "val/loss:min",
-                         "--trials", "3", "--concurrent", "2", "--storage", str(storage), "--name", "single",
-                         address=ray_address)
+    result = run_command(
+        "tune",
+        "asl",
+        "--tiers",
+        "smoke",
+        "--config",
+        str(config),
+        "--objective",
+        "val/loss:min",
+        "--trials",
+        "3",
+        "--concurrent",
+        "2",
+        "--storage",
+        str(storage),
+        "--name",
+        "single",
+        address=ray_address,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     return storage / "asl" / "sweeps" / "single", result.stdout
 
@@ -82,14 +98,13 @@ def test_a_sweep_writes_results_plot_best_and_the_tuned_tier(sweep, storage):
     # A trial table, not the trials' Train workers' epoch lines interleaved without their names.
     tables = [m.start() for m in re.finditer(r"^\[sweep\] trial +state +tier +params +epoch +val/loss$", stdout, re.M)]
     assert tables and "[asl] epoch " not in stdout, stdout[-3000:]
-    last_table = stdout[tables[-1]:].splitlines()
+    last_table = stdout[tables[-1] :].splitlines()
     assert all(any(line.split()[:2] == [t, "TERMINATED"] for line in last_table) for t in results["trial_id"]), stdout[-3000:]
 
 
 def test_the_tuned_tier_trains_with_platform_run(sweep, storage, ray_address):
     best = json.loads((sweep[0] / "best.json").read_text())
-    result = run_command("run", "asl", "--tier", "tuned", "--storage", str(storage), "--name", "tuned-run",
-                         address=ray_address)
+    result = run_command("run", "asl", "--tier", "tuned", "--storage", str(storage), "--name", "tuned-run", address=ray_address)
     assert result.returncode == 0, result.stderr[-4000:]
     manifest = json.loads((storage / "asl" / "tuned-run" / "manifest.json").read_text())
     assert manifest["status"] == "finished" and manifest["tier"] == "tuned"
@@ -114,12 +129,25 @@ def test_an_interrupted_pareto_sweep_resumes_without_repeating_finished_trials(r
     name, sweep_dir = "pareto", storage / "asl" / "sweeps" / "pareto"
     config = tmp_path / "sweep.json"
     config.write_text('{"epochs": 2}')
-    command = [sys.executable, "-m", "platform.tune", *SMOKE, "--config", str(config), "--pareto", "val/acc:max,train_s:min",
-               "--save-tier", "pareto", "--storage", str(storage), "--name", name]
+    command = [
+        sys.executable,
+        "-m",
+        "platform.tune",
+        *SMOKE,
+        "--config",
+        str(config),
+        "--pareto",
+        "val/acc:max,train_s:min",
+        "--save-tier",
+        "pareto",
+        "--storage",
+        str(storage),
+        "--name",
+        name,
+    ]
     # Tune saves its experiment state at most this often: the kill must come after a save.
     env = {**os.environ, **TEST_ENV, "RAY_ADDRESS": ray_address, "TUNE_GLOBAL_CHECKPOINT_S": "1"}
-    driver = subprocess.Popen(command, cwd=REPO, env=env, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    driver = subprocess.Popen(command, cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 400
     finished: list[str] = []
     while not finished and time.monotonic() < deadline and driver.poll() is None:
@@ -187,16 +215,18 @@ def test_bad_arguments_end_with_one_error_line(args, message, tmp_path):
 def test_a_config_file_applies_to_every_tier_and_its_errors_name_it(tmp_path):
     config = tmp_path / "sweep.yaml"
     config.write_text("epochs: 3\nbatch_size: 8\n")
-    result = run_command("tune", "asl", "--tiers", "smoke,fast", "--trials", "4", "--config", str(config),
-                         "--dry-run", "--storage", str(tmp_path / "runs"))
+    result = run_command(
+        "tune", "asl", "--tiers", "smoke,fast", "--trials", "4", "--config", str(config), "--dry-run", "--storage", str(tmp_path / "runs")
+    )
     assert result.returncode == 0, result.stderr
     assert "tier smoke: " in result.stdout and "tier fast: " in result.stdout
     assert result.stdout.count(" 3 epochs x ") == 2, result.stdout  # not the tiers' 2 and 10
     assert "first 2 trial(s): each tier's own configuration (smoke, fast)" in result.stdout
     config.write_text("epochs: 3\nwidth: 8\n")
     result = run_command("tune", "asl", "--tiers", "smoke", "--config", str(config), "--dry-run", "--storage", str(tmp_path))
-    assert result.returncode == 2 and last_line(result.stderr).startswith(
-        f"error: unknown config key 'width' in --config {config}"), result.stderr[-2000:]
+    assert result.returncode == 2 and last_line(result.stderr).startswith(f"error: unknown config key 'width' in --config {config}"), (
+        result.stderr[-2000:]
+    )
 
 
 def test_a_space_fixed_by_set_leaves_nothing_to_search(tmp_path):
@@ -235,8 +265,7 @@ def test_each_tier_s_own_configuration_is_suggested_first_and_trains_the_tier_ex
     tiers = ["smoke", "fast"]
     space = sweep_space.searched_space(asl, registry.load("asl").Config, [])
     points = sweep_space.tier_default_points(tiers, space, _tier_configs(tiers))
-    searcher = OptunaSearch(space=sweep_space.DefineByRun(tiers, space, points), metric="val/acc", mode="max",
-                            points_to_evaluate=points)
+    searcher = OptunaSearch(space=sweep_space.DefineByRun(tiers, space, points), metric="val/acc", mode="max", points_to_evaluate=points)
     suggested = [searcher.suggest(f"trial{i}") for i in range(4)]
     assert [s["tier"] for s in suggested[:2]] == tiers and all(s["tier_default"] for s in suggested[:2])
     assert not any(s.get("tier_default") for s in suggested[2:])
@@ -253,11 +282,19 @@ def test_config_file_values_come_after_the_tier_and_before_the_sampled_values():
     from platform.tune import trial as sweep_trial
 
     config_values = {"epochs": 3, "lr": 1e-5, "label_smoothing": 0.1}
-    own, _ = sweep_trial.trial_config("asl", {"tier": "smoke", "tier_default": True, "lr": 2e-3}, tiers=["smoke"],
-                                      sets=["label_smoothing=0.0"], data_dir="", storage=".", config_values=config_values)
+    own, _ = sweep_trial.trial_config(
+        "asl",
+        {"tier": "smoke", "tier_default": True, "lr": 2e-3},
+        tiers=["smoke"],
+        sets=["label_smoothing=0.0"],
+        data_dir="",
+        storage=".",
+        config_values=config_values,
+    )
     assert (own.epochs, own.lr, own.label_smoothing, own.dim) == (3, 1e-5, 0.0, 32)  # --set last
-    sampled, _ = sweep_trial.trial_config("asl", {"tier": "smoke", "lr": 5e-4}, tiers=["smoke"], sets=[], data_dir="",
-                                          storage=".", config_values=config_values)
+    sampled, _ = sweep_trial.trial_config(
+        "asl", {"tier": "smoke", "lr": 5e-4}, tiers=["smoke"], sets=[], data_dir="", storage=".", config_values=config_values
+    )
     assert (sampled.epochs, sampled.lr) == (3, 5e-4)
 
 
@@ -271,8 +308,9 @@ def test_asha_judges_a_trial_halfway_through_its_own_tier_against_that_tier_only
     from platform.tune.results import RecordingASHA
 
     scheduler = RecordingASHA(tmp_path / "asha_stopped.json", metric="val/acc", mode="max")
-    own, poor, short_a, short_b = _trials({"tier": "fast", "tier_default": True}, {"tier": "fast", "lr": 1e-4},
-                                          {"tier": "smoke", "lr": 1e-3}, {"tier": "smoke", "lr": 2e-3})
+    own, poor, short_a, short_b = _trials(
+        {"tier": "fast", "tier_default": True}, {"tier": "fast", "lr": 1e-4}, {"tier": "smoke", "lr": 1e-3}, {"tier": "smoke", "lr": 2e-3}
+    )
     for trial in (own, poor, short_a, short_b):
         scheduler.on_trial_add(None, trial)
     # A 2-epoch tier is judged after its first epoch, among its own trials only.
@@ -291,14 +329,12 @@ def test_asha_never_stops_a_tier_s_own_configuration(tmp_path):
     from platform.tune.results import RecordingASHA
 
     scheduler = RecordingASHA(tmp_path / "asha_stopped.json", metric="val/acc", mode="max")
-    good, own, poor = _trials({"tier": "fast", "lr": 1e-3}, {"tier": "fast", "tier_default": True},
-                              {"tier": "fast", "lr": 3e-3})
+    good, own, poor = _trials({"tier": "fast", "lr": 1e-3}, {"tier": "fast", "tier_default": True}, {"tier": "fast", "lr": 3e-3})
     for trial in (good, own, poor):
         scheduler.on_trial_add(None, trial)
 
     def report(trial, value):  # epoch 5 of 10, as Tune passes it (with its own iteration count)
-        return scheduler.on_trial_result(None, trial, {"epoch": 5, "epochs_max": 10, "training_iteration": 5,
-                                                       "val/acc": value})
+        return scheduler.on_trial_result(None, trial, {"epoch": 5, "epochs_max": 10, "training_iteration": 5, "val/acc": value})
 
     assert report(good, 0.9) == "CONTINUE" and report(own, 0.1) == "CONTINUE"
     # Its value still counts at the rung: the bar (the median of 0.9 and 0.1) stops a 0.3.
@@ -315,16 +351,30 @@ def _frame(rows):
     ("rows", "saved", "line"),
     [
         # The issue's sweep: the best sampled trial (0.526) is below the fast tier's own config (0.597).
-        ([("a", "fast", True, "completed", 0.597), ("b", "fast", False, "completed", 0.526),
-          ("c", "smoke", True, "completed", 0.30)], False,
-         "no trial beat the fast tier's own config (val/acc 0.597)"),
-        ([("a", "fast", True, "completed", 0.597), ("b", "fast", False, "completed", 0.597)], False,
-         "no trial beat the fast tier's own config (val/acc 0.597)"),
-        ([("a", "fast", True, "completed", 0.597), ("b", "fast", False, "completed", 0.65),
-          ("c", "fast", False, "early-stopped (ASHA)", 0.9)], True,
-         "trial b beats the fast tier's own config: val/acc 0.65 against 0.597"),
-        ([("a", "fast", True, "stopped (time budget)", 0.2), ("b", "fast", False, "completed", 0.65)], False,
-         "the fast tier's own config did not complete (stopped (time budget))"),
+        (
+            [("a", "fast", True, "completed", 0.597), ("b", "fast", False, "completed", 0.526), ("c", "smoke", True, "completed", 0.30)],
+            False,
+            "no trial beat the fast tier's own config (val/acc 0.597)",
+        ),
+        (
+            [("a", "fast", True, "completed", 0.597), ("b", "fast", False, "completed", 0.597)],
+            False,
+            "no trial beat the fast tier's own config (val/acc 0.597)",
+        ),
+        (
+            [
+                ("a", "fast", True, "completed", 0.597),
+                ("b", "fast", False, "completed", 0.65),
+                ("c", "fast", False, "early-stopped (ASHA)", 0.9),
+            ],
+            True,
+            "trial b beats the fast tier's own config: val/acc 0.65 against 0.597",
+        ),
+        (
+            [("a", "fast", True, "stopped (time budget)", 0.2), ("b", "fast", False, "completed", 0.65)],
+            False,
+            "the fast tier's own config did not complete (stopped (time budget))",
+        ),
     ],
 )
 def test_the_best_trial_is_saved_only_when_it_beats_its_own_tier_s_configuration(rows, saved, line):
@@ -342,7 +392,14 @@ def test_a_loss_objective_is_judged_in_its_direction():
     from platform.tune.best import judge
     from platform.tune.space import Objective
 
-    frame = pd.DataFrame({"trial_id": ["a", "b"], "tier": ["fast", "fast"], "tier_default": [True, False],
-                          "status": ["completed", "completed"], "val/loss": [0.8, 0.7]})
+    frame = pd.DataFrame(
+        {
+            "trial_id": ["a", "b"],
+            "tier": ["fast", "fast"],
+            "tier_default": [True, False],
+            "status": ["completed", "completed"],
+            "val/loss": [0.8, 0.7],
+        }
+    )
     assert judge(frame, 1, Objective("val/loss", "min")).save
     assert not judge(frame.assign(**{"val/loss": [0.7, 0.8]}), 1, Objective("val/loss", "min")).save

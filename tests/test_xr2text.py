@@ -100,12 +100,17 @@ def test_missing_folder_and_columns_name_the_file(tmp_path):
 def test_annotation_json_bad_input_is_skipped_and_counted(tmp_path, smoke_cfg, capsys):
     for study in ("a", "b", "c", "d"):
         png(tmp_path / "images" / study / "0.png")
+
     def entry(study: str, report: str, split: str) -> dict:
         return {"id": study, "report": report, "image_path": [f"{study}/0.png"], "split": split}
 
     annotation = {
-        "train": [entry("a", "Heart is enlarged. Small left effusion.", "train"), entry("b", "Lungs are clear.", "train"),
-                  entry("e", "No image for this one.", "train"), entry("c", "  ", "train")],
+        "train": [
+            entry("a", "Heart is enlarged. Small left effusion.", "train"),
+            entry("b", "Lungs are clear.", "train"),
+            entry("e", "No image for this one.", "train"),
+            entry("c", "  ", "train"),
+        ],
         "val": [entry("d", "No pleural effusion. Normal heart.", "val")],
         "test": [],
     }
@@ -117,12 +122,15 @@ def test_annotation_json_bad_input_is_skipped_and_counted(tmp_path, smoke_cfg, c
     assert {s["id"]: s["stage"] for s in splits["train"]} == {"a": 2, "b": 0}
 
 
-@pytest.mark.parametrize(("name", "content", "message"), [
-    (data.REPORTS_CSV, b"", "empty file"),
-    (data.PROJECTIONS_CSV, b"uid,filename,projection\n", "a header but no rows"),
-    (data.REPORTS_CSV, b"uid,findings,impression\n1,caf\xe9,normal\n", "not UTF-8 text (byte 0xe9 on line 2)"),
-    (data.ANNOTATION_JSON, b'{"train": [{"report": "caf\xe9"}]}', "not UTF-8 text (byte 0xe9 on line 1)"),
-])
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        (data.REPORTS_CSV, b"", "empty file"),
+        (data.PROJECTIONS_CSV, b"uid,filename,projection\n", "a header but no rows"),
+        (data.REPORTS_CSV, b"uid,findings,impression\n1,caf\xe9,normal\n", "not UTF-8 text (byte 0xe9 on line 2)"),
+        (data.ANNOTATION_JSON, b'{"train": [{"report": "caf\xe9"}]}', "not UTF-8 text (byte 0xe9 on line 1)"),
+    ],
+)
 def test_an_empty_header_only_or_non_utf8_file_is_a_user_error_naming_it(tmp_path, name, content, message):
     (tmp_path / data.REPORTS_CSV).write_text("uid,findings,impression\n1,Heart is normal.,No effusion.\n")
     (tmp_path / data.PROJECTIONS_CSV).write_text("uid,filename,projection\n1,1.png,Frontal\n")
@@ -151,19 +159,27 @@ def test_an_image_path_outside_the_data_folder_is_a_user_error_naming_it(tmp_pat
         data.read_studies(str(root), 3)
 
 
-@pytest.mark.parametrize(("side", "message"), [
-    (9_000, "9000x9000 pixels, more than the 64,000,000 pixels an image may have"),  # above ours, below Pillow's limit
-    (20_000, "more than the 64,000,000 pixels an image may have"),  # Pillow's own DecompressionBombError
-    (0, "not a readable image"),
-])
+@pytest.mark.parametrize(
+    ("side", "message"),
+    [
+        (9_000, "9000x9000 pixels, more than the 64,000,000 pixels an image may have"),  # above ours, below Pillow's limit
+        (20_000, "more than the 64,000,000 pixels an image may have"),  # Pillow's own DecompressionBombError
+        (0, "not a readable image"),
+    ],
+)
 def test_a_decompression_bomb_or_a_non_image_is_a_user_error_naming_it_in_preprocess(tmp_path, smoke_cfg, side, message):
     path = tmp_path / "scan.png"
     if side:
         png_header_only(path, side, side)
     else:
         path.write_text("uid,findings\n")
-    raw = {"image_path": np.array([str(path)]), "tokens": np.zeros((1, 4), np.int64), "reference": np.zeros((1, 4), np.uint8),
-           "id": np.zeros((1, 4), np.uint8), "stage": np.array([0])}
+    raw = {
+        "image_path": np.array([str(path)]),
+        "tokens": np.zeros((1, 4), np.int64),
+        "reference": np.zeros((1, 4), np.uint8),
+        "id": np.zeros((1, 4), np.uint8),
+        "stage": np.array([0]),
+    }
     with pytest.raises(UserError, match=re.escape(f"{path}: {message}")):
         xt.preprocess(raw, smoke_cfg)
 
@@ -178,13 +194,14 @@ def test_synthetic_set_is_in_the_iu_layout_and_its_images_show_the_findings(synt
     assert len(projections) == 2 * len(frame) and set(projections["projection"]) == {"Frontal", "Lateral"}
     assert all((synthetic_dir / "images" / f).is_file() for f in projections["filename"])
     # The heart shadow (centre, lower half) is wider with cardiomegaly: its row is brighter there.
-    frontal = dict(zip(projections["uid"][projections["projection"] == "Frontal"],
-                       projections["filename"][projections["projection"] == "Frontal"]))
+    frontal = dict(
+        zip(projections["uid"][projections["projection"] == "Frontal"], projections["filename"][projections["projection"] == "Frontal"])
+    )
     size = smoke_cfg.synthetic_image_size
 
     def cardiac_band(uid: str) -> float:
         pixels = np.asarray(Image.open(synthetic_dir / "images" / frontal[uid]))
-        return pixels[int(size * 0.65), int(size * 0.3): int(size * 0.72)].mean()
+        return pixels[int(size * 0.65), int(size * 0.3) : int(size * 0.72)].mean()
 
     enlarged = frame["MeSH"].str.contains("Cardiomegaly")
     assert enlarged.any() and (~enlarged).any()
@@ -279,8 +296,11 @@ def test_overfits_a_few_batches_and_evaluate_matches_pycocoevalcap(smoke_splits,
 
 
 def test_a_run_whose_reports_collapsed_ends_with_a_warning():
-    manifest = {"best_metrics": {"val/distinct": 0.5}, "test_metrics": {"test/distinct": 0.1, "test/vocab": 12.0},
-                "data": {"split_sizes": {"train": 200, "val": 30, "test": 60}}}
+    manifest = {
+        "best_metrics": {"val/distinct": 0.5},
+        "test_metrics": {"test/distinct": 0.1, "test/vocab": 12.0},
+        "data": {"split_sizes": {"train": 200, "val": 30, "test": 60}},
+    }
     (line,) = xt.run_warnings(manifest)
     assert line.startswith("generation collapsed on the test split: 6 distinct reports for 60 inputs")
 
@@ -288,8 +308,7 @@ def test_a_run_whose_reports_collapsed_ends_with_a_warning():
 def test_the_full_tier_is_the_seeds_recipe():
     assert set(TIERS) == {"smoke", "fast", "standard", "full"}
     full = resolve(xt.Config, TIERS["full"])
-    assert (full.epochs, full.batch_size, full.grad_accum_steps, full.amp, full.patience, full.checkpoint_every) == (
-        50, 4, 8, True, 999, 5)
+    assert (full.epochs, full.batch_size, full.grad_accum_steps, full.amp, full.patience, full.checkpoint_every) == (50, 4, 8, True, 999, 5)
 
 
 # ---------------------------------------------------------------- end to end, on Ray
@@ -300,8 +319,9 @@ def test_smoke_run_survives_a_lost_worker_in_the_right_stage_and_predicts(ray_ad
     # 2-core machine spin against each other (30x slower decoding here).
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     # The worker dies as epoch 3 starts: the restarted one must go on in stage 2, then 3.
-    result = run_command("run", "xr2text", "--tier", "smoke", "--storage", str(tmp_path), "--name", "e2e",
-                         "--fail-at-epoch", "3", address=ray_address)
+    result = run_command(
+        "run", "xr2text", "--tier", "smoke", "--storage", str(tmp_path), "--name", "e2e", "--fail-at-epoch", "3", address=ray_address
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = tmp_path / "xr2text" / "e2e"
     for name in ("manifest.json", "history.csv", "val_predictions.jsonl", "test_predictions.jsonl", "best_model.pt"):

@@ -23,8 +23,15 @@ PIXEL_MEAN = 127.0
 PIXEL_STD = 128.0
 BN_EPS = 1e-3  # TensorFlow's default, which the weights were trained with
 # (repeats, kernel, stride, expansion, output channels) of each stage, from a 32-channel stem.
-LITE0_STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
-                (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320))
+LITE0_STAGES = (
+    (1, 3, 1, 1, 16),
+    (2, 3, 2, 6, 24),
+    (2, 5, 2, 6, 40),
+    (3, 3, 2, 6, 80),
+    (3, 5, 1, 6, 112),
+    (4, 5, 2, 6, 192),
+    (1, 3, 1, 6, 320),
+)
 # Blocks kept and output channels at the end of each resolution (strides 4, 8, 16, 32), where
 # ResNet18's layer1-layer4 end: xr2text's encoder_stages 1-4. The last includes the head conv (1280),
 # whose features the classifier reads.
@@ -50,8 +57,7 @@ class SameConv2d(nn.Conv2d):
 
 
 def _conv(channels_in: int, channels_out: int, kernel: int, stride: int, groups: int = 1) -> nn.Conv2d:
-    return SameConv2d(channels_in, channels_out, kernel, stride, 0 if stride > 1 else kernel // 2,
-                      groups=groups, bias=False)
+    return SameConv2d(channels_in, channels_out, kernel, stride, 0 if stride > 1 else kernel // 2, groups=groups, bias=False)
 
 
 def weights_file() -> Path | None:

@@ -32,12 +32,10 @@ def utf8_text(raw: bytes, shown: object) -> str:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
-        raise UserError(f"{shown}: not UTF-8 text (byte 0x{raw[err.start]:02x} on line {line}); "
-                        "save it as UTF-8") from None
+        raise UserError(f"{shown}: not UTF-8 text (byte 0x{raw[err.start]:02x} on line {line}); save it as UTF-8") from None
 
 
-def read_csv(text: str, shown: object, columns: tuple[str, ...] = (), rows_required: bool = True,
-             **options) -> pd.DataFrame:
+def read_csv(text: str, shown: object, columns: tuple[str, ...] = (), rows_required: bool = True, **options) -> pd.DataFrame:
     """The CSV ``text`` as a DataFrame (``options`` go to ``pd.read_csv``); a file that does not
     parse, lacks one of ``columns`` or, when ``rows_required``, has a header but no rows is a UserError."""
     try:

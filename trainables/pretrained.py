@@ -82,8 +82,7 @@ def build_text_encoder(text_model: str) -> nn.Module:
     source = text_source(text_model)
     if source == "tiny":
         vocab = len(load_tokenizer(text_model))
-        return BertModel(BertConfig(vocab_size=vocab, max_position_embeddings=512, **TINY_BERT),
-                         add_pooling_layer=False)
+        return BertModel(BertConfig(vocab_size=vocab, max_position_embeddings=512, **TINY_BERT), add_pooling_layer=False)
     hf_logging.disable_progress_bar()
     try:
         encoder = AutoModel.from_pretrained(source, local_files_only=True)

@@ -48,8 +48,10 @@ def text_metrics(references: list[list[str]], predictions: list[str], prefix: st
 
 def variety(predictions: list[str], prefix: str = "val/") -> dict[str, float]:
     """``distinct``: distinct texts / texts; ``vocab``: distinct words over all texts."""
-    return {f"{prefix}distinct": len(set(predictions)) / len(predictions),
-            f"{prefix}vocab": float(len({word for text in predictions for word in text.split()}))}
+    return {
+        f"{prefix}distinct": len(set(predictions)) / len(predictions),
+        f"{prefix}vocab": float(len({word for text in predictions for word in text.split()})),
+    }
 
 
 def collapse_warnings(metrics: dict, texts: dict[str, int], what: str = "captions") -> list[str]:
@@ -60,7 +62,9 @@ def collapse_warnings(metrics: dict, texts: dict[str, int], what: str = "caption
         share = metrics.get(f"{split}/distinct")
         if share is None or count < COLLAPSE_MIN_TEXTS or share >= COLLAPSE_SHARE:
             continue
-        lines.append(f"generation collapsed on the {split} split: {round(share * count)} distinct {what} for "
-                     f"{count} inputs ({share:.0%}), {int(metrics.get(f'{split}/vocab', 0))} distinct words; "
-                     f"the {what} barely depend on the input (train longer, or check the encoder's weights)")
+        lines.append(
+            f"generation collapsed on the {split} split: {round(share * count)} distinct {what} for "
+            f"{count} inputs ({share:.0%}), {int(metrics.get(f'{split}/vocab', 0))} distinct words; "
+            f"the {what} barely depend on the input (train longer, or check the encoder's weights)"
+        )
     return lines

@@ -47,8 +47,9 @@ def rows_of(state: Any, rows: torch.Tensor) -> Any:
     return state[rows]
 
 
-def _next_log_probs(step: Step, prefixes: torch.Tensor, state: Any, finished: torch.Tensor,
-                    tokens: Tokens, min_len: int, max_len: int) -> tuple[torch.Tensor, Any]:
+def _next_log_probs(
+    step: Step, prefixes: torch.Tensor, state: Any, finished: torch.Tensor, tokens: Tokens, min_len: int, max_len: int
+) -> tuple[torch.Tensor, Any]:
     """Log-probabilities [R, V] of the next token under the search's rules, and the new state."""
     logits, state = step(prefixes, state)
     log_probs = logits.float().log_softmax(dim=-1)
@@ -66,8 +67,9 @@ def _next_log_probs(step: Step, prefixes: torch.Tensor, state: Any, finished: to
     return log_probs, state
 
 
-def greedy(step: Step, state: Any, count: int, tokens: Tokens, max_len: int, min_len: int = 1,
-           device: torch.device | str = "cpu") -> torch.Tensor:
+def greedy(
+    step: Step, state: Any, count: int, tokens: Tokens, max_len: int, min_len: int = 1, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """[count, steps] token ids: the likeliest token at each step, <pad> after <end>."""
     prefixes = torch.full((count, 1), tokens.start, dtype=torch.long, device=device)
     finished = torch.zeros(count, dtype=torch.bool, device=device)
@@ -81,9 +83,18 @@ def greedy(step: Step, state: Any, count: int, tokens: Tokens, max_len: int, min
     return prefixes[:, 1:]
 
 
-def beam_search(step: Step, state: Any, count: int, tokens: Tokens, width: int, max_len: int, alpha: float = 0.0,
-                min_len: int = 1, select: Select = rows_of,
-                device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+def beam_search(
+    step: Step,
+    state: Any,
+    count: int,
+    tokens: Tokens,
+    width: int,
+    max_len: int,
+    alpha: float = 0.0,
+    min_len: int = 1,
+    select: Select = rows_of,
+    device: torch.device | str = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``width`` best texts of each of ``count`` inputs (``state`` holds one row an input):
     token ids [count, width, steps], best first, <pad> after <end>, and their length-normalised
     scores [count, width]. Beams of all inputs advance together ([count * width] rows)."""
@@ -117,8 +128,17 @@ def beam_search(step: Step, state: Any, count: int, tokens: Tokens, width: int, 
     return sequences.gather(1, order.unsqueeze(-1).expand_as(sequences)), normalised.gather(1, order)
 
 
-def generate(step: Step, state: Any, count: int, tokens: Tokens, width: int, max_len: int, alpha: float = 0.0,
-             select: Select = rows_of, device: torch.device | str = "cpu") -> torch.Tensor:
+def generate(
+    step: Step,
+    state: Any,
+    count: int,
+    tokens: Tokens,
+    width: int,
+    max_len: int,
+    alpha: float = 0.0,
+    select: Select = rows_of,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
     """[count, steps] token ids of the best text of each input: greedy for width 1, else beam search."""
     if width <= 1:
         return greedy(step, state, count, tokens, max_len, device=device)

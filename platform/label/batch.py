@@ -66,10 +66,18 @@ class Books:
         if kind is None:  # never run: no request, nothing paid
             self.counts[record["reason"].split(":", 1)[0]] += 1
             return
-        self._log.write({"t": round(time.time(), 3), "kind": kind, "retry": False, "batch": record["batch"],
-                         **{k: record[k] for k in ("prompt_tokens", "completion_tokens", "cost_usd")}})
-        self.counts.update({"requests": 1, kind: 1, "prompt_tokens": record["prompt_tokens"],
-                            "completion_tokens": record["completion_tokens"]})
+        self._log.write(
+            {
+                "t": round(time.time(), 3),
+                "kind": kind,
+                "retry": False,
+                "batch": record["batch"],
+                **{k: record[k] for k in ("prompt_tokens", "completion_tokens", "cost_usd")},
+            }
+        )
+        self.counts.update(
+            {"requests": 1, kind: 1, "prompt_tokens": record["prompt_tokens"], "completion_tokens": record["completion_tokens"]}
+        )
         self.cost += record["cost_usd"]
 
     def close(self) -> None:
@@ -84,21 +92,34 @@ def label(task, todo: list[dict], *, args, price, key: str, run: dict, out: Path
     state, books, rows = State(out), Books(run), {r["key"]: r for r in todo}
     for row in todo:
         row["usd"] = batch_files.estimate_usd(task, row, price)
-    job = {"task": task, "client": client, "args": args, "price": price, "state": state, "books": books, "rows": rows,
-           "cached": cached, "results": {}, "key": key, "touched": []}
+    job = {
+        "task": task,
+        "client": client,
+        "args": args,
+        "price": price,
+        "state": state,
+        "books": books,
+        "rows": rows,
+        "cached": cached,
+        "results": {},
+        "key": key,
+        "touched": [],
+    }
     try:
         if state.open():
-            print(f"[label] resuming {len(state.open())} batch(es) saved in {state.path}: nothing is sent again",
-                  flush=True)
+            print(f"[label] resuming {len(state.open())} batch(es) saved in {state.path}: nothing is sent again", flush=True)
             finish(job, state.open(), sent=None)
         not_sent: set[str] = set()
         while send := [r for r in todo if r["key"] not in job["results"] and r["key"] not in not_sent]:
             fits = within_budget(send, args.budget_usd, books.cost)
-            not_sent |= {r["key"] for r in send[len(fits):]}
+            not_sent |= {r["key"] for r in send[len(fits) :]}
             if len(fits) < len(send):
-                print(f"[label] --budget-usd {args.budget_usd:g}: {len(send) - len(fits)} rows not sent (the most "
-                      f"they may cost, ${sum(r['usd'] for r in send[len(fits):]):.4f} at the batch price, is over "
-                      "what is left)", flush=True)
+                print(
+                    f"[label] --budget-usd {args.budget_usd:g}: {len(send) - len(fits)} rows not sent (the most "
+                    f"they may cost, ${sum(r['usd'] for r in send[len(fits) :]):.4f} at the batch price, is over "
+                    "what is left)",
+                    flush=True,
+                )
             if not fits:
                 break
             finish(job, submit(job, fits, out), sent={r["key"] for r in fits})
@@ -127,21 +148,30 @@ def submit(job: dict, rows: list[dict], out: Path) -> list[dict]:
     """Uploads ``rows`` as batch input files and creates their batches, saving each id at once."""
     entries, state, args = [], job["state"], job["args"]
     for chunk in _chunks(job["task"], rows, out, args.model, state.structured):
-        entry = {"input_file_id": None, "id": None, "rows": chunk["rows"], "estimate_usd": round(chunk["usd"], 6),
-                 "structured": state.structured, "status": "uploading", "collected": False}
+        entry = {
+            "input_file_id": None,
+            "id": None,
+            "rows": chunk["rows"],
+            "estimate_usd": round(chunk["usd"], 6),
+            "structured": state.structured,
+            "status": "uploading",
+            "collected": False,
+        }
         try:
             with chunk["path"].open("rb") as file:
-                uploaded = job["client"].with_options(timeout=max(args.timeout, UPLOAD_TIMEOUT_S)).files.create(
-                    file=file, purpose="batch")
+                uploaded = job["client"].with_options(timeout=max(args.timeout, UPLOAD_TIMEOUT_S)).files.create(file=file, purpose="batch")
         finally:
             chunk["path"].unlink(missing_ok=True)  # it holds the images: not left in the output folder
         entry.update(input_file_id=uploaded.id, status="uploaded")
         state.batches.append(entry)
         state.save()
         _create(job, entry)
-        print(f"[label] batch {entry['id']} created: {entry['rows']} requests to {args.model}, at most "
-              f"${entry['estimate_usd']:.4f} at the batch price; its id is saved in {state.path} (a re-run "
-              "resumes polling it)", flush=True)
+        print(
+            f"[label] batch {entry['id']} created: {entry['rows']} requests to {args.model}, at most "
+            f"${entry['estimate_usd']:.4f} at the batch price; its id is saved in {state.path} (a re-run "
+            "resumes polling it)",
+            flush=True,
+        )
         entries.append(entry)
     return entries
 
@@ -174,8 +204,8 @@ def _create(job: dict, entry: dict) -> None:
     if found is None:
         try:
             found = client.with_options(max_retries=0).batches.create(
-                input_file_id=entry["input_file_id"], endpoint=batch_files.ENDPOINT,
-                completion_window=batch_files.COMPLETION_WINDOW)
+                input_file_id=entry["input_file_id"], endpoint=batch_files.ENDPOINT, completion_window=batch_files.COMPLETION_WINDOW
+            )
         except (openai.APIConnectionError, openai.InternalServerError):
             found = _adopt(client, entry["input_file_id"])  # it may have been created before the error
             if found is None:
@@ -207,9 +237,14 @@ def wait(job: dict, entries: list[dict]) -> None:
             for entry in pending:
                 batch = job["client"].batches.retrieve(entry["id"])
                 counts = batch.request_counts
-                entry.update(status=batch.status, output_file_id=batch.output_file_id,
-                             error_file_id=batch.error_file_id, errors=_errors(batch),
-                             done=counts.completed if counts else 0, failed=counts.failed if counts else 0)
+                entry.update(
+                    status=batch.status,
+                    output_file_id=batch.output_file_id,
+                    error_file_id=batch.error_file_id,
+                    errors=_errors(batch),
+                    done=counts.completed if counts else 0,
+                    failed=counts.failed if counts else 0,
+                )
             failures = 0
         except (openai.APIConnectionError, openai.InternalServerError, openai.RateLimitError):
             failures += 1
@@ -257,8 +292,11 @@ def collect(job: dict, entry: dict, sent: set[str] | None) -> None:
             results[key] = record
     why = entry.get("errors") or "no result for this request"
     for key in (sent or set()) - {line["custom_id"] for line in lines}:
-        results[key] = {**batch_files.blank(job["task"], key, rows[key]["id"], job["args"].model, entry["id"]),
-                        "status": "quarantined", "reason": f"batch_{entry['status']}: {why}"}
+        results[key] = {
+            **batch_files.blank(job["task"], key, rows[key]["id"], job["args"].model, entry["id"]),
+            "status": "quarantined",
+            "reason": f"batch_{entry['status']}: {why}",
+        }
     entry["collected"] = True
     job["state"].save()
     job["touched"].append({k: entry.get(k) for k in ("id", "input_file_id", "status", "rows", "done", "failed")})
@@ -268,12 +306,19 @@ def ledger_fields(stats: dict, args, online_price) -> dict[str, Any]:
     """What ledger.json says about batch mode beside online mode's figures."""
     # Online mode's request, token and concurrency limits do not apply: the provider's batch limits do.
     limits = {"budget_usd": args.budget_usd, "max_retries": args.max_retries, "timeout_s": args.timeout}
-    return {"mode": "batch", "limits": limits, "achieved_requests_per_minute": None,
-            "achieved_tokens_per_minute": None, "batch": {
-        "discount": args.batch_discount, "poll_s": args.poll,
-        "online_prices_usd_per_mtok": {"prompt": online_price[0], "completion": online_price[1]} if online_price else None,
-        "not_run_by_reason": {k: v for k, v in stats.items() if k.startswith("batch_") and k != "batches"},
-        "batches": stats.get("batches", [])}}
+    return {
+        "mode": "batch",
+        "limits": limits,
+        "achieved_requests_per_minute": None,
+        "achieved_tokens_per_minute": None,
+        "batch": {
+            "discount": args.batch_discount,
+            "poll_s": args.poll,
+            "online_prices_usd_per_mtok": {"prompt": online_price[0], "completion": online_price[1]} if online_price else None,
+            "not_run_by_reason": {k: v for k, v in stats.items() if k.startswith("batch_") and k != "batches"},
+            "batches": stats.get("batches", []),
+        },
+    }
 
 
 def _explain(err: openai.APIError, base_url: str, key: str, saved: Path) -> str:
@@ -282,7 +327,9 @@ def _explain(err: openai.APIError, base_url: str, key: str, saved: Path) -> str:
     if status in (401, 403):
         return f"the API at {base_url} rejected the key (HTTP {status}): check OPENROUTER_API_KEY or OPENAI_API_KEY"
     if status in (404, 405):
-        return (f"HTTP {status} from {base_url}: this API has no Batch API (files and batches endpoints; "
-                "OpenRouter has none): label without --batch")
+        return (
+            f"HTTP {status} from {base_url}: this API has no Batch API (files and batches endpoints; "
+            "OpenRouter has none): label without --batch"
+        )
     said = " ".join(str(err.message if hasattr(err, "message") else err).split())[:160].replace(key, "***")
     return f"the Batch API at {base_url} failed: {said}; the batch ids are saved in {saved}: run again to resume"

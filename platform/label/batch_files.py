@@ -77,13 +77,24 @@ def estimate_usd(task: Task, row: dict[str, Any], price: tuple[float, float] | N
 
 def blank(task: Task, key: str, row_id: str, model: str, batch_id: str) -> dict[str, Any]:
     """A row's record before its result is read (online mode's fields, plus the batch it came from)."""
-    return {"key": key, "id": row_id, "status": "skipped", "label": None, "reason": "", "model": model,
-            "prompt_version": task.version, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0,
-            "latency_s": None, "attempts": 0, "batch": batch_id}
+    return {
+        "key": key,
+        "id": row_id,
+        "status": "skipped",
+        "label": None,
+        "reason": "",
+        "model": model,
+        "prompt_version": task.version,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "cost_usd": 0.0,
+        "latency_s": None,
+        "attempts": 0,
+        "batch": batch_id,
+    }
 
 
-def read_result(task: Task, entry: dict[str, Any], record: dict[str, Any],
-                price: tuple[float, float] | None) -> str | None:
+def read_result(task: Task, entry: dict[str, Any], record: dict[str, Any], price: tuple[float, float] | None) -> str | None:
     """Fills ``record`` from one output or error line; returns the attempt's kind for the ledger
     (``ok``, ``invalid_reply``, ``http_<code>``, ``format_refused``), or None for a line that was
     never run (``batch_expired``: not a request, nothing paid)."""
@@ -91,8 +102,7 @@ def read_result(task: Task, entry: dict[str, Any], record: dict[str, Any],
     if response is None:
         code = str((error or {}).get("code") or "batch_error")
         why = " ".join(str((error or {}).get("message") or "no result").split())[:160]
-        record.update(status="quarantined", reason=f"{code}: {why}" if code.startswith("batch_") else
-                      f"batch_error: {code}: {why}")
+        record.update(status="quarantined", reason=f"{code}: {why}" if code.startswith("batch_") else f"batch_error: {code}: {why}")
         return None
     record["attempts"] = 1
     status, body = int(response.get("status_code") or 0), response.get("body") or {}
@@ -101,8 +111,9 @@ def read_result(task: Task, entry: dict[str, Any], record: dict[str, Any],
         if reply.refused(status, message):
             record.update(reason=f"format_refused: {message}")  # left "skipped": sent again without it
             return "format_refused"
-        record.update(status="quarantined", reason=f"http_{status}: {message}" if status < 500 else
-                      f"http_{status}: server error in the batch")
+        record.update(
+            status="quarantined", reason=f"http_{status}: {message}" if status < 500 else f"http_{status}: server error in the batch"
+        )
         return f"http_{status}"
     _book(body.get("usage") or {}, record, price)
     choices = body.get("choices") or []
@@ -121,8 +132,12 @@ def _book(usage: dict[str, Any], record: dict[str, Any], price: tuple[float, flo
     record["completion_tokens"] = int(usage.get("completion_tokens") or 0)
     reported = usage.get("cost")  # a provider that reports the cost reports what it charged for the batch
     price_in, price_out = price or (0.0, 0.0)
-    record["cost_usd"] = round(float(reported) if isinstance(reported, (int, float)) else
-                               (record["prompt_tokens"] * price_in + record["completion_tokens"] * price_out) / 1e6, 10)
+    record["cost_usd"] = round(
+        float(reported)
+        if isinstance(reported, (int, float))
+        else (record["prompt_tokens"] * price_in + record["completion_tokens"] * price_out) / 1e6,
+        10,
+    )
 
 
 def _message(body: dict[str, Any]) -> str:

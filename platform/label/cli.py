@@ -61,13 +61,16 @@ def estimate(task: Task, todo: list[dict], image_tokens: int | None, tpm: float 
     """Each row's ``tokens``: what its request counts against ``--tpm``. A limit below one request's
     count is a user error: the provider would refuse that request whatever the wait."""
     for row in todo:
-        image = image_tokens if image_tokens is not None else prompt.image_tokens(
-            row["width"], row["height"], task.generation["image_detail"])
+        image = (
+            image_tokens if image_tokens is not None else prompt.image_tokens(row["width"], row["height"], task.generation["image_detail"])
+        )
         row["image_tokens"], row["tokens"] = image, task.request_tokens(row["text"], image)
     largest = max((row["tokens"] for row in todo), default=0)
     if tpm is not None and tpm < largest:
-        raise UserError(f"--tpm {tpm:g} is less than one request's tokens (~{largest:,} estimated: prompt and "
-                        f"max_tokens {task.generation['max_tokens']}): no request would fit in a minute")
+        raise UserError(
+            f"--tpm {tpm:g} is less than one request's tokens (~{largest:,} estimated: prompt and "
+            f"max_tokens {task.generation['max_tokens']}): no request would fit in a minute"
+        )
 
 
 def plan(posts: inputs.Posts, cached: dict[str, dict], retry_quarantined: bool) -> tuple[list, dict, list]:
@@ -96,8 +99,7 @@ def dry_run(task: Task, posts, *, early, hits, todo, rps: float, price: tuple[fl
     cost = None if price is None else (prompt_tokens * price[0] + completion_tokens * price[1]) / 1e6
     reasons = ", ".join(f"{k} {v}" for k, v in report.by_reason([r["problem"] for r in early]).items()) or "none"
     priced = f"at ${price[0]:g}/${price[1]:g} per Mtok" if price else "(no prices known: pass --price-in/--price-out)"
-    print(f"[label] dry run: {len(posts.table)} rows, {len(hits)} cached, {len(early)} quarantined before any request "
-          f"({reasons})")
+    print(f"[label] dry run: {len(posts.table)} rows, {len(hits)} cached, {len(early)} quarantined before any request ({reasons})")
     pace = f"at {rps * 60:g} requests/min{tpm}: at least {seconds:.0f}s"
     if args.batch:
         pace, priced = "through the Batch API: within its 24h window", f"{priced} (the batch price)"
@@ -107,8 +109,7 @@ def dry_run(task: Task, posts, *, early, hits, todo, rps: float, price: tuple[fl
     return 0
 
 
-def label_remote(task: Task, todo: list[dict], *, args, rps: float, price, key_digest: str, run: dict, total: int,
-                 base_done: dict):
+def label_remote(task: Task, todo: list[dict], *, args, rps: float, price, key_digest: str, run: dict, total: int, base_done: dict):
     """Runs the Ray Data job; returns (results by key, gate stats). ``run``: id, cache shard, attempt log."""
     import ray
     import ray.data
@@ -127,25 +128,43 @@ def label_remote(task: Task, todo: list[dict], *, args, rps: float, price, key_d
         scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False),
     ).remote(Limits(rps, args.concurrency, args.budget_usd, args.tpm), str(run["shard"]), str(run["attempts"]))
     settings = Settings(
-        base_url=args.base_url, model=args.model, timeout_s=args.timeout, max_retries=args.max_retries,
-        backoff_s=args.backoff, price_in=price[0] if price else 0.0, price_out=price[1] if price else 0.0,
+        base_url=args.base_url,
+        model=args.model,
+        timeout_s=args.timeout,
+        max_retries=args.max_retries,
+        backoff_s=args.backoff,
+        price_in=price[0] if price else 0.0,
+        price_out=price[1] if price else 0.0,
         openrouter="openrouter.ai" in args.base_url,
         # Never the key: all that goes to Ray is pickled into the object store. The actors read
         # it from their own environment (platform/label/secret.py).
-        key_digest=key_digest, task=task,
+        key_digest=key_digest,
+        task=task,
     )
     import pandas as pd
 
-    frame = pd.DataFrame([{"key": r["key"], "id": r["id"], "text": r["text"], "mime": r["mime"],
-                           "tokens": r["tokens"], "image": inputs.image_bytes(r["image_path"])} for r in todo])
+    frame = pd.DataFrame(
+        [
+            {
+                "key": r["key"],
+                "id": r["id"],
+                "text": r["text"],
+                "mime": r["mime"],
+                "tokens": r["tokens"],
+                "image": inputs.image_bytes(r["image_path"]),
+            }
+            for r in todo
+        ]
+    )
     # Several small blocks, so every actor gets work from the start.
-    blocks = [frame.iloc[i:i + ROWS_PER_BATCH] for i in range(0, len(frame), ROWS_PER_BATCH)]
+    blocks = [frame.iloc[i : i + ROWS_PER_BATCH] for i in range(0, len(frame), ROWS_PER_BATCH)]
     actors = min(args.actors, len(blocks))
     dataset = ray.data.from_pandas(blocks).map_batches(
-        Labeler, batch_size=ROWS_PER_BATCH, batch_format="pandas",
+        Labeler,
+        batch_size=ROWS_PER_BATCH,
+        batch_format="pandas",
         fn_constructor_args=(settings, gate),
-        compute=ray.data.ActorPoolStrategy(
-            size=actors, max_concurrent_calls_per_actor=max(1, math.ceil(args.concurrency / actors))),
+        compute=ray.data.ActorPoolStrategy(size=actors, max_concurrent_calls_per_actor=max(1, math.ceil(args.concurrency / actors))),
         num_cpus=0.1,  # I/O bound: leave the CPUs to training
     )
     results: dict[str, dict] = {}
@@ -175,10 +194,12 @@ def _tell_capped(stats: dict, timeout_s: float) -> bool:
 
     if not stats.get("retry_after_capped"):
         return False
-    print(f"[label] the API asked for pauses of up to {stats['longest_retry_after_s']:g}s (Retry-After, "
-          f"{stats['retry_after_capped']} time(s)); paused {retry_after_cap(timeout_s):g}s instead (at most "
-          "--timeout, never over 60s): rows still refused are quarantined as rate_limited and a re-run retries them",
-          flush=True)
+    print(
+        f"[label] the API asked for pauses of up to {stats['longest_retry_after_s']:g}s (Retry-After, "
+        f"{stats['retry_after_capped']} time(s)); paused {retry_after_cap(timeout_s):g}s instead (at most "
+        "--timeout, never over 60s): rows still refused are quarantined as rate_limited and a re-run retries them",
+        flush=True,
+    )
     return True
 
 
@@ -215,8 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     rps = options.check_args(args)
     task = load_task(args.task)
     started_at, started = datetime.datetime.now().astimezone(), time.monotonic()
-    posts = inputs.read(args.source, task, args.model, inputs.provider(args.base_url), args.allow_outside_images,
-                        bar=progress.wanted(args.progress))
+    posts = inputs.read(
+        args.source, task, args.model, inputs.provider(args.base_url), args.allow_outside_images, bar=progress.wanted(args.progress)
+    )
     out = Path(args.out).expanduser().resolve() if args.out else posts.folder / "labeled"
     cache_dir = Path(args.cache).expanduser().resolve() if args.cache else out / "cache"
     cached = answers.load(cache_dir)
@@ -229,35 +251,63 @@ def main(argv: list[str] | None = None) -> int:
         return dry_run(task, posts, early=early, hits=hits, todo=todo, rps=rps, price=price, args=args)
     key = secret.read()
     if todo and not key:
-        raise UserError(f"no API key: set {secret.KEY_VARIABLES[0]} (or {secret.KEY_VARIABLES[1]}); "
-                        "--dry-run needs none")
+        raise UserError(f"no API key: set {secret.KEY_VARIABLES[0]} (or {secret.KEY_VARIABLES[1]}); --dry-run needs none")
     if todo and args.budget_usd is not None and price is None:
         raise UserError(f"--budget-usd needs prices for {args.model!r}: pass --price-in and --price-out")
     total = len(posts.table)
-    print(f"[label] {total} rows from {posts.source}: {len(hits)} cached, {len(early)} quarantined before any "
-          f"request, {len(todo)} to ask {args.model} " + ("through the Batch API" if args.batch else
-          f"at {rps * 60:g} requests/min{f' and {args.tpm:g} tokens/min' if args.tpm else ''}, "
-          f"{args.concurrency} at a time"), flush=True)
+    print(
+        f"[label] {total} rows from {posts.source}: {len(hits)} cached, {len(early)} quarantined before any "
+        f"request, {len(todo)} to ask {args.model} "
+        + (
+            "through the Batch API"
+            if args.batch
+            else f"at {rps * 60:g} requests/min{f' and {args.tpm:g} tokens/min' if args.tpm else ''}, {args.concurrency} at a time"
+        ),
+        flush=True,
+    )
     run = start_run(args, posts, out, cache_dir, started_at)
     results, stats = {}, {}
     if todo and args.batch:
         results, stats = batch_mode.label(task, todo, args=args, price=price, key=key, run=run, out=out, cached=cached)
     elif todo:
-        results, stats = label_remote(task, todo, args=args, rps=rps, price=price, key_digest=secret.digest(key), run=run,
-                                      total=total, base_done={"cached": sum(1 for r in posts.table["key"] if r in hits),
-                                                              "early": len(early)})
+        results, stats = label_remote(
+            task,
+            todo,
+            args=args,
+            rps=rps,
+            price=price,
+            key_digest=secret.digest(key),
+            run=run,
+            total=total,
+            base_done={"cached": sum(1 for r in posts.table["key"] if r in hits), "early": len(early)},
+        )
         if stats.get("fatal"):
             raise UserError(stats["fatal"])
     labels, quarantine, left = assemble(posts, hits, results)
-    figures = ledger.build(task, args, rps=rps, price=price, posts=posts, out=out, labels=labels, quarantine=quarantine,
-                           left=left, stats=stats, started_at=started_at, started=started)
+    figures = ledger.build(
+        task,
+        args,
+        rps=rps,
+        price=price,
+        posts=posts,
+        out=out,
+        labels=labels,
+        quarantine=quarantine,
+        left=left,
+        stats=stats,
+        started_at=started_at,
+        started=started,
+    )
     if args.batch:
         figures.update(batch_mode.ledger_fields(stats, args, online_price))
     report.write(out, task, labels, quarantine, figures)
     print(report.summary(figures, out), flush=True)
     if left:
-        print(f"[label] budget reached: {report.money(stats.get('cost_usd'))} spent of ${args.budget_usd:g}; "
-              f"{len(left)} rows not labeled (run again with a higher --budget-usd: cached rows are free)", flush=True)
+        print(
+            f"[label] budget reached: {report.money(stats.get('cost_usd'))} spent of ${args.budget_usd:g}; "
+            f"{len(left)} rows not labeled (run again with a higher --budget-usd: cached rows are free)",
+            flush=True,
+        )
         return EXIT_BUDGET
     return 0
 
@@ -266,8 +316,12 @@ def start_run(args, posts: inputs.Posts, out: Path, cache_dir: Path, started_at)
     """This run's id, cache shard and attempt log (its header written now: a run counts in the
     ledger's totals even if it is killed before its first answer)."""
     run_id = f"{started_at:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:8]}"
-    header = {"started_at": started_at.isoformat(timespec="seconds"), "source": str(posts.source),
-              "model": args.model, "provider": inputs.provider(args.base_url)}
+    header = {
+        "started_at": started_at.isoformat(timespec="seconds"),
+        "source": str(posts.source),
+        "model": args.model,
+        "provider": inputs.provider(args.base_url),
+    }
     return {"id": run_id, "shard": cache_dir / f"{run_id}.jsonl", "attempts": ledger.start_run(out, run_id, header)}
 
 

@@ -144,8 +144,14 @@ class Gate:
 
     def _book(self, outcome: dict[str, Any]) -> None:
         kind = outcome.get("kind", "ok")
-        self._attempts.write({"t": round(time.time(), 3), "kind": kind, "retry": bool(outcome.get("retry")),
-                              **{k: outcome.get(k) or 0 for k in ("prompt_tokens", "completion_tokens", "cost_usd")}})
+        self._attempts.write(
+            {
+                "t": round(time.time(), 3),
+                "kind": kind,
+                "retry": bool(outcome.get("retry")),
+                **{k: outcome.get(k) or 0 for k in ("prompt_tokens", "completion_tokens", "cost_usd")},
+            }
+        )
         self._replies += kind not in NO_ANSWER
         if outcome.get("retry_after_asked_s"):
             self._counts["retry_after_capped"] += 1

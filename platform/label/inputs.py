@@ -90,8 +90,10 @@ def refuse_outside(path: Path, folder: Path, ids: pd.Series, images: pd.Series) 
     if outside:
         row_id, value = outside[0]
         more = f" (and {len(outside) - 1} more rows)" if len(outside) > 1 else ""
-        raise UserError(f"{path}: {ids.name} {row_id}: {images.name} {value!r} is outside {folder}{more}; "
-                        "pass --allow-outside-images to send images from elsewhere to the API")
+        raise UserError(
+            f"{path}: {ids.name} {row_id}: {images.name} {value!r} is outside {folder}{more}; "
+            "pass --allow-outside-images to send images from elsewhere to the API"
+        )
 
 
 def read(source: str, task: Task, model: str, api: str, allow_outside: bool = False, bar: bool = False) -> Posts:
@@ -122,8 +124,18 @@ def read(source: str, task: Task, model: str, api: str, allow_outside: bool = Fa
             if not text:
                 problem = f"empty_{names[2]}"
             key = cache_key(hashlib.sha256(data[0]).hexdigest(), text, task, model, api)
-        rows.append({"id": str(row_id), "image_path": str(image or ""), "text": text,
-                     "key": key, "mime": mime, "width": size[0], "height": size[1], "problem": problem})
+        rows.append(
+            {
+                "id": str(row_id),
+                "image_path": str(image or ""),
+                "text": text,
+                "key": key,
+                "mime": mime,
+                "width": size[0],
+                "height": size[1],
+                "problem": problem,
+            }
+        )
     columns = ["id", "image_path", "text", "key", "mime", "width", "height", "problem"]
     return Posts(path, folder, pd.DataFrame(rows, columns=columns))
 
@@ -144,8 +156,9 @@ def _read_image(image: Path | None) -> tuple[bytes, str, tuple[int, int]] | str:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as picture:
                 if picture.width * picture.height > MAX_IMAGE_PIXELS:  # the header's size: never decoded
-                    return (f"decompression_bomb: {picture.width}x{picture.height} pixels, more than the "
-                            f"{MAX_IMAGE_PIXELS:,} an image may have")
+                    return (
+                        f"decompression_bomb: {picture.width}x{picture.height} pixels, more than the {MAX_IMAGE_PIXELS:,} an image may have"
+                    )
                 picture.verify()
                 kind, size = picture.format, picture.size
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:

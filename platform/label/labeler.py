@@ -88,7 +88,10 @@ class Labeler:
                 await self._gate.abort.remote(problem)
                 return pd.DataFrame([self._blank(row, reason="fatal") for row in batch.to_dict("records")])
             self._client = openai.AsyncOpenAI(
-                api_key=self._key, base_url=self._settings.base_url, timeout=self._settings.timeout_s, max_retries=0,
+                api_key=self._key,
+                base_url=self._settings.base_url,
+                timeout=self._settings.timeout_s,
+                max_retries=0,
             )
             self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
         rows = batch.to_dict("records")
@@ -105,9 +108,20 @@ class Labeler:
             await asyncio.sleep(HEARTBEAT_S)
 
     def _blank(self, row: dict[str, Any], reason: str = "") -> dict[str, Any]:
-        return {"key": row["key"], "id": row["id"], "status": "skipped", "label": None, "reason": reason,
-                "model": self._settings.model, "prompt_version": self._task.version, "prompt_tokens": 0,
-                "completion_tokens": 0, "cost_usd": 0.0, "latency_s": None, "attempts": 0}
+        return {
+            "key": row["key"],
+            "id": row["id"],
+            "status": "skipped",
+            "label": None,
+            "reason": reason,
+            "model": self._settings.model,
+            "prompt_version": self._task.version,
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "cost_usd": 0.0,
+            "latency_s": None,
+            "attempts": 0,
+        }
 
     async def _label(self, row: dict[str, Any]) -> dict[str, Any]:
         s = self._settings
@@ -230,8 +244,11 @@ class Labeler:
         prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
         completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
         reported = getattr(usage, "cost", None)
-        cost = float(reported) if isinstance(reported, (int, float)) else (
-            prompt_tokens * self._settings.price_in + completion_tokens * self._settings.price_out) / 1e6
+        cost = (
+            float(reported)
+            if isinstance(reported, (int, float))
+            else (prompt_tokens * self._settings.price_in + completion_tokens * self._settings.price_out) / 1e6
+        )
         outcome.update(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost_usd=cost)
         if usage is not None:  # what the tokens-per-minute limit is settled with
             # The provider counted max_tokens when it let the request in (OpenAI: "the maximum of
@@ -260,8 +277,7 @@ class Labeler:
             # A 429's tokens stay taken: the provider's bucket was emptier than ours, and giving them
             # back would send the next request into the same 429 at once (OpenAI counts it anyway).
             if code in (401, 403):
-                raise Fatal(f"the API at {base_url} rejected the key (HTTP {code}): "
-                            "check OPENROUTER_API_KEY or OPENAI_API_KEY")
+                raise Fatal(f"the API at {base_url} rejected the key (HTTP {code}): check OPENROUTER_API_KEY or OPENAI_API_KEY")
             if code == 402:
                 raise Fatal(f"the API at {base_url} refused payment (HTTP 402): add credits or lower the load")
             if code == 404:
@@ -281,7 +297,7 @@ class Labeler:
 
     def _backoff(self, attempt: int) -> float:
         """Full jitter: uniform in [0, base * 2^attempt], capped."""
-        return random.uniform(0, min(BACKOFF_CAP_S, self._settings.backoff_s * 2 ** attempt))
+        return random.uniform(0, min(BACKOFF_CAP_S, self._settings.backoff_s * 2**attempt))
 
 
 def retry_after_cap(timeout_s: float) -> float:

@@ -28,13 +28,17 @@ KNOWN_PRICES = {
 def build_parser(doc: str) -> argparse.ArgumentParser:
     """The parser; ``doc`` (the command's module docstring) gives its description and epilog."""
     parser = argparse.ArgumentParser(
-        prog="python -m platform.label", description=doc.split("\n\n")[0],
-        epilog=doc.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="python -m platform.label",
+        description=doc.split("\n\n")[0],
+        epilog=doc.split("\n\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("source", help="the table to label (gender_bias: posts.csv), or the folder holding it")
-    parser.add_argument("--task", default=None,
-                        help="what to ask: a trainable with a labeling.py, or a module path like mytasks.toxicity "
-                             "(default: the only trainable with one)")
+    parser.add_argument(
+        "--task",
+        default=None,
+        help="what to ask: a trainable with a labeling.py, or a module path like mytasks.toxicity (default: the only trainable with one)",
+    )
     parser.add_argument("--out", default=None, help="output folder (default <source folder>/labeled)")
     parser.add_argument("--cache", default=None, help="cache folder (default <out>/cache)")
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"vision model (default {DEFAULT_MODEL})")
@@ -42,39 +46,67 @@ def build_parser(doc: str) -> argparse.ArgumentParser:
     limit = parser.add_mutually_exclusive_group()
     limit.add_argument("--rpm", type=float, default=None, help=f"requests per minute for the whole job (default {DEFAULT_RPM})")
     limit.add_argument("--rps", type=float, default=None, help="requests per second for the whole job")
-    parser.add_argument("--tpm", type=float, default=None,
-                        help="tokens per minute for the whole job (prompt + max_tokens estimated before each send, "
-                             "corrected from the reply's usage; default: no limit)")
-    parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY,
-                        help=f"requests in flight for the whole job (default {DEFAULT_CONCURRENCY})")
+    parser.add_argument(
+        "--tpm",
+        type=float,
+        default=None,
+        help="tokens per minute for the whole job (prompt + max_tokens estimated before each send, "
+        "corrected from the reply's usage; default: no limit)",
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=DEFAULT_CONCURRENCY, help=f"requests in flight for the whole job (default {DEFAULT_CONCURRENCY})"
+    )
     parser.add_argument("--actors", type=int, default=2, help="Ray Data actors sending requests (default 2)")
     parser.add_argument("--budget-usd", type=float, default=None, help="stop once this run has spent this much (exit 3)")
     parser.add_argument("--max-retries", type=int, default=4, help="retries a row gets after its first attempt (default 4)")
-    parser.add_argument("--timeout", type=float, default=60.0,
-                        help="seconds to wait for one reply (default 60); also the longest a 429's Retry-After "
-                             "pauses the job (never more than 60)")
-    parser.add_argument("--backoff", type=float, default=1.0,
-                        help="base of the exponential backoff in seconds, with full jitter (default 1)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        help="seconds to wait for one reply (default 60); also the longest a 429's Retry-After pauses the job (never more than 60)",
+    )
+    parser.add_argument(
+        "--backoff", type=float, default=1.0, help="base of the exponential backoff in seconds, with full jitter (default 1)"
+    )
     parser.add_argument("--price-in", type=float, default=None, help="USD per million prompt tokens (default: known models)")
     parser.add_argument("--price-out", type=float, default=None, help="USD per million completion tokens")
-    parser.add_argument("--image-tokens", type=int, default=None,
-                        help="prompt tokens an image costs, for --dry-run and --tpm (default: OpenAI's rule for "
-                             f"the task's detail level: {prompt.IMAGE_TOKENS_LOW_DETAIL} at 'low')")
-    parser.add_argument("--retry-quarantined", action="store_true",
-                        help="ask again for rows whose cached reply was invalid")
-    parser.add_argument("--allow-outside-images", action="store_true",
-                        help="send images whose image_path is outside the source folder (refused by default)")
-    parser.add_argument("--batch", action="store_true",
-                        help="send through the Batch API (upload, create, poll, download) at its lower price; a "
-                             "re-run resumes the saved batches (platform/label/batch.py)")
-    parser.add_argument("--poll", type=float, default=batch_files.DEFAULT_POLL_S,
-                        help=f"--batch: seconds between polls of a batch (default {batch_files.DEFAULT_POLL_S:g})")
-    parser.add_argument("--batch-discount", type=float, default=batch_files.BATCH_DISCOUNT,
-                        help=f"--batch: the batch price as a share of the online one (default {batch_files.BATCH_DISCOUNT:g}, OpenAI's)")
+    parser.add_argument(
+        "--image-tokens",
+        type=int,
+        default=None,
+        help="prompt tokens an image costs, for --dry-run and --tpm (default: OpenAI's rule for "
+        f"the task's detail level: {prompt.IMAGE_TOKENS_LOW_DETAIL} at 'low')",
+    )
+    parser.add_argument("--retry-quarantined", action="store_true", help="ask again for rows whose cached reply was invalid")
+    parser.add_argument(
+        "--allow-outside-images", action="store_true", help="send images whose image_path is outside the source folder (refused by default)"
+    )
+    parser.add_argument(
+        "--batch",
+        action="store_true",
+        help="send through the Batch API (upload, create, poll, download) at its lower price; a "
+        "re-run resumes the saved batches (platform/label/batch.py)",
+    )
+    parser.add_argument(
+        "--poll",
+        type=float,
+        default=batch_files.DEFAULT_POLL_S,
+        help=f"--batch: seconds between polls of a batch (default {batch_files.DEFAULT_POLL_S:g})",
+    )
+    parser.add_argument(
+        "--batch-discount",
+        type=float,
+        default=batch_files.BATCH_DISCOUNT,
+        help=f"--batch: the batch price as a share of the online one (default {batch_files.BATCH_DISCOUNT:g}, OpenAI's)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="estimate requests, tokens and cost; send nothing")
     parser.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
-    parser.add_argument("--progress", choices=progress.CHOICES, default="auto",
-                        help="a progress bar of the image scan (default auto: when output is a terminal)")
+    parser.add_argument(
+        "--progress",
+        choices=progress.CHOICES,
+        default="auto",
+        help="a progress bar of the image scan (default auto: when output is a terminal)",
+    )
     parser.add_argument("--verbose", action="store_true", help="also print Ray's own log lines (its core's, its internal actors')")
     return parser
 

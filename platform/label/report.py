@@ -15,8 +15,20 @@ from typing import Any
 
 import pandas as pd
 
-LABEL_COLUMNS = ["id", "image_path", "text", "label", "reason", "model", "prompt_version",
-                 "prompt_tokens", "completion_tokens", "cost_usd", "latency_s", "cached"]
+LABEL_COLUMNS = [
+    "id",
+    "image_path",
+    "text",
+    "label",
+    "reason",
+    "model",
+    "prompt_version",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+    "latency_s",
+    "cached",
+]
 QUARANTINE_COLUMNS = ["id", "image_path", "text", "reason", "attempts"]
 LABELS_FILE, QUARANTINE_FILE, LEDGER_FILE = "labels.csv", "quarantine.csv", "ledger.json"
 
@@ -39,8 +51,7 @@ def _atomic_write(path: Path, text: str) -> None:
 
 def write(out: Path, task, labels: list[dict], quarantine: list[dict], ledger: dict[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    names = {"id": task.columns["id"], "image_path": task.columns["image"], "text": task.columns["text"],
-             "label": task.label}
+    names = {"id": task.columns["id"], "image_path": task.columns["image"], "text": task.columns["text"], "label": task.label}
     for rows, columns, name in ((labels, LABEL_COLUMNS, LABELS_FILE), (quarantine, QUARANTINE_COLUMNS, QUARANTINE_FILE)):
         table = pd.DataFrame(rows, columns=columns).rename(columns=names)
         _atomic_write(out / name, table.to_csv(index=False))
@@ -59,8 +70,9 @@ def pace(ledger: dict[str, Any]) -> str:
     """``achieved N req/min (limit M)`` and the token rate, online; a batch's pace is the provider's."""
     if ledger.get("mode") == "batch":
         return "through the Batch API"
-    return (f"achieved {rate(ledger['achieved_requests_per_minute'])} "
-            f"(limit {ledger['limits']['requests_per_minute']:g}){token_rate(ledger)}")
+    return (
+        f"achieved {rate(ledger['achieved_requests_per_minute'])} (limit {ledger['limits']['requests_per_minute']:g}){token_rate(ledger)}"
+    )
 
 
 def token_rate(ledger: dict[str, Any]) -> str:
@@ -73,9 +85,11 @@ def token_rate(ledger: dict[str, Any]) -> str:
 
 def progress(done: int, total: int, labeled: int, cached: int, quarantined: int, stats: dict, elapsed: float) -> str:
     tokens = stats.get("prompt_tokens", 0) + stats.get("completion_tokens", 0)
-    return (f"[label] {done}/{total} rows  labeled {labeled}  cached {cached}  quarantined {quarantined}  "
-            f"requests {stats.get('requests', 0)}  tokens {tokens:,}  cost {money(stats.get('cost_usd', 0.0))}  "
-            f"{rate(stats.get('achieved_rpm'))}  {elapsed:.1f}s")
+    return (
+        f"[label] {done}/{total} rows  labeled {labeled}  cached {cached}  quarantined {quarantined}  "
+        f"requests {stats.get('requests', 0)}  tokens {tokens:,}  cost {money(stats.get('cost_usd', 0.0))}  "
+        f"{rate(stats.get('achieved_rpm'))}  {elapsed:.1f}s"
+    )
 
 
 def summary(ledger: dict[str, Any], out: Path) -> str:
@@ -93,7 +107,10 @@ def summary(ledger: dict[str, Any], out: Path) -> str:
     ]
     if ledger.get("runs", 0) > 1:  # what the folder's labels cost in all, killed runs included
         total = ledger["totals"]
-        lines.insert(2, f"  all {ledger['runs']} runs into this folder: requests {total['requests']}  "
-                        f"rows labeled {total['rows_labeled']}  tokens {total['tokens']['prompt']:,} prompt + "
-                        f"{total['tokens']['completion']:,} completion  cost {money(total['cost_usd'])}")
+        lines.insert(
+            2,
+            f"  all {ledger['runs']} runs into this folder: requests {total['requests']}  "
+            f"rows labeled {total['rows_labeled']}  tokens {total['tokens']['prompt']:,} prompt + "
+            f"{total['tokens']['completion']:,} completion  cost {money(total['cost_usd'])}",
+        )
     return "\n".join(lines)

@@ -42,6 +42,8 @@ def problem(expected_digest: str) -> str | None:
     if key is not None and digest(key) == expected_digest:
         return None
     seen = "no API key" if key is None else "another API key than the driver's"
-    return (f"the Ray workers have {seen} in their environment: on a cluster, set {KEY_VARIABLES[0]} (or "
-            f"{KEY_VARIABLES[1]}) where `ray start` runs on every node, never in a runtime_env "
-            "(see platform/label/secret.py)")
+    return (
+        f"the Ray workers have {seen} in their environment: on a cluster, set {KEY_VARIABLES[0]} (or "
+        f"{KEY_VARIABLES[1]}) where `ray start` runs on every node, never in a runtime_env "
+        "(see platform/label/secret.py)"
+    )

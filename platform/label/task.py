@@ -52,16 +52,23 @@ class Task:
         data_url = f"data:{mime};base64,{base64.b64encode(image).decode('ascii')}"
         return [
             {"role": "system", "content": self.system},
-            {"role": "user", "content": [
-                {"type": "image_url", "image_url": {"url": data_url, "detail": self.generation["image_detail"]}},
-                {"type": "text", "text": f"{self.text_prefix}{text}"},
-            ]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": data_url, "detail": self.generation["image_detail"]}},
+                    {"type": "text", "text": f"{self.text_prefix}{text}"},
+                ],
+            },
         ]
 
     def request(self, model: str, image: bytes, mime: str, text: str, structured: bool) -> dict[str, Any]:
         """The body of one chat completion, online or as a line of a batch file."""
-        body = {"model": model, "messages": self.messages(image, mime, text),
-                "temperature": self.generation["temperature"], "max_tokens": self.generation["max_tokens"]}
+        body = {
+            "model": model,
+            "messages": self.messages(image, mime, text),
+            "temperature": self.generation["temperature"],
+            "max_tokens": self.generation["max_tokens"],
+        }
         if structured:
             body["response_format"] = reply.response_format(self.reply)
         return body
@@ -85,18 +92,31 @@ def load(name: str | None) -> Task:
     module = _module(name or _only_task())
     missing = [attribute for attribute in REQUIRED if not hasattr(module, attribute)]
     if missing:
-        raise UserError(f"labeling task {module.__name__} lacks {', '.join(missing)} "
-                        "(see platform/label/task.py for what a task module holds)")
+        raise UserError(
+            f"labeling task {module.__name__} lacks {', '.join(missing)} (see platform/label/task.py for what a task module holds)"
+        )
     columns, generation = dict(module.COLUMNS), dict(module.GENERATION)
     if sorted(columns) != sorted(COLUMN_ROLES) or sorted(generation) != sorted(GENERATION_KEYS):
-        raise UserError(f"labeling task {module.__name__}: COLUMNS needs exactly {', '.join(COLUMN_ROLES)} and "
-                        f"GENERATION exactly {', '.join(GENERATION_KEYS)}")
+        raise UserError(
+            f"labeling task {module.__name__}: COLUMNS needs exactly {', '.join(COLUMN_ROLES)} and "
+            f"GENERATION exactly {', '.join(GENERATION_KEYS)}"
+        )
     fields = getattr(module.Reply, "model_fields", {})
     if module.LABEL not in fields or "reason" not in fields:
-        raise UserError(f"labeling task {module.__name__}: Reply must be a pydantic model with the fields "
-                        f"{module.LABEL!r} (LABEL) and 'reason'")
-    return Task(module.__name__, module.VERSION, module.SYSTEM, module.Reply, module.LABEL, columns,
-                module.TEXT_PREFIX, generation, module.INPUT_FILE)
+        raise UserError(
+            f"labeling task {module.__name__}: Reply must be a pydantic model with the fields {module.LABEL!r} (LABEL) and 'reason'"
+        )
+    return Task(
+        module.__name__,
+        module.VERSION,
+        module.SYSTEM,
+        module.Reply,
+        module.LABEL,
+        columns,
+        module.TEXT_PREFIX,
+        generation,
+        module.INPUT_FILE,
+    )
 
 
 def _module(name: str) -> ModuleType:
@@ -106,8 +126,10 @@ def _module(name: str) -> ModuleType:
             return importlib.import_module(name)
         except ModuleNotFoundError as err:
             if err.name and name.startswith(err.name):  # the task itself is missing, not one of its imports
-                raise UserError(f"no labeling task {name!r}: choose from {', '.join(stems()) or 'none'}, "
-                                "or give an importable module like mytasks.toxicity") from None
+                raise UserError(
+                    f"no labeling task {name!r}: choose from {', '.join(stems()) or 'none'}, "
+                    "or give an importable module like mytasks.toxicity"
+                ) from None
             raise
     # Loaded by its file, not as a submodule: importing the trainable's package would import torch and
     # its model, for a prompt and a schema.

@@ -32,8 +32,7 @@ BEST_FILE = "best.json"
 STATUS_STYLE = {COMPLETED: ("tab:blue", "o"), ASHA: ("tab:orange", "v"), ERROR: ("tab:gray", "x")}
 
 
-def plot(frame: pd.DataFrame, objectives: list[Objective], front: np.ndarray, best: int | None, path: Path,
-         title: str) -> None:
+def plot(frame: pd.DataFrame, objectives: list[Objective], front: np.ndarray, best: int | None, path: Path, title: str) -> None:
     """Quality against the second objective (``train_s`` for a single objective), every trial by
     status, the front as a highlighted staircase and the chosen trial circled."""
     y_obj = objectives[0]
@@ -42,16 +41,30 @@ def plot(frame: pd.DataFrame, objectives: list[Objective], front: np.ndarray, be
     values = {o.metric: pd.to_numeric(frame.get(o.metric), errors="coerce") for o in (x_obj, y_obj)} if len(frame) else {}
     for status, group in frame.groupby("status") if len(frame) else []:
         color, marker = STATUS_STYLE.get(status, ("tab:purple", "s"))
-        axis.scatter(values[x_obj.metric][group.index], values[y_obj.metric][group.index], c=color, marker=marker,
-                     alpha=0.6, label=f"{status} ({len(group)})")
+        axis.scatter(
+            values[x_obj.metric][group.index],
+            values[y_obj.metric][group.index],
+            c=color,
+            marker=marker,
+            alpha=0.6,
+            label=f"{status} ({len(group)})",
+        )
     if front.any():
         points = sorted(zip(values[x_obj.metric][front], values[y_obj.metric][front]))
         label = "Pareto front" if len(objectives) > 1 else None
         axis.step(*zip(*points), where="post", color="tab:red", alpha=0.6)
         axis.scatter(*zip(*points), s=90, facecolors="none", edgecolors="tab:red", linewidths=2, label=label)
     if best is not None:
-        axis.scatter([values[x_obj.metric][best]], [values[y_obj.metric][best]], marker="*", s=260, c="gold",
-                     edgecolors="black", zorder=5, label="best (saved tier)")
+        axis.scatter(
+            [values[x_obj.metric][best]],
+            [values[y_obj.metric][best]],
+            marker="*",
+            s=260,
+            c="gold",
+            edgecolors="black",
+            zorder=5,
+            label="best (saved tier)",
+        )
     axis.set_xlabel(f"{x_obj.metric} ({x_obj.mode})")
     axis.set_ylabel(f"{y_obj.metric} ({y_obj.mode})")
     axis.set_title(title, fontsize=10)
@@ -89,8 +102,9 @@ def export_best(trainable: Trainable, run_dir: Path, val_split: Any) -> dict | N
     return artifacts.finish(run_dir, trainable, cfg=cfg, meta=meta, result=finished, val_split=val_split, manifest=manifest)
 
 
-def save_tier(storage: Path, trainable: Trainable, *, name: str, row: pd.Series, sets: list[str], sweep_dir: Path,
-              config_keys: tuple[str, ...] = ()) -> Path:
+def save_tier(
+    storage: Path, trainable: Trainable, *, name: str, row: pd.Series, sets: list[str], sweep_dir: Path, config_keys: tuple[str, ...] = ()
+) -> Path:
     """The best trial's exact configuration as a tier: its base tier plus the sweep's ``--config``
     keys, the sampled values and the ``--set`` overrides (``--data`` stays a per-run choice)."""
     cfg = config_lib.to_dict(config_lib.from_dict(trainable.Config, artifacts.read_json(Path(row["run_dir"]) / artifacts.CONFIG_FILE)))
@@ -99,12 +113,15 @@ def save_tier(storage: Path, trainable: Trainable, *, name: str, row: pd.Series,
     keys += [k for k in config_lib.parse_sets(sets) if k != "data_dir"]
     path = registry.saved_tier_path(storage, trainable.stem, name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    artifacts.write_json(path, {
-        "base": row["tier"],
-        "overrides": {key: cfg[key] for key in dict.fromkeys(keys)},
-        "source": {"sweep": str(sweep_dir), "trial": row["trial_id"], "created": artifacts.now()},
-        "metrics": {k: row[k] for k in row.index if k.startswith(("val/", "train/")) and pd.notna(row[k])},
-    })
+    artifacts.write_json(
+        path,
+        {
+            "base": row["tier"],
+            "overrides": {key: cfg[key] for key in dict.fromkeys(keys)},
+            "source": {"sweep": str(sweep_dir), "trial": row["trial_id"], "created": artifacts.now()},
+            "metrics": {k: row[k] for k in row.index if k.startswith(("val/", "train/")) and pd.notna(row[k])},
+        },
+    )
     return path
 
 
@@ -132,19 +149,27 @@ def judge(frame: pd.DataFrame, best: int, objective: Objective) -> Verdict:
     done = pd.to_numeric(own.loc[own["status"] == COMPLETED, metric], errors="coerce").dropna()
     if done.empty:
         how = own["status"].iloc[0] if len(own) else "not run"
-        return Verdict(False, f"the {tier} tier's own config did not complete ({how}), so no trial can be "
-                              f"shown to beat it")
+        return Verdict(False, f"the {tier} tier's own config did not complete ({how}), so no trial can be shown to beat it")
     reference = float(done.max() if objective.mode == "max" else done.min())
     value = float(row[metric])
     better = value > reference if objective.mode == "max" else value < reference
     if bool(row[TIER_DEFAULT]) or row["status"] != COMPLETED or not better:
         return Verdict(False, f"no trial beat the {tier} tier's own config ({metric} {reference:.4g})", reference)
-    return Verdict(True, f"trial {row['trial_id']} beats the {tier} tier's own config: {metric} {value:.4g} "
-                         f"against {reference:.4g}", reference)
+    return Verdict(
+        True, f"trial {row['trial_id']} beats the {tier} tier's own config: {metric} {value:.4g} against {reference:.4g}", reference
+    )
 
 
-def write_best(sweep_dir: Path, row: pd.Series, *, objectives: list[Objective], manifest: dict | None,
-               tier_path: Path | None, front_ids: list[str], verdict: Verdict | None = None) -> dict:
+def write_best(
+    sweep_dir: Path,
+    row: pd.Series,
+    *,
+    objectives: list[Objective],
+    manifest: dict | None,
+    tier_path: Path | None,
+    front_ids: list[str],
+    verdict: Verdict | None = None,
+) -> dict:
     best = {
         "trial_id": row["trial_id"],
         "status": row["status"],

@@ -42,43 +42,77 @@ DEFAULT_TRIALS = 8
 DEFAULT_KEEP_BEST = 3
 SETTINGS_FILE = "sweep.json"
 # Settings a resumed sweep keeps: passing them again with --resume is an error, not ignored.
-KEPT = ("tiers", "trials", "concurrent", "cpus_per_trial", "objective", "pareto", "time_budget", "scheduler",
-        "save_tier", "data", "config", "sets", "keep_best", "search_seed", "sampler")
+KEPT = (
+    "tiers",
+    "trials",
+    "concurrent",
+    "cpus_per_trial",
+    "objective",
+    "pareto",
+    "time_budget",
+    "scheduler",
+    "save_tier",
+    "data",
+    "config",
+    "sets",
+    "keep_best",
+    "search_seed",
+    "sampler",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m platform.tune", description=__doc__.split("\n\n")[0],
-                                     epilog=f"trainables: {', '.join(registry.stems())}")
+    parser = argparse.ArgumentParser(
+        prog="python -m platform.tune", description=__doc__.split("\n\n")[0], epilog=f"trainables: {', '.join(registry.stems())}"
+    )
     parser.add_argument("stem", help="the trainable (a module in trainables/)")
     parser.add_argument("--tiers", help=f"comma-separated tiers to search over (default {registry.DEFAULT_TIER})")
-    parser.add_argument("--trials", type=int, help=f"number of trials (default {DEFAULT_TRIALS}), including one a tier "
-                                                   "that trains the tier's own configuration, run first")
+    parser.add_argument(
+        "--trials",
+        type=int,
+        help=f"number of trials (default {DEFAULT_TRIALS}), including one a tier that trains the tier's own configuration, run first",
+    )
     parser.add_argument("--concurrent", type=int, help="trials at a time (default: cluster CPUs / --cpus-per-trial)")
     parser.add_argument("--cpus-per-trial", type=float, help="CPUs of each trial's worker (default 1)")
     parser.add_argument("--objective", help="metric:min|max to optimise (default: the trainable's METRIC)")
     parser.add_argument("--pareto", help="several metric:mode, e.g. val/acc:max,train_s:min (or params:min)")
     parser.add_argument("--time-budget", help="stop starting and running trials after this long, e.g. 30m, 1h30m")
-    parser.add_argument("--scheduler", choices=["asha", "none"],
-                        help="early stopping (default asha: a trial is judged against its own tier's trials, first "
-                             "halfway through its epochs; none with --pareto)")
-    parser.add_argument("--save-tier", help="name of the tier the best config is saved as (default tuned), only "
-                                            "when it beats its tier's own configuration on the (first) objective")
+    parser.add_argument(
+        "--scheduler",
+        choices=["asha", "none"],
+        help="early stopping (default asha: a trial is judged against its own tier's trials, first "
+        "halfway through its epochs; none with --pareto)",
+    )
+    parser.add_argument(
+        "--save-tier",
+        help="name of the tier the best config is saved as (default tuned), only "
+        "when it beats its tier's own configuration on the (first) objective",
+    )
     parser.add_argument("--data", help="dataset folder in the trainable's real format (default: synthetic)")
-    parser.add_argument("--config", metavar="FILE",
-                        help="config keys from a YAML or JSON file for every trial, applied after its tier and "
-                             "before its sampled values (keys the space searches are still searched: fix one with --set)")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="config keys from a YAML or JSON file for every trial, applied after its tier and "
+        "before its sampled values (keys the space searches are still searched: fix one with --set)",
+    )
     parser.add_argument("--set", dest="sets", action="append", metavar="KEY=VALUE", help="fix a config key (repeatable)")
     parser.add_argument("--keep-best", type=int, help=f"trials whose checkpoints are kept (default {DEFAULT_KEEP_BEST})")
     parser.add_argument("--search-seed", type=int, help="seed of Optuna's sampler (default 0)")
-    parser.add_argument("--sampler", choices=["tpe", "random"],
-                        help="Optuna's sampler: tpe (default; multi-objective with --pareto) or random, the baseline")
+    parser.add_argument(
+        "--sampler",
+        choices=["tpe", "random"],
+        help="Optuna's sampler: tpe (default; multi-objective with --pareto) or random, the baseline",
+    )
     parser.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
     parser.add_argument("--storage", default=DEFAULT_STORAGE, help=f"where runs and sweeps are written (default ./{DEFAULT_STORAGE})")
     parser.add_argument("--name", help="sweep name (default <tiers>-<timestamp>)")
     parser.add_argument("--resume", action="store_true", help="continue the interrupted sweep --name")
-    parser.add_argument("--tracker", metavar="NAMES",
-                        help="where each trial's metrics go: tensorboard (default), mlflow (a parent run, a child "
-                             "run a trial; MLFLOW_TRACKING_URI, else <storage>/mlflow.db) or tensorboard,mlflow")
+    parser.add_argument(
+        "--tracker",
+        metavar="NAMES",
+        help="where each trial's metrics go: tensorboard (default), mlflow (a parent run, a child "
+        "run a trial; MLFLOW_TRACKING_URI, else <storage>/mlflow.db) or tensorboard,mlflow",
+    )
     parser.add_argument("--dry-run", action="store_true", help="show trials, space and estimated compute; train nothing")
     parser.add_argument("--verbose", action="store_true", help="also print Ray's own log lines (its core's, its internal actors')")
     return parser
@@ -98,10 +132,17 @@ def settings(args: argparse.Namespace, sweep_dir: Path) -> dict:
     if sweep_dir.exists() and any(sweep_dir.iterdir()):
         raise UserError(f"sweep {sweep_dir} already exists: pass --resume to continue it, or another --name")
     chosen = {key: getattr(args, key) for key in KEPT}
-    chosen.update(tiers=args.tiers or registry.DEFAULT_TIER, trials=args.trials or DEFAULT_TRIALS,
-                  save_tier=args.save_tier or "tuned", sets=args.sets or [], data=args.data or "",
-                  keep_best=args.keep_best or DEFAULT_KEEP_BEST, search_seed=args.search_seed or 0,
-                  cpus_per_trial=args.cpus_per_trial or 1.0, sampler=args.sampler or "tpe")
+    chosen.update(
+        tiers=args.tiers or registry.DEFAULT_TIER,
+        trials=args.trials or DEFAULT_TRIALS,
+        save_tier=args.save_tier or "tuned",
+        sets=args.sets or [],
+        data=args.data or "",
+        keep_best=args.keep_best or DEFAULT_KEEP_BEST,
+        search_seed=args.search_seed or 0,
+        cpus_per_trial=args.cpus_per_trial or 1.0,
+        sampler=args.sampler or "tpe",
+    )
     # The file's values, not only its path: a resumed sweep trains with them even if the file changed.
     chosen["config_values"] = config_lib.read_file(args.config) if args.config else {}
     return chosen
@@ -142,8 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     print(plan.describe(concurrent), flush=True)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     if not args.resume:
-        run_files.write_json(sweep_dir / SETTINGS_FILE, {**chosen, "stem": args.stem, "started": run_files.now(),
-                                                         "command": " ".join(["python -m platform.tune", *sys.argv[1:]])})
+        run_files.write_json(
+            sweep_dir / SETTINGS_FILE,
+            {**chosen, "stem": args.stem, "started": run_files.now(), "command": " ".join(["python -m platform.tune", *sys.argv[1:]])},
+        )
     trackers.open_sweep(sweep_dir, chosen, args.stem)
     try:
         outcome = sweep_runner.run(plan, sweep_dir, concurrent, cpus_per_worker, DEFAULT_MAX_FAILURES, args.resume)
@@ -171,8 +214,9 @@ def _missing_metric(exc: BaseException, plan: Plan) -> UserError | None:
         return None
     missing = [o.metric for o in plan.objectives if f"`{o.metric}`" in text or f"'{o.metric}'" in text.split("Result:")[0]]
     reported = sorted(set(re.findall(r"'((?:val|train)/[^']+)'", text.split("Result:")[-1])))
-    return UserError(f"unknown metric {(missing or [plan.objectives[0].metric])[0]!r}: {plan.stem} reports "
-                     f"{', '.join(reported + ['train_s', 'params'])}")
+    return UserError(
+        f"unknown metric {(missing or [plan.objectives[0].metric])[0]!r}: {plan.stem} reports {', '.join(reported + ['train_s', 'params'])}"
+    )
 
 
 if __name__ == "__main__":

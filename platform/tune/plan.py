@@ -26,9 +26,10 @@ class Plan:
         if chosen.get("config"):  # an unknown key or a wrong type names the file
             config_lib.apply(self.trainable.Config(), self.config_values, f"--config {chosen['config']}")
         # Unknown tiers, bad --set and --data fail here, naming the culprit.
-        self.tier_configs = {t: registry.resolve(stem, t, chosen["sets"], trial=self.config_values, data_dir=chosen["data"],
-                                             storage=storage)
-                             for t in self.tiers}
+        self.tier_configs = {
+            t: registry.resolve(stem, t, chosen["sets"], trial=self.config_values, data_dir=chosen["data"], storage=storage)
+            for t in self.tiers
+        }
         if chosen["data"] and not Path(chosen["data"]).expanduser().is_dir():
             raise UserError(f"data folder not found: {chosen['data']}")
         if chosen["pareto"] and chosen["objective"]:
@@ -43,21 +44,28 @@ class Plan:
         self.scheduler = chosen["scheduler"] or ("none" if chosen["pareto"] else "asha")
         self.space = space_lib.searched_space(trainable.space, trainable.Config, chosen["sets"])
         if not self.space and len(self.tiers) == 1:
-            raise UserError(f"nothing to search: {trainable.space.__name__}.SPACE is empty (or fixed by --set) "
-                            "and there is one tier")
-        for name, value in (("--trials", chosen["trials"]), ("--keep-best", chosen["keep_best"]),
-                            ("--concurrent", chosen["concurrent"] or 1), ("--cpus-per-trial", chosen["cpus_per_trial"])):
+            raise UserError(f"nothing to search: {trainable.space.__name__}.SPACE is empty (or fixed by --set) and there is one tier")
+        for name, value in (
+            ("--trials", chosen["trials"]),
+            ("--keep-best", chosen["keep_best"]),
+            ("--concurrent", chosen["concurrent"] or 1),
+            ("--cpus-per-trial", chosen["cpus_per_trial"]),
+        ):
             if value <= 0:
                 raise UserError(f"{name} must be positive")
         if chosen["trials"] < len(self.tiers):
-            raise UserError(f"--trials {chosen['trials']} is fewer than the {len(self.tiers)} tiers: each tier's own "
-                            "configuration is a trial, the sweep is judged against it")
+            raise UserError(
+                f"--trials {chosen['trials']} is fewer than the {len(self.tiers)} tiers: each tier's own "
+                "configuration is a trial, the sweep is judged against it"
+            )
         self.budget = space_lib.parse_duration(chosen["time_budget"])
         self.estimates = {t: self._estimate(t) for t in self.tiers}
         cheapest = min(self.tiers, key=lambda t: self.estimates[t][0])
         if self.budget is not None and self.budget < self.estimates[cheapest][0]:
-            raise UserError(f"--time-budget {chosen['time_budget']} is too small for one trial: the cheapest "
-                            f"(tier {cheapest}) takes about {space_lib.format_duration(self.estimates[cheapest][0])}")
+            raise UserError(
+                f"--time-budget {chosen['time_budget']} is too small for one trial: the cheapest "
+                f"(tier {cheapest}) takes about {space_lib.format_duration(self.estimates[cheapest][0])}"
+            )
 
     def _estimate(self, tier: str) -> tuple[float, str]:
         epoch_s, source = space_lib.epoch_seconds(self.trainable, self.storage, tier)
@@ -73,14 +81,19 @@ class Plan:
             + (f"; time budget {space_lib.format_duration(self.budget)}" if self.budget else ""),
             f"first {len(self.tiers)} trial(s): each tier's own configuration ({', '.join(self.tiers)}); a saved "
             "tier must beat its own on the first objective",
-            "search space:", *space_lib.describe_space(self.tiers, self.space), "estimate:",
+            "search space:",
+            *space_lib.describe_space(self.tiers, self.space),
+            "estimate:",
         ]
-        lines += [f"  tier {t}: {space_lib.format_duration(s)} a trial = {space_lib.TRIAL_STARTUP_S:.0f}s start-up + {how}"
-                  for t, (s, how) in self.estimates.items()]
+        lines += [
+            f"  tier {t}: {space_lib.format_duration(s)} a trial = {space_lib.TRIAL_STARTUP_S:.0f}s start-up + {how}"
+            for t, (s, how) in self.estimates.items()
+        ]
         wall = mean_s * trials / concurrent
-        lines.append(f"  {trials} trials: about {space_lib.format_duration(mean_s * trials)} of trial time, "
-                     f"{space_lib.format_duration(wall)} wall-clock at {concurrent} at a time"
-                     + (" (at most: ASHA stops poor trials early)" if self.scheduler == "asha" else "")
-                     + (f"; the time budget stops it at {space_lib.format_duration(self.budget)}"
-                        if self.budget and self.budget < wall else ""))
+        lines.append(
+            f"  {trials} trials: about {space_lib.format_duration(mean_s * trials)} of trial time, "
+            f"{space_lib.format_duration(wall)} wall-clock at {concurrent} at a time"
+            + (" (at most: ASHA stops poor trials early)" if self.scheduler == "asha" else "")
+            + (f"; the time budget stops it at {space_lib.format_duration(self.budget)}" if self.budget and self.budget < wall else "")
+        )
         return "\n".join(lines)

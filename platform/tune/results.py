@@ -29,7 +29,13 @@ from platform.tune.trial import DONE_FILE, TRIALS_DIR
 RESULTS_FILE = "results.csv"
 ASHA_FILE = "asha_stopped.json"
 COMPLETED, ASHA, ERROR, BUDGET, STOPPED, NOT_RUN = (
-    "completed", "early-stopped (ASHA)", "error", "stopped (time budget)", "stopped", "not finished")
+    "completed",
+    "early-stopped (ASHA)",
+    "error",
+    "stopped (time budget)",
+    "stopped",
+    "not finished",
+)
 
 
 def _read_ids(path: Path) -> set[str]:
@@ -58,12 +64,17 @@ class RecordingASHA(FIFOScheduler):
     ran out of time, and results.csv must say why each trial stopped.
     """
 
-    def __init__(self, record: Path, metric: str, mode: str, first_rung: float = FIRST_RUNG,
-                 reduction_factor: float = REDUCTION_FACTOR):
+    def __init__(self, record: Path, metric: str, mode: str, first_rung: float = FIRST_RUNG, reduction_factor: float = REDUCTION_FACTOR):
         super().__init__()
         self._record = record
-        self._options = {"time_attr": PROGRESS, "metric": metric, "mode": mode, "max_t": 1.0,
-                         "grace_period": first_rung, "reduction_factor": reduction_factor}
+        self._options = {
+            "time_attr": PROGRESS,
+            "metric": metric,
+            "mode": mode,
+            "max_t": 1.0,
+            "grace_period": first_rung,
+            "reduction_factor": reduction_factor,
+        }
         self._tiers: dict[str, AsyncHyperBandScheduler] = {}
 
     def _of(self, trial: Trial) -> AsyncHyperBandScheduler:
@@ -131,16 +142,26 @@ def trial_row(trial: Trial, sweep_dir: Path, asha_ids: set[str], budget: float |
         status = BUDGET if budget else STOPPED
     else:
         status = f"{NOT_RUN} (time budget)" if budget else NOT_RUN
-    row = {"trial_id": trial.trial_id, "status": status, "reason": reason, "tier": trial.config.get("tier", ""),
-           TIER_DEFAULT: bool(trial.config.get(TIER_DEFAULT))}
+    row = {
+        "trial_id": trial.trial_id,
+        "status": status,
+        "reason": reason,
+        "tier": trial.config.get("tier", ""),
+        TIER_DEFAULT: bool(trial.config.get(TIER_DEFAULT)),
+    }
     row.update({f"config/{k}": v for k, v in trial.config.items() if k not in ("tier", TIER_DEFAULT)})
     metrics = {k: v for k, v in result.items() if k.startswith(("val/", "train/"))}
     row.update(metrics)
-    row.update({
-        "params": result.get("params"), "train_s": result.get("train_s"), "epoch": result.get("epoch"),
-        "epochs_max": result.get("epochs_max"), "time_s": round(result.get("time_total_s", 0.0), 2),
-        "run_dir": str(run_dir) if run_dir.exists() else "",
-    })
+    row.update(
+        {
+            "params": result.get("params"),
+            "train_s": result.get("train_s"),
+            "epoch": result.get("epoch"),
+            "epochs_max": result.get("epochs_max"),
+            "time_s": round(result.get("time_total_s", 0.0), 2),
+            "run_dir": str(run_dir) if run_dir.exists() else "",
+        }
+    )
     return row
 
 
@@ -152,10 +173,13 @@ def table(trials: list[Trial], sweep_dir: Path, budget: float | None) -> pd.Data
 def pareto_mask(frame: pd.DataFrame, objectives: list[Objective]) -> np.ndarray:
     """True for the rows no other row dominates (at least as good in all objectives, better in one).
     Only completed trials compete: a stopped trial's time and quality are not its config's."""
-    signed = np.column_stack([
-        pd.to_numeric(frame[o.metric], errors="coerce").to_numpy(float) * (1 if o.mode == "min" else -1)
-        for o in objectives
-    ]) if len(frame) else np.zeros((0, len(objectives)))
+    signed = (
+        np.column_stack(
+            [pd.to_numeric(frame[o.metric], errors="coerce").to_numpy(float) * (1 if o.mode == "min" else -1) for o in objectives]
+        )
+        if len(frame)
+        else np.zeros((0, len(objectives)))
+    )
     eligible = (frame["status"] == COMPLETED).to_numpy() & ~np.isnan(signed).any(axis=1) if len(frame) else np.zeros(0, bool)
     mask = np.zeros(len(frame), dtype=bool)
     for i in np.flatnonzero(eligible):

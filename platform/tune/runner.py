@@ -39,6 +39,7 @@ def _shown(path: Path) -> str:
     path = Path(path).resolve()
     return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
 
+
 def trial_dirname(trial: Any) -> str:
     """Tune's own per-trial folder: short, beside ``trials/<id>`` (the Train run)."""
     return f"tune_{trial.trial_id}"
@@ -54,10 +55,17 @@ def asha(plan: Plan, sweep_dir: Path) -> RecordingASHA:
 def trainable(plan: Plan, sweep_dir: Path, cpus_per_worker: float, max_failures: int):
     chosen = plan.chosen
     fn = tune.with_parameters(
-        sweep_trial.run_trial, stem=plan.stem, tiers=plan.tiers, sets=chosen["sets"], data_dir=chosen["data"],
+        sweep_trial.run_trial,
+        stem=plan.stem,
+        tiers=plan.tiers,
+        sets=chosen["sets"],
+        data_dir=chosen["data"],
         config_values=plan.config_values,
-        storage=str(plan.storage), sweep_dir=str(sweep_dir), cpus_per_worker=cpus_per_worker,
-        max_failures=max_failures, env=sweep_trial.propagated_env(),
+        storage=str(plan.storage),
+        sweep_dir=str(sweep_dir),
+        cpus_per_worker=cpus_per_worker,
+        max_failures=max_failures,
+        env=sweep_trial.propagated_env(),
     )
     return tune.with_resources(fn, {"CPU": sweep_trial.TRIAL_DRIVER_CPU})
 
@@ -75,9 +83,13 @@ def tuner(plan: Plan, sweep_dir: Path, fn: Any, concurrent: int) -> tune.Tuner:
     mode = [o.mode for o in objectives] if len(objectives) > 1 else objectives[0].mode
     # Each tier's own configuration first (they count within --trials): a sweep is judged against them.
     defaults = tier_default_points(plan.tiers, plan.space, plan.tier_configs)
-    searcher = OptunaSearch(space=DefineByRun(plan.tiers, plan.space, defaults), metric=metric, mode=mode,
-                            points_to_evaluate=defaults,
-                            sampler=sampler(plan.chosen.get("sampler", "tpe"), plan.chosen["search_seed"]))
+    searcher = OptunaSearch(
+        space=DefineByRun(plan.tiers, plan.space, defaults),
+        metric=metric,
+        mode=mode,
+        points_to_evaluate=defaults,
+        sampler=sampler(plan.chosen.get("sampler", "tpe"), plan.chosen["search_seed"]),
+    )
     return tune.Tuner(
         fn,
         tune_config=tune.TuneConfig(
@@ -144,12 +156,23 @@ def finish(plan: Plan, sweep_dir: Path) -> str:
         splits, _meta = data.prepare(plan.trainable, cfg)
         manifest = sweep_best.export_best(plan.trainable, Path(row["run_dir"]), splits["val"])
     verdict = sweep_best.judge(frame, best, objectives[0])
-    tier_path = sweep_best.save_tier(
-        plan.storage, plan.trainable, name=plan.chosen["save_tier"], row=row, sets=plan.chosen["sets"], sweep_dir=sweep_dir,
-        config_keys=tuple(plan.config_values)) if verdict.save and row["run_dir"] else None
+    tier_path = (
+        sweep_best.save_tier(
+            plan.storage,
+            plan.trainable,
+            name=plan.chosen["save_tier"],
+            row=row,
+            sets=plan.chosen["sets"],
+            sweep_dir=sweep_dir,
+            config_keys=tuple(plan.config_values),
+        )
+        if verdict.save and row["run_dir"]
+        else None
+    )
     front_ids = list(frame.loc[front, "trial_id"]) if len(objectives) > 1 else []
-    sweep_best.write_best(sweep_dir, row, objectives=objectives, manifest=manifest, tier_path=tier_path, front_ids=front_ids,
-                          verdict=verdict)
+    sweep_best.write_best(
+        sweep_dir, row, objectives=objectives, manifest=manifest, tier_path=tier_path, front_ids=front_ids, verdict=verdict
+    )
     values = "  ".join(f"{o.metric} {row[o.metric]:.4g}" for o in objectives)
     own = " (its tier's own config)" if row[TIER_DEFAULT] else ""
     lines.append(f"[sweep] best: trial {row['trial_id']} (tier {row['tier']}){own}: {values}")
@@ -157,11 +180,15 @@ def finish(plan: Plan, sweep_dir: Path) -> str:
         lines.append(f"[sweep] Pareto front: {len(front_ids)} trials: {', '.join(front_ids)}")
     lines.append(f"[sweep] {verdict.line}" + ("" if verdict.save else f": tier {plan.chosen['save_tier']!r} not saved"))
     if tier_path:
-        lines.append(f"[sweep] saved tier {plan.chosen['save_tier']!r}: {_shown(tier_path)}  "
-                     f"(python -m platform.run {plan.stem} --tier {plan.chosen['save_tier']} --storage {_shown(plan.storage)})")
+        lines.append(
+            f"[sweep] saved tier {plan.chosen['save_tier']!r}: {_shown(tier_path)}  "
+            f"(python -m platform.run {plan.stem} --tier {plan.chosen['save_tier']} --storage {_shown(plan.storage)})"
+        )
     if manifest:
         lines.append(f"[sweep] best model: python -m platform.predict {_shown(Path(row['run_dir']))} <input ...>")
     took = frame["time_s"].sum()
-    lines.append(f"[sweep] results: {_shown(sweep_dir / RESULTS_FILE)}  ({format_duration(took)} of trial time; "
-                 f"{(frame['status'] == COMPLETED).sum()} completed)")
+    lines.append(
+        f"[sweep] results: {_shown(sweep_dir / RESULTS_FILE)}  ({format_duration(took)} of trial time; "
+        f"{(frame['status'] == COMPLETED).sum()} completed)"
+    )
     return "\n".join(lines)

@@ -169,8 +169,9 @@ def tier_default_points(tiers: list[str], space: Any, tier_configs: dict[str, An
     points = []
     for tier in tiers:
         values = config_lib.to_dict(tier_configs[tier])
-        inside = {} if callable(space) else {
-            name: values[name] for name, distribution in space.items() if contains(distribution, values[name])}
+        inside = (
+            {} if callable(space) else {name: values[name] for name, distribution in space.items() if contains(distribution, values[name])}
+        )
         points.append({"tier": tier, **inside})
     return points
 

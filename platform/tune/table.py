@@ -33,11 +33,22 @@ class TrialTable:
         rows = [("trial", "state", "tier", "params", "epoch", self.metric)]
         for trial in trials:
             result = self.latest.get(trial.trial_id, {})
-            params = "(the tier's own config)" if trial.config.get(TIER_DEFAULT) else \
-                "  ".join(f"{k}={short(v)}" for k, v in trial.config.items() if k != "tier")
+            params = (
+                "(the tier's own config)"
+                if trial.config.get(TIER_DEFAULT)
+                else "  ".join(f"{k}={short(v)}" for k, v in trial.config.items() if k != "tier")
+            )
             value = result.get(self.metric)
-            rows.append((trial.trial_id, trial.status, str(trial.config.get("tier", "")), params,
-                         str(result.get("epoch", "")), "" if value is None else short(value)))
+            rows.append(
+                (
+                    trial.trial_id,
+                    trial.status,
+                    str(trial.config.get("tier", "")),
+                    params,
+                    str(result.get("epoch", "")),
+                    "" if value is None else short(value),
+                )
+            )
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
         return "\n".join(["[sweep] " + lines[0], *("        " + line for line in lines[1:])])

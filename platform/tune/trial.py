@@ -72,30 +72,58 @@ class SweepReportCallback(TuneReportCallback):
         super().after_report(run_context, [{**first, **extra}, *metrics[1:]], checkpoint)
 
 
-def run_trial(params: dict, *, stem: str, tiers: list[str], sets: list[str], data_dir: str, storage: str,
-              sweep_dir: str, cpus_per_worker: float, max_failures: int, env: dict,
-              config_values: dict | None = None) -> None:
+def run_trial(
+    params: dict,
+    *,
+    stem: str,
+    tiers: list[str],
+    sets: list[str],
+    data_dir: str,
+    storage: str,
+    sweep_dir: str,
+    cpus_per_worker: float,
+    max_failures: int,
+    env: dict,
+    config_values: dict | None = None,
+) -> None:
     """The Tune trainable: resolve the trial's config, train it on Ray Train, mark it done. It runs in
     its own Ray process, so it is given the stem and loads the trainable itself."""
     os.environ.update(env)  # before fit(): Train passes them on to its controller and workers
     trainable = registry.load(stem)
-    cfg, tier = trial_config(stem, params, tiers=tiers, sets=sets, data_dir=data_dir, storage=storage,
-                             config_values=config_values or {})
+    cfg, tier = trial_config(stem, params, tiers=tiers, sets=sets, data_dir=data_dir, storage=storage, config_values=config_values or {})
     splits, meta = data.prepare(trainable, cfg)
     cfg, _grown = config_lib.fit_to_data(cfg, meta["rows"]["train"], workers=1)  # as platform.run does
 
     run_dir = Path(sweep_dir) / TRIALS_DIR / ray.tune.get_context().get_trial_id()
     resumed = (run_dir / artifacts.MANIFEST_FILE).exists()
-    manifest = artifacts.start(run_dir, trainable, tier=tier, cfg=cfg, meta=meta, hardware=cluster.hardware(), resumed=resumed,
-                               dashboard=cluster.start())
-    artifacts.write_json(run_dir / artifacts.MANIFEST_FILE, {**manifest, "command": f"python -m platform.tune {stem}",
-                                                              "sweep": {"dir": sweep_dir, "params": params}})
+    manifest = artifacts.start(
+        run_dir, trainable, tier=tier, cfg=cfg, meta=meta, hardware=cluster.hardware(), resumed=resumed, dashboard=cluster.start()
+    )
+    artifacts.write_json(
+        run_dir / artifacts.MANIFEST_FILE,
+        {**manifest, "command": f"python -m platform.tune {stem}", "sweep": {"dir": sweep_dir, "params": params}},
+    )
     trackers, parent_id = tracking.for_trial(Path(sweep_dir))  # a child of the sweep's MLflow run
-    trackers.open(run_dir / artifacts.MANIFEST_FILE, manifest, run_dir.name, tracking.run_params(stem, tier, manifest["config"]),
-                  {**tracking.run_tags(stem, tier, run_dir.name, run_dir), "trial_id": run_dir.name}, parent_id)
-    trainer = trainer_lib.build(trainable, cfg, meta, splits, run_dir, workers=1, cpus_per_worker=cpus_per_worker,
-                                max_failures=max_failures, epoch_lines=False,  # the sweep's table shows them
-                                callbacks=trackers.callbacks(run_dir))
+    trackers.open(
+        run_dir / artifacts.MANIFEST_FILE,
+        manifest,
+        run_dir.name,
+        tracking.run_params(stem, tier, manifest["config"]),
+        {**tracking.run_tags(stem, tier, run_dir.name, run_dir), "trial_id": run_dir.name},
+        parent_id,
+    )
+    trainer = trainer_lib.build(
+        trainable,
+        cfg,
+        meta,
+        splits,
+        run_dir,
+        workers=1,
+        cpus_per_worker=cpus_per_worker,
+        max_failures=max_failures,
+        epoch_lines=False,  # the sweep's table shows them
+        callbacks=trackers.callbacks(run_dir),
+    )
     params_count = sum(p.numel() for p in trainable.build_model(cfg, meta).parameters())
     # RunConfig.callbacks is read when fit() starts the controller, so it can be extended here.
     trainer.run_config.callbacks.append(SweepReportCallback(params_count, cfg.epochs, trained_seconds(run_dir)))
@@ -106,16 +134,16 @@ def run_trial(params: dict, *, stem: str, tiers: list[str], sets: list[str], dat
     artifacts.write_json(run_dir / DONE_FILE, {"finished": artifacts.now()})
 
 
-def trial_config(stem: str, params: dict, *, tiers: list[str], sets: list[str], data_dir: str, storage: str,
-                 config_values: dict) -> tuple[Any, str]:
+def trial_config(
+    stem: str, params: dict, *, tiers: list[str], sets: list[str], data_dir: str, storage: str, config_values: dict
+) -> tuple[Any, str]:
     """A trial's config and tier: defaults, its tier, the sweep's ``--config`` values, its sampled
     values, ``--data`` and ``--set``. A tier's own configuration has no sampled values: it trains
     the tier exactly (the values Optuna recorded for it are the tier's)."""
     tier = params.get("tier", tiers[0])
     sampled = {} if params.get(TIER_DEFAULT) else {k: v for k, v in params.items() if k not in ("tier", TIER_DEFAULT)}
     # --config comes before the trial: its values are the trial layer's base, overridden by the sample.
-    return registry.resolve(stem, tier, sets, trial={**config_values, **sampled}, data_dir=data_dir,
-                            storage=Path(storage)), tier
+    return registry.resolve(stem, tier, sets, trial={**config_values, **sampled}, data_dir=data_dir, storage=Path(storage)), tier
 
 
 # ---------------------------------------------------------------- a trial's checkpoints

@@ -100,8 +100,10 @@ def baseline(read, cfg: Config, meta: dict) -> Trivial:
         counts += np.bincount(batch["label"].numpy(), minlength=len(counts))
     model = Constant(prior_logits(counts))
     share = counts.max() / max(counts.sum(), 1)
-    return Trivial(f"majority class {meta['classes'][int(counts.argmax())]!r} ({share:.0%} of training rows)",
-                   lambda batches: evaluate(model, batches, cfg))
+    return Trivial(
+        f"majority class {meta['classes'][int(counts.argmax())]!r} ({share:.0%} of training rows)",
+        lambda batches: evaluate(model, batches, cfg),
+    )
 
 
 def predict(model: nn.Module, inputs: list[str], cfg: Config, meta: dict) -> list[dict]:

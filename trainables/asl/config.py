@@ -73,13 +73,28 @@ class Config(TrainConfig):
     """Synthetic set: number of signers (a quarter of them left-handed)."""
 
     LIMITS: ClassVar[dict] = {
-        "max_len": (1, None), "dim": (2, None), "heads": (1, None), "kernel_size": (1, None),
-        "lstm_layers": (1, None), "conv_blocks": (0, None), "transformer_blocks": (0, None),
-        "conv_expand": (1, None), "ffn_expand": (1, None), "block_dropout": (0, 0.99), "drop_path": (0, 0.99),
-        "adaptive_dropout_start": (0, 0.99), "adaptive_dropout_end": (0, 0.99), "adaptive_dropout_epochs": (0, None),
-        "late_dropout": (0, 0.99), "late_dropout_epoch": (0, None), "label_smoothing": (0, 0.99),
-        "val_fraction": (0.01, 0.9), "synthetic_signs": (2, None), "synthetic_sequences": (4, None),
-        "synthetic_frames": (2, None), "synthetic_participants": (1, None),
+        "max_len": (1, None),
+        "dim": (2, None),
+        "heads": (1, None),
+        "kernel_size": (1, None),
+        "lstm_layers": (1, None),
+        "conv_blocks": (0, None),
+        "transformer_blocks": (0, None),
+        "conv_expand": (1, None),
+        "ffn_expand": (1, None),
+        "block_dropout": (0, 0.99),
+        "drop_path": (0, 0.99),
+        "adaptive_dropout_start": (0, 0.99),
+        "adaptive_dropout_end": (0, 0.99),
+        "adaptive_dropout_epochs": (0, None),
+        "late_dropout": (0, 0.99),
+        "late_dropout_epoch": (0, None),
+        "label_smoothing": (0, 0.99),
+        "val_fraction": (0.01, 0.9),
+        "synthetic_signs": (2, None),
+        "synthetic_sequences": (4, None),
+        "synthetic_frames": (2, None),
+        "synthetic_participants": (1, None),
     }
 
     def validate(self) -> None:
@@ -87,4 +102,3 @@ class Config(TrainConfig):
             raise UserError(f"config key 'dim' ({self.dim}) must be even and divisible by heads ({self.heads})")
         if len(self.tcn_dilations) != len(self.tcn_dropouts):
             raise UserError("config keys 'tcn_dilations' and 'tcn_dropouts' must have the same length")
-

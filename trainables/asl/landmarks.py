@@ -40,7 +40,6 @@ NUM_FEATURES = len(KEPT_POINTS) * 3 * 4
 FEATURE_CLIP = 20.0
 
 
-
 def _filesystem(path: str) -> tuple[pafs.FileSystem, str]:
     """A pyarrow filesystem and the path inside it, for local paths and URIs (s3://, gs://...)."""
     if "://" in path:
@@ -61,7 +60,8 @@ def _is_number(kind: pa.DataType) -> bool:
 
 # What read_landmarks can use of each column, and how an error message says it.
 COLUMN_KINDS = {
-    "frame": (pa.types.is_integer, "integers"), "type": (_is_text, "text"),
+    "frame": (pa.types.is_integer, "integers"),
+    "type": (_is_text, "text"),
     "landmark_index": (pa.types.is_integer, "integers"),
     **{axis: (_is_number, "numbers") for axis in "xyz"},
 }
@@ -176,8 +176,6 @@ def extract_features(path: str, max_len: int) -> tuple[np.ndarray, np.ndarray]:
     padded = np.zeros((max_len, NUM_FEATURES), dtype=np.float32)
     padded[: len(features)] = features
     return padded, np.arange(max_len) < len(features)
-
-
 
 
 def _read_bytes(fs: pafs.FileSystem, path: str, shown: str) -> bytes:

@@ -50,8 +50,7 @@ class ConvBlock(nn.Module):
         super().__init__()
         wide = dim * cfg.conv_expand
         self.norm, self.expand, self.project = nn.LayerNorm(dim), nn.Linear(dim, wide), nn.Linear(wide, dim)
-        self.depthwise = nn.Conv1d(wide, wide, cfg.kernel_size, padding="same", dilation=dilation,
-                                   groups=wide)
+        self.depthwise = nn.Conv1d(wide, wide, cfg.kernel_size, padding="same", dilation=dilation, groups=wide)
         self.dropout, self.drop_path = nn.Dropout(dropout), DropPath(drop_path)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -72,8 +71,11 @@ class AttentionBlock(nn.Module):
         self.ffn = None
         if ffn_expand:
             self.ffn = nn.Sequential(
-                nn.LayerNorm(dim), nn.Linear(dim, dim * ffn_expand), nn.GELU(),
-                nn.Dropout(cfg.block_dropout), nn.Linear(dim * ffn_expand, dim),
+                nn.LayerNorm(dim),
+                nn.Linear(dim, dim * ffn_expand),
+                nn.GELU(),
+                nn.Dropout(cfg.block_dropout),
+                nn.Linear(dim * ffn_expand, dim),
             )
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -97,15 +99,12 @@ class SignClassifier(nn.Module):
             for dilation, dropout in zip(cfg.tcn_dilations, cfg.tcn_dropouts, strict=True)
         )
         self.lstm_norm = nn.LayerNorm(dim)
-        self.lstm = nn.LSTM(dim, dim // 2, cfg.lstm_layers, batch_first=True, bidirectional=True,
-                            dropout=cfg.block_dropout if cfg.lstm_layers > 1 else 0.0)
+        self.lstm = nn.LSTM(
+            dim, dim // 2, cfg.lstm_layers, batch_first=True, bidirectional=True, dropout=cfg.block_dropout if cfg.lstm_layers > 1 else 0.0
+        )
         self.attention = AttentionBlock(dim, cfg, next(rates))
-        self.convs = nn.ModuleList(
-            ConvBlock(dim, cfg, 1, cfg.block_dropout, next(rates)) for _ in range(cfg.conv_blocks)
-        )
-        self.transformers = nn.ModuleList(
-            AttentionBlock(dim, cfg, next(rates), cfg.ffn_expand) for _ in range(cfg.transformer_blocks)
-        )
+        self.convs = nn.ModuleList(ConvBlock(dim, cfg, 1, cfg.block_dropout, next(rates)) for _ in range(cfg.conv_blocks))
+        self.transformers = nn.ModuleList(AttentionBlock(dim, cfg, next(rates), cfg.ffn_expand) for _ in range(cfg.transformer_blocks))
         self.stage_dropout = nn.Dropout(cfg.adaptive_dropout_start)
         self.head_norm, self.late_dropout = nn.LayerNorm(dim), nn.Dropout(0.0)
         self.classifier = nn.Linear(dim, num_classes)
@@ -113,9 +112,7 @@ class SignClassifier(nn.Module):
     def _lstm(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # Packed so the backward direction starts at each sequence's last real frame, not the padding.
         lengths = mask.sum(dim=1).clamp(min=1).cpu()
-        packed = nn.utils.rnn.pack_padded_sequence(
-            self.lstm_norm(x), lengths, batch_first=True, enforce_sorted=False
-        )
+        packed = nn.utils.rnn.pack_padded_sequence(self.lstm_norm(x), lengths, batch_first=True, enforce_sorted=False)
         out, _ = self.lstm(packed)
         out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
         return x + out

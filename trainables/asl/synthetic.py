@@ -22,7 +22,6 @@ from trainables.asl.landmarks import FACE_POINTS, LANDMARK_TYPES, LANDMARKS_PER_
 SYNTHETIC_VERSION = 2
 
 
-
 def _face_template(rng: np.random.Generator) -> np.ndarray:
     """[468, 2] face offsets: a cloud with the eyes, nose and lips where the features read them."""
     angle, radius = rng.uniform(0, 2 * np.pi, 468), np.sqrt(rng.uniform(0, 1, 468))
@@ -85,13 +84,10 @@ def _landmark_table(landmarks: np.ndarray, first_frame: int) -> pa.Table:
     frame = np.repeat(np.arange(first_frame, first_frame + frames), LANDMARKS_PER_FRAME).astype(np.int16)
     type_column = pa.array(np.tile(types, frames))
     index_column = pa.array(np.tile(index, frames).astype(np.int16))
-    row_id = pc.binary_join_element_wise(
-        pc.cast(pa.array(frame), pa.string()), type_column, pc.cast(index_column, pa.string()), "-"
-    )
+    row_id = pc.binary_join_element_wise(pc.cast(pa.array(frame), pa.string()), type_column, pc.cast(index_column, pa.string()), "-")
     flat = landmarks.reshape(-1, 3).astype(np.float64)
     xyz = {axis: pa.array(flat[:, i]) for i, axis in enumerate("xyz")}
-    return pa.table({"frame": pa.array(frame), "row_id": row_id, "type": type_column,
-                     "landmark_index": index_column, **xyz})
+    return pa.table({"frame": pa.array(frame), "row_id": row_id, "type": type_column, "landmark_index": index_column, **xyz})
 
 
 def _write_synthetic(folder: Path, cfg: Any) -> None:
@@ -99,14 +95,25 @@ def _write_synthetic(folder: Path, cfg: Any) -> None:
     face, pose = _face_template(rng), rng.uniform([-0.2, 0.05], [0.2, 0.6], (33, 2))
     n = cfg.synthetic_signs
     signs = [
-        {"freq": rng.integers(1, 4, 2), "phase": rng.uniform(0, 2 * np.pi, 2),
-         "amp": rng.uniform(0.04, 0.12, 2), "curl": rng.uniform(0, 1, 5), "spin": rng.uniform(-1.5, 1.5),
-         "height": rng.uniform(-0.1, 0.1), "two_handed": bool(rng.random() < 0.4)}
+        {
+            "freq": rng.integers(1, 4, 2),
+            "phase": rng.uniform(0, 2 * np.pi, 2),
+            "amp": rng.uniform(0.04, 0.12, 2),
+            "curl": rng.uniform(0, 1, 5),
+            "spin": rng.uniform(-1.5, 1.5),
+            "height": rng.uniform(-0.1, 0.1),
+            "two_handed": bool(rng.random() < 0.4),
+        }
         for _ in range(n)
     ]
     people = [
-        {"id": int(rng.integers(10_000, 65_000)), "centre": rng.uniform([0.42, 0.22], [0.58, 0.36]),
-         "scale": rng.uniform(0.85, 1.15), "left_handed": k % 4 == 3, "frames": cfg.synthetic_frames}
+        {
+            "id": int(rng.integers(10_000, 65_000)),
+            "centre": rng.uniform([0.42, 0.22], [0.58, 0.36]),
+            "scale": rng.uniform(0.85, 1.15),
+            "left_handed": k % 4 == 3,
+            "frames": cfg.synthetic_frames,
+        }
         for k in range(max(1, cfg.synthetic_participants))
     ]
     labels = rng.permutation(np.arange(cfg.synthetic_sequences) % n)
@@ -117,8 +124,7 @@ def _write_synthetic(folder: Path, cfg: Any) -> None:
         (folder / relative).parent.mkdir(parents=True, exist_ok=True)
         landmarks = _synthetic_sequence(signs[label], person, face, pose, rng)
         pq.write_table(_landmark_table(landmarks, int(rng.integers(0, 30))), folder / relative)
-        rows.append({"path": relative, "participant_id": person["id"], "sequence_id": 1_000_000 + k,
-                     "sign": f"sign{label:03d}"})
+        rows.append({"path": relative, "participant_id": person["id"], "sequence_id": 1_000_000 + k, "sign": f"sign{label:03d}"})
     pd.DataFrame(rows).to_csv(folder / "train.csv", index=False)
     names = {f"sign{i:03d}": i for i in range(n)}
     (folder / "sign_to_prediction_index_map.json").write_text(json.dumps(names))
@@ -126,9 +132,10 @@ def _write_synthetic(folder: Path, cfg: Any) -> None:
 
 def synthetic_dataset(cfg: Any) -> Path:
     """The cached synthetic set for cfg's synthetic_* fields, written once (temp dir, then rename)."""
-    key = (f"synthetic-v{SYNTHETIC_VERSION}-signs{cfg.synthetic_signs}-seqs{cfg.synthetic_sequences}"
-           f"-frames{cfg.synthetic_frames}-people{cfg.synthetic_participants}")
+    key = (
+        f"synthetic-v{SYNTHETIC_VERSION}-signs{cfg.synthetic_signs}-seqs{cfg.synthetic_sequences}"
+        f"-frames{cfg.synthetic_frames}-people{cfg.synthetic_participants}"
+    )
     if not 1 <= 2 * cfg.synthetic_signs <= cfg.synthetic_sequences or cfg.synthetic_frames < 2:
-        raise UserError("synthetic set: need synthetic_signs >= 1, synthetic_sequences >= 2 * synthetic_signs "
-                        "and synthetic_frames >= 2")
+        raise UserError("synthetic set: need synthetic_signs >= 1, synthetic_sequences >= 2 * synthetic_signs and synthetic_frames >= 2")
     return write_once(cache_root() / "asl" / key, lambda partial: _write_synthetic(partial, cfg))

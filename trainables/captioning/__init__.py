@@ -43,8 +43,7 @@ from trainables.text_metrics import collapse_warnings
 
 def _checked(cfg: Config) -> None:
     if cfg.vocab_size < 5 or cfg.max_len < 1 or cfg.beam_width < 1 or not 0 <= cfg.dropout < 1:
-        raise UserError("config keys 'vocab_size' (>= 5), 'max_len' (>= 1), 'beam_width' (>= 1) "
-                        "or 'dropout' (0 <= p < 1) are out of range")
+        raise UserError("config keys 'vocab_size' (>= 5), 'max_len' (>= 1), 'beam_width' (>= 1) or 'dropout' (0 <= p < 1) are out of range")
 
 
 def raw_rows(cfg: Config) -> tuple[dict[str, list[dict]], dict]:
@@ -66,21 +65,32 @@ def raw_rows(cfg: Config) -> tuple[dict[str, list[dict]], dict]:
         for row in rows:
             if split != "train":
                 eval_images.append({"image": row["image"], "references": [normalize(c) for c in row["captions"]]})
-            items[split].append({
-                "image_path": row["image_path"], "image_encoder": encoder.identity,
-                "captions": encode_references(row["captions"], index, cfg.max_len, references),
-                "eval_index": len(eval_images) - 1 if split != "train" else -1,
-            })
-    meta.update(vocabulary=vocabulary, references_per_image=references, image_weights=encoder.identity,
-                image_encoder=encoder.description, image_feature_dim=encoder.dim, eval_images=eval_images)
+            items[split].append(
+                {
+                    "image_path": row["image_path"],
+                    "image_encoder": encoder.identity,
+                    "captions": encode_references(row["captions"], index, cfg.max_len, references),
+                    "eval_index": len(eval_images) - 1 if split != "train" else -1,
+                }
+            )
+    meta.update(
+        vocabulary=vocabulary,
+        references_per_image=references,
+        image_weights=encoder.identity,
+        image_encoder=encoder.description,
+        image_feature_dim=encoder.dim,
+        eval_images=eval_images,
+    )
     return items, meta
 
 
 def build_datasets(cfg: Config):
     """Rows of :func:`raw_rows` by split, and meta; a synthetic set when no data_dir."""
     items, meta = raw_rows(cfg)
-    sys.stdout.write(f"[captioning] {meta['image_encoder']}; vocabulary {len(meta['vocabulary'])} words; "
-                     f"images {meta['images']}; skipped captions {meta['skipped_captions']['count']}\n")
+    sys.stdout.write(
+        f"[captioning] {meta['image_encoder']}; vocabulary {len(meta['vocabulary'])} words; "
+        f"images {meta['images']}; skipped captions {meta['skipped_captions']['count']}\n"
+    )
     return items, meta
 
 
@@ -109,8 +119,7 @@ def build_model(cfg: Config, meta: dict) -> nn.Module:
 # ---------------------------------------------------------------- loss, evaluation, prediction
 
 
-def _teacher_forcing(model: nn.Module, batch: dict[str, torch.Tensor],
-                     smoothing: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+def _teacher_forcing(model: nn.Module, batch: dict[str, torch.Tensor], smoothing: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
     """Cross entropy of every reference of every image (each its own sequence), and word accuracy."""
     captions = batch["captions"]
     count, references, length = captions.shape
@@ -141,12 +150,10 @@ def evaluate(model: nn.Module, batches, cfg: Config) -> dict:
         captions = model.caption(batch["features"], cfg.beam_width, cfg.max_len, cfg.length_penalty)
         for index, ids in zip(batch["eval_index"].tolist(), captions.tolist()):
             image = model.eval_images[index]
-            predictions.append({"image": image["image"], "references": image["references"],
-                                "prediction": decode(ids, model.vocabulary)})
+            predictions.append({"image": image["image"], "references": image["references"], "prediction": decode(ids, model.vocabulary)})
     if not predictions:
         raise UserError("the validation split is empty")
-    return {**{f"val/{key}": total / seen for key, total in totals.items()}, **caption_metrics(predictions),
-            "predictions": predictions}
+    return {**{f"val/{key}": total / seen for key, total in totals.items()}, **caption_metrics(predictions), "predictions": predictions}
 
 
 def baseline(read, cfg: Config, meta: dict):
@@ -163,8 +170,9 @@ def run_warnings(manifest: dict) -> list[str]:
 
 
 def add_predict_arguments(parser) -> None:
-    parser.add_argument("--beam", type=int, default=None, metavar="K",
-                        help="beam width (default: the run's beam_width; 1 is greedy decoding)")
+    parser.add_argument(
+        "--beam", type=int, default=None, metavar="K", help="beam width (default: the run's beam_width; 1 is greedy decoding)"
+    )
 
 
 def predict(model: nn.Module, inputs: list[str], cfg: Config, meta: dict, beam: int | None = None) -> list[dict]:

@@ -58,12 +58,17 @@ class Config(TrainConfig):
     """Synthetic set (no data_dir): number of images (five captions each)."""
 
     LIMITS: ClassVar[dict] = {
-        "embed_dim": (1, None), "hidden_dim": (1, None), "dropout": (0, 0.99),
+        "embed_dim": (1, None),
+        "hidden_dim": (1, None),
+        "dropout": (0, 0.99),
         "vocab_size": (5, None),  # the 4 special tokens and at least one word
-        "min_word_count": (1, None), "max_len": (1, None), "beam_width": (1, None),
-        "length_penalty": (0, 5), "label_smoothing": (0, 0.99),
+        "min_word_count": (1, None),
+        "max_len": (1, None),
+        "beam_width": (1, None),
+        "length_penalty": (0, 5),
+        "label_smoothing": (0, 0.99),
         "image_size": (16, None),  # the encoders downsample 32x; smaller images leave them nothing to see
-        "val_fraction": (0.01, 0.9), "test_fraction": (0, 0.9),  # val must not be empty; test may be
+        "val_fraction": (0.01, 0.9),
+        "test_fraction": (0, 0.9),  # val must not be empty; test may be
         "synthetic_images": (10, None),
     }
-

@@ -123,9 +123,8 @@ def seeded_split(images: list[str], val_fraction: float, test_fraction: float, s
     val = max(1, round(len(order) * val_fraction)) if val_fraction > 0 else 0
     test = max(1, round(len(order) * test_fraction)) if test_fraction > 0 else 0
     if val + test >= len(order):
-        raise UserError(f"{len(order)} images are too few to hold out val_fraction={val_fraction} "
-                        f"and test_fraction={test_fraction}")
-    splits = {"val": sorted(order[:val]), "test": sorted(order[val:val + test]), "train": sorted(order[val + test:])}
+        raise UserError(f"{len(order)} images are too few to hold out val_fraction={val_fraction} and test_fraction={test_fraction}")
+    splits = {"val": sorted(order[:val]), "test": sorted(order[val : val + test]), "train": sorted(order[val + test :])}
     return {name: names for name, names in splits.items() if names}
 
 
@@ -157,8 +156,7 @@ def read_flickr(data_dir: str, val_fraction: float = 0.1, test_fraction: float =
         splits = {split: [n for n in names if n in present] for split, names in lists.items()}
     else:
         splits = seeded_split(sorted(present), val_fraction, test_fraction, seed)
-    rows = {split: [{"image": n, "image_path": str(present[n]), "captions": captions[n]} for n in names]
-            for split, names in splits.items()}
+    rows = {split: [{"image": n, "image_path": str(present[n]), "captions": captions[n]} for n in names] for split, names in splits.items()}
     meta = {
         "data_path": str(root),
         "captions_file": str(captions_path),
@@ -166,7 +164,6 @@ def read_flickr(data_dir: str, val_fraction: float = 0.1, test_fraction: float =
         "split_source": "standard split lists" if lists else f"seeded split (seed {seed})",
         "images": {split: len(split_rows) for split, split_rows in rows.items()},
         "captions": sum(len(captions[n]) for n in present),
-        "skipped_captions": {"count": sum(len(captions[n]) for n in skipped), "images": len(skipped),
-                             "examples": skipped[:SHOWN_SKIPPED]},
+        "skipped_captions": {"count": sum(len(captions[n]) for n in skipped), "images": len(skipped), "examples": skipped[:SHOWN_SKIPPED]},
     }
     return rows, meta

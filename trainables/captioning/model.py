@@ -69,8 +69,9 @@ class Captioner(nn.Module):
         state (batch first: hidden and cell [R, 1, H], image input [R, E]) -> next-word logits
         [R, V] and the new state."""
         hidden, cell, image = state
-        output, (hidden, cell) = self.lstm(self._inputs(prefixes[:, -1:], image),
-                                           (hidden.transpose(0, 1).contiguous(), cell.transpose(0, 1).contiguous()))
+        output, (hidden, cell) = self.lstm(
+            self._inputs(prefixes[:, -1:], image), (hidden.transpose(0, 1).contiguous(), cell.transpose(0, 1).contiguous())
+        )
         return self.out(output.squeeze(1)), (hidden.transpose(0, 1), cell.transpose(0, 1), image)
 
     def caption(self, features: torch.Tensor, width: int, max_len: int, alpha: float = 0.0) -> torch.Tensor:

@@ -60,8 +60,12 @@ def _draw(shape: str, colour: str, large: bool, background: str, rng: np.random.
 def _captions(shape: str, colour: str, large: bool, background: str, rng: np.random.Generator) -> list[str]:
     sizes, shapes = SIZE_WORDS["large" if large else "small"], SHAPE_WORDS[shape]
     chosen = rng.choice(len(TEMPLATES), CAPTIONS_PER_IMAGE, replace=False)
-    return [TEMPLATES[k].format(size=sizes[rng.integers(len(sizes))], shape=shapes[rng.integers(len(shapes))],
-                                colour=colour, background=background) for k in chosen]
+    return [
+        TEMPLATES[k].format(
+            size=sizes[rng.integers(len(sizes))], shape=shapes[rng.integers(len(shapes))], colour=colour, background=background
+        )
+        for k in chosen
+    ]
 
 
 def _write_synthetic(folder: Path, images: int) -> None:

@@ -43,7 +43,7 @@ def candidates_and_references(images: list[list[str]], seed: int) -> tuple[list[
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(images))
     chosen = order[: max(1, min(CANDIDATES, len(images) // 2))]
-    others = order[len(chosen):][:REFERENCE_IMAGES]
+    others = order[len(chosen) :][:REFERENCE_IMAGES]
     referees = [images[i] for i in (others if len(others) else chosen)]
     return [_drawn(images[i], rng) for i in chosen], referees
 
@@ -85,5 +85,7 @@ def best_caption(read: Callable, meta: dict, seed: int) -> Trivial:
     distinct = list(dict.fromkeys(candidates))  # in sample order, so a tie goes to the first drawn
     caption = max(distinct, key=lambda candidate: ranking(candidate, references))
     eval_images = meta.get("eval_images") or []
-    return Trivial(f"caption {caption!r} for every image (the best of {len(distinct)} training captions)",
-                   lambda batches: scored(caption, list(eval_references(batches, eval_images))))
+    return Trivial(
+        f"caption {caption!r} for every image (the best of {len(distinct)} training captions)",
+        lambda batches: scored(caption, list(eval_references(batches, eval_images))),
+    )

@@ -30,4 +30,3 @@ def encode_references(captions: list[str], index: dict[str, int], max_len: int, 
         ids = [index.get(word, UNK) for word in normalize(caption).split()[:max_len]]
         encoded[row, : len(ids) + 2] = [START, *ids, END]
     return encoded
-

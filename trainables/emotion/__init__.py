@@ -50,8 +50,9 @@ def parse_tasks(text: str) -> tuple[str, ...]:
 
 def clip_shape(cfg: Config) -> ClipShape:
     if cfg.sample_rate < 4000 or cfg.n_mels < 8 or cfg.audio_seconds <= 0 or cfg.frames < 1 or cfg.frame_size < 16:
-        raise UserError("config keys sample_rate (>= 4000), n_mels (>= 8), audio_seconds (> 0), frames (>= 1) "
-                        "and frame_size (>= 16) are out of range")
+        raise UserError(
+            "config keys sample_rate (>= 4000), n_mels (>= 8), audio_seconds (> 0), frames (>= 1) and frame_size (>= 16) are out of range"
+        )
     return ClipShape(cfg.sample_rate, cfg.n_mels, cfg.audio_seconds, cfg.frames, cfg.frame_size)
 
 
@@ -79,13 +80,11 @@ def build_datasets(cfg: Config):
     if encoder is not None:
         meta["image_weights"] = encoder.identity
     meta["weights"] = describe_sources(cfg.text_model, encoder, modalities)
-    sys.stdout.write(f"[emotion] missing clips (text only): {meta['missing_clips']}; "
-                     f"encoders: {'; '.join(meta['weights'].values())}\n")
+    sys.stdout.write(f"[emotion] missing clips (text only): {meta['missing_clips']}; encoders: {'; '.join(meta['weights'].values())}\n")
     return splits, meta
 
 
-def features(utterances, clips, cfg: Config, text_model: str | None = None, strict: bool = False,
-             contexts=None) -> dict:
+def features(utterances, clips, cfg: Config, text_model: str | None = None, strict: bool = False, contexts=None) -> dict:
     """Tokens (and the target's mask), mel spectrograms, frames and has_audio/has_video of utterances,
     their dialogue contexts (None: none) and their clips ("" = none).
 
@@ -106,8 +105,11 @@ def features(utterances, clips, cfg: Config, text_model: str | None = None, stri
     return {
         **encode(tokenizer, [str(u) for u in utterances], contexts, cfg.max_tokens),
         "mel": np.stack([d.mel for d in decoded]) if decoded else np.zeros((0, shape.n_mels, shape.mel_steps), np.float16),
-        "frames": (np.stack([d.frames for d in decoded]) if decoded
-                   else np.zeros((0, shape.frames, 3, shape.frame_size, shape.frame_size), np.uint8)),
+        "frames": (
+            np.stack([d.frames for d in decoded])
+            if decoded
+            else np.zeros((0, shape.frames, 3, shape.frame_size, shape.frame_size), np.uint8)
+        ),
         "has_audio": np.array([d.has_audio for d in decoded], dtype=np.float32),
         "has_video": np.array([d.has_video for d in decoded], dtype=np.float32),
     }
@@ -123,8 +125,7 @@ def preprocess(batch: dict[str, np.ndarray], cfg: Config) -> dict[str, np.ndarra
 
 def build_model(cfg: Config, meta: dict) -> nn.Module:
     if cfg.fusion_dim < 4 or not 0 <= cfg.dropout < 1 or not 0 <= cfg.modality_dropout < 1 or cfg.audio_width < 1:
-        raise UserError("config keys fusion_dim (>= 4), dropout and modality_dropout (0 <= p < 1) "
-                        "and audio_width (>= 1) are out of range")
+        raise UserError("config keys fusion_dim (>= 4), dropout and modality_dropout (0 <= p < 1) and audio_width (>= 1) are out of range")
     heads = {task: len(CLASSES[task]) for task in parse_tasks(cfg.tasks)}
     encoder = chosen(meta, cfg.image_weights) if "video" in parse_modalities(cfg.modalities) else None
     return EmotionClassifier(cfg, meta.get("text_model") or cfg.text_model, encoder, heads, meta.get("class_weights", {}))
@@ -190,14 +191,18 @@ def _prediction_rows(joined: dict, predicted: dict, tasks: tuple[str, ...]) -> l
 
 
 def add_predict_arguments(parser) -> None:
-    parser.add_argument("--clip", default=None, metavar="CLIP.mp4",
-                        help="the utterance's clip (its audio and frames); without it the text alone is used")
-    parser.add_argument("--context", default="", metavar="TEXT",
-                        help='the dialogue so far, "Speaker: utterance" turns, for a model trained with context_turns > 0')
+    parser.add_argument(
+        "--clip", default=None, metavar="CLIP.mp4", help="the utterance's clip (its audio and frames); without it the text alone is used"
+    )
+    parser.add_argument(
+        "--context",
+        default="",
+        metavar="TEXT",
+        help='the dialogue so far, "Speaker: utterance" turns, for a model trained with context_turns > 0',
+    )
 
 
-def predict(model: nn.Module, inputs: list[str], cfg: Config, meta: dict, clip: str | None = None,
-            context: str = "") -> list[dict]:
+def predict(model: nn.Module, inputs: list[str], cfg: Config, meta: dict, clip: str | None = None, context: str = "") -> list[dict]:
     """Emotion (``top``) and sentiment of each utterance, with the clip's audio and frames and the
     dialogue context when given (the context is ignored by a model trained without it)."""
     if clip is not None and not Path(clip).is_file():
@@ -220,8 +225,10 @@ def predict(model: nn.Module, inputs: list[str], cfg: Config, meta: dict, clip: 
         if len(tasks) > 1:
             best = int(np.argmax(probs["sentiment"]))
             result["sentiment"] = f"{SENTIMENTS[best]} ({probs['sentiment'][best]:.3f})"
-        result["modalities"] = "+".join(name for name, present in (
-            ("text", 1.0), ("audio", arrays["has_audio"][k]), ("video", arrays["has_video"][k]))
-            if present and name in model.modalities)
+        result["modalities"] = "+".join(
+            name
+            for name, present in (("text", 1.0), ("audio", arrays["has_audio"][k]), ("video", arrays["has_video"][k]))
+            if present and name in model.modalities
+        )
         results.append(result)
     return results

@@ -68,11 +68,19 @@ class Config(TrainConfig):
     # Most lowest values are the ones clip_shape, build_model and synthetic_dataset check again later.
     # frozen_layers has no highest: it depends on the text model (build_model checks it).
     LIMITS: ClassVar[dict] = {
-        "sentiment_weight": (0, None), "fusion_dim": (4, None), "dropout": (0, 0.99), "modality_dropout": (0, 0.99),
+        "sentiment_weight": (0, None),
+        "fusion_dim": (4, None),
+        "dropout": (0, 0.99),
+        "modality_dropout": (0, 0.99),
         "max_tokens": (3, None),  # [CLS], [SEP] and one word (at 1 the tokenizer returns ragged rows)
-        "frozen_layers": (0, None), "audio_width": (1, None), "sample_rate": (4000, None), "n_mels": (8, None),
+        "frozen_layers": (0, None),
+        "audio_width": (1, None),
+        "sample_rate": (4000, None),
+        "n_mels": (8, None),
         "audio_seconds": (0.025, None),  # one 25 ms analysis window of the log-mel spectrogram
-        "frames": (1, None), "frame_size": (16, None), "max_rows": (0, None), "synthetic_clips": (12, None),
+        "frames": (1, None),
+        "frame_size": (16, None),
+        "max_rows": (0, None),
+        "synthetic_clips": (12, None),
         "context_turns": (0, None),
     }
-

@@ -31,8 +31,19 @@ from trainables import files
 
 EMOTIONS = ("neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear")
 SENTIMENTS = ("neutral", "positive", "negative")
-CSV_COLUMNS = ("Sr No.", "Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID",
-               "Season", "Episode", "StartTime", "EndTime")
+CSV_COLUMNS = (
+    "Sr No.",
+    "Utterance",
+    "Speaker",
+    "Emotion",
+    "Sentiment",
+    "Dialogue_ID",
+    "Utterance_ID",
+    "Season",
+    "Episode",
+    "StartTime",
+    "EndTime",
+)
 REQUIRED_COLUMNS = ("Utterance", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID")
 CSV_FILES = {"train": "train_sent_emo.csv", "val": "dev_sent_emo.csv", "test": "test_sent_emo.csv"}
 # Without a test CSV: the share of train's dialogues held out as val (MELD's dev is about 10% of train).
@@ -45,8 +56,20 @@ CLIP_FOLDERS = {
 }
 # UTF-8 read as cp1252 (the real CSVs' "Youâ€™re"), and the smart quotes tokenizers split oddly.
 MOJIBAKE_MARKERS = ("â€", "Ã")
-PLAIN_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2014": "-",
-                              "\u2013": "-", "\u2026": "...", "\u0092": "'", "\u0085": "...", "\u0097": "-"})
+PLAIN_QUOTES = str.maketrans(
+    {
+        "\u2018": "'",
+        "\u2019": "'",
+        "\u201c": '"',
+        "\u201d": '"',
+        "\u2014": "-",
+        "\u2013": "-",
+        "\u2026": "...",
+        "\u0092": "'",
+        "\u0085": "...",
+        "\u0097": "-",
+    }
+)
 
 
 def decode_text(raw: bytes) -> str:
@@ -113,16 +136,18 @@ def split_rows(frame: pd.DataFrame, clips: dict[str, Path], shown: Path, max_row
         dialogue = _integer(record["Dialogue_ID"], where, "Dialogue_ID")
         utterance_id = _integer(record["Utterance_ID"], where, "Utterance_ID")
         clip = clips.get(f"dia{dialogue}_utt{utterance_id}.mp4")
-        rows.append({
-            "utterance": clean_utterance(record["Utterance"]),
-            "speaker": clean_utterance(record.get("Speaker", "")),
-            # An empty file is as missing as an absent one (the real release has a few).
-            "clip": str(clip) if clip is not None and clip.stat().st_size > 0 else "",
-            "emotion": _label(record["Emotion"], EMOTIONS, where, "Emotion"),
-            "sentiment": _label(record["Sentiment"], SENTIMENTS, where, "Sentiment"),
-            "dialogue_id": dialogue,
-            "utterance_id": utterance_id,
-        })
+        rows.append(
+            {
+                "utterance": clean_utterance(record["Utterance"]),
+                "speaker": clean_utterance(record.get("Speaker", "")),
+                # An empty file is as missing as an absent one (the real release has a few).
+                "clip": str(clip) if clip is not None and clip.stat().st_size > 0 else "",
+                "emotion": _label(record["Emotion"], EMOTIONS, where, "Emotion"),
+                "sentiment": _label(record["Sentiment"], SENTIMENTS, where, "Sentiment"),
+                "dialogue_id": dialogue,
+                "utterance_id": utterance_id,
+            }
+        )
     return rows
 
 
@@ -166,9 +191,15 @@ def read_meld(data_dir: str, max_rows: int = 0) -> tuple[dict[str, list[dict]], 
         "data_path": str(root),
         "content_hash": "sha256:" + digest.hexdigest(),
         "max_rows": max_rows,
-        "split_sources": ({"train": f"{CSV_FILES['train']} less {VAL_SHARE:.0%} of its dialogues (by Dialogue_ID hash)",
-                           "val": f"those dialogues of {CSV_FILES['train']}", "test": CSV_FILES["val"]} if carved
-                          else {split: CSV_FILES[split] for split in splits}),
+        "split_sources": (
+            {
+                "train": f"{CSV_FILES['train']} less {VAL_SHARE:.0%} of its dialogues (by Dialogue_ID hash)",
+                "val": f"those dialogues of {CSV_FILES['train']}",
+                "test": CSV_FILES["val"],
+            }
+            if carved
+            else {split: CSV_FILES[split] for split in splits}
+        ),
         "split_sizes": {split: len(rows) for split, rows in splits.items()},
         "missing_clips": {split: sum(not row["clip"] for row in rows) for split, rows in splits.items()},
     }

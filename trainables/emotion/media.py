@@ -58,7 +58,8 @@ def empty_clip(shape: ClipShape) -> DecodedClip:
     return DecodedClip(
         mel=np.zeros((shape.n_mels, shape.mel_steps), np.float16),
         frames=np.zeros((shape.frames, 3, shape.frame_size, shape.frame_size), np.uint8),
-        has_audio=False, has_video=False,
+        has_audio=False,
+        has_video=False,
     )
 
 
@@ -133,6 +134,7 @@ def _square_rgb(frame, size: int) -> np.ndarray:
 @functools.lru_cache(maxsize=8)
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
     """[n_mels, n_fft // 2 + 1] triangular filters, evenly spaced on the HTK mel scale from 125 Hz (VGGish)."""
+
     def to_mel(hz):
         return 1127.0 * np.log1p(np.asarray(hz) / 700.0)
 

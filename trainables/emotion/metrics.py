@@ -10,8 +10,9 @@ import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 
-def classification_metrics(true: np.ndarray, predicted: np.ndarray, classes: tuple[str, ...], prefix: str,
-                           per_class: bool = True) -> dict[str, float]:
+def classification_metrics(
+    true: np.ndarray, predicted: np.ndarray, classes: tuple[str, ...], prefix: str, per_class: bool = True
+) -> dict[str, float]:
     """Accuracy, weighted and macro F1 and (per_class) each class's precision and recall.
 
     Every class counts in the macro average, also one absent from the split (MELD's dev set has 22

@@ -35,8 +35,7 @@ def parse_modalities(text: str) -> tuple[str, ...]:
 def describe_sources(text_model: str, encoder: EncoderChoice | None, modalities: tuple[str, ...]) -> dict[str, str]:
     """What a run uses, in words, for meta.json and the run log."""
     text = text_source(text_model)
-    sources = {"text_encoder": (f"pretrained from {text}" if text != "tiny"
-                                else f"tiny BERT {TINY_BERT}, random initialisation")}
+    sources = {"text_encoder": (f"pretrained from {text}" if text != "tiny" else f"tiny BERT {TINY_BERT}, random initialisation")}
     if "audio" in modalities:
         sources["audio_encoder"] = "VGGish-like CNN, random initialisation"
     if "video" in modalities and encoder is not None:
@@ -62,8 +61,7 @@ class TextEncoder(nn.Module):
                 layer.requires_grad_(False)
         self.project = nn.Linear(self.encoder.config.hidden_size, out_dim)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                target_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_mask: torch.Tensor | None = None) -> torch.Tensor:
         # Rows are padded to max_tokens; the batch's longest row is often far shorter (a CPU's time).
         longest = max(1, int(attention_mask.sum(dim=1).max()))
         input_ids, attention_mask = input_ids[:, :longest], attention_mask[:, :longest]
@@ -83,8 +81,7 @@ class AudioEncoder(nn.Module):
         layers, channels = [], 1
         for block in range(blocks):
             widened = width * 2**block
-            layers += [nn.Conv2d(channels, widened, 3, padding=1), nn.BatchNorm2d(widened), nn.ReLU(),
-                       nn.MaxPool2d(2, ceil_mode=True)]
+            layers += [nn.Conv2d(channels, widened, 3, padding=1), nn.BatchNorm2d(widened), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True)]
             channels = widened
         self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.project = nn.Linear(channels, out_dim)
@@ -121,8 +118,7 @@ class AttentionFusion(nn.Module):
     def __init__(self, dim: int, count: int, dropout: float):
         super().__init__()
         self.modality = nn.Parameter(torch.zeros(1, count, dim))
-        self.attention = nn.MultiheadAttention(dim, ATTENTION_HEADS if dim % ATTENTION_HEADS == 0 else 1,
-                                               dropout=dropout, batch_first=True)
+        self.attention = nn.MultiheadAttention(dim, ATTENTION_HEADS if dim % ATTENTION_HEADS == 0 else 1, dropout=dropout, batch_first=True)
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, features: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
@@ -135,8 +131,9 @@ class AttentionFusion(nn.Module):
 class EmotionClassifier(nn.Module):
     """Batch -> {"emotion": [B, 7] logits, "sentiment": [B, 3] logits}, for the heads configured."""
 
-    def __init__(self, cfg: Any, text_model: str, encoder: EncoderChoice | None, heads: dict[str, int],
-                 class_weights: dict[str, list[float]]):
+    def __init__(
+        self, cfg: Any, text_model: str, encoder: EncoderChoice | None, heads: dict[str, int], class_weights: dict[str, list[float]]
+    ):
         super().__init__()
         self.modalities = parse_modalities(cfg.modalities)
         if cfg.fusion not in FUSIONS:
@@ -157,8 +154,7 @@ class EmotionClassifier(nn.Module):
         self.attention = AttentionFusion(dim, count, cfg.dropout) if cfg.fusion == "attention" else None
         # Concatenation also sees which modalities are present: a masked zero vector is not a cue.
         fused = dim if self.attention is not None else count * dim + count
-        self.trunk = nn.Sequential(nn.LayerNorm(fused), nn.Dropout(cfg.dropout), nn.Linear(fused, dim), nn.ReLU(),
-                                   nn.Dropout(cfg.dropout))
+        self.trunk = nn.Sequential(nn.LayerNorm(fused), nn.Dropout(cfg.dropout), nn.Linear(fused, dim), nn.ReLU(), nn.Dropout(cfg.dropout))
         self.heads = nn.ModuleDict({task: nn.Linear(dim, classes) for task, classes in heads.items()})
         for task, classes in heads.items():
             weights = class_weights.get(task) or [1.0] * classes

@@ -38,13 +38,23 @@ MISSING_CLIPS = 0.05
 TONES_HZ = (300, 420, 590, 820, 1150, 1600, 2250)
 COLOURS = ((128, 128, 128), (250, 210, 40), (240, 120, 220), (220, 30, 30), (40, 70, 200), (90, 160, 40), (110, 40, 150))
 CUES = (
-    ("okay", "fine", "alright"), ("great", "wonderful", "awesome"), ("what", "really", "wow"),
-    ("furious", "hate", "stop"), ("sad", "miss", "sorry"), ("gross", "yuck", "disgusting"),
+    ("okay", "fine", "alright"),
+    ("great", "wonderful", "awesome"),
+    ("what", "really", "wow"),
+    ("furious", "hate", "stop"),
+    ("sad", "miss", "sorry"),
+    ("gross", "yuck", "disgusting"),
     ("scared", "afraid", "help"),
 )
 FILLERS = ("so", "the", "we", "it", "is", "that", "you", "know", "I", "just", "guess", "today", "now", "here")
-SENTIMENT_OF = {"neutral": "neutral", "joy": "positive", "anger": "negative", "sadness": "negative",
-                "disgust": "negative", "fear": "negative"}
+SENTIMENT_OF = {
+    "neutral": "neutral",
+    "joy": "positive",
+    "anger": "negative",
+    "sadness": "negative",
+    "disgust": "negative",
+    "fear": "negative",
+}
 
 
 def _cue(rng: np.random.Generator, emotion: int) -> int:
@@ -101,11 +111,21 @@ def _write_split(folder: Path, split: str, count: int, rng: np.random.Generator)
         if rng.random() >= MISSING_CLIPS:
             write_clip(clips / f"dia{dialogue}_utt{utterance}.mp4", rng, _cue(rng, emotion), _cue(rng, emotion))
         start = 60 + 5 * k
-        rows.append({
-            "Sr No.": k + 1, "Utterance": _utterance(rng, emotion), "Speaker": str(rng.choice(["Ross", "Rachel", "Joey"])),
-            "Emotion": name, "Sentiment": sentiment, "Dialogue_ID": dialogue, "Utterance_ID": utterance,
-            "Season": 1, "Episode": 1, "StartTime": _timestamp(start), "EndTime": _timestamp(start + 1),
-        })
+        rows.append(
+            {
+                "Sr No.": k + 1,
+                "Utterance": _utterance(rng, emotion),
+                "Speaker": str(rng.choice(["Ross", "Rachel", "Joey"])),
+                "Emotion": name,
+                "Sentiment": sentiment,
+                "Dialogue_ID": dialogue,
+                "Utterance_ID": utterance,
+                "Season": 1,
+                "Episode": 1,
+                "StartTime": _timestamp(start),
+                "EndTime": _timestamp(start + 1),
+            }
+        )
     pd.DataFrame(rows, columns=list(CSV_COLUMNS)).to_csv(folder / CSV_FILES[split], index=False)
 
 

@@ -24,12 +24,12 @@ def encode(tokenizer, targets: list[str], contexts: list[str], max_tokens: int) 
     for row, (target, context) in enumerate(zip(target_ids, context_ids)):
         target = target[: max_tokens - 2]
         room = max_tokens - 3 - len(target)  # [CLS], [SEP] after the context, [SEP] after the target
-        context = context[len(context) - room:] if room > 0 and context else []
+        context = context[len(context) - room :] if room > 0 and context else []
         head = [cls, *context, sep] if context else [cls]
         tokens = [*head, *target, sep]
         ids[row, : len(tokens)] = tokens
         attention[row, : len(tokens)] = 1
-        target_mask[row, len(head): len(head) + len(target)] = 1
+        target_mask[row, len(head) : len(head) + len(target)] = 1
     return {"input_ids": ids, "attention_mask": attention, "target_mask": target_mask}
 
 

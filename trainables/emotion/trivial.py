@@ -15,8 +15,7 @@ import numpy as np
 from platform.baseline import Constant, Trivial, prior_logits
 
 
-def majority(counts: dict[str, list[int]], classes: dict[str, tuple[str, ...]], tasks: tuple[str, ...],
-             evaluate: Callable) -> Trivial:
+def majority(counts: dict[str, list[int]], classes: dict[str, tuple[str, ...]], tasks: tuple[str, ...], evaluate: Callable) -> Trivial:
     """Constant log class frequencies for each head in ``tasks``; ``evaluate(model, batches)`` scores them."""
     model = Constant({task: prior_logits(counts[task]) for task in tasks})
     named = ", ".join(f"{task} {classes[task][int(np.argmax(counts[task]))]!r}" for task in tasks)

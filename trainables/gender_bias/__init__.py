@@ -52,8 +52,7 @@ def build_datasets(cfg: Config):
 def tokenize(captions, cfg: Config, text_model: str | None = None) -> dict[str, np.ndarray]:
     """input_ids and attention_mask [B, max_tokens] int64; padded to max_tokens so batches stack."""
     tokenizer = load_tokenizer(text_model or cfg.text_model)
-    encoded = tokenizer([str(c) for c in captions], padding="max_length", truncation=True,
-                        max_length=cfg.max_tokens, return_tensors="np")
+    encoded = tokenizer([str(c) for c in captions], padding="max_length", truncation=True, max_length=cfg.max_tokens, return_tensors="np")
     return {key: encoded[key].astype(np.int64) for key in ("input_ids", "attention_mask")}
 
 
@@ -119,8 +118,9 @@ def baseline(read, cfg: Config, meta: dict) -> Trivial:
 def predict(model: nn.Module, inputs: list[str], cfg: Config, meta: dict) -> list[dict]:
     """A score for each (image, caption) pair: ``inputs`` are image, caption, image, caption..."""
     if not inputs or len(inputs) % 2:
-        raise UserError(f'gender_bias predicts from image and caption pairs: IMAGE "CAPTION" [IMAGE "CAPTION" ...]; '
-                        f"got {len(inputs)} argument(s)")
+        raise UserError(
+            f'gender_bias predicts from image and caption pairs: IMAGE "CAPTION" [IMAGE "CAPTION" ...]; got {len(inputs)} argument(s)'
+        )
     images, captions = inputs[0::2], inputs[1::2]
     for image, caption in zip(images, captions):
         if not str(caption).strip():
@@ -133,5 +133,4 @@ def predict(model: nn.Module, inputs: list[str], cfg: Config, meta: dict) -> lis
     model.eval()
     with torch.no_grad():
         scores = _forward(model, {k: v.to(device) for k, v in batch.items()}).cpu().tolist()
-    return [{"input": f'{image} "{caption}"', "score": round(score, 3)}
-            for image, caption, score in zip(images, captions, scores)]
+    return [{"input": f'{image} "{caption}"', "score": round(score, 3)} for image, caption, score in zip(images, captions, scores)]

@@ -46,7 +46,8 @@ class Config(TrainConfig):
         "max_tokens": (3, None),  # [CLS], [SEP] and one word (at 1 the tokenizer returns ragged rows)
         "frozen_layers": (0, None),
         "fusion_dim": (2, None),  # the second fusion layer is half as wide
-        "dropout": (0, 0.99), "val_fraction": (0.01, 0.9), "max_samples": (0, None),
+        "dropout": (0, 0.99),
+        "val_fraction": (0.01, 0.9),
+        "max_samples": (0, None),
         "synthetic_samples": (4, None),
     }
-

@@ -27,16 +27,25 @@ from trainables.files import confined, read_csv, utf8_text
 from trainables.gender_bias import labeling
 
 LABEL_COLUMNS = (
-    "post_id", "image_path", "caption", "score", "reason", "model", "prompt_version",
-    "prompt_tokens", "completion_tokens", "cost_usd", "latency_s", "cached",
+    "post_id",
+    "image_path",
+    "caption",
+    "score",
+    "reason",
+    "model",
+    "prompt_version",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+    "latency_s",
+    "cached",
 )
 # What training needs; the rest is the labeler's ledger, summarised in meta when present.
 REQUIRED_COLUMNS = ("post_id", "image_path", "caption", "score")
 assert REQUIRED_COLUMNS == (*labeling.COLUMNS.values(), labeling.LABEL), "labels.csv is what the task writes"
 
 
-def _read_csv(path: Path, shown: Path, columns: tuple[str, ...] = (),
-              rows_required: bool = True) -> tuple[pd.DataFrame, bytes]:
+def _read_csv(path: Path, shown: Path, columns: tuple[str, ...] = (), rows_required: bool = True) -> tuple[pd.DataFrame, bytes]:
     try:
         raw = path.read_bytes()
     except OSError:
@@ -103,9 +112,7 @@ def split_rows(count: int, val_fraction: float, max_samples: int, seed: int) -> 
     return np.sort(order[held_out:]), np.sort(order[:held_out])
 
 
-def read_labels(
-    data_dir: str, val_fraction: float = 0.2, max_samples: int = 0, seed: int = 0
-) -> tuple[dict[str, list[dict]], dict]:
+def read_labels(data_dir: str, val_fraction: float = 0.2, max_samples: int = 0, seed: int = 0) -> tuple[dict[str, list[dict]], dict]:
     """Rows by split and meta of a labeler output folder, without Ray."""
     root = Path(data_dir).expanduser().resolve()
     shown = Path(data_dir)

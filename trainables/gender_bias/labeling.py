@@ -42,7 +42,9 @@ class Reply(BaseModel):
     model_config = ConfigDict(title="gender_bias_label", json_schema_extra={"additionalProperties": False})
 
     score: Annotated[float, BeforeValidator(_number)] = Field(
-        ge=SCORE_RANGE[0], le=SCORE_RANGE[1], allow_inf_nan=False,
-        description=f"how strongly the post expresses gender bias, {SCORE_RANGE[0]} (none) to {SCORE_RANGE[1]} (extreme)")
+        ge=SCORE_RANGE[0],
+        le=SCORE_RANGE[1],
+        allow_inf_nan=False,
+        description=f"how strongly the post expresses gender bias, {SCORE_RANGE[0]} (none) to {SCORE_RANGE[1]} (extreme)",
+    )
     reason: str = Field(description="one short sentence")
-

@@ -21,8 +21,7 @@ def describe_sources(text_model: str, encoder: EncoderChoice) -> dict[str, str]:
     """What a run uses, in words, for meta.json and the run log."""
     text = text_source(text_model)
     return {
-        "text_encoder": (f"pretrained from {text}" if text != "tiny"
-                         else f"tiny BERT {TINY_BERT}, random initialisation"),
+        "text_encoder": (f"pretrained from {text}" if text != "tiny" else f"tiny BERT {TINY_BERT}, random initialisation"),
         "image_encoder": encoder.description,
     }
 
@@ -52,8 +51,12 @@ class BiasScorer(nn.Module):
             module.requires_grad_(False)
         text_dim = self.text_encoder.config.hidden_size
         self.head = nn.Sequential(
-            nn.Linear(self.image_encoder.dim + text_dim, cfg.fusion_dim), nn.ReLU(), nn.Dropout(cfg.dropout),
-            nn.Linear(cfg.fusion_dim, cfg.fusion_dim // 2), nn.ReLU(), nn.Dropout(cfg.dropout),
+            nn.Linear(self.image_encoder.dim + text_dim, cfg.fusion_dim),
+            nn.ReLU(),
+            nn.Dropout(cfg.dropout),
+            nn.Linear(cfg.fusion_dim, cfg.fusion_dim // 2),
+            nn.ReLU(),
+            nn.Dropout(cfg.dropout),
             nn.Linear(cfg.fusion_dim // 2, 1),
         )
 
@@ -63,8 +66,7 @@ class BiasScorer(nn.Module):
             # Below 64 px the encoders end at 1x1, and BatchNorm cannot train on a single value a
             # channel: a last batch of one post would crash the epoch. The post twice passes (its
             # layer4 BatchNorm then contributes nothing to this one step, which is harmless).
-            return self.forward(image.expand(2, -1, -1, -1), input_ids.expand(2, -1),
-                                attention_mask.expand(2, -1))[:1]
+            return self.forward(image.expand(2, -1, -1, -1), input_ids.expand(2, -1), attention_mask.expand(2, -1))[:1]
         image_features = self.image_encoder(image)  # it normalises the 0-255 pixels as it was trained
         hidden = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         # Mean over real tokens: how all-MiniLM-L6-v2 was trained to pool.

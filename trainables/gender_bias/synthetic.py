@@ -66,19 +66,28 @@ def _write_synthetic(folder: Path, samples: int) -> None:
     for k in range(samples):
         stereotyped, warm, circle = (bool(v) for v in rng.integers(0, 2, 3))
         template = (STEREOTYPED if stereotyped else NEUTRAL)[rng.integers(5)]
-        caption = template.format(place=PLACES[rng.integers(len(PLACES))],
-                                  activity=ACTIVITIES[rng.integers(len(ACTIVITIES))])
+        caption = template.format(place=PLACES[rng.integers(len(PLACES))], activity=ACTIVITIES[rng.integers(len(ACTIVITIES))])
         score = 5 + 2.5 * (1 if stereotyped else -1) + 1.5 * (1 if warm else -1) + 0.5 * (1 if circle else -1)
         score = float(np.clip(score + rng.normal(0, 0.4), 0, 10))
         relative = f"images/syn{k:06d}.jpg"
         _draw(rng, warm, circle).save(folder / relative, quality=90)
-        rows.append({
-            "post_id": f"syn{k:06d}", "image_path": relative, "caption": caption, "score": round(score, 3),
-            "reason": f"synthetic: {'stereotyped' if stereotyped else 'neutral'} caption, "
-                      f"{'warm' if warm else 'cool'} {'circle' if circle else 'square'}",
-            "model": "synthetic", "prompt_version": f"synthetic-v{SYNTHETIC_VERSION}", "prompt_tokens": 0,
-            "completion_tokens": 0, "cost_usd": 0.0, "latency_s": 0.0, "cached": False,
-        })
+        rows.append(
+            {
+                "post_id": f"syn{k:06d}",
+                "image_path": relative,
+                "caption": caption,
+                "score": round(score, 3),
+                "reason": f"synthetic: {'stereotyped' if stereotyped else 'neutral'} caption, "
+                f"{'warm' if warm else 'cool'} {'circle' if circle else 'square'}",
+                "model": "synthetic",
+                "prompt_version": f"synthetic-v{SYNTHETIC_VERSION}",
+                "prompt_tokens": 0,
+                "completion_tokens": 0,
+                "cost_usd": 0.0,
+                "latency_s": 0.0,
+                "cached": False,
+            }
+        )
     pd.DataFrame(rows, columns=list(LABEL_COLUMNS)).to_csv(folder / "labels.csv", index=False)
 
 

@@ -48,7 +48,8 @@ def read_splits(data_dir: str, cfg: Config) -> tuple[dict[str, list[dict]], dict
     encoder = resolve(cfg.image_weights)
     meta.update(
         vocab=reports.build_vocab([s["report"] for s in splits["train"]], cfg.vocab_size, cfg.min_word_count),
-        image_weights=encoder.identity, image_encoder=describe_encoder(encoder, cfg.encoder_stages),
+        image_weights=encoder.identity,
+        image_encoder=describe_encoder(encoder, cfg.encoder_stages),
         split_sizes={name: len(split) for name, split in splits.items()},
         stages={name: np.bincount([s["stage"] for s in split], minlength=4).tolist() for name, split in splits.items()},
     )
@@ -59,8 +60,9 @@ def build_datasets(cfg: Config):
     """{image_path, tokens, reference, id, stage} rows by split, and meta."""
     splits, meta = read_splits(cfg.data_dir or str(synthetic_dataset(cfg)), cfg)
     index = {word: i for i, word in enumerate(meta["vocab"])}
-    sys.stdout.write(f"[xr2text] {meta['image_encoder']}; vocabulary {len(index)} words; "
-                     f"train studies by stage {meta['stages']['train']}\n")
+    sys.stdout.write(
+        f"[xr2text] {meta['image_encoder']}; vocabulary {len(index)} words; train studies by stage {meta['stages']['train']}\n"
+    )
     return {name: data.rows_of(split, index, cfg.max_tokens) for name, split in splits.items()}, meta
 
 
@@ -70,8 +72,7 @@ def preprocess(batch: dict[str, np.ndarray], cfg: Config) -> dict[str, np.ndarra
     images = [data.load_image(str(path), size) for path in batch["image_path"]]
     return {
         "image": np.stack(images) if images else np.zeros((0, 1, size, size), np.uint8),
-        **{key: np.stack(list(batch[key])) if len(batch[key]) else np.asarray(batch[key])
-           for key in ("tokens", "reference", "id")},
+        **{key: np.stack(list(batch[key])) if len(batch[key]) else np.asarray(batch[key]) for key in ("tokens", "reference", "id")},
         "stage": np.asarray(batch["stage"], dtype=np.int64),
     }
 
@@ -100,8 +101,7 @@ def train_filter(batch: dict[str, torch.Tensor], schedule: dict, cfg: Config) ->
 def _token_loss(model: nn.Module, batch: dict[str, torch.Tensor], smoothing: float) -> torch.Tensor:
     logits = model(batch["image"], batch["tokens"]).float()
     target = batch["tokens"][:, 1:]
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
-                           ignore_index=reports.PAD_ID, label_smoothing=smoothing)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=reports.PAD_ID, label_smoothing=smoothing)
 
 
 def loss(model: nn.Module, batch: dict[str, torch.Tensor], cfg: Config):
@@ -126,8 +126,13 @@ def evaluate(model: nn.Module, batches, cfg: Config) -> dict:
         loss_batches += 1
         generated = model.generate(batch["image"], cfg.beam_width, cfg.length_penalty).cpu()
         for ids, reference, study_id in zip(generated, batch["reference"].cpu(), batch["id"].cpu()):
-            rows.append({"id": reports.from_bytes(study_id), "reference": reports.from_bytes(reference),
-                         "prediction": reports.decode(ids, model.vocab)})
+            rows.append(
+                {
+                    "id": reports.from_bytes(study_id),
+                    "reference": reports.from_bytes(reference),
+                    "prediction": reports.decode(ids, model.vocab),
+                }
+            )
     if not rows:
         raise UserError("the validation split is empty")
     metrics = caption_metrics([r["reference"] for r in rows], [r["prediction"] for r in rows])
@@ -148,8 +153,7 @@ def run_warnings(manifest: dict) -> list[str]:
 
 
 def add_predict_arguments(parser) -> None:
-    parser.add_argument("--beam", type=int, default=None, metavar="K",
-                        help="beam search width (1: greedy); default: the run's beam_width")
+    parser.add_argument("--beam", type=int, default=None, metavar="K", help="beam search width (1: greedy); default: the run's beam_width")
 
 
 def predict(model: nn.Module, inputs: list[str], cfg: Config, meta: dict, beam: int | None = None) -> list[dict]:

@@ -72,17 +72,24 @@ class Config(TrainConfig):
     LIMITS: ClassVar[dict] = {
         "image_size": (16, None),  # the encoders downsample 32x; smaller images leave them nothing to see
         "encoder_stages": (1, 4),  # both encoders have four (trainables/image_encoders.py)
-        "d_model": (1, None), "heads": (1, None), "decoder_layers": (1, None), "dropout": (0, 0.99),
-        "label_smoothing": (0, 0.99), "max_tokens": (1, None),
+        "d_model": (1, None),
+        "heads": (1, None),
+        "decoder_layers": (1, None),
+        "dropout": (0, 0.99),
+        "label_smoothing": (0, 0.99),
+        "max_tokens": (1, None),
         "vocab_size": (5, None),  # the 4 special tokens and at least one word
-        "min_word_count": (1, None), "beam_width": (1, None), "length_penalty": (0, 5),
+        "min_word_count": (1, None),
+        "beam_width": (1, None),
+        "length_penalty": (0, 5),
         "complex_min_findings": (1, None),
-        "val_fraction": (0.01, 0.9), "test_fraction": (0, 0.9),  # val must not be empty; test may be
-        "max_studies": (0, None), "synthetic_studies": (2, None),  # a train and a val study
+        "val_fraction": (0.01, 0.9),
+        "test_fraction": (0, 0.9),  # val must not be empty; test may be
+        "max_studies": (0, None),
+        "synthetic_studies": (2, None),  # a train and a val study
         "synthetic_image_size": (16, None),
     }
 
     def validate(self) -> None:
         if self.d_model % self.heads:
             raise UserError(f"config key 'd_model' ({self.d_model}) must be divisible by heads ({self.heads})")
-

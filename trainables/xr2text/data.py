@@ -81,8 +81,15 @@ def _read_open_i(root: Path, complex_min: int) -> tuple[list[dict], dict, bytes]
         mesh, problems = str(row.get("MeSH", "")), str(row.get("Problems", ""))
         indexed = bool(mesh.strip() or problems.strip())
         findings, severe = reports.mesh_findings(mesh, problems) if indexed else reports.keyword_findings(text)
-        studies.append({"id": str(row["uid"]), "report": text, "image_path": str(image),
-                        "stage": reports.stage_of(findings, severe, complex_min), "split": ""})
+        studies.append(
+            {
+                "id": str(row["uid"]),
+                "report": text,
+                "image_path": str(image),
+                "stage": reports.stage_of(findings, severe, complex_min),
+                "split": "",
+            }
+        )
     return studies, skipped, reports_raw + projections_raw
 
 
@@ -108,8 +115,15 @@ def _read_annotation(root: Path, complex_min: int) -> tuple[list[dict], dict, by
                 skipped["missing_image"] += 1
                 continue
             findings, severe = reports.keyword_findings(text)
-            studies.append({"id": str(entry.get("id", "")), "report": text, "image_path": str(image),
-                            "stage": reports.stage_of(findings, severe, complex_min), "split": split})
+            studies.append(
+                {
+                    "id": str(entry.get("id", "")),
+                    "report": text,
+                    "image_path": str(image),
+                    "stage": reports.stage_of(findings, severe, complex_min),
+                    "split": split,
+                }
+            )
     return studies, skipped, raw
 
 
@@ -123,8 +137,10 @@ def read_studies(data_dir: str, complex_min: int) -> tuple[list[dict], dict]:
     studies, skipped, raw = reader(root, complex_min)
     if not studies:
         source = root / (ANNOTATION_JSON if has_annotation else REPORTS_CSV)
-        raise UserError(f"{source}: no usable study (skipped: {skipped['no_report_text']} without findings "
-                        f"or impression, {skipped['missing_image']} without an image on disk)")
+        raise UserError(
+            f"{source}: no usable study (skipped: {skipped['no_report_text']} without findings "
+            f"or impression, {skipped['missing_image']} without an image on disk)"
+        )
     meta = {
         "data_path": str(root),
         "format": "annotation.json" if has_annotation else "open-i csv",
@@ -142,8 +158,7 @@ def _content_hash(raw: bytes, studies: list[dict]) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def split_studies(studies: list[dict], val_fraction: float, test_fraction: float, seed: int,
-                  max_studies: int = 0) -> dict[str, list[dict]]:
+def split_studies(studies: list[dict], val_fraction: float, test_fraction: float, seed: int, max_studies: int = 0) -> dict[str, list[dict]]:
     """Studies by split: the file's own split when it has one (all three, empty when absent or
     emptied by skipped studies), else a seeded shuffle of the studies (test only if test_fraction > 0)."""
     order = np.random.default_rng(seed).permutation(len(studies))
@@ -155,16 +170,19 @@ def split_studies(studies: list[dict], val_fraction: float, test_fraction: float
     shuffled = [studies[i] for i in order]
     n_val, n_test = round(len(shuffled) * val_fraction), round(len(shuffled) * test_fraction)
     n_val = max(n_val, 1 if val_fraction > 0 and len(shuffled) > 1 else 0)
-    splits = {"val": shuffled[:n_val], "train": shuffled[n_val + n_test:]}
+    splits = {"val": shuffled[:n_val], "train": shuffled[n_val + n_test :]}
     if test_fraction > 0:  # none asked for is not an empty split
-        splits["test"] = shuffled[n_val:n_val + n_test]
+        splits["test"] = shuffled[n_val : n_val + n_test]
     return splits
 
 
 def warn_skipped(skipped: dict) -> None:
     """One stderr line when anything was left out, so a user sees it without reading meta."""
-    labels = {"no_report_text": "without findings or impression", "missing_image": "without an image on disk",
-              "empty_split": "empty split(s)"}
+    labels = {
+        "no_report_text": "without findings or impression",
+        "missing_image": "without an image on disk",
+        "empty_split": "empty split(s)",
+    }
     counted = {k: v for k, v in skipped.items() if v}
     if counted:
         described = ", ".join(f"{value} {labels.get(key, key)}" for key, value in counted.items())
@@ -176,8 +194,13 @@ def rows_of(split: list[dict], index: dict[str, int], max_tokens: int) -> list[d
     ids = reports.to_bytes([s["id"] for s in split])
     references = reports.to_bytes([reports.normalized(s["report"]) for s in split])
     return [
-        {"image_path": s["image_path"], "tokens": reports.encode(s["report"], index, max_tokens),
-         "reference": reference, "id": study_id, "stage": int(s["stage"])}
+        {
+            "image_path": s["image_path"],
+            "tokens": reports.encode(s["report"], index, max_tokens),
+            "reference": reference,
+            "id": study_id,
+            "stage": int(s["stage"]),
+        }
         for s, reference, study_id in zip(split, references, ids)
     ]
 

@@ -38,8 +38,7 @@ class ReportGenerator(nn.Module):
         self.memory_norm = nn.LayerNorm(cfg.d_model)
         self.embed = nn.Embedding(len(vocab), cfg.d_model, padding_idx=PAD_ID)
         self.positions = nn.Embedding(cfg.max_tokens + 2, cfg.d_model)
-        layer = nn.TransformerDecoderLayer(cfg.d_model, cfg.heads, 4 * cfg.d_model, cfg.dropout,
-                                           batch_first=True, norm_first=True)
+        layer = nn.TransformerDecoderLayer(cfg.d_model, cfg.heads, 4 * cfg.d_model, cfg.dropout, batch_first=True, norm_first=True)
         self.decoder = nn.TransformerDecoder(layer, cfg.decoder_layers, norm=nn.LayerNorm(cfg.d_model))
         self.head = nn.Linear(cfg.d_model, len(vocab))
         self.max_tokens = cfg.max_tokens
@@ -57,8 +56,13 @@ class ReportGenerator(nn.Module):
         positions = torch.arange(length, device=tokens.device)
         # Boolean like the padding mask (mixing a float and a bool mask is deprecated).
         causal = torch.ones(length, length, dtype=torch.bool, device=tokens.device).triu(diagonal=1)
-        hidden = self.decoder(self.embed(tokens) + self.positions(positions), memory, tgt_mask=causal,
-                              tgt_is_causal=True, tgt_key_padding_mask=tokens == PAD_ID)
+        hidden = self.decoder(
+            self.embed(tokens) + self.positions(positions),
+            memory,
+            tgt_mask=causal,
+            tgt_is_causal=True,
+            tgt_key_padding_mask=tokens == PAD_ID,
+        )
         return self.head(hidden)
 
     def forward(self, image: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

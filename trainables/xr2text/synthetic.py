@@ -36,15 +36,16 @@ def synthetic_dataset(cfg) -> Path:
     """The folder of the synthetic set for cfg's size, written on first use."""
     name = f"synthetic-v1-n{cfg.synthetic_studies}-px{cfg.synthetic_image_size}-seed{cfg.seed}"
     folder = cache_root() / "xr2text" / name
-    return write_once(folder, lambda partial: write_dataset(partial, cfg.synthetic_studies,
-                                                             cfg.synthetic_image_size, cfg.seed))
+    return write_once(folder, lambda partial: write_dataset(partial, cfg.synthetic_studies, cfg.synthetic_image_size, cfg.seed))
 
 
 def draw_findings(rng: np.random.Generator) -> list[dict]:
     count = rng.choice(len(FINDING_COUNT_PROBS), p=FINDING_COUNT_PROBS)
     kinds = rng.choice(FINDING_KINDS, size=count, replace=False)
-    return [{"kind": str(kind), "side": str(rng.choice(SIDES)), "zone": str(rng.choice(ZONES)),
-             "severe": bool(rng.random() < 0.25)} for kind in kinds]
+    return [
+        {"kind": str(kind), "side": str(rng.choice(SIDES)), "zone": str(rng.choice(ZONES)), "severe": bool(rng.random() < 0.25)}
+        for kind in kinds
+    ]
 
 
 def _ellipse(shape, centre, radii) -> np.ndarray:
@@ -68,7 +69,7 @@ def render(findings: list[dict], size: int, rng: np.random.Generator) -> np.ndar
     heart = kinds.get("cardiomegaly")
     heart_width = 0.14 if heart is None else (0.26 if heart["severe"] else 0.22)
     image[_ellipse(image.shape, (size * (0.52 + shift), size * 0.65), (size * heart_width, size * 0.13))] = 0.75
-    image[:, int(size * (0.48 + shift)): int(size * (0.52 + shift))] += 0.15  # spine
+    image[:, int(size * (0.48 + shift)) : int(size * (0.52 + shift))] += 0.15  # spine
     for finding in findings:
         x = _lung_centre(finding["side"], size, shift)
         if finding["kind"] == "opacity":
@@ -96,7 +97,7 @@ def render_lateral(size: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _sentence(finding: dict) -> str:
-    size = ("large" if finding["severe"] else "small")
+    size = "large" if finding["severe"] else "small"
     side, zone = finding["side"], finding["zone"]
     if finding["kind"] == "cardiomegaly":
         return "the heart is severely enlarged ." if finding["severe"] else "the heart is enlarged ."
@@ -118,9 +119,11 @@ def write_report(findings: list[dict], rng: np.random.Generator) -> tuple[str, s
         sentences.append(str(rng.choice(NORMAL_SENTENCES["lungs"])))
     if "effusion" not in kinds:
         sentences.append(str(rng.choice(NORMAL_SENTENCES["effusion"])))
-    impression = ("no acute cardiopulmonary abnormality ." if not findings
-                  else " and ".join(f"{f['side']} {f['kind']}" if f["kind"] != "cardiomegaly" else "cardiomegaly"
-                                    for f in findings) + " .")
+    impression = (
+        "no acute cardiopulmonary abnormality ."
+        if not findings
+        else " and ".join(f"{f['side']} {f['kind']}" if f["kind"] != "cardiomegaly" else "cardiomegaly" for f in findings) + " ."
+    )
     return " ".join(sentences), impression
 
 
@@ -141,11 +144,19 @@ def write_dataset(folder: Path, studies: int, size: int, seed: int) -> None:
         findings = draw_findings(rng)
         findings_text, impression = write_report(findings, rng)
         mesh, problems = mesh_of(findings)
-        report_rows.append({"uid": uid, "MeSH": mesh, "Problems": problems, "image": "Xray Chest PA and Lateral",
-                            "indication": "chest pain", "comparison": "None", "findings": findings_text,
-                            "impression": impression})
-        for view, projection, pixels in (("1001", "Frontal", render(findings, size, rng)),
-                                         ("2001", "Lateral", render_lateral(size, rng))):
+        report_rows.append(
+            {
+                "uid": uid,
+                "MeSH": mesh,
+                "Problems": problems,
+                "image": "Xray Chest PA and Lateral",
+                "indication": "chest pain",
+                "comparison": "None",
+                "findings": findings_text,
+                "impression": impression,
+            }
+        )
+        for view, projection, pixels in (("1001", "Frontal", render(findings, size, rng)), ("2001", "Lateral", render_lateral(size, rng))):
             filename = f"{uid}_IM-{uid:04d}-{view}.dcm.png"
             Image.fromarray(pixels).save(folder / "images" / filename)
             projection_rows.append({"uid": uid, "filename": filename, "projection": projection})

@@ -36,7 +36,7 @@ def texts(batches: Iterable[dict]) -> list[str]:
 def candidates_and_references(train: list[str], seed: int) -> tuple[list[str], list[str]]:
     order = np.random.default_rng(seed).permutation(len(train))
     chosen = order[: max(1, min(CANDIDATES, len(train) // 2))]
-    others = order[len(chosen):][:REFERENCES]
+    others = order[len(chosen) :][:REFERENCES]
     return [train[i] for i in chosen], [train[i] for i in (others if len(others) else chosen)]
 
 
