@@ -28,8 +28,9 @@ from trainables.asl.synthetic import synthetic_dataset
 
 
 def resolve_config(tier: str, epochs: int) -> Any:
-    """The config ``platform.run asl --tier <tier> --set epochs=<epochs>`` trains with."""
-    return registry.resolve("asl", tier, [f"epochs={epochs}"])
+    """The config ``platform.run asl --tier <tier> --set epochs=<epochs> --set min_steps=0`` trains
+    with: exactly ``epochs`` epochs (a tier's ``min_steps`` would lengthen the platform's run)."""
+    return registry.resolve("asl", tier, [f"epochs={epochs}", "min_steps=0"])
 
 
 def load_split(rows: list[dict], max_len: int) -> TensorDataset:

@@ -8,10 +8,16 @@ Run from the repository root (``python -m`` puts it first on sys.path, ahead of 
 library's ``platform``).
 
 Baseline: bench/plain_loop.py (tensors in a DataLoader, the model, AdamW, cosine schedule). Platform:
-``python -m platform.run asl --tier T --set epochs=N`` on one Ray Train worker, as a subprocess.
-A round runs the plain loop, the platform and the plain loop in Ray Train (below) one after
-another; the ratios are taken within each round, since a shared machine's speed drifts by more than
-the differences measured here, and their median over the rounds is reported with each round's.
+``python -m platform.run asl --tier T --set epochs=N --set min_steps=0`` on one Ray Train worker, as
+a subprocess (``min_steps=0``: exactly N epochs, as the plain loop trains).
+A round runs the plain loop, the platform, the plain loop in Ray Train and the platform's loop
+without Ray (below) one after another; the ratios are taken within each round, since a shared
+machine's speed drifts by more than the differences measured here, and their median over the rounds
+is reported with each round's.
+
+The plain loop pads every sequence to ``max_len`` (the seed's way); the platform reads the
+preprocessed store, whose batches are padded to their own longest row, so a ratio above 1 is the
+store's doing.
 
 Figures (epochs after the first; Ray's start-up is reported on its own):
 - throughput ratio = plain epoch time / platform epoch time, where the platform's epoch is the wall
@@ -20,9 +26,14 @@ Figures (epochs after the first; Ray's start-up is reported on its own):
 - that ratio split in two by a third arm, the plain loop run unchanged as the body of a one-worker
   ``TorchTrainer`` on a local Ray started as ``platform.run`` starts it: plain / plain-in-Ray-Train
   is what Ray's runtime costs (its own processes share the cores, the worker runs at niceness 15),
-  plain-in-Ray-Train / platform is what the platform's code costs (Ray Data feed, metrics, report);
-- data feed alone: an epoch of the platform's Ray Data input pipeline without the model, in this
-  process after the runs (explains part of a gap);
+  plain-in-Ray-Train / platform is what the platform's code costs (its stream, metrics, report);
+- the platform's own part split again by a fourth arm, ``platform/loop.py``'s epoch fed by the
+  store's stream exactly as a worker reads it, in this process without Ray: plain / that arm is
+  what the platform's code costs by itself (loop, seeding, metrics, stream, validation), and the
+  rest of the platform's own part is what it costs inside Ray (report, checkpoint, the preemption
+  watch, the worker's process);
+- data feed alone: an epoch of the platform's input pipeline (the store's stream) without the model,
+  in this process after the runs (explains part of a gap);
 - checkpoint share of an epoch (target < 2%), two ways: (a) in this process, the median time to write
   what the worker writes every epoch (``torch.save`` of ``TrainState.state_dict()`` plus config and
   meta, in a temporary folder) and to copy it into run storage as Ray Train's report does, over the
@@ -35,6 +46,9 @@ Ray starts its workers at niceness 15 (``RAY_worker_niceness``), so on a machine
 work the Train worker yields the CPU while the plain loop (niceness 0) does not.
 ``--ray-worker-niceness 0`` runs the platform's workers at the plain loop's priority, to tell that
 apart from the platform's own overhead.
+
+The last line is one JSON object of the headline ratios: ``platform_vs_plain`` (the target's),
+``ray_runtime``, ``platform_own``, ``code_alone`` and ``checkpoint_share``.
 """
 
 from __future__ import annotations
@@ -62,12 +76,13 @@ from bench.common import (
     run_timed,
 )
 from platform import config as config_lib
-from platform import registry
+from platform import data, loop, registry, stream
 from platform.checkpoints import STATE_FILE
+from platform.exact import seed_everything
 from platform.loop import TrainState
 
 SETTINGS = {"small": ("fast", 4, 1), "full": ("standard", 4, 3)}
-"""Tier, epochs a run, rounds of the three arms (the machine's speed drifts: see the README)."""
+"""Tier, epochs a run, rounds of the arms (the machine's speed drifts: see the README)."""
 CHECKPOINT_REPEATS = 5
 FEED_EPOCHS = 3
 RUN_NAME = "bench"
@@ -147,28 +162,23 @@ def _plain_loop_worker(config: dict) -> None:
     Path(config["out"]).write_text(json.dumps(epoch_seconds))
 
 
-def data_feed_seconds(cfg) -> float:
+def train_stream(splits: dict, cfg, epoch: int):
+    """One rank's (batch, store ids, position) of the epoch, as ``platform/worker.py`` reads them."""
+    order = {"seed": cfg.seed, "batch_size": cfg.batch_size, "bucket": cfg.bucket_by_length}
+    shards_per_window = max(1, cfg.shuffle_buffer // cfg.shard_rows)
+    return stream.prefetched(
+        stream.rank_batches(splits["train"], rank=0, world=1, epoch=epoch, shards_per_window=shards_per_window, **order)
+    )
+
+
+def data_feed_seconds(splits: dict, cfg) -> float:
     """Median seconds of an epoch (after the first) of the platform's input pipeline alone: the
     store's stream of one rank's batches and the validation split, no model. A lower bound of what
     feeding costs in the worker, which reads the same shards beside its training threads."""
-    from platform import data, stream
-
-    splits, _meta = data.prepare(registry.load("asl"), cfg)
     timings = []
     for epoch in range(FEED_EPOCHS):
         started = time.perf_counter()
-        for _batch in stream.prefetched(
-            stream.rank_batches(
-                splits["train"],
-                rank=0,
-                world=1,
-                seed=cfg.seed,
-                epoch=epoch,
-                batch_size=cfg.batch_size,
-                shards_per_window=max(1, cfg.shuffle_buffer // cfg.shard_rows),
-                bucket=cfg.bucket_by_length,
-            )
-        ):
+        for _batch in train_stream(splits, cfg, epoch):
             pass
         for _batch in stream.split_batches(splits["val"], cfg.batch_size):
             pass
@@ -176,9 +186,26 @@ def data_feed_seconds(cfg) -> float:
     return median(timings[1:])
 
 
+def loop_in_process(splits: dict, cfg, meta: dict) -> list[float]:
+    """Per-epoch seconds (after the first) of ``platform/loop.py``'s epoch, train and validation,
+    fed by the store's stream as a worker is, in this process: the platform's code without Ray."""
+    trainable, device = registry.load("asl"), torch.device("cpu")
+    seed_everything(cfg.seed)
+    state = loop.new_state(trainable.build_model(cfg, meta), cfg, device)
+    seconds = []
+    for epoch in range(cfg.epochs):
+        trainable.on_epoch_start(state.model, epoch, cfg)
+        started = time.perf_counter()
+        batches = ((batch, position) for batch, _ids, position in train_stream(splits, cfg, epoch))
+        loop.run_epoch(trainable, state, batches, stream.split_batches(splits["val"], cfg.batch_size), cfg, device)
+        seconds.append(time.perf_counter() - started)
+    return seconds[1:]
+
+
 def platform_run(tier: str, epochs: int, storage: Path, env: dict[str, str]) -> tuple[pd.DataFrame, list[float], float]:
     """history.csv, the wall seconds between epoch lines (epochs 2..N), and seconds to the first epoch."""
-    command = ["-m", "platform.run", "asl", "--tier", tier, "--set", f"epochs={epochs}", "--storage", str(storage), "--name", RUN_NAME]
+    command = ["-m", "platform.run", "asl", "--tier", tier, "--set", f"epochs={epochs}", "--set", "min_steps=0"]
+    command += ["--storage", str(storage), "--name", RUN_NAME]
     run = run_timed(command, env, timeout=1800)
     require_success(run, "python -m platform.run")
     history = pd.read_csv(storage / "asl" / RUN_NAME / "history.csv")
@@ -193,7 +220,7 @@ def platform_run(tier: str, epochs: int, storage: Path, env: dict[str, str]) -> 
 
 @dataclass
 class Round:
-    """The three arms run one after another, so that they see the machine at about the same speed."""
+    """The arms run one after another, so that they see the machine at about the same speed."""
 
     plain_s: list[float]
     """Plain loop seconds an epoch (after the first)."""
@@ -203,11 +230,13 @@ class Round:
     startup_s: float
     in_ray_train_s: list[float]
     """The plain loop's seconds an epoch (after the first) inside a Ray Train worker."""
+    loop_s: list[float]
+    """The platform's loop's seconds an epoch (after the first) in this process, without Ray."""
 
-    def ratios(self) -> tuple[float, float, float]:
-        """platform/plain, Ray's runtime, the platform's own (see the module docstring)."""
+    def ratios(self) -> tuple[float, float, float, float]:
+        """platform/plain, Ray's runtime, the platform's own, its code alone (the module docstring)."""
         plain_s, wall_s, in_ray_s = median(self.plain_s), median(self.platform_walls), median(self.in_ray_train_s)
-        return plain_s / wall_s, plain_s / in_ray_s, in_ray_s / wall_s
+        return plain_s / wall_s, plain_s / in_ray_s, in_ray_s / wall_s, plain_s / median(self.loop_s)
 
 
 @dataclass
@@ -229,9 +258,11 @@ def ratio_row(values: list[float], what: str) -> str:
 def summary_rows(m: Measured, rows: int) -> list[tuple[str, str]]:
     epoch_s = [value for measured in m.rounds for value in measured.history["epoch_s"].tolist()[1:]]
     walls = m.pooled("platform_walls")  # aligned with epoch_s
-    plain_s, wall_s, train_s, in_ray_s = (median(values) for values in (m.pooled("plain_s"), walls, epoch_s, m.pooled("in_ray_train_s")))
+    plain_s, wall_s, train_s, in_ray_s, loop_s = (
+        median(values) for values in (m.pooled("plain_s"), walls, epoch_s, m.pooled("in_ray_train_s"), m.pooled("loop_s"))
+    )
     between_s = median([wall - train for wall, train in zip(walls, epoch_s)])
-    overall, runtime, own = zip(*(measured.ratios() for measured in m.rounds))
+    overall, runtime, own, alone = zip(*(measured.ratios() for measured in m.rounds))
     return [
         (
             "plain loop",
@@ -243,9 +274,11 @@ def summary_rows(m: Measured, rows: int) -> list[tuple[str, str]]:
         ("platform (wall)", f"{rows / wall_s:8.1f} samples/s  ({wall_s:.2f}s between epoch lines)"),
         ("platform (epoch_s)", f"{rows / train_s:8.1f} samples/s  ({train_s:.2f}s train + validation)"),
         ("plain loop in Ray Train", f"{rows / in_ray_s:8.1f} samples/s  ({in_ray_s:.2f}s an epoch, as a one-worker TorchTrainer)"),
+        ("platform loop, no Ray", f"{rows / loop_s:8.1f} samples/s  ({loop_s:.2f}s an epoch, platform/loop.py fed by the store here)"),
         ("ratio platform/plain", ratio_row(list(overall), "wall, target >= 0.95")),
         ("  = Ray's runtime", ratio_row(list(runtime), "plain loop in Ray Train / plain loop")),
         ("  x platform's own", ratio_row(list(own), "platform / plain loop in Ray Train")),
+        ("    of which its code", ratio_row(list(alone), "platform loop without Ray / plain loop")),
         (
             "checkpoint (a)",
             (f"{m.checkpoint_s * 1000:.0f} ms to write and persist = {m.checkpoint_s / plain_s:.2%} of an epoch (target < 2%)"),
@@ -260,7 +293,7 @@ def summary_rows(m: Measured, rows: int) -> list[tuple[str, str]]:
         (
             "data feed alone",
             (
-                f"{m.feed_s:.2f}s an epoch through Ray Data without the model = "
+                f"{m.feed_s:.2f}s an epoch of the store's stream without the model = "
                 f"{m.feed_s / plain_s:.1%} of a plain epoch (in this process: a lower bound)"
             ),
         ),
@@ -292,6 +325,8 @@ def main() -> int:
     extra_env = {} if args.ray_worker_niceness is None else {"RAY_worker_niceness": str(args.ray_worker_niceness)}
     cfg = plain_loop.resolve_config(tier, epochs)
     train_set, val_set, meta = plain_loop.load_data(cfg)
+    with local_ray():  # the store the platform's runs read (written once, then cached)
+        splits, store_meta = data.prepare(registry.load("asl"), cfg, say=lambda line: None)
     rounds = []
     with tempfile.TemporaryDirectory(prefix="bench-train-") as scratch:
         scratch = Path(scratch)
@@ -300,15 +335,21 @@ def main() -> int:
             history, walls, startup_s = platform_run(tier, epochs, scratch / f"runs-{index}", child_env(**extra_env))
             with local_ray():
                 in_ray_train_s = plain_in_ray_train(tier, epochs, scratch / f"in-ray-train-{index}")
-            rounds.append(Round(plain_s, history, walls, startup_s, in_ray_train_s))
-        with local_ray():
-            feed_s = data_feed_seconds(cfg)
-        measured = Measured(rounds, plain.val_acc[-1], checkpoint_seconds(plain, cfg, meta, scratch), feed_s)
+            rounds.append(Round(plain_s, history, walls, startup_s, in_ray_train_s, loop_in_process(splits, cfg, store_meta)))
+        measured = Measured(rounds, plain.val_acc[-1], checkpoint_seconds(plain, cfg, meta, scratch), data_feed_seconds(splits, cfg))
     rows = len(train_set)
+    overall, runtime, own, alone = (median(list(values)) for values in zip(*(r.ratios() for r in rounds)))
     print_summary(
         f"training overhead: asl tier {tier}, {epochs} epochs, {rows} training rows, "
         f"{plain_loop.steps_per_epoch(rows, cfg)} steps an epoch",
         summary_rows(measured, rows),
+        headline={
+            "platform_vs_plain": round(overall, 3),
+            "ray_runtime": round(runtime, 3),
+            "platform_own": round(own, 3),
+            "code_alone": round(alone, 3),
+            "checkpoint_share": round(measured.checkpoint_s / median(measured.pooled("plain_s")), 4),
+        },
     )
     return 0
 

@@ -39,7 +39,10 @@ decoding its clips happen once, later runs read the platform's preprocessed cach
   other work beside it, 26-31 minutes an epoch): val 0.636, 0.639, dev **0.573**, accuracy 0.592,
   macro F1 0.399: no better either. No class weights (``--set balance=none``, 2026-12-03, a quiet
   machine, 4 minutes an epoch): val 0.627 at epoch 2, dev **0.553**, accuracy 0.597, macro F1
-  0.354: the square-root weights serve weighted F1 better.
+  0.354: the square-root weights serve weighted F1 better. A third epoch, the cosine stretched over
+  three (``--set epochs=3``, 2026-12-03, 4 minutes an epoch, the first 8 beside a test run): val
+  0.637, 0.639, 0.626, dev **0.577**, accuracy 0.593, macro F1 0.436 (best val at epoch 2): the
+  third epoch overfits.
 - ``standard``: 2,000 synthetic clips (or every MELD row), 4 frames of 112 px, 3 s of audio,
   attention fusion, 8 epochs (not timed here).
 - ``full``: the seed's recipe (``Config`` defaults): every row, BERT-like text encoder (MiniLM)
