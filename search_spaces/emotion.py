@@ -42,7 +42,10 @@ decoding its clips happen once, later runs read the platform's preprocessed cach
   0.354: the square-root weights serve weighted F1 better. A third epoch, the cosine stretched over
   three (``--set epochs=3``, 2026-12-03, 4 minutes an epoch, the first 8 beside a test run): val
   0.637, 0.639, 0.626, dev **0.577**, accuracy 0.593, macro F1 0.436 (best val at epoch 2): the
-  third epoch overfits.
+  third epoch overfits. The next utterance too, after "Next:" at the context's end (a one-off
+  change of ``dialogue_inputs``, ``--set max_tokens=64``, 2026-12-03, 5 minutes an epoch; EmoBERTa
+  reads the dialogue both ways): val 0.648, 0.648, dev **0.562**, macro F1 0.377: a better val
+  again and a worse dev, so it was not kept.
 - ``standard``: 2,000 synthetic clips (or every MELD row), 4 frames of 112 px, 3 s of audio,
   attention fusion, 8 epochs (not timed here).
 - ``full``: the seed's recipe (``Config`` defaults): every row, BERT-like text encoder (MiniLM)
