@@ -1,6 +1,6 @@
 """What the labeling tests share: the test API key (in this process's environment before the shared
 test Ray starts), the prices they pass, ``label`` (the command in a subprocess with exactly one key)
-and ``write_posts`` (a posts.csv with tiny distinct images).
+``start_label`` (the same in the background) and ``write_posts`` (a posts.csv with tiny distinct images).
 
     .venv/bin/python -m pytest tests/test_label.py tests/test_label_faults.py
 """
@@ -27,16 +27,39 @@ PRICES = ["--price-in", "1", "--price-out", "1"]  # 1000 + 20 tokens a request: 
 COST_PER_REQUEST = (PROMPT_TOKENS + 20) / 1e6
 
 
-def label(*args: str, key: str | None = KEY, address: str | None = None, timeout: float = 300):
-    """``python -m platform.label args...`` with exactly this key in the environment."""
+def label_env(key: str | None = KEY, address: str | None = None) -> dict[str, str]:
+    """The test environment with exactly this key (none: no key at all) and this Ray address."""
     env = {k: v for k, v in os.environ.items() if k not in ("OPENROUTER_API_KEY", "OPENAI_API_KEY")}
     env.update(TEST_ENV)
     if key is not None:
         env["OPENROUTER_API_KEY"] = key
     if address:
         env["RAY_ADDRESS"] = address
+    return env
+
+
+def label(*args: str, key: str | None = KEY, address: str | None = None, timeout: float = 300):
+    """``python -m platform.label args...`` with exactly this key in the environment."""
     return subprocess.run(
-        [sys.executable, "-m", "platform.label", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "platform.label", *args],
+        cwd=REPO,
+        env=label_env(key, address),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def start_label(*args: str, address: str | None = None, output=subprocess.DEVNULL) -> subprocess.Popen:
+    """The same command in the background, in a session of its own: a test can SIGKILL its group."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "platform.label", *args],
+        cwd=REPO,
+        env=label_env(KEY, address),
+        start_new_session=True,
+        stdout=output,
+        stderr=output,
+        text=True,
     )
 
 

@@ -10,14 +10,13 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import REPO, TEST_ENV, last_line, run_command, shared_dataset
-from labeling import COST_PER_REQUEST, KEY, PRICES, assert_key_nowhere, label, max_in_window, write_posts
+from helpers import last_line, run_command, shared_dataset
+from labeling import COST_PER_REQUEST, KEY, PRICES, assert_key_nowhere, label, max_in_window, start_label, write_posts
 from openai_replies import PROMPT_TOKENS, expected_score
 from openai_server import FakeOpenAI
 
@@ -270,17 +269,9 @@ def test_the_labeled_posts_train_gender_bias_and_predict(labeled_social, ray_add
 def test_a_killed_run_resumes_without_paying_twice_and_the_ledger_counts_both_runs(tmp_path, ray_address):
     captions = [f"resumable post {i}" for i in range(30)]
     folder = write_posts(tmp_path / "posts", captions)
-    env = {**os.environ, **TEST_ENV, "RAY_ADDRESS": ray_address, "OPENROUTER_API_KEY": KEY}
     with FakeOpenAI(key=KEY, latency=0.3) as server:
         args = [str(folder), "--base-url", server.url, *PRICES, "--rps", "3", "--concurrency", "2"]
-        driver = subprocess.Popen(
-            [sys.executable, "-m", "platform.label", *args],
-            cwd=REPO,
-            env=env,
-            start_new_session=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        driver = start_label(*args, address=ray_address)
         deadline = time.monotonic() + 120
         while server.call_count < 8 and driver.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -10,15 +10,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import REPO, TEST_ENV, last_line
-from labeling import KEY, PRICES, assert_key_nowhere, label, write_posts
+from helpers import last_line
+from labeling import KEY, PRICES, assert_key_nowhere, label, start_label, write_posts
 from openai_replies import COMPLETION_TOKENS, PROMPT_TOKENS, expected_score
 from openai_server import FakeOpenAI
 
@@ -92,17 +90,9 @@ def test_a_driver_killed_while_polling_resumes_the_same_batch(tmp_path, id_saved
     captions = [f"a post worth waiting for {i}" for i in range(5)]
     folder = write_posts(tmp_path, captions)
     state = folder / "labeled" / "batches.json"
-    env = {**os.environ, **TEST_ENV, "OPENROUTER_API_KEY": KEY}
     with FakeOpenAI(key=KEY, batch_polls=15) as server:  # 3 s of polls at --poll 0.2
         args = [str(folder), "--batch", "--base-url", server.url, *PRICES, *POLL]
-        driver = subprocess.Popen(
-            [sys.executable, "-m", "platform.label", *args],
-            cwd=REPO,
-            env=env,
-            start_new_session=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        driver = start_label(*args)
         deadline = time.monotonic() + 60
         while (
             driver.poll() is None

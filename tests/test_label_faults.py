@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from helpers import REPO, TEST_ENV, last_line, png_header_only
-from labeling import KEY, PRICES, assert_key_nowhere, label, max_in_window, write_posts
+from labeling import KEY, PRICES, assert_key_nowhere, label, max_in_window, start_label, write_posts
 from openai_replies import COMPLETION_TOKENS, PROMPT_TOKENS
 from openai_server import FakeOpenAI
 
@@ -48,36 +48,12 @@ def kill_labelers_mid_run(folder: Path, address: str, rows: int, concurrency: in
     next calls are in flight, with no answer on its way (the server holds them until the kill)."""
     captions = [f"sturdy post {i}" for i in range(rows)]
     write_posts(folder, captions)
-    env = {**os.environ, **TEST_ENV, "RAY_ADDRESS": address, "OPENROUTER_API_KEY": KEY}
     in_flight = min(concurrency, rows - 5)
     with FakeOpenAI(key=KEY, latency=0.2) as server:
         # Since 5 is no multiple of the 4 rows a batch has, a batch still running holds an answered row.
         server.hold_after(5)
-        driver = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "platform.label",
-                str(folder),
-                "--base-url",
-                server.url,
-                *PRICES,
-                "--rps",
-                "20",
-                "--concurrency",
-                str(concurrency),
-                "--actors",
-                "2",
-                "--timeout",
-                "30",
-            ],
-            cwd=REPO,
-            env=env,
-            start_new_session=True,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        args = [str(folder), "--base-url", server.url, *PRICES, "--rps", "20", "--concurrency", str(concurrency), "--actors", "2"]
+        driver = start_label(*args, "--timeout", "30", address=address, output=subprocess.PIPE)
         try:
             wait_for(
                 lambda: (server.held() == in_flight and len(server.delivered()) == 5) or driver.poll() is not None,
