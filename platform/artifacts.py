@@ -20,6 +20,7 @@ import torch
 
 from platform import checkpoints, durable, plots, stream, tensorboard
 from platform import config as config_lib
+from platform.averaging import evaluated_weights
 from platform.contract import Trainable
 from platform.errors import UserError
 from platform.loop import validate
@@ -103,7 +104,8 @@ def finish(
     best_checkpoint = checkpoints.best_of_result(result, metric, mode)
     best = checkpoints.state_of_result(best_checkpoint)
     saved = io.BytesIO()
-    torch.save({"model": best["model"], "epoch": best["epoch"]}, saved)
+    weights = evaluated_weights(best)
+    torch.save({"model": weights, "epoch": best["epoch"]}, saved)
     durable.write_bytes(run_dir / BEST_MODEL_FILE, saved.getvalue())
 
     history = latest["history"]
@@ -114,7 +116,7 @@ def finish(
     plots.training_curves(history, run_dir / "training_curves.png", title, (manifest.get("baseline") or {}).get("val"))
     write_extras(best.get("extras", {}), run_dir, "", meta, f"{title} (best epoch {best['epoch']})")
 
-    model = load_model(trainable, cfg, meta, best["model"])
+    model = load_model(trainable, cfg, meta, weights)
     if test_split is not None:
         test_metrics, test_extras = score_split(trainable, model, cfg, test_split)
         write_extras(test_extras, run_dir, "test_", meta, f"{title} (test split, best epoch {best['epoch']})")

@@ -54,6 +54,8 @@ class TrainConfig:
     """Batches whose gradients add up before one optimizer step."""
     grad_clip: float = 0.0
     """Clip the gradient norm to this value; 0 turns clipping off."""
+    ema_decay: float = 0.0
+    """Validate, keep and test a moving average of the weights, updated every optimizer step (0.998: about its last 500); 0: off."""
     patience: int = 0
     """Early stopping: epochs without a better validation metric before stopping; 0 turns it off."""
     amp: bool = True
@@ -84,6 +86,7 @@ class TrainConfig:
         "warmup_ratio": (0, 1),
         "grad_accum_steps": (1, None),
         "grad_clip": (0, None),
+        "ema_decay": (0, 0.9999),
         "patience": (0, None),
         "checkpoint_every": (1, None),
         "checkpoint_every_steps": (0, None),

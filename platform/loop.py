@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from platform.averaging import WeightAverage
 from platform.contract import Trainable
 from platform.errors import UserError
 from platform.exact import seed_everything, step_seed
@@ -91,6 +92,11 @@ class TrainState:
     """Samples of the current epoch already trained, over all ranks (0 between epochs)."""
     partial: dict[str, Any] = dataclasses.field(default_factory=lambda: {"totals": {}, "batches": 0})
     """This rank's running metric sums of the current epoch; a checkpoint holds every rank's."""
+    average: WeightAverage | None = None
+    """The weights' moving average (``ema_decay`` > 0): what is validated and kept as the best model."""
+
+    def evaluated(self) -> torch.nn.Module:
+        return self.average.module if self.average is not None else unwrap(self.model)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -105,6 +111,7 @@ class TrainState:
             "history": self.history,
             "position": self.position,
             "partial": [self.partial],
+            **({"average": self.average.state_dict()} if self.average is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any], rank: int = 0, world: int = 1) -> None:
@@ -119,6 +126,8 @@ class TrainState:
         self.history = list(state["history"])
         self.position = state.get("position", 0)
         self.partial = merged_partial(state.get("partial") or [], rank, world)
+        if self.average is not None:
+            self.average.load_state_dict(state["average"])
 
     def record(self, metrics: dict[str, float], metric: str, mode: str) -> bool:
         """Append an epoch's metrics; update early stopping. True when this epoch is the best."""
@@ -167,6 +176,7 @@ def new_state(model: torch.nn.Module, cfg: Any, device: torch.device, steps_per_
         optimizer=optimizer,
         scheduler=build_scheduler(optimizer, cfg, steps_per_epoch),
         scaler=torch.amp.GradScaler(device.type, enabled=use_scaler),
+        average=WeightAverage(unwrap(model), cfg.ema_decay) if cfg.ema_decay > 0 else None,
     )
 
 
@@ -256,6 +266,8 @@ def _optimizer_step(state: TrainState, cfg: Any) -> None:
     state.scaler.update()
     state.optimizer.zero_grad(set_to_none=True)
     state.step += 1
+    if state.average is not None:
+        state.average.update(unwrap(state.model))
     if steps_each_step(cfg):
         state.scheduler.step()
 
@@ -290,7 +302,7 @@ def run_epoch(
     started = time.perf_counter()
     train_metrics = train_one_epoch(trainable, state, train_batches, cfg, device, rank=rank, after_step=after_step)
     lr = state.optimizer.param_groups[0]["lr"]  # the epoch's, or where a per-step schedule has reached
-    val_metrics, extras = validate(trainable, state.model, val_batches, cfg, device)
+    val_metrics, extras = validate(trainable, state.evaluated(), val_batches, cfg, device)
     if not steps_each_step(cfg):
         state.scheduler.step()
     state.epoch += 1

@@ -369,3 +369,37 @@ def test_smoke_run_end_to_end_reuses_its_preprocessing_and_predicts(ray_address,
     assert "I am so happy today" in predicted.stdout and "sentiment:" in predicted.stdout
     assert any(name in predicted.stdout for name in data.EMOTIONS)
     assert "text+audio+video" in predicted.stdout
+
+
+def _roberta_folder(folder: Path, texts: list[str]) -> Path:
+    """A randomly initialised RoBERTa-architecture encoder and its byte-level BPE tokenizer, saved
+    as a downloaded model is: what a user's larger encoder looks like to ``text_model=DIR``."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaConfig, RobertaModel
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=400, min_frequency=1, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    folder.mkdir()
+    bpe.save_model(str(folder))  # vocab.json and merges.txt, which AutoTokenizer reads for a roberta config.json
+    config = RobertaConfig(
+        vocab_size=bpe.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, pad_token_id=1
+    )
+    RobertaModel(config, add_pooling_layer=False).save_pretrained(folder)
+    return folder
+
+
+def test_a_roberta_family_encoder_from_a_local_folder_trains_on_the_text_tier(tmp_path, synthetic_rows):
+    """fast_text with ``text_model=DIR``: the route to a larger encoder than the packaged MiniLM."""
+    rows = data.dialogue_inputs(synthetic_rows["train"][:8], 2)
+    folder = _roberta_folder(tmp_path / "roberta", [data.tagged(row) for row in synthetic_rows["train"]])
+    cfg = resolve(emotion.Config, TIERS["fast_text"], sets=[f"text_model={folder}", "max_tokens=24", "frozen_layers=1"])
+    batch = batch_of(rows, cfg)
+    assert (batch["input_ids"][:, 0] == 0).all()  # <s>, RoBERTa's own start token
+    assert (batch["target_mask"].sum(dim=1) > 0).all()
+    model = emotion.build_model(cfg, {})
+    assert model.sources["text_encoder"] == f"pretrained from {folder}"
+    encoder = model.encoders["text"].encoder
+    assert not encoder.embeddings.word_embeddings.weight.requires_grad and encoder.encoder.layer[1].output.dense.weight.requires_grad
+    value, metrics = emotion.loss(model.train(), batch, cfg)
+    value.backward()
+    assert set(metrics) == {"loss", "acc"} and encoder.encoder.layer[1].output.dense.weight.grad is not None

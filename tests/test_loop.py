@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from platform import config as config_lib
+from platform.averaging import WeightAverage, evaluated_weights
 from platform.errors import UserError
 from platform.exact import epoch_seed, seed_everything
 from platform.loop import TrainState, new_state, run_epoch
@@ -71,8 +72,9 @@ def _comparable(history):
     return [{k: v for k, v in row.items() if k != "epoch_s"} for row in history]
 
 
-def test_resume_from_a_saved_state_is_exact():
-    cfg = ToyConfig()
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_resume_from_a_saved_state_is_exact(ema_decay):
+    cfg = ToyConfig(ema_decay=ema_decay)
     straight = new_state(_toy_model(cfg), cfg, CPU)
     _train(straight, cfg, cfg.epochs)
 
@@ -90,6 +92,32 @@ def test_resume_from_a_saved_state_is_exact():
     assert resumed.step == straight.step == cfg.epochs * 4
     for name, weight in straight.model.state_dict().items():
         assert torch.equal(weight, resumed.model.state_dict()[name]), name
+    for name, weight in straight.evaluated().state_dict().items():
+        assert torch.equal(weight, resumed.evaluated().state_dict()[name]), name
+
+
+def test_the_weight_average_weighs_only_the_visited_weights():
+    """Bias-corrected: after t updates, sum(decay**age * w) / sum(decay**age), nothing of the initial weights."""
+    model = torch.nn.Linear(2, 1)
+    average = WeightAverage(model, decay=0.5)
+    visited = [torch.full_like(model.weight, value) for value in (4.0, 8.0, 2.0)]
+    for weight in visited:
+        with torch.no_grad():
+            model.weight.copy_(weight)
+        average.update(model)
+    expected = (0.25 * 4.0 + 0.5 * 8.0 + 1.0 * 2.0) / (0.25 + 0.5 + 1.0)
+    assert torch.allclose(average.module.weight, torch.full_like(model.weight, expected))
+
+
+def test_the_average_is_what_is_validated_and_kept():
+    cfg = ToyConfig(ema_decay=0.8, epochs=1)
+    state = new_state(_toy_model(cfg), cfg, CPU)
+    history = _train(state, cfg, 1)
+    assert history[0]["val/acc"] == _evaluate(state.average.module, _batches(99, cfg), cfg)["val/acc"]
+    averaged = state.average.module.state_dict()
+    assert not all(torch.equal(weight, averaged[name]) for name, weight in state.model.state_dict().items())
+    kept = evaluated_weights(state.state_dict())
+    assert all(torch.equal(weight, averaged[name]) for name, weight in kept.items())
 
 
 def test_gradient_accumulation_counts_optimizer_steps():

@@ -143,7 +143,8 @@ def straight(ray_address, storage, tmp_path_factory) -> tuple[Path, Path]:
 def test_a_worker_sigkilled_at_a_random_step_ends_bitwise_identical(ray_address, storage, straight, tmp_path, workers):
     args = [*SMALL, "--workers", str(workers), "--cpus-per-worker", "1", "--storage", str(storage)]
     if workers == 2:  # 5 global steps an epoch: the third ends an accumulation, the fifth is the remainder
-        args += ["--set", "grad_accum_steps=3"]
+        # ... and the weights' average is validated and kept, so the checkpoints must carry it too.
+        args += ["--set", "grad_accum_steps=3", "--set", "ema_decay=0.9"]
     if workers == 1:
         reference, reference_trace = straight
     else:
