@@ -197,9 +197,12 @@ def test_a_sigterm_to_a_worker_checkpoints_at_the_next_step_and_loses_nothing(ra
     _same_run(storage / "asl" / "worker-sigterm", straight[0])
 
 
-def test_a_sigterm_to_the_driver_leaves_a_checkpoint_at_the_next_step_to_resume(ray_address, storage, straight, tmp_path):
-    args = [*ONE, "--set", "checkpoint_every_steps=0", "--storage", str(storage), "--name", "driver-sigterm"]
-    driver = _start(args, tmp_path / "first", ray_address)
+def test_a_sigterm_to_the_driver_leaves_a_checkpoint_at_the_next_step_to_resume(ray_address, storage, tmp_path):
+    # 20 epochs (200 steps, a few seconds): on a loaded machine the signal reaches the driver, and the
+    # driver's notice the workers, a second or more after it is sent, which 6 epochs do not outlast.
+    args = [*ONE, "--set", "epochs=20", "--set", "checkpoint_every_steps=0", "--storage", str(storage)]
+    _run([*args, "--name", "straight-20"], tmp_path / "straight", ray_address)
+    driver = _start([*args, "--name", "driver-sigterm"], tmp_path / "first", ray_address)
     _wait_for_batches(tmp_path / "first", random.Random().randint(3, 15), driver)
     driver.send_signal(signal.SIGTERM)
     output, _ = driver.communicate(timeout=300)
@@ -214,7 +217,7 @@ def test_a_sigterm_to_the_driver_leaves_a_checkpoint_at_the_next_step_to_resume(
         ray_address,
     )
     assert re.search(r"at epoch \d+, \d+ samples into epoch", resumed.stdout + resumed.stderr), resumed.stderr[-3000:]
-    _same_run(run_dir, straight[0])
+    _same_run(run_dir, storage / "asl" / "straight-20")
 
 
 def test_a_resume_on_another_worker_count_trains_each_remaining_sample_once(ray_address, storage, tmp_path):
