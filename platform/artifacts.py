@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import psutil
 import torch
 
 from platform import checkpoints, durable, plots, stream, tensorboard
 from platform import config as config_lib
 from platform.averaging import evaluated_weights
 from platform.contract import Trainable
-from platform.errors import UserError
+from platform.errors import UserError, redacted
 from platform.loop import validate
 
 # The file names and JSON helpers live where the read-only tools can import them without torch.
@@ -74,6 +75,8 @@ def start(
         dashboard=dashboard,
         launch=launch,
         pid=os.getpid(),
+        # With the pid, it tells the driver from a later process given the same pid (platform/monitor.py).
+        pid_started=psutil.Process().create_time(),
         updated=now(),
     )
     manifest["resumes"] += int(resumed)
@@ -83,7 +86,7 @@ def start(
 
 def fail(run_dir: Path, manifest: dict, reason: str) -> None:
     if (run_dir / MANIFEST_FILE).exists():
-        write_json(run_dir / MANIFEST_FILE, {**manifest, "status": "failed", "error": reason, "updated": now()})
+        write_json(run_dir / MANIFEST_FILE, {**manifest, "status": "failed", "error": redacted(reason), "updated": now()})
 
 
 def finish(

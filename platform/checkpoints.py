@@ -24,6 +24,9 @@ from platform.store import filesystem, join
 
 SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"
 STATE_FILE = "state.pt"
+# Beside it in every checkpoint: the run's config.json and meta.json, and RUN_FILE (its tier,
+# launch and start), so that a resume still knows the run when its own files are torn.
+RUN_FILE = "run.json"
 # One a worker process: two attempts that restore the same checkpoint (so have the same restart
 # count) must still not write into each other's folders.
 ATTEMPT = secrets.token_hex(3)

@@ -4,9 +4,10 @@ Used by ``python -m platform.run asl --tier fast --config my.yaml --set lr=1e-3 
 (and by tune and predict). A config file is a flat YAML or JSON mapping of keys to values; a run
 directory's ``config.json`` is one, so any run can be started again from it. Every trainable's
 ``Config`` subclasses :class:`TrainConfig`, overriding defaults by re-declaring a field. Unknown
-keys, values of the wrong type, a choice outside a ``Literal`` field's values, a number outside its
-``LIMITS`` and a float that is not finite are errors that name the key, raised before Ray starts
-(a trainable adds its own fields' limits in its ``Config.LIMITS``).
+keys (and keys that are not text), values of the wrong type (a single value for a tuple field), a
+choice outside a ``Literal`` field's values, a number outside its ``LIMITS`` (each item of a tuple
+field), an integer beyond 64 bits and a float that is not finite are errors that name the key,
+raised before Ray starts (a trainable adds its own fields' limits in its ``Config.LIMITS``).
 """
 
 from __future__ import annotations
@@ -73,8 +74,10 @@ class TrainConfig:
     bucket_by_length: bool = True
     """Batch variable-length rows of similar length together (less padding); the order stays seeded."""
 
-    # Inclusive (lowest, highest) of numeric fields; None is unbounded. Subclasses add theirs.
+    # Inclusive (lowest, highest) of numeric fields, and of each item of a tuple field; None is
+    # unbounded. Subclasses add theirs.
     LIMITS: ClassVar[dict[str, tuple[float | None, float | None]]] = {
+        "seed": (0, None),  # numpy's generators take no negative seed
         "epochs": (1, None),
         "min_steps": (0, None),
         "batch_size": (1, None),
@@ -152,10 +155,12 @@ def coerce(key: str, value: Any, kind: Any) -> Any:
                 raise ValueError(f"{value!r} is not one of {', '.join(map(str, choices))}")
             return value
         if typing.get_origin(kind) is tuple:
-            items = value.split(",") if isinstance(value, str) else list(value)
+            if not isinstance(value, (str, list, tuple)):
+                raise ValueError(f"{value!r} is not a list")
+            items = value.split(",") if isinstance(value, str) else value
             (item_kind, *_rest) = typing.get_args(kind)
             return tuple(coerce(key, item, item_kind) for item in items)
-    except ValueError as err:
+    except (ValueError, OverflowError) as err:  # OverflowError: an int too large for a float
         raise UserError(f"config key {key!r} expects {getattr(kind, '__name__', kind)}: {err}") from None
     raise UserError(f"config key {key!r} has an unsupported type {kind}")
 
@@ -170,11 +175,20 @@ def _exact(value: Any, kind: type) -> Any:
 def apply(cfg: Any, updates: dict[str, Any], source: str) -> Any:
     """A copy of ``cfg`` with ``updates``; an unknown key is an error naming it and its source."""
     kinds = _field_types(type(cfg))
+    not_text = [key for key in updates if not isinstance(key, str)]
+    if not_text:
+        raise UserError(f"config key {not_text[0]!r} in {source} is not a name: keys are text, like 'lr'")
     unknown = sorted(set(updates) - set(kinds))
     if unknown:
-        raise UserError(f"unknown config key {unknown[0]!r} in {source} (see --help for the keys of {type(cfg).__module__.split('.')[-1]})")
+        raise UserError(f"unknown config key {unknown[0]!r} in {source} (see --help for the keys of {_stem(type(cfg))})")
     typed = {key: coerce(key, value, kinds[key]) for key, value in updates.items()}
     return dataclasses.replace(cfg, **typed)
+
+
+def _stem(config_cls: type) -> str:
+    """``asl`` for ``trainables.asl.config.Config`` (or ``trainables.asl``)."""
+    parts = config_cls.__module__.split(".")
+    return parts[1] if parts[0] == "trainables" and len(parts) > 1 else parts[-1]
 
 
 def parse_sets(pairs: list[str]) -> dict[str, str]:
@@ -192,16 +206,20 @@ def read_file(path: str) -> dict[str, Any]:
     """A config file's keys and values: YAML (``.yaml``/``.yml``) or JSON, one flat mapping."""
     import yaml
 
-    source = Path(path).expanduser()
     try:
+        source = Path(path).expanduser()
         text = source.read_text(encoding="utf-8")
-        values = json.loads(text) if source.suffix == ".json" else yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError) as err:
+    except OSError as err:
         raise UserError(f"--config {path}: cannot read it ({err.strerror or err})") from None
-    except (ValueError, yaml.YAMLError) as err:
-        raise UserError(
-            f"--config {path}: not valid {'JSON' if source.suffix == '.json' else 'YAML'} ({str(err).splitlines()[0]})"
-        ) from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"--config {path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start})") from None
+    except (RuntimeError, ValueError) as err:  # ~name of no user; a NUL byte
+        raise UserError(f"--config {path!r}: not a file's path ({err})") from None
+    kind = "JSON" if source.suffix == ".json" else "YAML"
+    try:
+        values = json.loads(text) if kind == "JSON" else yaml.safe_load(text)
+    except (ValueError, RecursionError, yaml.YAMLError) as err:  # RecursionError: lists nested thousands deep
+        raise UserError(f"--config {path}: not valid {kind} ({(str(err).splitlines() or [type(err).__name__])[0]})") from None
     if values is None:
         return {}
     if not isinstance(values, dict) or any(isinstance(v, dict) for v in values.values()):
@@ -258,19 +276,43 @@ def limits(config_cls: type) -> dict[str, tuple[float | None, float | None]]:
     return merged
 
 
+# Integers reach numpy, torch and Arrow, which hold 64 bits.
+INT_RANGE = (-(2**63), 2**63 - 1)
+
+
 def check(cfg: Any) -> Any:
-    """Every number finite and inside its limits; ``cfg`` itself when it is."""
-    values = to_dict(cfg)
-    for key, value in values.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            raise UserError(f"config key {key!r} must be a finite number, not {value}")
-    for key, (lowest, highest) in limits(type(cfg)).items():
-        value = values[key]
-        if (lowest is not None and value < lowest) or (highest is not None and value > highest):
-            shown = f">= {lowest}" if highest is None else f"in [{lowest}, {highest}]"
-            raise UserError(f"config key {key!r} must be {shown}, not {value}")
+    """Every number finite, in 64 bits and inside its limits (each item of a tuple field), the data
+    folder a path; ``cfg`` itself when it is."""
+    bounds = limits(type(cfg))
+    for key, value in to_dict(cfg).items():
+        each = " (each item)" if isinstance(value, tuple) else ""
+        for item in value if each else (value,):
+            _check_number(key, item, bounds.get(key, (None, None)), each)
+    _check_data_dir(cfg.data_dir)
     cfg.validate()
     return cfg
+
+
+def _check_number(key: str, value: Any, limit: tuple[float | None, float | None], each: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"config key {key!r} must be a finite number{each}, not {value}")
+    if isinstance(value, int) and not INT_RANGE[0] <= value <= INT_RANGE[1]:
+        raise UserError(f"config key {key!r} must fit in 64 bits{each}, not {value}")
+    lowest, highest = limit
+    if (lowest is not None and value < lowest) or (highest is not None and value > highest):
+        shown = f">= {lowest}" if highest is None else f"in [{lowest}, {highest}]"
+        raise UserError(f"config key {key!r} must be {shown}{each}, not {value}")
+
+
+def _check_data_dir(data_dir: str) -> None:
+    if "\x00" in data_dir:
+        raise UserError(f"config key 'data_dir' ({data_dir!r}) holds a NUL byte: no path does")
+    try:
+        Path(data_dir).expanduser()
+    except RuntimeError as err:  # ~name of no user
+        raise UserError(f"config key 'data_dir' ({data_dir!r}): {err}") from None
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

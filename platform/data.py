@@ -31,6 +31,8 @@ from platform.contract import Trainable
 from platform.errors import UserError
 
 PREPROCESS_BATCH_ROWS = 16
+# What meta's content_hash covers (platform/content_hash.py); runs from before it hashed paths and sizes.
+CONTENT_HASH_OF = "file bytes"
 # Training rows are stored in this fixed permutation, so every shard is a sample of the whole
 # split and a shuffle window of a few shards mixes well even when the raw index is sorted.
 STORE_ORDER_SEED = 20_240_601
@@ -103,8 +105,9 @@ def prepare(
     Ray Data's progress bar of the shards being written."""
     started = time.perf_counter()
     raw_sets, meta = trainable.build_datasets(cfg)
+    meta = {**meta, "content_hash_of": CONTENT_HASH_OF}
     if pinned is not None:
-        _same_data(pinned, meta)
+        _same_data(pinned, meta, say)
     if "train" not in raw_sets or "val" not in raw_sets:
         raise UserError(f"trainables.{trainable.stem}.build_datasets must return 'train' and 'val' splits")
     found: dict[str, dict] = {}
@@ -134,10 +137,15 @@ def prepare(
     return splits, meta
 
 
-def _same_data(pinned: dict, meta: dict) -> None:
+def _same_data(pinned: dict, meta: dict, say) -> None:
     """Before anything is preprocessed: a resume on changed files or classes would continue a
-    model on data it never started with, and the run's lineage would say otherwise."""
-    for key in ("content_hash", "classes"):
+    model on data it never started with, and the run's lineage would say otherwise. A run started
+    before files were hashed by content has a hash of another kind: its classes are compared."""
+    keys = ["content_hash", "classes"]
+    if pinned.get("content_hash_of") != meta["content_hash_of"]:
+        keys.remove("content_hash")
+        say("warning: this run's data was identified by its files' paths and sizes when it started; only its classes can be compared now")
+    for key in keys:
         if pinned.get(key) != meta.get(key):
             raise UserError(
                 f"the data changed since this run started (its {key} differs: {meta.get('data_path') or 'synthetic set'}): "
@@ -178,8 +186,15 @@ def _write_splits(trainable: Trainable, cfg: Any, missing: list[tuple[str, pa.Ta
     for name, raw, uri, _ident in missing:
         starts = range(0, raw.num_rows, size)
         say(f"[{stem}] preprocessing {name}: {raw.num_rows} rows in {len(starts)} shard(s) -> {uri}")
+        written = store.written_shards(uri)
         pieces += [
-            {"uri": uri, "index": i, "count": min(size, raw.num_rows - start), "rows": _ipc(raw.slice(start, size))}
+            {
+                "uri": uri,
+                "index": i,
+                "count": min(size, raw.num_rows - start),
+                "rows": _ipc(raw.slice(start, size)),
+                "written": json.dumps(written.get(i, [])),
+            }
             for i, start in enumerate(starts)
         ]
     # Largest first: the short last shard of each split then fills a core's tail instead of
@@ -195,7 +210,7 @@ def _write_splits(trainable: Trainable, cfg: Any, missing: list[tuple[str, pa.Ta
             )
     kept = sum(bool(r["kept"]) for r in records)
     if kept:
-        say(f"[{stem}] {kept} of {len(records)} shard(s) were already written by an interrupted run: kept")
+        say(f"[{stem}] {kept} of {len(records)} shard(s) were already written (by an interrupted or a concurrent preprocessing): kept")
     written = {}
     for name, _raw, uri, ident in missing:
         mine = sorted((r for r in records if r["uri"] == uri), key=lambda r: int(r["index"]))
@@ -212,34 +227,42 @@ def _specs(records: list[dict]) -> dict:
 
 
 def _shard_records(records: list[dict]) -> list[dict]:
-    return [
-        {"file": store.shard_name(int(r["index"])), "rows": int(r["rows"]), "bytes": int(r["bytes"]), "sha256": str(r["sha256"])}
-        for r in records
-    ]
+    return [{"file": str(r["file"]), "rows": int(r["rows"]), "bytes": int(r["bytes"]), "sha256": str(r["sha256"])} for r in records]
 
 
 def _write_shards(batch: dict[str, np.ndarray], *, stem: str, cfg: Any) -> dict[str, list]:
-    """Ray Data task: preprocess each shard of the batch and write it; return its small record."""
+    """Ray Data task: preprocess each shard of the batch and write it, unless a whole one was
+    already written (the driver listed them); return its small record."""
     module = importlib.import_module(f"trainables.{stem}")
-    out: dict[str, list] = {"uri": [], "index": [], "rows": [], "bytes": [], "sha256": [], "columns": [], "kept": []}
-    for uri, index, payload in zip(batch["uri"], batch["index"], batch["rows"]):
+    out: dict[str, list] = {"uri": [], "index": [], "file": [], "rows": [], "bytes": [], "sha256": [], "columns": [], "kept": []}
+    for uri, index, payload, written in zip(batch["uri"], batch["index"], batch["rows"], batch["written"]):
         fs, path = store.filesystem(str(uri))
         raw = pa.ipc.open_stream(payload).read_all()
-        target = store.join(path, store.shard_name(int(index)))
-        found = store.existing_shard(fs, target, raw.num_rows)
+        found = _whole_shard(fs, path, json.loads(str(written)), raw.num_rows)
         out["kept"].append(found is not None)
         if found is None:
             columns, specs = _preprocess_shard(module, raw, cfg)
             data = store.parquet_bytes(store.to_arrow(columns, specs), specs)
-            store.write_atomic(fs, target, data)
-            found = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "columns": specs}
+            digest = hashlib.sha256(data).hexdigest()
+            found = {"file": store.shard_name(int(index), digest), "bytes": len(data), "sha256": digest, "columns": specs}
+            store.write_atomic(fs, store.join(path, found["file"]), data)
         out["uri"].append(str(uri))
+        out["file"].append(found["file"])
         out["index"].append(int(index))
         out["rows"].append(raw.num_rows)
         out["bytes"].append(found["bytes"])
         out["sha256"].append(found["sha256"])
         out["columns"].append(json.dumps(found["columns"]))
     return out
+
+
+def _whole_shard(fs, path: str, names: list[str], rows: int) -> dict | None:
+    """The record of the first of ``names`` (files of this shard) that is whole."""
+    for name in names:
+        found = store.existing_shard(fs, store.join(path, name), rows)
+        if found is not None:
+            return {**found, "file": name}
+    return None
 
 
 def _preprocess_shard(module: ModuleType, raw: pa.Table, cfg: Any) -> tuple[dict[str, list], dict[str, dict]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import re
 import sys
+import traceback
 from collections.abc import Callable
 
 # Ray Data keeps a UDF's exception only as text in its own error's traceback.
@@ -43,6 +44,17 @@ def find_user_error(exc: BaseException | None) -> UserError | None:
     return UserError(found.group(1)) if found else None
 
 
+# A URL's user:password@ part (up to the last @ of the URL: a password may hold / or @).
+_URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^\s'\"<>]*@")
+
+
+def redacted(text: str) -> str:
+    """``text`` with the ``user:password@`` of every URL in it shown as ``***@``: error lines and
+    tracebacks quote URLs (MLflow's client names the one it called), and a credential in one must
+    reach no terminal and no file."""
+    return _URL_CREDENTIALS.sub(r"\1***@", text)
+
+
 def exit_on_user_error(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
     """Wrap a command's ``main``: a UserError anywhere inside becomes ``error: ...`` and exit 2."""
 
@@ -52,9 +64,11 @@ def exit_on_user_error(main: Callable[[list[str] | None], int]) -> Callable[[lis
             return main(argv)
         except Exception as exc:  # noqa: BLE001 - re-raised unless it hides a user error
             user_error = find_user_error(exc)
-            if user_error is None:
-                raise
-            print(f"error: {user_error}", file=sys.stderr)
+            if user_error is None:  # a bug's traceback, as Python prints it, but for credentials in URLs
+                sys.stderr.write(redacted("".join(traceback.format_exception(exc))))
+                return 1
+            # One line whatever the message quotes (a path or a cell holding a line break).
+            print("error: " + redacted(str(user_error)).replace("\r", "\\r").replace("\n", "\\n"), file=sys.stderr)
             return 2
 
     return wrapped

@@ -5,7 +5,6 @@ directory, Ray Train, and the finished run's files and summary (``platform/run.p
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,8 @@ def train(args: argparse.Namespace, location: RunLocation, tier: str, cfg: Any, 
             f"the Ray cluster has {cluster.cluster_cpus()}"
         )
     print(f"[{args.stem}] preparing data ({cfg.data_dir or 'synthetic set'})", flush=True)
-    pinned = artifacts.read_json(run_dir / artifacts.META_FILE) if args.resume else None
+    # The data a resumed run started with; none when it lost its meta.json before its first checkpoint.
+    pinned = artifacts.read_json(run_dir / artifacts.META_FILE) if args.resume and (run_dir / artifacts.META_FILE).exists() else None
     splits, meta = data.prepare(trainable, cfg, store, pinned=pinned, bars=progress.wanted(args.progress))
     print(f"[{args.stem}] rows: {meta['rows']}  in {meta['preprocess_s']}s", flush=True)
     if not args.resume:  # a tier's min_steps on this data; a resumed run keeps what it saved
@@ -85,11 +85,12 @@ def train(args: argparse.Namespace, location: RunLocation, tier: str, cfg: Any, 
             notice=notice,
             show_progress=progress.wanted(args.progress),
             callbacks=trackers.callbacks(run_dir),
+            run_info={"tier": tier, "launch": launch, "started": manifest["started"]},
         ).fit()
         manifest = artifacts.finish(
             run_dir, trainable, cfg=cfg, meta=meta, result=result, val_split=splits["val"], manifest=manifest, test_split=splits.get("test")
         )
-        checkpoints.remove_orphans(trainer.run_uri(run_dir, location.train_storage))
+        checkpoints.remove_orphans(location.run_uri)
         trackers.finish(run_dir, manifest["history"])
     except BaseException as exc:
         artifacts.fail(run_dir, manifest, f"{type(exc).__name__}: {exc}".splitlines()[0])
@@ -97,8 +98,7 @@ def train(args: argparse.Namespace, location: RunLocation, tier: str, cfg: Any, 
         trackers.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
     finally:
-        if replaced is not None:  # None: the replaced handler was not Python's to put back
-            signal.signal(signal.SIGTERM, replaced)
+        preempt.uninstall_driver_handler(notice, replaced)
     location.push()
     print(summary(location, manifest, args.storage), flush=True)
     # A trainable's own checks of the finished run (captions that collapsed to one for every image).

@@ -18,6 +18,7 @@ read back when a driver opens it. Needs the client only: ``pip install 'rayplatf
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import importlib
 import json
@@ -33,7 +34,7 @@ from pathlib import Path
 
 import ray.train
 
-from platform.errors import UserError
+from platform.errors import UserError, redacted
 
 URI_ENV = "MLFLOW_TRACKING_URI"
 EXPERIMENT_ENV = "MLFLOW_EXPERIMENT_NAME"
@@ -86,15 +87,21 @@ def target(storage: str, stem: str) -> Target:
 
 def check_reachable(uri: str, timeout: float = REACH_TIMEOUT_S) -> None:
     """A tracking server must answer before training starts; any HTTP reply counts (an auth error
-    shows on the first call, with MLflow's own message)."""
-    if urllib.parse.urlsplit(uri).scheme not in ("http", "https"):
+    shows on the first call, with MLflow's own message). A ``user:password@`` in the URI is sent as
+    basic auth, as MLflow's client sends it."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme not in ("http", "https"):
         return
+    request = urllib.request.Request(f"{public_uri(uri).rstrip('/')}/health")
+    if parts.username is not None:
+        pair = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        request.add_header("Authorization", "Basic " + base64.b64encode(pair.encode("utf-8")).decode("ascii"))
     try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
+        with urllib.request.urlopen(request, timeout=timeout):
             pass
     except urllib.error.HTTPError:
         return
-    except (urllib.error.URLError, OSError) as err:
+    except (urllib.error.URLError, OSError, ValueError) as err:
         reason = getattr(err, "reason", err)
         raise UserError(f"MLflow tracking server {public_uri(uri)} is unreachable ({reason}): start it or fix {URI_ENV}") from None
 
@@ -105,6 +112,13 @@ def public_uri(uri: str) -> str:
     if not parts.netloc or "@" not in parts.netloc:
         return uri
     return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+def credentialed(uri: str) -> str:
+    """The URI to connect to the tracking store ``uri`` names (a public URI): this process's
+    ``MLFLOW_TRACKING_URI`` when it names the same store, with the credentials it holds."""
+    own = os.environ.get(URI_ENV, "").strip()
+    return own if own and public_uri(own) == public_uri(uri) else uri
 
 
 def client(uri: str):
@@ -224,10 +238,17 @@ def end_running_children(tracking: Target, parent_id: str, status: str = "KILLED
 
 
 class MlflowCallback(ray.train.UserCallback):
-    """Runs in Ray Train's controller: rank 0's epoch metrics to the run, each epoch once."""
+    """Runs in Ray Train's controller: rank 0's epoch metrics to the run, each epoch once.
+
+    Ray pickles it into the controller, so it holds the tracking URI without credentials; the
+    controller takes them from its own environment (:func:`credentialed`), which a local Ray's
+    processes inherit from the driver: on a cluster, set ``MLFLOW_TRACKING_URI`` (or MLflow's
+    ``MLFLOW_TRACKING_USERNAME``/``PASSWORD``/``TOKEN``) where ``ray start`` runs, never in a
+    runtime_env (as the labeler's API key: platform/label/secret.py)."""
 
     def __init__(self, tracking: Target, run_id: str, logged_through: int):
-        self.tracking, self.run_id, self.logged_through = tracking, run_id, logged_through
+        self.tracking = dataclasses.replace(tracking, uri=public_uri(tracking.uri))
+        self.run_id, self.logged_through = run_id, logged_through
         self._client = None
 
     def after_report(self, run_context, metrics: list[dict], checkpoint) -> None:
@@ -237,11 +258,11 @@ class MlflowCallback(ray.train.UserCallback):
             return
         try:
             if self._client is None:
-                self._client = client(self.tracking.uri)
+                self._client = client(credentialed(self.tracking.uri))
             log_epoch(self._client, self.run_id, row)
         except Exception as err:  # noqa: BLE001 - a tracking outage must not stop training
             # The epoch is sent again from history.csv when the run finishes (platform/tracking.py).
-            print(f"warning: MLflow did not take epoch {row['epoch']}: {str(err).splitlines()[0]}", flush=True)
+            print(f"warning: MLflow did not take epoch {row['epoch']}: {redacted(str(err).splitlines()[0])}", flush=True)
             return
         self.logged_through = int(row["epoch"])
 

@@ -4,6 +4,7 @@ checkpoints, CPU/memory and GPUs.
     python -m platform.monitor                       # every run under ./runs
     python -m platform.monitor runs/asl/fast-20261122-023241 --watch
     python -m platform.monitor --address http://127.0.0.1:8265     # a cluster, through its dashboard
+    python -m platform.monitor s3://bucket/runs                    # runs stored in an object store
 
 Works from the run directories alone (``manifest.json`` and Ray Train's
 ``checkpoint_manager_snapshot.json``); a running run's resources come from this machine's
@@ -15,39 +16,84 @@ Ray's state API.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import posixpath
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import psutil
+import pyarrow.fs as pafs
 
 # No torch, Ray or trainable here: a person waits for this command (platform/run_files.py).
 from platform import checkpoints as checkpoint_lib
 from platform import run_files
 from platform.errors import UserError, exit_on_user_error
 from platform.progress import format_seconds, is_headline
+from platform.store import filesystem, join
 
 GPU_HOT_C = 85
 GPU_MEMORY_FULL = 0.95
 GPU_IDLE_S = 300
+# Two readings of one process's start time differ by less (the boot time they count from is rounded).
+SAME_START_S = 1.0
 
 
-def find_runs(root: Path) -> list[Path]:
-    """Run directories at ``root`` or below it (``<storage>``, ``<storage>/<stem>`` or a run)."""
-    if (root / run_files.MANIFEST_FILE).is_file():
+def find_runs(root: str) -> list[str]:
+    """Run directories at ``root`` or below it (``<storage>``, ``<storage>/<stem>`` or a run), in a
+    folder or an object store (``s3://bucket/runs``): two levels of listings, never a walk through
+    the checkpoints."""
+    fs, path = filesystem(root)
+    if _is_file(fs, join(path, run_files.MANIFEST_FILE)):
         return [root]
-    found = sorted({p.parent for depth in ("*", "*/*") for p in root.glob(f"{depth}/{run_files.MANIFEST_FILE}")})
-    return [run for run in found if "sweeps" not in run.parts]
+    found = []
+    for first in _folders(fs, path):
+        for folder in (first, *_folders(fs, first)):
+            if "sweeps" not in folder.split("/") and _is_file(fs, join(folder, run_files.MANIFEST_FILE)):
+                found.append(root.rstrip("/") + folder.removeprefix(path.rstrip("/")))
+    return sorted(found)
+
+
+def _exists(where: str) -> bool:
+    fs, path = filesystem(where)
+    try:
+        return fs.get_file_info(path).type != pafs.FileType.NotFound
+    except OSError as err:  # no such bucket, no credentials, endpoint down
+        raise UserError(f"{where}: {str(err).splitlines()[0]}") from None
+
+
+def _folders(fs: pafs.FileSystem, path: str) -> list[str]:
+    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    return [info.path for info in infos if info.type == pafs.FileType.Directory and not info.base_name.startswith(("epoch_", "."))]
+
+
+def _is_file(fs: pafs.FileSystem, path: str) -> bool:
+    return fs.get_file_info(path).type == pafs.FileType.File
+
+
+def read_manifest(run: str) -> dict:
+    fs, path = filesystem(run)
+    with fs.open_input_stream(join(path, run_files.MANIFEST_FILE)) as stream:
+        return json.loads(stream.read().decode("utf-8"))
 
 
 def _driver_alive(manifest: dict) -> bool:
+    """Whether the process that started the run still runs here: the manifest's pid, started when the
+    manifest says (a pid is reused once its process ends). Any process counts, whatever its command
+    line (``rayplatform run``, a notebook); a manifest from before the start time was recorded is
+    matched by ``platform.run`` in the command line, as it was then."""
     pid = manifest.get("pid")
     if not pid or manifest.get("hardware", {}).get("host") != os.uname().nodename:
         return False
     try:
-        return "platform.run" in " ".join(psutil.Process(pid).cmdline())
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:  # ended, not yet reaped by its parent
+            return False
+        if "pid_started" in manifest:
+            return abs(process.create_time() - manifest["pid_started"]) < SAME_START_S
+        return "platform.run" in " ".join(process.cmdline())
     except psutil.Error:
         return False
 
@@ -58,11 +104,11 @@ def status_of(manifest: dict) -> str:
     return manifest.get("status", "unknown")
 
 
-def checkpoints(run_dir: Path) -> tuple[dict | None, list[dict]]:
+def checkpoints(run_dir: str) -> tuple[dict | None, list[dict]]:
     """The latest finished epoch's metrics and the kept checkpoints (newest first), from Ray Train's
     snapshot. A checkpoint taken inside an epoch (``partial``) carries no metrics of its own: the
     epoch before it does."""
-    kept = checkpoint_lib.recorded(checkpoint_lib.read_snapshot(str(run_dir)))
+    kept = checkpoint_lib.recorded(checkpoint_lib.read_snapshot(run_dir))
     return next((row for row in kept if not row.get("partial")), None), kept
 
 
@@ -76,9 +122,10 @@ def metric_of(manifest: dict) -> tuple[str, str]:
     return registry.load(manifest["stem"]).METRIC
 
 
-def describe_run(run_dir: Path) -> dict[str, Any]:
-    """One run as the monitor shows it."""
-    manifest = run_files.read_json(run_dir / run_files.MANIFEST_FILE)
+def describe_run(run_dir: str | Path) -> dict[str, Any]:
+    """One run (a folder or a URI) as the monitor shows it."""
+    run_dir = str(run_dir)
+    manifest = read_manifest(run_dir)
     metric, mode = metric_of(manifest)
     latest, kept = checkpoints(run_dir)
     epochs_max = manifest.get("config", {}).get("epochs", 0)
@@ -88,7 +135,7 @@ def describe_run(run_dir: Path) -> dict[str, Any]:
     status = status_of(manifest)
     eta = (epochs_max - epoch) * latest["epoch_s"] if latest and status == "running" else None
     return {
-        "run": str(run_dir),
+        "run": run_dir,
         "stem": manifest["stem"],
         "tier": manifest.get("tier"),
         "status": status,
@@ -111,14 +158,18 @@ def format_run(info: dict[str, Any]) -> str:
         best += f" (baseline {info['baseline']:.4f})"
     latest = "  ".join(f"{k} {v:.4f}" for k, v in info["latest"].items())
     lines = [
-        f"{info['stem']}/{Path(info['run']).name}  [{info['status']}]  tier {info['tier']}  "
+        f"{info['stem']}/{posixpath.basename(info['run'])}  [{info['status']}]  tier {info['tier']}  "
         f"epoch {info['epoch']}/{info['epochs']}  ETA {info['eta']}  best {info['metric']} {best}  "
         f"restarts {info['restarts']}",
         f"    latest: {latest or '-'}",
         f"    checkpoints: {info['checkpoints']}",
     ]
     if info["status"] == "interrupted":
-        lines.append(f"    the driver is gone: python -m platform.run {info['stem']} --name {Path(info['run']).name} --resume")
+        run = (info["run"] if "://" in info["run"] else os.path.abspath(info["run"])).rstrip("/")
+        storage = posixpath.dirname(posixpath.dirname(run))  # a run is <storage>/<stem>/<name>
+        lines.append(
+            f"    the driver is gone: python -m platform.run {info['stem']} --storage {storage} --name {posixpath.basename(run)} --resume"
+        )
     if info["dashboard"] and info["status"] == "running":
         lines.append(f"    dashboard: {info['dashboard']}")
     return "\n".join(lines)
@@ -200,18 +251,19 @@ def cluster_lines(address: str) -> list[str]:
     return lines
 
 
-def _shown_run(run_dir: Path) -> str:
+def _shown_run(run_dir: str) -> str:
     """A run's block; a run whose files a crash left unreadable is listed as broken, not fatal."""
     try:
         return format_run(describe_run(run_dir))
     except (OSError, ValueError, KeyError, TypeError, UserError) as err:
-        return f"{run_dir.parent.name}/{run_dir.name}  [broken]  {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        named = "/".join(run_dir.rstrip("/").split("/")[-2:])
+        return f"{named}  [broken]  {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
 
 
-def report(root: Path | None, gpus: GpuWatch, address: str | None = None) -> str:
+def report(root: str | Path | None, gpus: GpuWatch, address: str | None = None) -> str:
     blocks = []
     if root is not None:
-        runs = find_runs(root)
+        runs = find_runs(str(root))
         if not runs and address is None:
             raise UserError(f"no runs under {root} (a run directory holds {run_files.MANIFEST_FILE})")
         blocks = [_shown_run(run) for run in runs]
@@ -223,15 +275,17 @@ def report(root: Path | None, gpus: GpuWatch, address: str | None = None) -> str
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m platform.monitor", description=__doc__.split("\n\n")[0])
-    parser.add_argument("path", nargs="?", default="runs", help="a run directory or a folder of runs (default ./runs)")
+    parser.add_argument(
+        "path", nargs="?", default="runs", help="a run directory or a folder of runs, or their URI (s3://bucket/runs; default ./runs)"
+    )
     parser.add_argument("--watch", action="store_true", help="refresh until interrupted")
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between refreshes (default 5)")
     parser.add_argument(
         "--address", default=None, help="a Ray dashboard address (http://HOST:8265) to add the cluster's nodes, jobs and workers"
     )
     args = parser.parse_args(argv)
-    root: Path | None = Path(args.path)
-    if not root.exists():
+    root: str | None = args.path
+    if not _exists(root):
         if args.address is None or args.path != "runs":
             raise UserError(f"{root} does not exist")
         root = None  # only the cluster: its runs are in the cluster's storage

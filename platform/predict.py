@@ -15,14 +15,14 @@ import sys
 import time
 from pathlib import Path
 
-from platform import registry, run_files
+from platform import registry, run_files, storage
 from platform.contract import Trainable
 from platform.errors import UserError, exit_on_user_error
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m platform.predict", description=__doc__.split("\n\n")[0])
-    parser.add_argument("run_dir", help="a run directory written by python -m platform.run")
+    parser.add_argument("run_dir", help="a run directory written by python -m platform.run, or its URI (s3://...)")
     parser.add_argument("inputs", nargs="+", help="what the trainable predicts from (files, texts...)")
     parser.add_argument("--top", type=int, default=5, help="labels shown per input (default 5)")
     parser.add_argument("--json", action="store_true", help="print one JSON object a line")
@@ -46,26 +46,30 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Trainable | 
     run_dir = first.parse_known_args(argv)[0].run_dir
     parser = build_parser()
     common = {action.dest for action in parser._actions}
-    trainable = registry.load(stem_of(Path(run_dir))) if run_dir else None
+    local = storage.fetched(run_dir) if run_dir else None  # an s3:// run's files, copied here
+    trainable = registry.load(stem_of(local, shown=run_dir)) if local else None
     if hasattr(trainable, "add_predict_arguments"):
         trainable.add_predict_arguments(parser.add_argument_group(f"options of trainables.{trainable.stem}"))
     args = parser.parse_args(argv)
+    args.run_dir = local
     return args, trainable, {key: value for key, value in vars(args).items() if key not in common}
 
 
-def stem_of(run_dir: Path) -> str:
+def stem_of(run_dir: Path, shown: str | None = None) -> str:
     """The run's trainable: its manifest says; a torn manifest (a crash, a full disk) costs no
-    prediction, since runs live in ``<storage>/<stem>/<name>``."""
+    prediction, since runs live in ``<storage>/<stem>/<name>``. ``shown``: the run as the user
+    named it (its URI, where ``run_dir`` is this machine's copy)."""
     manifest_path = run_dir / run_files.MANIFEST_FILE
+    named = f"{(shown or str(run_dir)).rstrip('/')}/{run_files.MANIFEST_FILE}"
     if not manifest_path.exists():
-        raise UserError(f"{run_dir} is not a run directory (no {run_files.MANIFEST_FILE})")
+        raise UserError(f"{shown or run_dir} is not a run directory (no {run_files.MANIFEST_FILE})")
     try:
         return run_files.read_json(manifest_path)["stem"]
     except (ValueError, KeyError) as err:
         stem = run_dir.resolve().parent.name
         if stem not in registry.stems():
-            raise UserError(f"{manifest_path} is unreadable ({type(err).__name__}) and the folder names no trainable") from None
-        print(f"warning: {manifest_path} is unreadable ({type(err).__name__}); the run is a {stem} run by its folder", file=sys.stderr)
+            raise UserError(f"{named} is unreadable ({type(err).__name__}) and the folder names no trainable") from None
+        print(f"warning: {named} is unreadable ({type(err).__name__}); the run is a {stem} run by its folder", file=sys.stderr)
         return stem
 
 
@@ -76,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from platform import artifacts
 
-    cfg, meta, model = artifacts.load_run(Path(args.run_dir), trainable)
+    cfg, meta, model = artifacts.load_run(args.run_dir, trainable)
     started = time.perf_counter()
     # One call: a trainable may read several arguments as one input (an image and its caption).
     with torch.inference_mode():

@@ -31,7 +31,10 @@ _signalled = threading.Event()
 
 @ray.remote(num_cpus=0)
 class Notice:
-    """The driver's request for a checkpoint, and the workers' answer."""
+    """The driver's request for a checkpoint, and the workers' answer: the first preemption
+    checkpoint reported after the request. One reported before it (a worker's own SIGTERM, earlier
+    in the run) is not the answer: the driver would end the run there and lose the steps since.
+    One a worker's SIGTERM took as the driver's request arrived is: the actor's calls are in order."""
 
     def __init__(self):
         self.requested, self.saved = False, None
@@ -43,7 +46,8 @@ class Notice:
         return self.requested
 
     def checkpointed(self, where: str) -> None:
-        self.saved = where
+        if self.requested and self.saved is None:
+            self.saved = where
 
     def saved_at(self) -> str | None:
         return self.saved
@@ -86,6 +90,14 @@ def _defer_exit(original: Callable) -> Callable:
     return deferred
 
 
+def answer(notice, snapshot_uri: str, name: str) -> None:
+    """In rank 0, after reporting the checkpoint a preemption asked for: wait until Ray Train has
+    recorded it, then tell the driver's :class:`Notice`, which takes it if it came after its request."""
+    wait_registered(snapshot_uri, name)
+    if notice is not None:
+        ray.get(notice.checkpointed.remote(name))
+
+
 def wait_registered(snapshot_uri: str, name: str, timeout: float = 60.0) -> bool:
     """Until Ray Train's controller has recorded checkpoint ``name`` in its snapshot: a worker or
     driver that ends right after ``report`` returns could otherwise lose it."""
@@ -126,14 +138,31 @@ def install_driver_handler(notice, on_checkpoint: Callable[[str | None], None]) 
 
     def handler(signum, frame) -> None:
         print("[preempt] SIGTERM: asking the workers for a checkpoint at their next step", flush=True)
-        notice.request.remote()
-        deadline = time.monotonic() + DRIVER_WAIT_S
-        saved = None
-        while saved is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-            saved = ray.get(notice.saved_at.remote())
-        on_checkpoint(saved)
+        on_checkpoint(requested_checkpoint(notice))
         sys.stdout.flush()
         os._exit(143)
 
     return signal.signal(signal.SIGTERM, handler)
+
+
+def uninstall_driver_handler(notice, replaced: Any) -> None:
+    """The run is over, and its driver may go on (a notebook): the SIGTERM handler that
+    :func:`install_driver_handler` replaced is back and the notice is gone, not left to each run."""
+    if replaced is not None:  # None: the replaced handler was not Python's to put back
+        signal.signal(signal.SIGTERM, replaced)
+    try:
+        ray.kill(notice)
+    except Exception:  # noqa: BLE001 - Ray is gone (a Ctrl-C can end it first): so is the actor
+        pass
+
+
+def requested_checkpoint(notice, timeout: float = DRIVER_WAIT_S) -> str | None:
+    """Ask the workers for a checkpoint; the name of the one they took for this request, or None
+    when none came within ``timeout`` seconds."""
+    notice.request.remote()
+    deadline = time.monotonic() + timeout
+    saved = None
+    while saved is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        saved = ray.get(notice.saved_at.remote())
+    return saved

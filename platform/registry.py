@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -75,33 +76,80 @@ def _check_known(stem: str) -> None:
 
 def saved_tier_path(storage: Path, stem: str, tier: str) -> Path:
     """Where a sweep saves a tier (``python -m platform.tune``): ``<storage>/<stem>/tiers/<tier>.json``,
-    holding ``{"base": <tier>, "overrides": {...}}`` plus where it came from."""
+    holding ``{"base": <preset tier>, "overrides": {...}}`` plus where it came from."""
     return storage / stem / "tiers" / f"{tier}.json"
 
 
 def tier_names(space: ModuleType, storage: Path | None = None) -> list[str]:
-    saved = sorted(p.stem for p in saved_tier_path(storage, _stem(space), "*").parent.glob("*.json")) if storage else []
-    return list(space.TIERS) + sorted(getattr(space, "ALIASES", {})) + saved
+    """Presets, aliases and the saved tiers that resolve (``broken_tiers`` holds the others)."""
+    broken = broken_tiers(space, storage)
+    return list(space.TIERS) + sorted(getattr(space, "ALIASES", {})) + [name for name in _saved_names(space, storage) if name not in broken]
+
+
+def broken_tiers(space: ModuleType, storage: Path | None = None) -> dict[str, str]:
+    """Saved tier files that do not resolve, each with the line saying why: listed apart, so one bad
+    file never breaks ``--help`` or the other tiers."""
+    broken = {}
+    for name in _saved_names(space, storage):
+        try:
+            saved_tier_base(space, name, storage)
+        except UserError as err:
+            broken[name] = str(err)
+    return broken
+
+
+def _saved_names(space: ModuleType, storage: Path | None) -> list[str]:
+    found = saved_tier_path(storage, _stem(space), "*").parent.glob("*.json") if storage else []
+    return sorted(path.stem for path in found if is_tier_name(path.stem) and path.is_file())  # not a dangling link, nor a folder
 
 
 def _stem(space: ModuleType) -> str:
     return space.__name__.split(".")[-1]
 
 
+def saved_tier_base(space: ModuleType, tier: str, storage: Path | None) -> tuple[str, dict[str, Any]]:
+    """A tier as a preset (or alias) and the overrides its chain of saved tiers puts on it, a later
+    file's winning; a loop or a base that is no tier is an error naming the file."""
+    presets = set(space.TIERS) | set(getattr(space, "ALIASES", {}))
+    chain: list[str] = []
+    overrides: dict[str, Any] = {}
+    name = tier
+    while name not in presets:
+        path = saved_tier_path(storage, _stem(space), name) if storage and is_tier_name(name) else None
+        if (path is None or not path.is_file()) and chain:
+            named_by = saved_tier_path(storage, _stem(space), chain[-1])
+            raise UserError(f"saved tier {named_by} has base tier {name!r}, which is no tier of {_stem(space)}")
+        if path is None or not path.is_file():
+            raise UserError(f"unknown tier {tier!r} for {_stem(space)}; known: {', '.join(tier_names(space, storage))}")
+        if name in chain:
+            asked = saved_tier_path(storage, _stem(space), tier)
+            raise UserError(f"saved tier {asked} has base tiers in a loop: {' -> '.join([*chain, name])}")
+        chain.append(name)
+        name, own = _read_saved(path)
+        overrides = {**own, **overrides}
+    return name, overrides
+
+
+def is_tier_name(name: str) -> bool:
+    """A saved tier's name is a file name in ``tiers/``, never a path out of it."""
+    return bool(name) and not re.search(r"[/\\\x00]", name) and not name.startswith(".")
+
+
+def _read_saved(path: Path) -> tuple[str, dict[str, Any]]:
+    try:
+        tier_file = json.loads(path.read_text(encoding="utf-8"))
+        base, overrides = tier_file["base"], tier_file["overrides"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise UserError(f"saved tier {path} is malformed ({err})") from None
+    if not isinstance(base, str) or not isinstance(overrides, dict):
+        raise UserError(f"saved tier {path} is malformed (base must be a tier name, overrides a mapping)")
+    return base, overrides
+
+
 def tier_overrides(space: ModuleType, tier: str, storage: Path | None = None) -> dict[str, Any]:
     """A tier's config overrides: a preset (the seeds' own mode names are aliases) or a saved tier."""
-    name = getattr(space, "ALIASES", {}).get(tier, tier)
-    if name in space.TIERS:
-        return dict(space.TIERS[name])
-    saved = saved_tier_path(storage, _stem(space), tier) if storage else None
-    if saved is not None and saved.is_file():
-        try:
-            tier_file = json.loads(saved.read_text(encoding="utf-8"))
-            return {**tier_overrides(space, tier_file["base"]), **tier_file["overrides"]}
-        except (ValueError, KeyError, TypeError) as err:
-            raise UserError(f"saved tier {saved} is malformed ({err})") from None
-    known = ", ".join(tier_names(space, storage))
-    raise UserError(f"unknown tier {tier!r} for {_stem(space)}; known: {known}")
+    base, overrides = saved_tier_base(space, tier, storage)
+    return {**space.TIERS[getattr(space, "ALIASES", {}).get(base, base)], **overrides}
 
 
 def resolve(

@@ -12,13 +12,12 @@ On a cluster: ``ray job submit --working-dir . -- python -m platform.run asl --t
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
 from pathlib import Path
 from typing import Any
 
+from platform import checkpoints, locations, progress, registry, resume, run_files, tracking
 from platform import config as config_lib
-from platform import progress, registry, run_files, tracking
 from platform import storage as storage_lib
 from platform.errors import UserError, exit_on_user_error
 from platform.storage import RunLocation
@@ -108,6 +107,8 @@ def describe(stem: str | None) -> str:
             changes = registry.tier_overrides(space, tier, Path(DEFAULT_STORAGE))
             shown = ", ".join(f"{k}={v!r}" for k, v in changes.items()) or "the defaults"
             lines.append(f"  {tier}: " + (f"the same as {aliases[tier]}" if tier in aliases else shown))
+        for tier, why in registry.broken_tiers(space, Path(DEFAULT_STORAGE)).items():
+            lines.append(f"  {tier}: broken, not usable: {why}")
         lines.append(f"config keys of {stem} (--set key=value, or in a --config file), with their defaults:")
         docs = config_lib.field_docs(config_cls)
         for key, value in config_lib.to_dict(config_cls()).items():
@@ -123,28 +124,77 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return build_parser(stem).parse_args(argv)
 
 
-def resolve_run(args: argparse.Namespace) -> tuple[RunLocation, str, Any]:
-    """Where the run lives, its tier and config: new, or read back from the run for ``--resume``."""
+def resolve_run(args: argparse.Namespace) -> tuple[RunLocation, str, Any, int | None]:
+    """Where the run lives, its tier and config, and this process's hold on it (``run_files.hold``):
+    a new run's folder claimed, or a run to ``--resume`` read back (its torn files recovered)."""
     config_cls, _space = registry.load_config(args.stem)
-    if args.resume:
-        if not args.name:
-            raise UserError("--resume needs the --name of the run to continue")
-        if args.tier or args.sets or args.data or args.config:
-            raise UserError("a resumed run keeps its config: drop --tier, --config, --set and --data")
-        location = storage_lib.locate(args.storage, args.stem, args.name)
-        if not location.exists(run_files.CONFIG_FILE):
-            raise UserError(f"nothing to resume at {location.remote or location.local}")
+    if not args.resume:
+        tier, cfg = new_config(args)
+        location, held = claim_new_run(args, tier)
+        return location, tier, cfg, held
+    if not args.name:
+        raise UserError("--resume needs the --name of the run to continue")
+    if args.tier or args.sets or args.data or args.config:
+        raise UserError("a resumed run keeps its config: drop --tier, --config, --set and --data")
+    location = storage_lib.locate(args.storage, args.stem, args.name)
+    held = run_files.hold(location.key)
+    if held is None:
+        raise UserError(
+            f"run {location.remote or location.local} is being trained by another process on this machine: wait for it or stop it"
+        )
+    try:
+        if not (
+            location.exists(run_files.CONFIG_FILE)
+            or location.exists(run_files.MANIFEST_FILE)
+            or checkpoints.read_snapshot(location.run_uri)
+        ):
+            raise UserError(f"nothing to resume at {location.remote or location.local}{_never_started(location)}")
         location.pull()
-        cfg = config_lib.from_dict(config_cls, run_files.read_json(location.local / run_files.CONFIG_FILE))
-        manifest = run_files.read_json(location.local / run_files.MANIFEST_FILE)
-        pin_launch(args, manifest.get("launch"))
-        return location, manifest["tier"], cfg
-    tier, cfg = new_config(args)
-    location = storage_lib.locate(args.storage, args.stem, args.name or f"{tier}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
-    taken = location.exists(run_files.CONFIG_FILE) if location.remote else location.local.exists() and any(location.local.iterdir())
-    if taken:
-        raise UserError(f"run {location.remote or location.local} already exists: pass --resume to continue it, or another --name")
-    return location, tier, cfg
+        resumed = resume.recover(location, config_cls, warn=lambda line: print(line, file=sys.stderr, flush=True))
+        pin_launch(args, resumed.manifest.get("launch"))
+    except BaseException:
+        run_files.let_go(held)
+        raise
+    return location, resumed.tier, resumed.cfg, held
+
+
+def _never_started(location: RunLocation) -> str:
+    claim = location.claimed_by()
+    if not claim:
+        return ""
+    return (
+        f" (a command claimed it at {claim.get('claimed')} and was gone before it wrote the run's config: start it again under that --name)"
+    )
+
+
+def claim_new_run(args: argparse.Namespace, tier: str) -> tuple[RunLocation, int]:
+    """A new run's folder, claimed before anything is written, and this machine's hold on it:
+    ``--name``, or a default name of its tier, the time and a random suffix (two runs started in
+    the same second differ)."""
+    for _attempt in range(1 if args.name else 5):
+        location = storage_lib.locate(args.storage, args.stem, args.name or run_files.default_name(tier))
+        held = run_files.hold(location.key)
+        if held is not None:
+            if location.claim():
+                return location, held
+            run_files.let_go(held)
+    raise UserError(_taken(location, held is None))
+
+
+def _taken(location: RunLocation, held_here: bool) -> str:
+    """Why a new run cannot have the name, and what to do."""
+    shown = location.remote or location.local
+    if held_here or location.exists(run_files.CONFIG_FILE) or any(p.name != run_files.CLAIM_FILE for p in _entries(location)):
+        return f"run {shown} already exists: pass --resume to continue it, or another --name"
+    claim = location.claimed_by()
+    return (
+        f"run {shown} is being started by another command (pid {claim.get('pid')} on {claim.get('host')} since "
+        f"{claim.get('claimed')}): pass another --name, or, if that command is gone, delete its {run_files.CLAIM_FILE}"
+    )
+
+
+def _entries(location: RunLocation) -> list[Path]:
+    return list(location.local.iterdir()) if location.remote is None and location.local.is_dir() else []
 
 
 def new_config(args: argparse.Namespace) -> tuple[str, Any]:
@@ -153,14 +203,15 @@ def new_config(args: argparse.Namespace) -> tuple[str, Any]:
     # Sweeps save tiers in a storage folder (python -m platform.tune), not in object stores.
     tiers_storage = None if storage_lib.is_uri(args.storage) else Path(args.storage).expanduser().resolve()
     cfg = registry.resolve(args.stem, tier, args.sets, data_dir=args.data, storage=tiers_storage, config_file=args.config)
-    if cfg.data_dir and not Path(cfg.data_dir).expanduser().is_dir():
-        raise UserError(f"data folder not found: {cfg.data_dir}")
+    if cfg.data_dir:
+        locations.check_data_folder(cfg.data_dir)
     return tier, cfg
 
 
 def print_config(args: argparse.Namespace) -> None:
     if args.resume:
-        _location, tier, cfg = resolve_run(args)
+        _location, tier, cfg, held = resolve_run(args)
+        run_files.let_go(held)
     else:
         tier, cfg = new_config(args)
     print(
@@ -176,12 +227,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config:
         print_config(args)
         return 0
-    location, tier, cfg = resolve_run(args)
     if args.workers < 1:
         raise UserError("--workers must be at least 1")
-    from platform import launch  # torch and Ray: not imported to print --help or a config
+    location, tier, cfg, held = resolve_run(args)
+    try:
+        store = store_root(args)
+        if store is not None:
+            storage_lib.check_writable(store, "--store")
+        from platform import launch  # torch and Ray: not imported to print --help or a config
 
-    return launch.train(args, location, tier, cfg, store_root(args))
+        return launch.train(args, location, tier, cfg, store)
+    except BaseException:
+        if not args.resume:
+            location.release()  # a run that never started leaves no folder to refuse its name
+        raise
+    finally:
+        run_files.let_go(held)
 
 
 def pin_launch(args: argparse.Namespace, launch: dict | None) -> None:

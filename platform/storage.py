@@ -9,6 +9,12 @@ own files (config, manifest, history, plots, best model, TensorBoard events) are
 mirror first (``~/.cache/rayplatform/storage/...``) and uploaded beside the checkpoints when the
 run starts, fails and finishes; ``--resume`` downloads them again on any machine.
 
+A new run claims its folder before anything is written, atomically: an exclusive create of
+``.claimed`` in a folder, a conditional put (``If-None-Match: *``) on S3. Of two runs that chose
+one name, the second is refused, whatever the timing; on other object stores (``gs://``...) the
+claim is a check followed by a write. A new run on a URI starts from an empty mirror, so files of
+an earlier run of that name left on this machine are never uploaded as its own.
+
 Credentials come from each node's environment or instance role, never from the platform. The
 non-secret settings in ``FORWARDED_ENV`` (an S3-compatible endpoint, the region) are passed from
 the driver to the workers.
@@ -16,13 +22,19 @@ the driver to the workers.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import hashlib
+import json
 import os
+import secrets
+import shutil
+import tempfile
 from pathlib import Path
 
 import pyarrow.fs as pafs
 
+from platform import checkpoints, run_files
 from platform.cache import cache_root
 from platform.errors import UserError
 
@@ -53,6 +65,11 @@ class RunLocation:
         """``RunConfig.storage_path``: where Ray Train puts ``<name>/`` with the checkpoints."""
         return self.remote.rsplit("/", 1)[0] if self.remote else str(self.local.parent)
 
+    @property
+    def run_uri(self) -> str:
+        """Where Ray Train writes this run's checkpoints and its snapshot."""
+        return f"{self.train_storage.rstrip('/')}/{self.name}"
+
     def exists(self, filename: str) -> bool:
         if self.remote is None:
             return (self.local / filename).exists()
@@ -62,14 +79,69 @@ class RunLocation:
         except OSError as err:  # no such bucket, no credentials, endpoint down
             raise UserError(f"--storage {self.remote}: {str(err).splitlines()[0]}") from None
 
+    @property
+    def key(self) -> str:
+        """The run, as this machine's lock on it names it (``run_files.hold``)."""
+        return self.remote or str(self.local)
+
+    def claim(self) -> bool:
+        """This run's folder, for a new run: False when another run has the name (see the module).
+        Call it holding this machine's lock on the run (``run_files.claim`` says why)."""
+        if self.remote is None:
+            try:
+                return run_files.claim(self.local)
+            except OSError as err:
+                raise UserError(f"--storage {self.local.parent.parent}: cannot write there ({err.strerror or err})") from None
+        if self.exists(run_files.CONFIG_FILE):
+            return False
+        claim_uri = f"{self.remote}/{run_files.CLAIM_FILE}"
+        if not _put_if_absent(claim_uri, run_files.claim_record()):
+            if not run_files.is_left_behind(self.claimed_by()):
+                return False
+            _put(claim_uri, run_files.claim_record())
+        shutil.rmtree(self.local, ignore_errors=True)  # an earlier run's mirror of this name
+        self.local.mkdir(parents=True)
+        return True
+
+    def claimed_by(self) -> dict:
+        """Who claimed the run (pid, host, when), read from where it lives."""
+        if self.remote is None:
+            return run_files.claimed_by(self.local)
+        filesystem, path = _filesystem(self.remote)
+        try:
+            with filesystem.open_input_stream(f"{path}/{run_files.CLAIM_FILE}") as stream:
+                record = json.loads(stream.read())
+        except (OSError, ValueError):
+            return {}
+        return record if isinstance(record, dict) else {}
+
+    def release(self) -> None:
+        """Give back the claim of a run that never started (nothing but the claim written), so the
+        same command can be typed again once its error is fixed."""
+        if self.exists(run_files.CONFIG_FILE):
+            return
+        if self.remote is not None:
+            filesystem, path = _filesystem(self.remote)
+            filesystem.delete_file(f"{path}/{run_files.CLAIM_FILE}")
+        (self.local / run_files.CLAIM_FILE).unlink(missing_ok=True)
+        for folder in (self.local, self.local.parent):  # the run's folder, and its stem's if it was the only run
+            try:
+                folder.rmdir()
+            except OSError:  # not empty, or gone
+                return
+
     def pull(self) -> None:
-        """The run's own files (not the checkpoints) from the object store into the mirror."""
+        """The run's own files (``tensorboard/`` too, not the checkpoints) from the object store into an empty mirror:
+        what the bucket holds is the run, not what an earlier run left on this machine."""
         if self.remote is None:
             return
         filesystem, path = _filesystem(self.remote)
-        self.local.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self.local, ignore_errors=True)
+        self.local.mkdir(parents=True)
         for info in filesystem.get_file_info(pafs.FileSelector(path, allow_not_found=True)):
-            if info.type == pafs.FileType.File:
+            if _is_run_file(info):
+                if info.type == pafs.FileType.Directory:  # tensorboard/: pyarrow makes no local folders
+                    (self.local / info.base_name).mkdir()
                 pafs.copy_files(info.path, str(self.local / info.base_name), source_filesystem=filesystem)
 
     def push(self) -> None:
@@ -80,6 +152,16 @@ class RunLocation:
         pafs.copy_files(str(self.local), path, destination_filesystem=filesystem)
 
 
+def _is_run_file(info: pafs.FileInfo) -> bool:
+    """One of the run's own files, which the mirror holds and ``push`` uploads: not Ray Train's
+    checkpoints and snapshot (a stale copy pushed back would undo the controller's record), nor
+    the claim."""
+    name = info.base_name
+    if name.startswith(("epoch_", ".")) or name == checkpoints.SNAPSHOT_FILE:
+        return False
+    return info.type in (pafs.FileType.File, pafs.FileType.Directory)
+
+
 def locate(storage: str, stem: str, name: str) -> RunLocation:
     if not is_uri(storage):
         return RunLocation(Path(storage).expanduser().resolve() / stem / name)
@@ -88,15 +170,86 @@ def locate(storage: str, stem: str, name: str) -> RunLocation:
     return RunLocation(mirror_root(storage) / stem / name, remote)
 
 
+def fetched(run: str) -> Path:
+    """A run directory to read (``platform.predict``, the notebook API): a folder as it is, or a
+    run URI's files (not its checkpoints) copied into a folder of this process's own, apart from
+    the mirror a run of that name may be training into and from another reader's copy; it is
+    removed when the process ends."""
+    if not is_uri(run):
+        return Path(run).expanduser()
+    remote = run.rstrip("/")
+    _check_bucket(remote)
+    (cache_root() / "fetched").mkdir(parents=True, exist_ok=True)
+    copy_root = Path(tempfile.mkdtemp(prefix="run-", dir=cache_root() / "fetched"))
+    atexit.register(shutil.rmtree, copy_root, ignore_errors=True)
+    _storage, stem, name = remote.rsplit("/", 2)  # the folders keep <stem>/<name>, which name the trainable
+    copy = RunLocation(copy_root / stem / name, remote)
+    copy.pull()
+    return copy.local
+
+
 def _check_bucket(remote: str) -> None:
     """Before any work: a run that cannot store its checkpoints must not start."""
     filesystem, path = _filesystem(remote)
     try:
-        found = filesystem.get_file_info(path.split("/", 1)[0]).type != pafs.FileType.NotFound
+        _check_bucket_of(filesystem, path, remote, "--storage")
     except OSError as err:  # no credentials, endpoint down
         raise UserError(f"--storage {remote}: {str(err).splitlines()[0]}") from None
-    if not found:
-        raise UserError(f"--storage {remote}: the bucket {path.split('/', 1)[0]!r} does not exist")
+
+
+def check_writable(where: str, option: str) -> None:
+    """Before Ray starts: ``--store`` (or another location) takes a file, so a missing bucket or a
+    read-only folder is one line now, not an ``OSError`` inside a Ray Data task later."""
+    probe = f"{where.rstrip('/')}/.rayplatform-probe-{secrets.token_hex(4)}"
+    try:
+        if is_uri(where):
+            filesystem, path = pafs.FileSystem.from_uri(probe)
+            _check_bucket_of(filesystem, path, where, option)
+            with filesystem.open_output_stream(path) as stream:
+                stream.write(b"probe")
+            filesystem.delete_file(path)
+        else:
+            Path(where).expanduser().mkdir(parents=True, exist_ok=True)
+            Path(probe).expanduser().write_bytes(b"probe")
+            Path(probe).expanduser().unlink()
+    except (OSError, ValueError) as err:
+        raise UserError(f"{option} {where}: cannot write there ({getattr(err, 'strerror', None) or str(err).splitlines()[0]})") from None
+
+
+def _check_bucket_of(filesystem: pafs.FileSystem, path: str, where: str, option: str) -> None:
+    bucket = path.split("/", 1)[0]
+    if filesystem.get_file_info(bucket).type == pafs.FileType.NotFound:
+        raise UserError(f"{option} {where}: the bucket {bucket!r} does not exist")
+
+
+def _put(uri: str, data: bytes) -> None:
+    filesystem, path = _filesystem(uri)
+    with filesystem.open_output_stream(path) as stream:
+        stream.write(data)
+
+
+def _put_if_absent(uri: str, data: bytes) -> bool:
+    """Write ``uri`` unless it exists, as one step: False when it existed. S3 does it in one
+    request (``If-None-Match: *``); other stores get a check and a write (see the module)."""
+    if not uri.startswith("s3://"):
+        filesystem, path = _filesystem(uri)
+        if filesystem.get_file_info(path).type != pafs.FileType.NotFound:
+            return False
+        _put(uri, data)
+        return True
+    import boto3
+    import botocore.exceptions
+
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    try:
+        boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+    except botocore.exceptions.ClientError as err:
+        if err.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+            return False
+        raise UserError(f"--storage {uri.rsplit('/', 1)[0]}: {err.response.get('Error', {}).get('Message') or err}") from None
+    except botocore.exceptions.BotoCoreError as err:
+        raise UserError(f"--storage {uri.rsplit('/', 1)[0]}: {err}") from None
+    return True
 
 
 def mirror_root(storage_uri: str) -> Path:

@@ -2,12 +2,14 @@
 
 Written by ``python -m platform.run asl`` (``platform/data.py``) from Ray Data tasks, read by every
 Ray Train worker (``platform/stream.py``). A split lives in ``<root>/<stem>-<digest>/<split>/``
-(a folder or an ``s3://`` URI): ``shard-00000.parquet``... and ``manifest.json``, written last.
+(a folder or an ``s3://`` URI): ``shard-00000-<sha256>.parquet``... and ``manifest.json``, written last.
 
 - Each shard is written by the task that preprocessed it, straight to storage, atomically (a
   temporary name, fsync, rename; an object store's put is atomic by itself): no block passes
   through the driver. A half-written store has no manifest; writing it again writes only the
-  shards that are missing.
+  shards that are missing. A shard's name holds its hash, so a shard is never replaced once
+  written: two preprocessings of one split at once each leave a manifest that verifies, and the
+  last one written is the store's.
 - Rows are compact: the dtype ``preprocess`` returned (float16 where a trainable chose it, uint8
   images), each row's array as its little-endian bytes in a ``large_binary`` cell with dtype and
   per-row shape in the manifest, and variable-length rows (a list of arrays from ``preprocess``)
@@ -22,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from typing import Any
 
 import numpy as np
@@ -34,6 +37,7 @@ from platform.errors import UserError
 
 FORMAT = 2
 MANIFEST = "manifest.json"
+SHARD_FILE = re.compile(r"shard-(\d{5})(-[0-9a-f]{16})?\.parquet")
 PLAIN_DTYPES = ("bool", "uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64")
 
 
@@ -51,8 +55,27 @@ def join(uri: str, *parts: str) -> str:
     return "/".join([uri.rstrip("/"), *parts])
 
 
-def shard_name(index: int) -> str:
-    return f"shard-{index:05d}.parquet"
+def shard_name(index: int, sha256: str = "") -> str:
+    """A shard's file: its index and, as preprocessing names it, the start of its bytes' sha256.
+    Two preprocessings of one split at once (two sweep trials) whose bytes differ (a CNN's floats on
+    two kinds of CPU) then write two files, and neither replaces the one the other's manifest names."""
+    return f"shard-{index:05d}-{sha256[:16]}.parquet" if sha256 else f"shard-{index:05d}.parquet"
+
+
+def written_shards(uri: str) -> dict[int, list[str]]:
+    """The shard files already in a split's folder, by index: what a killed preprocessing, or
+    one running beside this one, wrote."""
+    fs, path = filesystem(uri)
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    except (OSError, pa.ArrowException) as err:
+        raise UserError(f"store {uri}: {str(err).splitlines()[0]}") from None
+    written: dict[int, list[str]] = {}
+    for info in infos:
+        named = SHARD_FILE.fullmatch(info.base_name)
+        if named and info.type == pafs.FileType.File:
+            written.setdefault(int(named[1]), []).append(info.base_name)
+    return written
 
 
 # ---------------------------------------------------------------- columns <-> Arrow

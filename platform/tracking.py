@@ -13,12 +13,11 @@ Workers never see a tracker. A run's MLflow run id is kept in its manifest (``tr
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from platform import run_files
-from platform.errors import UserError
+from platform.errors import UserError, redacted
 
 CHOICES = ("tensorboard", "mlflow")
 DEFAULT = "tensorboard"
@@ -133,7 +132,7 @@ class Tracking:
         try:
             mlflow_tracker.end_run(self.target, self.run_id, status)
         except Exception as err:  # noqa: BLE001 - the run's own error is the one to report
-            print(f"warning: MLflow run {self.run_id} not marked {status}: {str(err).splitlines()[0]}", flush=True)
+            print(f"warning: MLflow run {self.run_id} not marked {status}: {redacted(str(err).splitlines()[0])}", flush=True)
 
     # ------------------------------------------------------------------ sweeps
 
@@ -183,9 +182,9 @@ def for_trial(sweep_dir: Path) -> tuple[Tracking, str | None]:
     from platform import mlflow_tracker
 
     parent = _mlflow_record(saved)
-    # The environment's URI may carry credentials the written one lacks; children sit in the
+    # The trial's environment holds the credentials the written URI lacks; children sit in the
     # parent's experiment, which exists already.
-    uri = os.environ.get(mlflow_tracker.URI_ENV) or parent["tracking_uri"]
+    uri = mlflow_tracker.credentialed(parent["tracking_uri"])
     return Tracking(names, mlflow_tracker.Target(uri, parent["experiment"])), parent.get("run_id")
 
 

@@ -7,6 +7,8 @@ from its ``checkpoint_manager_snapshot.json`` (``--resume``; Ray Train V2 has no
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +44,12 @@ def build(
     show_progress: bool = False,
     epoch_lines: bool = True,
     callbacks: list | None = None,
+    run_info: dict | None = None,
 ) -> TorchTrainer:
     """A named Ray Train run writing to ``run_dir``; ``fit()`` it, or call it from a Tune trial.
     Checkpoints go to ``<train_storage>/<run name>`` (an object-store URI), by default ``run_dir``.
-    ``callbacks``: the run's trackers (``platform/tracking.py``), by default TensorBoard's."""
+    ``callbacks``: the run's trackers (``platform/tracking.py``), by default TensorBoard's.
+    ``run_info``: the run's tier, launch and start, kept in each checkpoint (``checkpoints.RUN_FILE``)."""
     metric, mode = trainable.METRIC
     storage_path = train_storage or str(run_dir.parent)
     return _Trainer(
@@ -61,6 +65,7 @@ def build(
             "progress": show_progress,  # a bar of each epoch's steps in the driver's terminal
             "epoch_lines": epoch_lines,  # rank 0's line an epoch (a sweep shows its trial table instead)
             "snapshot": f"{run_uri(run_dir, train_storage)}/{checkpoints.SNAPSHOT_FILE}",
+            "run": run_info,
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=workers,
@@ -107,4 +112,11 @@ class _Trainer(TorchTrainer):
 
     def _initialize_and_run_controller(self, **controller_init_kwargs):
         controller_init_kwargs["failure_policy"] = _UserErrorsEndTheRun(self.run_config.failure_config)
-        return super()._initialize_and_run_controller(**controller_init_kwargs)
+        interrupt = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
+        try:
+            return super()._initialize_and_run_controller(**controller_init_kwargs)
+        finally:
+            # Ray's Ctrl-C handler holds the controller actor: put ours back, so that the actor
+            # ends with its run instead of living on in a notebook until the next run.
+            if interrupt is not None:
+                signal.signal(signal.SIGINT, interrupt)

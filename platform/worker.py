@@ -238,9 +238,7 @@ def _step_checkpoints(cfg: Any, loop_config: dict, metric: str, mode: str, rank:
         name = _report(state, metrics, {}, loop_config, True, rank, partials)
         if asked:
             if rank == 0:
-                preempt.wait_registered(loop_config["snapshot"], name)
-                if notice is not None:
-                    ray.get(notice.checkpointed.remote(name))
+                preempt.answer(notice, loop_config["snapshot"], name)
             _any_rank(True, world, device)  # every rank waits for rank 0's checkpoint to be recorded
             preempt.exit_or_hold(say)
 
@@ -277,6 +275,8 @@ def _report(
         torch.save(saved, Path(directory) / checkpoints.STATE_FILE)
         (Path(directory) / "config.json").write_text(json.dumps(loop_config["config"], indent=2, sort_keys=True))
         (Path(directory) / "meta.json").write_text(json.dumps(loop_config["meta"], indent=2))
+        if loop_config.get("run"):  # what --resume needs when a crash tore the run directory's files
+            (Path(directory) / checkpoints.RUN_FILE).write_text(json.dumps(loop_config["run"], indent=2))
         checkpoint = ray.train.Checkpoint.from_directory(directory)
         # A replayed epoch after a restart must not reuse the name of an orphaned directory.
         name = checkpoints.name(state.epoch, state.step, state.restarts, bool(metrics.get("partial")))

@@ -12,14 +12,13 @@ process on the first call and stays up for the next ones.
 
 from __future__ import annotations
 
-import datetime
 import functools
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from platform import artifacts, predict, registry
+from platform import artifacts, predict, registry, run_files
 from platform import run as run_command
 from platform import storage as storage_lib
 
@@ -28,7 +27,7 @@ class Run:
     """A run directory (``<storage>/<stem>/<name>``): its manifest, config, history and best model."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path).expanduser()
+        self.path = storage_lib.fetched(str(path))  # a run URI's files, copied to this machine
         self.stem = predict.stem_of(self.path)
         self.trainable = registry.load(self.stem)
 
@@ -79,7 +78,7 @@ def train(
     tracker: str | None = None,
 ) -> Run:
     """Train ``stem`` as ``rayplatform run`` does and return the finished run."""
-    name = name or f"{tier or registry.DEFAULT_TIER}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    name = name or run_files.default_name(tier or registry.DEFAULT_TIER)
     argv = [stem, "--storage", storage, "--name", name, "--workers", str(workers)]
     for flag, value in (("--tier", tier), ("--config", config), ("--data", data), ("--address", address), ("--tracker", tracker)):
         if value:
@@ -89,4 +88,5 @@ def train(
     if gpu:
         argv.append("--gpu")
     run_command.main.__wrapped__(argv)  # errors raise here instead of ending the process
-    return Run(storage_lib.locate(storage, stem, name).local)  # an s3:// run's local copy
+    location = storage_lib.locate(storage, stem, name)
+    return Run(location.remote or location.local)

@@ -30,6 +30,8 @@ TEST_ENV = {
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
+# The bucket the loopback S3 server (conftest.py's s3_endpoint) starts with.
+S3_BUCKET = "runs-bucket"
 
 
 def shared_dataset(name: str) -> Path:
@@ -79,3 +81,66 @@ def png_header_only(path: Path, width: int, height: int) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
     return path
+
+
+class Storage:
+    """Where a test's runs are stored, named as a user names it (``--storage``): a folder, or an
+    ``s3://`` URI on the loopback S3 server. Tests read and write a run's files through it, so one
+    test body with one set of assertions checks both."""
+
+    def __init__(self, where: str):
+        self.where = where
+
+    def __str__(self) -> str:
+        return self.where
+
+    @property
+    def is_uri(self) -> bool:
+        return "://" in self.where
+
+    def run(self, stem: str, name: str) -> str:
+        """The run as the commands take it: its folder or its URI."""
+        return f"{self.where}/{stem}/{name}"
+
+    def files(self, stem: str, name: str) -> Path:
+        """A folder with the run's own files as they are now (for a URI, copied afresh)."""
+        from platform import storage
+
+        return storage.fetched(self.run(stem, name))
+
+    def contents(self, stem: str, name: str) -> dict[str, bytes]:
+        """Every file of the run, checkpoints included, by its path in the run: what "nothing was
+        written" compares."""
+        import pyarrow.fs as pafs
+
+        from platform.store import filesystem
+
+        fs, path = filesystem(self.run(stem, name))
+        found = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+        return {
+            info.path.removeprefix(path).lstrip("/"): fs.open_input_stream(info.path).read()
+            for info in found
+            if info.type == pafs.FileType.File
+        }
+
+    def write(self, stem: str, name: str, filename: str, data: bytes) -> None:
+        from platform.store import filesystem
+
+        fs, path = filesystem(f"{self.run(stem, name)}/{filename}")
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        with fs.open_output_stream(path) as stream:
+            stream.write(data)
+
+    def checkpoints(self, stem: str, name: str) -> list[str]:
+        from platform import checkpoints
+
+        return checkpoints.folders(self.run(stem, name))
+
+
+def upload(folder: str, prefix: str) -> str:
+    """A local folder copied to ``s3://<bucket>/<prefix>`` on the loopback S3 server; its URI."""
+    import pyarrow.fs as pafs
+
+    remote, path = pafs.FileSystem.from_uri(f"s3://{S3_BUCKET}/{prefix}")
+    pafs.copy_files(folder, path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=remote)
+    return f"s3://{S3_BUCKET}/{prefix}"

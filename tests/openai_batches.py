@@ -1,11 +1,13 @@
 """The Batch API of the loopback OpenAI-compatible server (tests/openai_server.py): ``POST /v1/files``
 (multipart, purpose=batch), ``GET /v1/files/{id}/content``, ``POST /v1/batches``, ``GET
-/v1/batches`` and ``GET /v1/batches/{id}``; a batch stays in progress until its ``batch_polls``-th
-GET, then runs its lines as chat completions (the same script and replies) into an output and an
-error file: a line scripted ``expire`` is never run and the batch ends ``expired``, a line answered
-other than 200 (``500``, ``429``, a refused ``response_format``) goes to the error file, and an
-input file with a malformed line fails the batch. ``files``, ``batches`` and ``batch_lines`` (every
-line run: batch, custom_id, caption, status) let tests count what was uploaded, created and paid.
+/v1/batches`` (newest first, paged as OpenAI's: ``limit``, ``after``, ``has_more``, ``last_id``) and
+``GET /v1/batches/{id}``; a batch stays in progress until its ``batch_polls``-th GET, then runs its
+lines as chat completions (the same script and replies) into an output and an error file: a line
+scripted ``expire`` is never run and the batch ends ``expired``, a line answered other than 200
+(``500``, ``429``, a refused ``response_format``) goes to the error file, and an input file with a
+malformed line fails the batch. ``files``, ``batches``, ``batch_lines`` (every line run: batch,
+custom_id, caption, status) and ``list_pages`` let tests count what was uploaded, created, paid
+and listed.
 
     .venv/bin/python -m pytest tests/test_label_batch.py
 """
@@ -17,6 +19,8 @@ import time
 
 from aiohttp import web
 from openai_replies import caption_and_image, chat_answer
+
+LIST_DEFAULT, LIST_MOST = 20, 100  # batches a page of GET /v1/batches, as OpenAI's
 
 
 class BatchAPI:
@@ -91,10 +95,34 @@ class BatchAPI:
         return web.json_response(self._batch_object(batch_id))
 
     async def _list_batches(self, request: web.Request) -> web.Response:
+        """A page of the batches, newest first, as OpenAI pages them: ``limit`` (1..100, default 20)
+        after the batch ``after`` names; ``has_more`` says whether older ones follow. Every page
+        asked for is logged in ``list_pages`` (its ``after``)."""
         if not self._authorized(request):
             return _unauthorized()
-        newest_first = [self._batch_object(b) for b in reversed(list(self.batches))]
-        return web.json_response({"object": "list", "data": newest_first, "has_more": False})
+        try:
+            limit = int(request.query.get("limit", LIST_DEFAULT))
+        except ValueError:
+            return _bad_request("limit must be an integer")
+        if not 1 <= limit <= LIST_MOST:
+            return _bad_request(f"limit must be between 1 and {LIST_MOST}")
+        newest_first = list(reversed(list(self.batches)))
+        after = request.query.get("after")
+        if after is not None and after not in self.batches:
+            return _bad_request(f"no batch {after!r} to list after")
+        start = newest_first.index(after) + 1 if after else 0
+        page = [self._batch_object(b) for b in newest_first[start : start + limit]]
+        with self._lock:
+            self.list_pages.append(after)
+        return web.json_response(
+            {
+                "object": "list",
+                "data": page,
+                "first_id": page[0]["id"] if page else None,
+                "last_id": page[-1]["id"] if page else None,
+                "has_more": start + limit < len(newest_first),
+            }
+        )
 
     async def _get_batch(self, request: web.Request) -> web.Response:
         if not self._authorized(request):

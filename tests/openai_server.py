@@ -59,6 +59,7 @@ class FakeOpenAI(BatchAPI):
         self.files: dict[str, dict] = {}  # id -> purpose, filename, data
         self.batches: dict[str, dict] = {}  # id -> the batch object, plus "polls"
         self.batch_lines: list[dict] = []  # every batch line run: batch, custom_id, caption, status
+        self.list_pages: list[str | None] = []  # every page of GET /v1/batches asked: its ``after``
         self.script = {marker: list(steps) for marker, steps in (script or {}).items()}
         self.calls: list[dict] = []
         self._seen: dict[str, int] = defaultdict(int)

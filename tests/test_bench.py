@@ -25,7 +25,16 @@ from bench.search_efficiency import Sweep
 from platform.label.task import load as load_task
 
 KEY = "test-key"
-BENCHMARKS = ("train_overhead", "label_throughput", "search_efficiency", "inference", "startup", "data_scale")
+BENCHMARKS = (
+    "train_overhead",
+    "label_throughput",
+    "search_efficiency",
+    "inference",
+    "startup",
+    "data_scale",
+    "label_memory",
+    "content_hash",
+)
 
 
 def _call(client: openai.OpenAI, caption: str) -> openai.APIStatusError | None:

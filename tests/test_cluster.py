@@ -17,10 +17,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
 import psutil
 import pytest
 import torch
 from helpers import REPO, TEST_ENV, free_port
+from labeling import KEY, PRICES, write_posts
+from openai_server import FakeOpenAI
 
 RAY = str(Path(sys.executable).with_name("ray"))
 
@@ -123,6 +126,30 @@ def test_the_readmes_job_submit_runs_as_written(cluster):
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0 and "[asl] finished" in output and "succeeded" in output.lower(), output[-4000:]
+
+
+def _listed(cluster: dict, what: str, *filters: str) -> list[dict]:
+    """``ray list <what>`` of the cluster's state API, every state included."""
+    options = [option for value in filters for option in ("--filter", value)]
+    listed = _ray("list", what, "--address", cluster["dashboard"], *options, "--detail", "--format", "json", "--limit", "1000", timeout=60)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    return json.loads(listed.stdout or "[]")
+
+
+def test_a_submitted_label_job_sends_from_the_drivers_node(cluster, tmp_path):
+    """The driver's scan read the images where it runs, and only that node is sure to see them: the
+    Labeler actors run there, even on a head without CPUs (where a submitted job's driver runs)."""
+    folder = write_posts(tmp_path / "posts", [f"a post on the cluster {i}" for i in range(6)])
+    with FakeOpenAI(key=KEY) as server:
+        command = ("job", "submit", "--address", cluster["dashboard"], "--working-dir", ".")
+        command += ("--runtime-env-json", json.dumps({"env_vars": TEST_ENV}), "--", "python", "-m", "platform.label", str(folder))
+        result = _until_an_agent_answers(lambda: _ray(*command, "--base-url", server.url, *PRICES, "--actors", "2", timeout=600))
+        assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+        assert server.call_count == 6
+    assert len(pd.read_csv(folder / "labeled" / "labels.csv")) == 6
+    head = next(node["node_id"] for node in _listed(cluster, "nodes") if node["is_head_node"])
+    labelers = [actor for actor in _listed(cluster, "actors") if "Labeler" in actor["class_name"]]
+    assert labelers and {actor["node_id"] for actor in labelers} == {head}, labelers
 
 
 def _manifest(run_dir: Path) -> dict:

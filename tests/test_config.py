@@ -128,11 +128,25 @@ def test_a_trainable_declares_its_own_limits_and_choices():
         ("emotion", ["modalities=audio"], "config key 'modalities' expects .*'audio' is not one of text, text,audio"),
         ("emotion", ["tasks=both"], "config key 'tasks' expects .*'both' is not one of emotion, sentiment"),
         ("gender_bias", ["fusion_dim=1"], "config key 'fusion_dim' must be >= 2, not 1"),
-        ("gender_bias", ["max_tokens=2"], "config key 'max_tokens' must be >= 3, not 2"),
+        ("gender_bias", ["max_tokens=2"], r"config key 'max_tokens' must be in \[3, 512\], not 2"),
         ("gender_bias", ["scheduler=linear"], "config key 'scheduler' expects .*'linear' is not one of none"),
         ("captioning", ["vocab_size=4"], "config key 'vocab_size' must be >= 5, not 4"),
         ("captioning", ["test_fraction=-0.1"], r"config key 'test_fraction' must be in \[0, 0.9\], not -0.1"),
         ("captioning", ["scheduler=linear"], "config key 'scheduler' expects .*'linear' is not one of none"),
+        # Limits hold for each item of a tuple: these passed, then failed in build_model or in every worker retry.
+        ("asl", ["tcn_dropouts=2,2,2"], r"config key 'tcn_dropouts' must be in \[0, 0.99\] \(each item\), not 2.0"),
+        ("asl", ["tcn_dilations=0,0,0"], r"config key 'tcn_dilations' must be >= 1 \(each item\), not 0"),
+        ("asl", ["tcn_dropouts=0.1,nan,0.1"], r"config key 'tcn_dropouts' must be a finite number \(each item\), not nan"),
+        ("xr2text", ["curriculum_epochs=-1,2,3"], r"config key 'curriculum_epochs' must be >= 0 \(each item\), not -1"),
+        ("xr2text", ["curriculum_epochs=9,2,3"], r"config key 'curriculum_epochs' must be 3 epochs in order .*not \[9, 2, 3\]"),
+        ("xr2text", ["curriculum_epochs=1,2"], r"config key 'curriculum_epochs' must be 3 epochs in order"),
+        ("emotion", ["seed=-1"], "config key 'seed' must be >= 0, not -1"),
+        ("gender_bias", [f"epochs={2**64}"], f"config key 'epochs' must fit in 64 bits, not {2**64}"),
+        ("captioning", ["data_dir=~no-such-user/flickr"], r"config key 'data_dir' \('~no-such-user/flickr'\): Could not determine home"),
+        ("asl", ["data_dir=a\x00b"], r"config key 'data_dir' \('a\\x00b'\) holds a NUL byte"),
+        # The text encoders hold 512 positions: 513 built, then failed in the first forward pass of every worker.
+        ("gender_bias", ["max_tokens=513"], r"config key 'max_tokens' must be in \[3, 512\], not 513"),
+        ("emotion", ["max_tokens=513"], r"config key 'max_tokens' must be in \[3, 512\], not 513"),
     ],
 )
 def test_each_trainable_rejects_its_out_of_range_values_and_unknown_choices(stem, sets, message):
@@ -140,19 +154,18 @@ def test_each_trainable_rejects_its_out_of_range_values_and_unknown_choices(stem
         registry.resolve(stem, "smoke", sets)
 
 
-# Numbers that are meaningful whatever their value: the only int/float fields without LIMITS.
-UNLIMITED = {"seed"}
+NUMBER_KINDS = (int, float, tuple[int, ...], tuple[float, ...])
 
 
 def unlimited_numbers(config_cls: type) -> set[str]:
-    """The int and float fields of a Config that have no LIMITS entry and are not UNLIMITED."""
+    """The int and float fields (and tuples of them) of a Config that have no LIMITS entry."""
     hints = typing.get_type_hints(config_cls)
-    numbers = {f.name for f in dataclasses.fields(config_cls) if hints[f.name] in (int, float)}
-    return numbers - set(config_lib.limits(config_cls)) - UNLIMITED
+    numbers = {f.name for f in dataclasses.fields(config_cls) if hints[f.name] in NUMBER_KINDS}
+    return numbers - set(config_lib.limits(config_cls))
 
 
 def test_the_contract_check_sees_a_number_without_a_limit():
-    assert unlimited_numbers(ToyConfig) == {"width"}
+    assert unlimited_numbers(ToyConfig) == {"width", "sizes"}
 
 
 @pytest.mark.parametrize("stem", registry.stems())
@@ -206,6 +219,12 @@ def test_a_saved_run_config_runs_again_as_a_config_file(tmp_path, capsys):
         ("- lr\n", "expected one flat mapping"),
         ("lr: [1\n", "not valid YAML"),
         ("epochs: 0\n", "config key 'epochs' must be >= 1, not 0"),
+        # These ended in TypeError or OverflowError tracebacks.
+        ("tcn_dilations: 5\n", "config key 'tcn_dilations' expects tuple: 5 is not a list"),
+        ("foo: 3\n1: 2\n", r"config key 1 in --config .*bad.yaml is not a name: keys are text"),
+        ("null: 2\n", r"config key None in --config .*bad.yaml is not a name"),
+        (f"lr: {10**400}\n", "config key 'lr' expects float: int too large to convert to float"),
+        ("[" * 5000 + "\n", "not valid YAML .*recursion"),
     ],
 )
 def test_a_bad_config_file_is_one_error_naming_it(tmp_path, capsys, text, message):
@@ -216,6 +235,27 @@ def test_a_bad_config_file_is_one_error_naming_it(tmp_path, capsys, text, messag
     assert re.search(message, capsys.readouterr().err.strip().splitlines()[-1])
     assert run.main(["asl", "--config", str(tmp_path / "missing.yaml"), "--print-config"]) == 2
     assert "--config" in capsys.readouterr().err
+
+
+def test_a_config_file_that_is_not_utf8_or_not_a_path_is_one_error(tmp_path, capsys):
+    from platform import run
+
+    (tmp_path / "latin1.yaml").write_bytes("lr: 0.1  # café\n".encode("latin-1"))
+    assert run.main(["asl", "--config", str(tmp_path / "latin1.yaml"), "--print-config"]) == 2
+    assert capsys.readouterr().err.strip().endswith("latin1.yaml: not UTF-8 text (byte 0xe9 at offset 14)")
+    assert run.main(["asl", "--config", "~no-such-user/my.yaml", "--print-config"]) == 2
+    assert (
+        capsys.readouterr().err.strip()
+        == "error: --config '~no-such-user/my.yaml': not a file's path (Could not determine home directory.)"
+    )
+
+
+def test_an_error_is_one_line_whatever_the_input_quotes(tmp_path, capsys):
+    from platform import run
+
+    assert run.main(["asl", "--set", "data_dir=runs\nrm -rf x", "--print-config"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.endswith(": runs\\nrm -rf x\n") and err.count("\n") == 1
 
 
 def test_help_shows_what_each_tier_sets(capsys):

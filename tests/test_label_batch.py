@@ -7,18 +7,21 @@ Batch mode starts no Ray, so these tests need no cluster.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
 import time
 from pathlib import Path
 
+import openai
 import pandas as pd
 import pytest
 from helpers import last_line
 from labeling import KEY, PRICES, assert_key_nowhere, label, start_label, write_posts
 from openai_replies import COMPLETION_TOKENS, PROMPT_TOKENS, expected_score
 from openai_server import FakeOpenAI
+from PIL import Image
 
 # PRICES is $1 a million tokens each way; the Batch API's half of it.
 BATCH_COST_PER_REQUEST = (PROMPT_TOKENS + COMPLETION_TOKENS) / 1e6 * 0.5
@@ -85,31 +88,36 @@ def test_a_batch_run_labels_every_row_at_the_batch_price_and_a_rerun_sends_nothi
     assert_key_nowhere(folder, first.stdout, first.stderr, rerun.stdout, rerun.stderr)
 
 
+def kill_once_the_batch_is_saved(args: list[str], state: Path, id_saved: bool) -> None:
+    """Starts ``args`` and SIGKILLs it once its batch id is in ``state`` (batches.json); without
+    ``id_saved``, then forgets the id, as a driver killed between the batch's creation and its save."""
+    driver = start_label(*args)
+    deadline = time.monotonic() + 60
+    while (
+        driver.poll() is None
+        and time.monotonic() < deadline
+        and not (state.is_file() and any(b.get("id") for b in json.loads(state.read_text())["batches"]))
+    ):
+        time.sleep(0.02)
+    assert driver.poll() is None, "the driver ended before its batch id was saved"
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    if not id_saved:
+        saved = json.loads(state.read_text())
+        saved["batches"][0].update(id=None, status="uploaded")
+        state.write_text(json.dumps(saved))
+
+
 @pytest.mark.parametrize("id_saved", [True, False], ids=["id-saved", "killed-before-the-id-was-saved"])
 def test_a_driver_killed_while_polling_resumes_the_same_batch(tmp_path, id_saved):
     captions = [f"a post worth waiting for {i}" for i in range(5)]
     folder = write_posts(tmp_path, captions)
-    state = folder / "labeled" / "batches.json"
     with FakeOpenAI(key=KEY, batch_polls=15) as server:  # 3 s of polls at --poll 0.2
         args = [str(folder), "--batch", "--base-url", server.url, *PRICES, *POLL]
-        driver = start_label(*args)
-        deadline = time.monotonic() + 60
-        while (
-            driver.poll() is None
-            and time.monotonic() < deadline
-            and not (state.is_file() and any(b.get("id") for b in json.loads(state.read_text())["batches"]))
-        ):
-            time.sleep(0.02)
-        assert driver.poll() is None, "the driver ended before its batch id was saved"
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait()
+        kill_once_the_batch_is_saved(args, folder / "labeled" / "batches.json", id_saved)
         # Killed with its batch still running (validating until the first poll, then in progress).
         assert [b["status"] in ("validating", "in_progress") for b in server.batches.values()] == [True]
         assert not (folder / "labeled" / "labels.csv").exists()
-        if not id_saved:  # as if killed after the batch was created but before its id was written
-            saved = json.loads(state.read_text())
-            saved["batches"][0].update(id=None, status="uploaded")
-            state.write_text(json.dumps(saved))
         resumed = label(*args)
         batches, uploads = dict(server.batches), [f for f in server.files.values() if f["purpose"] == "batch"]
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -121,6 +129,47 @@ def test_a_driver_killed_while_polling_resumes_the_same_batch(tmp_path, id_saved
     # The killed run paid nothing yet; the resumed one books the batch it collected.
     assert ledger["runs"] == 2 and ledger["requests"] == ledger["totals"]["requests"] == 5
     assert ledger["totals"]["cost_usd"] == pytest.approx(5 * BATCH_COST_PER_REQUEST)
+
+
+def test_a_batch_whose_id_was_lost_is_found_behind_more_than_a_page_of_newer_batches(tmp_path):
+    captions = [f"a post behind many batches {i}" for i in range(3)]
+    folder = write_posts(tmp_path, captions)
+    with FakeOpenAI(key=KEY, batch_polls=15) as server:
+        args = [str(folder), "--batch", "--base-url", server.url, *PRICES, *POLL]
+        kill_once_the_batch_is_saved(args, folder / "labeled" / "batches.json", id_saved=False)
+        # Meanwhile the account's other jobs create 150 batches: the lost one is on the second page.
+        client = openai.OpenAI(api_key=KEY, base_url=server.url)
+        other = client.files.create(file=("other.jsonl", b"{}\n"), purpose="batch")
+        for _ in range(150):
+            client.batches.create(input_file_id=other.id, endpoint="/v1/chat/completions", completion_window="24h")
+        resumed = label(*args)
+        ours = [b["id"] for b in server.batches.values() if b["input_file_id"] != other.id]
+        batches, pages = len(server.batches), list(server.list_pages)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert ours == ["batch_1"] and batches == 151  # adopted, not created again (and paid twice)
+    assert pages == [None, "batch_52"]  # newest first, 100 a page: batch_151..batch_52, then batch_51..batch_1
+    assert sorted(paid(server)) == sorted(captions)
+    labels, _quarantine, _ledger = read_out(folder)
+    assert sorted(labels["caption"]) == sorted(captions)
+
+
+def test_adopting_stops_paging_at_the_first_batch_older_than_the_input_file(tmp_path):
+    """An input file whose batch was never created: the pages older than the file are not read."""
+    from platform.label.batch import _adopt
+
+    with FakeOpenAI(key=KEY) as server:
+        client = openai.OpenAI(api_key=KEY, base_url=server.url)
+        old = client.files.create(file=("old.jsonl", b"{}\n"), purpose="batch")
+        for _ in range(250):
+            client.batches.create(input_file_id=old.id, endpoint="/v1/chat/completions", completion_window="24h")
+        for batch in server.batches.values():
+            batch["created_at"] -= 3600  # created an hour before the file below was uploaded
+        ours = client.files.create(file=("ours.jsonl", b"{}\n"), purpose="batch")
+        for _ in range(120):
+            client.batches.create(input_file_id=old.id, endpoint="/v1/chat/completions", completion_window="24h")
+        found = _adopt(client, {"input_file_id": ours.id, "uploaded_at": ours.created_at})
+        pages = list(server.list_pages)
+    assert found is None and pages == [None, "batch_271"]  # 370 batches; the second page reaches the older ones
 
 
 def test_an_expiring_and_a_partly_failing_batch_pay_once_for_each_row(tmp_path):
@@ -234,28 +283,62 @@ def test_a_rejected_key_is_one_error_line_and_never_written(tmp_path):
     assert_key_nowhere(folder, result.stdout, result.stderr)
 
 
+def scanned_rows(folder: Path, count: int) -> list[dict]:
+    """Rows as the driver's scan leaves them (platform/label/inputs.py) for write_posts's images."""
+    rows = []
+    for i in range(count):
+        image = folder / "images" / f"p{i}.jpg"
+        digest = hashlib.sha256(image.read_bytes()).hexdigest()
+        rows.append(
+            {
+                "key": f"k{i}",
+                "id": f"p{i}",
+                "text": f"split post {i}",
+                "mime": "image/jpeg",
+                "usd": 0.25,
+                "image_path": str(image),
+                "digest": digest,
+            }
+        )
+    return rows
+
+
+def input_files(rows: list[dict], out: Path, results: dict) -> list[list[dict]]:
+    """The batch input files ``rows`` make, each read as it is yielded (the next one is written in its place)."""
+    from platform.label import batch
+    from platform.label.task import load
+
+    return [
+        [json.loads(line) for line in chunk["path"].read_text().splitlines()]
+        for chunk in batch._chunks(load("gender_bias"), rows, out, "m", False, results)
+    ]
+
+
 def test_rows_past_a_batchs_line_or_byte_limit_go_to_another_input_file(tmp_path, monkeypatch):
     from platform.label import batch, batch_files
     from platform.label.task import load
 
-    task = load("gender_bias")
     write_posts(tmp_path, [f"split post {i}" for i in range(5)])
-    rows = [
-        {"key": f"k{i}", "text": f"split post {i}", "mime": "image/jpeg", "usd": 0.25, "image_path": str(tmp_path / "images" / f"p{i}.jpg")}
-        for i in range(5)
-    ]
-
-    def files() -> list[list[dict]]:
-        # Each file is read as it is yielded: the next one is written in its place.
-        return [
-            [json.loads(line) for line in chunk["path"].read_text().splitlines()]
-            for chunk in batch._chunks(task, rows, tmp_path / "out", "m", structured=False)
-        ]
-
+    rows = scanned_rows(tmp_path, 5)
     monkeypatch.setattr(batch, "MAX_LINES", 2)
-    assert [[line["custom_id"] for line in f] for f in files()] == [["k0", "k1"], ["k2", "k3"], ["k4"]]
-    one_line = len(batch_files.request_line(task, rows[0], (tmp_path / "images" / "p0.jpg").read_bytes(), "m", False))
+    assert [[line["custom_id"] for line in f] for f in input_files(rows, tmp_path / "out", {})] == [["k0", "k1"], ["k2", "k3"], ["k4"]]
+    one_line = len(batch_files.request_line(load("gender_bias"), rows[0], (tmp_path / "images" / "p0.jpg").read_bytes(), "m", False))
     monkeypatch.setattr(batch, "MAX_LINES", 50_000)
     monkeypatch.setattr(batch, "MAX_BYTES", int(3.5 * one_line))  # lines differ by a few bytes
-    assert [len(f) for f in files()] == [3, 2]
-    assert all("response_format" not in line["body"] and line["body"]["model"] == "m" for f in files() for line in f)
+    files = input_files(rows, tmp_path / "out", {})
+    assert [len(f) for f in files] == [3, 2]
+    assert all("response_format" not in line["body"] and line["body"]["model"] == "m" for f in files for line in f)
+
+
+def test_a_batch_row_whose_image_changed_after_the_scan_is_quarantined_not_sent(tmp_path):
+    write_posts(tmp_path, [f"split post {i}" for i in range(3)])
+    rows = scanned_rows(tmp_path, 3)
+    Image.new("RGB", (8, 8), (250, 20, 20)).save(tmp_path / "images" / "p1.jpg")  # rewritten after the scan
+    results: dict = {}
+    files = input_files(rows, tmp_path / "out", results)
+    assert [[line["custom_id"] for line in f] for f in files] == [["k0", "k2"]]
+    assert list(results) == ["k1"] and results["k1"]["status"] == "quarantined"
+    assert (
+        results["k1"]["reason"]
+        == f"changed_image: {tmp_path / 'images' / 'p1.jpg'} changed after the scan (run again to label what it holds now)"
+    )

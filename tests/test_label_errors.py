@@ -46,6 +46,15 @@ def test_dry_run_estimates_without_a_key_or_a_call(tmp_path):
     assert "[label] scanning images: 100%" in result.stdout + result.stderr  # --progress on: the scan's bar
 
 
+def test_an_image_path_holding_a_nul_byte_is_quarantined_not_a_traceback(tmp_path):
+    folder = write_posts(tmp_path, ["a post"], [("nul", "images/p0\x00.jpg", "a path no file can have")])
+    with FakeOpenAI(key=KEY) as server:
+        result = label(str(folder), "--base-url", server.url, "--dry-run", key=None)
+        assert server.call_count == 0
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "would send 1 requests" in result.stdout and "missing_image 1" in result.stdout
+
+
 def test_a_missing_key_is_one_error_line(tmp_path):
     folder = write_posts(tmp_path, ["a post"])
     result = label(str(folder), key=None)

@@ -9,19 +9,24 @@ client, ``mlflow-skinny``). Outside CI a missing server venv skips these tests w
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from helpers import REPO, TEST_ENV, free_port, last_line
+from ray import cloudpickle
 
 from platform import mlflow_tracker, tracking
 from platform.errors import UserError
@@ -29,6 +34,8 @@ from platform.errors import UserError
 SERVER = REPO / ".venv-mlflow" / "bin" / "mlflow"
 SMOKE = ["asl", "--tier", "smoke", "--set", "epochs=6"]
 TOKEN = "test-token-never-written"
+USER, PASSWORD = "tracker", "pa/ss:w@rd-never-shown"  # percent-encoded in a URI
+SECRET_FORMS = (PASSWORD, urllib.parse.quote(PASSWORD, safe=""))
 RUN_FILES = {"manifest.json", "config.json", "history.csv", "best_model.pt", "plots/training_curves.png"}
 
 
@@ -250,6 +257,94 @@ def test_missing_mlflow_names_the_extra(monkeypatch):
         tracking.Tracking.check("mlflow", "runs", "asl")
 
 
+@pytest.fixture
+def auth_server():
+    """A loopback tracking server behind basic auth, as a proxy puts one: it answers ``/health`` and
+    MLflow's ``log-batch`` to the right credentials (401 otherwise) and records what it was sent."""
+    expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    seen: list[tuple[str, str, str | None]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            seen.append((self.command, self.path, self.headers.get("Authorization")))
+            allowed = self.headers.get("Authorization") == expected
+            body = b"{}" if allowed else b'{"error_code": "UNAUTHENTICATED", "message": "log in"}'
+            self.send_response(200 if allowed else 401)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"127.0.0.1:{server.server_address[1]}", expected, seen
+    server.shutdown()
+    server.server_close()
+
+
+def _with_credentials(host: str, scheme: str = "http") -> str:
+    return f"{scheme}://{USER}:{urllib.parse.quote(PASSWORD, safe='')}@{host}"
+
+
+def test_a_tracking_server_behind_basic_auth_is_reached_with_the_uris_credentials(auth_server):
+    host, expected, seen = auth_server
+    mlflow_tracker.check_reachable(_with_credentials(host))
+    assert seen == [("GET", "/health", expected)]
+
+
+def test_an_unreachable_server_with_credentials_is_one_error_line_without_them():
+    port = free_port()  # nothing listens there
+    with pytest.raises(UserError) as raised:
+        mlflow_tracker.check_reachable(_with_credentials(f"127.0.0.1:{port}"))
+    assert str(raised.value) == (
+        f"MLflow tracking server http://127.0.0.1:{port} is unreachable ([Errno 111] Connection refused): "
+        "start it or fix MLFLOW_TRACKING_URI"
+    )
+
+
+@pytest.mark.parametrize("scheme", ["http", "https", "postgresql"])
+def test_the_callback_ray_pickles_into_its_controller_holds_no_credentials(monkeypatch, scheme):
+    uri = _with_credentials("tracking.example:5000/mlflow", scheme)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    callback = mlflow_tracker.MlflowCallback(mlflow_tracker.Target(uri, "asl"), "run-1", 0)
+    pickled = cloudpickle.dumps(callback)
+    assert not any(secret.encode() in pickled for secret in SECRET_FORMS)
+    assert f"{scheme}://tracking.example:5000/mlflow".encode() in pickled
+    assert mlflow_tracker.credentialed(cloudpickle.loads(pickled).tracking.uri) == uri  # its process's own
+
+
+def test_the_controller_logs_with_its_own_environments_credentials_and_never_prints_them(auth_server, monkeypatch, capsys):
+    host, expected, seen = auth_server
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", _with_credentials(host))
+    pickled = cloudpickle.dumps(mlflow_tracker.MlflowCallback(mlflow_tracker.Target(_with_credentials(host), "asl"), "run-1", 0))
+
+    cloudpickle.loads(pickled).after_report(None, [{"epoch": 1, "val/acc": 0.5}], None)  # a controller with them
+    assert seen == [("POST", "/api/2.0/mlflow/runs/log-batch", expected)] and capsys.readouterr().out == ""
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://{host}")  # a controller without them sends none
+    cloudpickle.loads(pickled).after_report(None, [{"epoch": 2, "val/acc": 0.6}], None)
+    assert seen[-1] == ("POST", "/api/2.0/mlflow/runs/log-batch", None)
+    assert capsys.readouterr().out.startswith("warning: MLflow did not take epoch 2: ")
+
+    port = free_port()  # the tracking server is down: MLflow's error names the URL it called
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", _with_credentials(f"127.0.0.1:{port}"))
+    target = mlflow_tracker.Target(_with_credentials(f"127.0.0.1:{port}"), "asl")
+    cloudpickle.loads(cloudpickle.dumps(mlflow_tracker.MlflowCallback(target, "run-1", 0))).after_report(None, [{"epoch": 1}], None)
+    driver = tracking.Tracking(("mlflow",), target)
+    driver.run_id = "run-1"
+    driver.end("FAILED")  # the driver's own warning, while the run's error is on its way out
+    shown = capsys.readouterr().out
+    assert shown.count(f"http://***@127.0.0.1:{port}/api/2.0/mlflow/runs/") == 2, shown
+    assert not any(secret in shown for secret in SECRET_FORMS), shown
+
+
 def test_credentials_in_a_tracking_uri_are_never_shown():
     assert mlflow_tracker.public_uri("https://user:pw@mlflow.example:5000/path") == "https://mlflow.example:5000/path"
     assert mlflow_tracker.public_uri("sqlite:////tmp/mlflow.db") == "sqlite:////tmp/mlflow.db"
@@ -280,3 +375,22 @@ def test_without_a_uri_the_store_is_local_beside_the_runs_and_replays_are_not_lo
     assert stored.startswith(str(tmp_path / "runs" / "mlartifacts"))
     assert {"manifest.json", "best_model.pt"} <= {a.path for a in client.list_artifacts(trackers.run_id)}
     shutil.rmtree(run_dir)
+
+
+def test_a_failure_quoting_a_credentialed_url_shows_it_nowhere(tmp_path, capsys):
+    """MLflow's client names the URL it called: a run whose tracking server went away fails with it."""
+    from platform import artifacts, errors
+
+    message = "MlflowException: API request to http://alice:s3cr3t@127.0.0.1:5077/api/2.0/mlflow/metrics/get-history failed"
+    artifacts.write_json(tmp_path / artifacts.MANIFEST_FILE, {"status": "running"})
+    artifacts.fail(tmp_path, {"status": "running"}, message)
+
+    @errors.exit_on_user_error
+    def failing(argv):
+        raise RuntimeError(message)
+
+    assert failing([]) == 1
+    shown = capsys.readouterr().err
+    assert "Traceback" in shown and "http://***@127.0.0.1:5077" in shown
+    for written in (shown, (tmp_path / artifacts.MANIFEST_FILE).read_text()):
+        assert "s3cr3t" not in written and "alice" not in written

@@ -6,10 +6,12 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 from helpers import REPO
 
 from platform import checkpoints, monitor
@@ -62,3 +64,59 @@ def test_the_monitor_reads_a_run_without_importing_torch_ray_or_the_trainable(tm
     )
     shown = subprocess.run([sys.executable, "-c", code, str(run_dir)], cwd=REPO, capture_output=True, text=True, check=True)
     assert shown.stdout.split() == ["val/acc", "0.5", "3", "[]"]
+
+
+def _started_here(root: Path, name: str) -> Path:
+    """A run directory whose manifest ``artifacts.start`` wrote in this process, as a driver does."""
+    from platform import artifacts, registry
+
+    trainable = registry.load("asl")
+    run_dir = root / "asl" / name
+    artifacts.start(
+        run_dir,
+        trainable,
+        tier="smoke",
+        cfg=trainable.Config(),
+        meta={},
+        hardware={"host": os.uname().nodename},
+        resumed=False,
+        dashboard=None,
+    )
+    return run_dir
+
+
+def _edit_manifest(run_dir: Path, **fields) -> None:
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    (run_dir / "manifest.json").write_text(json.dumps({**manifest, **fields}))
+
+
+def test_a_run_whose_driver_lives_is_running_whatever_its_command_line(tmp_path):
+    """This test process started it: its command line has no ``platform.run``, as ``rayplatform run``
+    and a notebook's have none."""
+    assert "platform.run" not in " ".join(psutil.Process().cmdline())
+    _started_here(tmp_path, "alive")
+    assert "asl/alive  [running]" in monitor.report(tmp_path, monitor.GpuWatch())
+
+
+def test_a_run_whose_driver_ended_or_whose_pid_was_reused_is_interrupted(tmp_path):
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    _edit_manifest(_started_here(tmp_path, "ended"), pid=int(ended.stdout))
+    reused = _started_here(tmp_path, "reused")  # this process has its pid now, started later than its driver
+    _edit_manifest(reused, pid_started=json.loads((reused / "manifest.json").read_text())["pid_started"] - 3600)
+    shown = monitor.report(tmp_path, monitor.GpuWatch())
+    assert "asl/ended  [interrupted]" in shown and "asl/reused  [interrupted]" in shown
+    assert shown.count("the driver is gone") == 2
+
+
+def test_a_manifest_from_before_start_times_is_still_judged_by_its_command_line(tmp_path):
+    run_dir = _started_here(tmp_path, "older")
+    driver = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "platform.run"])
+    try:
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+        del manifest["pid_started"]
+        (run_dir / "manifest.json").write_text(json.dumps({**manifest, "pid": driver.pid}))
+        assert "asl/older  [running]" in monitor.report(tmp_path, monitor.GpuWatch())
+    finally:
+        driver.kill()
+        driver.wait()
+    assert "asl/older  [interrupted]" in monitor.report(tmp_path, monitor.GpuWatch())

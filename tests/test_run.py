@@ -1,4 +1,6 @@
-"""``python -m platform.run`` and ``platform.predict`` end to end on the shared Ray instance.
+"""``python -m platform.run`` and ``platform.predict`` end to end on the shared Ray instance. The
+tests of a run, its resume, prediction and monitoring run twice, with the same assertions: on a
+folder and on ``s3://`` (the loopback S3 server).
 
 .venv/bin/python -m pytest tests/test_run.py
 """
@@ -18,7 +20,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from helpers import REPO, TEST_ENV, last_line, run_command, shared_dataset
+from helpers import REPO, S3_BUCKET, TEST_ENV, Storage, last_line, run_command, shared_dataset
+
+from platform import checkpoints
+from platform import storage as storage_lib
 
 EPOCHS = "5"
 SMOKE = ["asl", "--tier", "smoke", "--set", f"epochs={EPOCHS}"]
@@ -33,8 +38,23 @@ def _manifest(run_dir: Path) -> dict:
     return json.loads((run_dir / "manifest.json").read_text())
 
 
+@pytest.fixture(scope="module", params=["folder", "s3"])
+def storage(request, tmp_path_factory) -> Storage:
+    """Where the runs of the tests that take it go: a folder, then a bucket on the loopback S3 server."""
+    if request.param == "folder":
+        yield Storage(str(tmp_path_factory.mktemp("runs")))
+        return
+    endpoint = request.getfixturevalue("s3_endpoint")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AWS_ENDPOINT_URL", endpoint)
+        for key, value in TEST_ENV.items():
+            patch.setenv(key, value)
+        yield Storage(f"s3://{S3_BUCKET}/{tmp_path_factory.mktemp('s3-runs').name}")
+
+
 @pytest.fixture(scope="module")
-def storage(tmp_path_factory) -> Path:
+def local_runs(tmp_path_factory) -> Path:
+    """Runs of the tests that are not about where runs are stored."""
     return tmp_path_factory.mktemp("runs")
 
 
@@ -42,7 +62,7 @@ def storage(tmp_path_factory) -> Path:
 def plain_run(ray_address, storage) -> tuple[Path, str]:
     result = run_command("run", *SMOKE, "--storage", str(storage), "--name", "plain", "--progress", "on", address=ray_address)
     assert result.returncode == 0, result.stderr[-4000:]
-    return storage / "asl" / "plain", result.stdout + result.stderr
+    return storage.files("asl", "plain"), result.stdout + result.stderr
 
 
 def test_run_prints_progress_and_writes_the_run_directory(plain_run):
@@ -106,11 +126,11 @@ def test_the_run_learns_the_synthetic_signal(plain_run):
     assert history[-1]["train/loss"] < history[0]["train/loss"]
 
 
-def test_predict_prints_top_signs_and_time(plain_run):
+def test_predict_prints_top_signs_and_time(plain_run, storage):
     run_dir, _stdout = plain_run
     meta = json.loads((run_dir / "meta.json").read_text())
     sequence = next(Path(meta["data_path"]).glob("train_landmark_files/*/*.parquet"))
-    result = run_command("predict", str(run_dir), str(sequence), "--top", "3")
+    result = run_command("predict", storage.run("asl", "plain"), str(sequence), "--top", "3")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert lines[0].startswith(str(sequence)) and lines[0].endswith(" ms)")
@@ -121,56 +141,70 @@ def test_predict_prints_top_signs_and_time(plain_run):
 
 def test_predict_works_beside_a_torn_manifest(plain_run, storage):
     run_dir, _stdout = plain_run
-    torn = storage / "asl" / "torn-manifest"
-    torn.mkdir()
     for name in ("config.json", "meta.json", "best_model.pt"):
-        shutil.copy(run_dir / name, torn / name)
-    (torn / "manifest.json").write_text('{"stem": "asl", "tier"')
+        storage.write("asl", "torn-manifest", name, (run_dir / name).read_bytes())
+    storage.write("asl", "torn-manifest", "manifest.json", b'{"stem": "asl", "tier"')
     meta = json.loads((run_dir / "meta.json").read_text())
     sequence = next(Path(meta["data_path"]).glob("train_landmark_files/*/*.parquet"))
-    result = run_command("predict", str(torn), str(sequence), "--top", "1")
+    result = run_command("predict", storage.run("asl", "torn-manifest"), str(sequence), "--top", "1")
     assert result.returncode == 0, result.stderr
-    assert result.stderr.startswith(f"warning: {torn / 'manifest.json'} is unreadable (JSONDecodeError)")
+    assert result.stderr.startswith(f"warning: {storage.run('asl', 'torn-manifest')}/manifest.json is unreadable (JSONDecodeError)")
     assert result.stdout.startswith(str(sequence))
 
 
 def test_a_worker_killed_mid_run_resumes_to_the_same_metrics(plain_run, ray_address, storage):
+    if storage.is_uri:
+        pytest.skip("on s3: test_storage.py::test_a_run_writes_checkpoints_to_s3_and_recovers_a_lost_worker_from_them")
     result = run_command("run", *SMOKE, "--storage", str(storage), "--name", "faulty", "--fail-at-epoch", "3", address=ray_address)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "fault injection: worker exits as epoch 3 starts" in result.stdout + result.stderr
-    faulty = storage / "asl" / "faulty"
+    faulty = storage.files("asl", "faulty")
     assert _manifest(faulty)["training"]["restarts"] == 1
     assert _history(faulty) == _history(plain_run[0])
 
 
 def test_a_killed_driver_continues_with_resume(plain_run, ray_address, storage):
-    run_dir = storage / "asl" / "killed"
     env = {**os.environ, **TEST_ENV, "RAY_ADDRESS": ray_address}
     command = [sys.executable, "-m", "platform.run", *SMOKE, "--storage", str(storage), "--name", "killed"]
     driver = subprocess.Popen(command, cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
-    while not list(run_dir.glob("epoch_0002-*")) and time.monotonic() < deadline and driver.poll() is None:
+    while not any(c.startswith("epoch_0002-") for c in storage.checkpoints("asl", "killed")) and time.monotonic() < deadline:
+        if driver.poll() is not None:
+            break
         time.sleep(0.2)
     assert driver.poll() is None, "the driver ended before it could be killed"
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
-    assert _manifest(run_dir)["status"] == "running"
-    watched = run_command("monitor", str(run_dir))
-    assert "asl/killed  [interrupted]" in watched.stdout and "--name killed --resume" in watched.stdout
+    assert _manifest(storage.files("asl", "killed"))["status"] == "running"
+    watched = run_command("monitor", storage.run("asl", "killed"))
+    assert "asl/killed  [interrupted]" in watched.stdout and f"--storage {storage} --name killed --resume" in watched.stdout
 
+    # The crash tore the run's own files; on s3 the resume runs on a machine without the run's mirror.
+    for name in ("config.json", "meta.json", "manifest.json"):
+        storage.write("asl", "killed", name, b'{"stem": "asl", "tier')
+    if storage.is_uri:
+        shutil.rmtree(storage_lib.mirror_root(str(storage)))
     resumed = run_command("run", "asl", "--storage", str(storage), "--name", "killed", "--resume", address=ray_address)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
+    for name in ("config.json", "meta.json", "manifest.json"):  # each written again from the newest checkpoint
+        assert f"{name} is unreadable (JSONDecodeError)" in resumed.stderr, resumed.stderr[-3000:]
+    run_dir = storage.files("asl", "killed")
     manifest = _manifest(run_dir)
-    assert manifest["status"] == "finished" and manifest["resumes"] == 1
+    assert manifest["status"] == "finished" and manifest["resumes"] == 1 and manifest["tier"] == "smoke"
+    assert json.loads((run_dir / "config.json").read_text()) == json.loads((plain_run[0] / "config.json").read_text())
     assert manifest["training"]["restarts"] >= 1
     assert _history(run_dir) == _history(plain_run[0])
+    # Ray Train's record of the run is its own: every checkpoint it lists exists (a stale copy
+    # uploaded with the run's files would list checkpoints it pruned since).
+    recorded = [row["dir"] for row in checkpoints.recorded(checkpoints.read_snapshot(storage.run("asl", "killed")))]
+    assert recorded and set(recorded) <= set(storage.checkpoints("asl", "killed"))
 
 
-def test_monitor_with_an_address_shows_the_cluster_and_its_training_worker(ray_address, storage):
+def test_monitor_with_an_address_shows_the_cluster_and_its_training_worker(ray_address, local_runs):
     import ray
 
     dashboard = f"http://{ray._private.worker.get_dashboard_url()}"  # noqa: SLF001 - the session's own Ray
-    run_dir = storage / "asl" / "watched"
+    run_dir = local_runs / "asl" / "watched"
     env = {**os.environ, **TEST_ENV, "RAY_ADDRESS": ray_address}
     command = [
         sys.executable,
@@ -182,7 +216,7 @@ def test_monitor_with_an_address_shows_the_cluster_and_its_training_worker(ray_a
         "--set",
         "epochs=400",
         "--storage",
-        str(storage),
+        str(local_runs),
         "--name",
         "watched",
     ]
@@ -201,13 +235,13 @@ def test_monitor_with_an_address_shows_the_cluster_and_its_training_worker(ray_a
     assert "Ray Train runs in progress: 1" in watched.stdout
 
 
-def test_monitor_with_a_wrong_address_says_so_in_one_line(storage):
+def test_monitor_with_a_wrong_address_says_so_in_one_line():
     result = run_command("monitor", "--address", "http://127.0.0.1:9")
     assert result.returncode == 2 and result.stderr.startswith("error: --address http://127.0.0.1:9: no Ray dashboard")
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_real_asl_sample_trains_with_classes_from_its_map(ray_address, storage):
+def test_real_asl_sample_trains_with_classes_from_its_map(ray_address, local_runs):
     data = shared_dataset("asl")
     result = run_command(
         "run",
@@ -217,24 +251,23 @@ def test_real_asl_sample_trains_with_classes_from_its_map(ray_address, storage):
         "--data",
         str(data),
         "--storage",
-        str(storage),
+        str(local_runs),
         "--name",
         "real",
         address=ray_address,
     )
     assert result.returncode == 0, result.stderr[-4000:]
-    manifest = _manifest(storage / "asl" / "real")
+    manifest = _manifest(local_runs / "asl" / "real")
     assert manifest["data"]["classes"] == ["hello", "thankyou"]
     assert manifest["data"]["rows"]["train"] + manifest["data"]["rows"]["val"] == 16
 
 
 def test_an_existing_run_is_never_overwritten(plain_run, storage):
-    run_dir = plain_run[0]
-    before = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()}
+    before = storage.contents("asl", "plain")
     result = run_command("run", *SMOKE, "--storage", str(storage), "--name", "plain")
     assert result.returncode == 2
     assert last_line(result.stderr).startswith("error: run ") and "already exists" in result.stderr
-    assert {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()} == before
+    assert storage.contents("asl", "plain") == before
 
 
 @pytest.fixture(scope="module")
@@ -281,7 +314,7 @@ def _remove_the_hands(folder: Path) -> str:
 
 
 @pytest.mark.parametrize("breaker", [_break_train_csv, _remove_a_parquet, _corrupt_a_parquet, _remove_the_hands])
-def test_malformed_data_ends_with_one_line_naming_the_file(breaker, kaggle_copy, ray_address, storage, tmp_path):
+def test_malformed_data_ends_with_one_line_naming_the_file(breaker, kaggle_copy, ray_address, local_runs, tmp_path):
     folder = tmp_path / "data"
     shutil.copytree(kaggle_copy, folder)
     named = breaker(folder)
@@ -293,7 +326,7 @@ def test_malformed_data_ends_with_one_line_naming_the_file(breaker, kaggle_copy,
         "--data",
         str(folder),
         "--storage",
-        str(storage),
+        str(local_runs),
         "--name",
         breaker.__name__,
         address=ray_address,
@@ -301,7 +334,7 @@ def test_malformed_data_ends_with_one_line_naming_the_file(breaker, kaggle_copy,
     assert result.returncode == 2, result.stderr[-3000:]
     assert last_line(result.stderr).startswith("error: ") and named in last_line(result.stderr)
     assert "Traceback" not in result.stderr
-    assert not (storage / "asl" / breaker.__name__).exists()
+    assert not (local_runs / "asl" / breaker.__name__).exists()
 
 
 @pytest.mark.parametrize(
@@ -356,7 +389,7 @@ def test_help_lists_trainables_tiers_and_config_keys():
     assert "max_len = 384" in result.stdout and "Peak learning rate (AdamW)." in result.stdout
 
 
-def test_a_user_error_in_a_worker_ends_the_run_without_a_retry(ray_address, storage, tmp_path, monkeypatch):
+def test_a_user_error_in_a_worker_ends_the_run_without_a_retry(ray_address, local_runs, tmp_path, monkeypatch):
     # lr 1e30: the first step blows the weights up, the second batch's loss is NaN, inside the worker.
     monkeypatch.setenv("RAYPLATFORM_TRACE_DIR", str(tmp_path))  # one trace file a worker process
     result = run_command(
@@ -369,7 +402,7 @@ def test_a_user_error_in_a_worker_ends_the_run_without_a_retry(ray_address, stor
         "--set",
         "epochs=3",
         "--storage",
-        str(storage),
+        str(local_runs),
         "--name",
         "diverges",
         address=ray_address,
@@ -377,7 +410,7 @@ def test_a_user_error_in_a_worker_ends_the_run_without_a_retry(ray_address, stor
     assert result.returncode == 2, result.stderr[-3000:]
     assert last_line(result.stderr).startswith("error: the training loss is nan in epoch 1, batch 2")
     assert len(list(tmp_path.glob("rank0-*.jsonl"))) == 1, "the worker was started again for an error that repeats"
-    assert _manifest(storage / "asl" / "diverges")["status"] == "failed"
+    assert _manifest(local_runs / "asl" / "diverges")["status"] == "failed"
 
 
 @pytest.mark.parametrize(
@@ -388,23 +421,20 @@ def test_a_user_error_in_a_worker_ends_the_run_without_a_retry(ray_address, stor
     ],
 )
 def test_a_resume_on_other_devices_or_threads_is_refused_before_anything_is_written(plain_run, storage, args, message):
-    run_dir, _stdout = plain_run
-    before = {path.name: path.read_bytes() for path in run_dir.iterdir() if path.is_file()}
+    before = storage.contents("asl", "plain")
     result = run_command("run", "asl", "--storage", str(storage), "--name", "plain", "--resume", *args)
     assert result.returncode == 2 and last_line(result.stderr).startswith(message), result.stderr[-3000:]
-    assert {path.name: path.read_bytes() for path in run_dir.iterdir() if path.is_file()} == before
+    assert storage.contents("asl", "plain") == before
 
 
 def test_a_resume_on_changed_data_is_refused_before_anything_is_written(plain_run, storage, ray_address):
     run_dir, _stdout = plain_run
-    changed = storage / "asl" / "changed-data"
-    changed.mkdir()
-    for name in ("config.json", "manifest.json", "meta.json"):
-        shutil.copy(run_dir / name, changed / name)
-    meta = json.loads((changed / "meta.json").read_text())
-    (changed / "meta.json").write_text(json.dumps({**meta, "content_hash": "sha256:another"}))
-    before = {path.name: path.read_bytes() for path in changed.iterdir()}
+    for name in ("config.json", "manifest.json"):
+        storage.write("asl", "changed-data", name, (run_dir / name).read_bytes())
+    meta = json.loads((run_dir / "meta.json").read_text())
+    storage.write("asl", "changed-data", "meta.json", json.dumps({**meta, "content_hash": "sha256:another"}).encode())
+    before = storage.contents("asl", "changed-data")
     result = run_command("run", "asl", "--storage", str(storage), "--name", "changed-data", "--resume", address=ray_address)
     assert result.returncode == 2, result.stderr[-3000:]
     assert last_line(result.stderr).startswith("error: the data changed since this run started (its content_hash differs")
-    assert {path.name: path.read_bytes() for path in changed.iterdir()} == before
+    assert storage.contents("asl", "changed-data") == before

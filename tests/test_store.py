@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -129,7 +131,7 @@ def test_a_run_refuses_a_damaged_store_in_one_line(ray_address, tmp_path):
     root = tmp_path / "store"
     args = ["asl", "--tier", "smoke", "--set", "epochs=1", "--store", str(root), "--storage", str(tmp_path / "runs")]
     assert run_command("run", *args, "--name", "first", address=ray_address).returncode == 0
-    shard = next(root.glob("asl-*/train/shard-00000.parquet"))
+    shard = next(root.glob("asl-*/train/shard-00000-*.parquet"))
     shard.write_bytes(shard.read_bytes()[:-100])  # a torn write
     result = run_command("run", *args, "--name", "second", address=ray_address)
     assert result.returncode == 2
@@ -201,3 +203,79 @@ def test_a_dataset_three_times_the_object_store_trains_without_spilling(syntheti
         assert list(ray_tmp.rglob("raylet.out")) and not spill_workers, spill_workers
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+PREPARE = """
+import json, sys
+import ray
+from platform import data, registry
+from platform.config import resolve
+from search_spaces.asl import TIERS
+from trainables import asl
+
+ray.init(address=sys.argv[1], log_to_driver=False)
+cfg = resolve(asl.Config, {**TIERS["smoke"], "shard_rows": 4})
+splits, _meta = data.prepare(registry.load("asl"), cfg, sys.argv[2], say=lambda line: None)
+for split in splits.values():
+    split.verify()
+    for index in range(len(split.shard_rows)):
+        split.read(index)
+print(json.dumps({name: split.uri for name, split in splits.items()}))
+"""
+
+
+def test_two_preprocessings_of_one_store_key_at_once_both_succeed_and_leave_one_store_that_verifies(ray_address, tmp_path):
+    """Two sweep trials (two drivers on one cluster) preprocess the same data into the same store
+    at the same time: both train on a store that reads back, and the store holds one manifest that
+    verifies, every shard it names whole and matching its sha256."""
+    root = tmp_path / "store"
+    env = {**os.environ, **TEST_ENV}
+    drivers = [
+        subprocess.Popen(
+            [sys.executable, "-c", PREPARE, ray_address, str(root)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [driver.communicate(timeout=300) for driver in drivers]
+    assert [driver.returncode for driver in drivers] == [0, 0], [err[-3000:] for _out, err in outputs]
+    uris = [json.loads(out.strip().splitlines()[-1]) for out, _err in outputs]
+    assert uris[0] == uris[1] and len(list(root.iterdir())) == len(uris[0]), "one store key a split, one store"
+    for uri in uris[0].values():
+        split = store.open_split(uri)
+        split.verify()
+        assert sum(len(split.read(index)) for index in range(len(split.shard_rows))) == split.rows
+
+
+def test_two_preprocessings_that_disagree_on_a_shards_bytes_never_replace_each_others_shard(tmp_path):
+    """Two sweep trials preprocess one split at once on two kinds of CPU, whose floats differ in
+    the last bits (max_len 8 and 9 stand in for them here): both tasks find the shard missing and
+    write it; whichever manifest is written last, the store verifies and reads back, and so does
+    the other trial's split, which it goes on training from."""
+    cfg = resolve(asl.Config, {**TIERS["smoke"], "shard_rows": 8})
+    rows, _meta = asl.build_datasets(cfg)
+    uri = str(tmp_path / "split")
+    batch = {
+        "uri": np.array([uri], dtype=object),
+        "index": np.array([0]),
+        "rows": np.array([data._ipc(pa.Table.from_pylist(rows["train"][:8]))], dtype=object),
+        "written": np.array(["[]"], dtype=object),  # what the driver listed: nothing yet
+    }
+    configs = [dataclasses.replace(cfg, max_len=length) for length in (8, 9)]
+    with ThreadPoolExecutor(2) as pool:  # both tasks at once, as on two nodes
+        records = [
+            {key: values[0] for key, values in shard.items()}
+            for shard in pool.map(lambda c: data._write_shards(batch, stem="asl", cfg=c), configs)
+        ]
+    assert records[0]["sha256"] != records[1]["sha256"], "the two writers disagree"
+    splits = []
+    for record in records:
+        manifest = store.write_manifest(uri, data._shard_records([record]), json.loads(record["columns"]), {"test": True})
+        splits.append(store.Split(uri, manifest))
+        for split in (*splits, store.open_split(uri)):
+            split.verify()
+            assert split.read(0).num_rows == 8

@@ -29,7 +29,10 @@ them from there, beside the hooks. A trainable without a ``config.py`` works too
     that. Returns the raw rows by split (``"train"``, ``"val"``, optionally ``"test"``): small
     records (paths, texts, labels), which the platform turns into Ray datasets to preprocess; and
     ``meta``: JSON-serialisable facts learnt from the data that the model and ``predict`` need
-    (``"classes"``...), plus ``"data_path"`` and ``"content_hash"`` for the run's lineage.
+    (``"classes"``...), plus ``"data_path"`` and ``"content_hash"`` for the run's lineage (and the
+    store's key: ``platform.content_hash.content_hash`` of the index files and the files the rows
+    name, by content). Read the folder through ``platform.locations.Folder`` and decode files
+    through ``platform.locations.opened``, and an ``s3://`` ``--data`` works as a folder does.
     Cheap checks (missing folder, missing columns) raise ``UserError`` here.
 
 ``preprocess(batch, cfg) -> batch``

@@ -17,6 +17,7 @@ import warnings
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from platform import locations
 from platform.errors import UserError
 
 # 8000 x 8000. Real inputs are far smaller (IU X-Ray PNGs are a few megapixels, Flickr photos
@@ -57,9 +58,12 @@ def confined(value: str, shown: object) -> str:
     """``value``, a path named in the data file ``shown``, as a normalised relative POSIX path.
 
     Lexical, without touching the filesystem: the same rule holds for ``s3://`` folders, and a
-    data folder may still link a subfolder to another disk. An absolute path, or one whose ``..``
-    climbs above the data folder, is a UserError naming the file and the value.
+    data folder may still link a subfolder to another disk. An absolute path, one whose ``..``
+    climbs above the data folder, or one holding a NUL byte (no file's name does) is a UserError
+    naming the file and the value.
     """
+    if "\x00" in value:
+        raise UserError(f"{shown}: path {value!r} holds a NUL byte")
     normal = posixpath.normpath(value)
     if posixpath.isabs(normal) or normal == ".." or normal.startswith("../"):
         raise UserError(f"{shown}: path {value!r} points outside the data folder")
@@ -74,7 +78,7 @@ def decode_image(path: str, mode: str) -> Image.Image:
         with warnings.catch_warnings():
             # Pillow only warns below twice its own limit; here a bomb is an error, not a log line.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(locations.opened(path)) as image:  # a local path or an s3:// URI
                 if image.width * image.height > MAX_IMAGE_PIXELS:  # the header's size: never decoded
                     raise UserError(f"{path}: {image.width}x{image.height} pixels, {bomb}")
                 return image.convert(mode)

@@ -8,7 +8,8 @@ concurrency limits, budget and counters, with ``leases``: slots a dead actor's p
 and ``tokens``: the tokens-per-minute bucket), ``labeler`` (the async Ray Data UDF that calls the
 API), ``batch`` and ``batch_files`` (the Batch API), ``secret`` (how the API key reaches the
 actors without passing through Ray), ``ledger`` (ledger.json: the last run and the totals over
-every run into a folder) and ``report`` (labels.csv, quarantine.csv and the printed lines).
+every run into a folder), ``lock`` (one run at a time into an output folder) and ``report``
+(labels.csv, quarantine.csv and the printed lines).
 """
 
 

@@ -16,8 +16,9 @@ run's attempt log (the ledger's figures, at the batch price: the online price ti
 Paying once: the input file id and the batch id are written to ``<out>/batches.json`` the moment
 they exist; a re-run (after a killed driver, say) first resumes polling every batch there that was
 not collected yet, adopts a batch created from a saved file whose id was never saved (found by its
-``input_file_id`` in ``batches.list``) rather than creating another, and only then sends what is
-still unanswered. A line collected twice (a driver killed while collecting) is booked once.
+``input_file_id`` in ``batches.list``, paged back to the file's upload time however many batches
+were created since) rather than creating another, and only then sends what is still unanswered.
+A line collected twice (a driver killed while collecting) is booked once.
 An expired, failed or cancelled batch: its answered lines are kept (cached, paid); the rest are
 quarantined for this run with their reason (``batch_expired: ...``, ``http_500: ...``) and not
 cached, so the next run sends them again in a new batch. ``--budget-usd`` is checked before a batch
@@ -45,6 +46,7 @@ from platform.label.batch_files import FINAL, MAX_BYTES, MAX_LINES, State
 
 POLL_FAILURES = 5  # consecutive failed polls before the driver gives up (a re-run resumes)
 UPLOAD_TIMEOUT_S = 600.0
+LIST_PAGE = 100  # batches a page of batches.list: the most the API gives
 
 
 def discounted(price: tuple[float, float] | None, discount: float) -> tuple[float, float] | None:
@@ -122,7 +124,8 @@ def label(task, todo: list[dict], *, args, price, key: str, run: dict, out: Path
                 )
             if not fits:
                 break
-            finish(job, submit(job, fits, out), sent={r["key"] for r in fits})
+            entries = submit(job, fits, out)  # a row whose image changed since the scan is quarantined, not sent
+            finish(job, entries, sent={r["key"] for r in fits} - set(job["results"]))
     except openai.APIError as err:
         raise UserError(_explain(err, args.base_url, key, state.path)) from None
     finally:
@@ -147,7 +150,7 @@ def within_budget(rows: list[dict], budget: float | None, spent: float) -> list[
 def submit(job: dict, rows: list[dict], out: Path) -> list[dict]:
     """Uploads ``rows`` as batch input files and creates their batches, saving each id at once."""
     entries, state, args = [], job["state"], job["args"]
-    for chunk in _chunks(job["task"], rows, out, args.model, state.structured):
+    for chunk in _chunks(job["task"], rows, out, args.model, state.structured, job["results"]):
         entry = {
             "input_file_id": None,
             "id": None,
@@ -162,7 +165,8 @@ def submit(job: dict, rows: list[dict], out: Path) -> list[dict]:
                 uploaded = job["client"].with_options(timeout=max(args.timeout, UPLOAD_TIMEOUT_S)).files.create(file=file, purpose="batch")
         finally:
             chunk["path"].unlink(missing_ok=True)  # it holds the images: not left in the output folder
-        entry.update(input_file_id=uploaded.id, status="uploaded")
+        # When it was uploaded: a batch listed as created before that cannot be its batch (``_adopt``).
+        entry.update(input_file_id=uploaded.id, uploaded_at=uploaded.created_at, status="uploaded")
         state.batches.append(entry)
         state.save()
         _create(job, entry)
@@ -176,14 +180,19 @@ def submit(job: dict, rows: list[dict], out: Path) -> list[dict]:
     return entries
 
 
-def _chunks(task, rows: list[dict], out: Path, model: str, structured: bool):
-    """Batch input files of at most MAX_LINES lines and MAX_BYTES, written one at a time."""
+def _chunks(task, rows: list[dict], out: Path, model: str, structured: bool, results: dict):
+    """Batch input files of at most MAX_LINES lines and MAX_BYTES, written one at a time, reading
+    one image at a time; a row whose image is no longer the one scanned goes to ``results``, quarantined."""
     path = out / ".batch-input.jsonl"
     out.mkdir(parents=True, exist_ok=True)
     chunk = {"path": path, "rows": 0, "bytes": 0, "usd": 0.0}
     file = path.open("w", encoding="utf-8")
     for row in rows:
-        line = batch_files.request_line(task, row, inputs.image_bytes(row["image_path"]), model, structured)
+        image = inputs.planned_image(row["image_path"], row["digest"])
+        if isinstance(image, str):
+            results[row["key"]] = {**batch_files.blank(task, row["key"], row["id"], model, None), "status": "quarantined", "reason": image}
+            continue
+        line = batch_files.request_line(task, row, image, model, structured)
         if chunk["rows"] and (chunk["rows"] >= MAX_LINES or chunk["bytes"] + len(line) > MAX_BYTES):
             file.close()
             yield chunk
@@ -200,22 +209,30 @@ def _create(job: dict, entry: dict) -> None:
     """Creates the batch of a saved input file once: never retried blindly (a lost reply would make
     a second batch, paid twice), but adopted from ``batches.list`` when one exists already."""
     client = job["client"]
-    found = _adopt(client, entry["input_file_id"]) if entry["status"] != "uploaded" else None
+    found = _adopt(client, entry) if entry["status"] != "uploaded" else None
     if found is None:
         try:
             found = client.with_options(max_retries=0).batches.create(
                 input_file_id=entry["input_file_id"], endpoint=batch_files.ENDPOINT, completion_window=batch_files.COMPLETION_WINDOW
             )
         except (openai.APIConnectionError, openai.InternalServerError):
-            found = _adopt(client, entry["input_file_id"])  # it may have been created before the error
+            found = _adopt(client, entry)  # it may have been created before the error
             if found is None:
                 raise
     entry.update(id=found.id, status=found.status)
     job["state"].save()
 
 
-def _adopt(client, input_file_id: str):
-    return next((b for b in client.batches.list(limit=100).data if b.input_file_id == input_file_id), None)
+def _adopt(client, entry: dict):
+    """The batch made from ``entry``'s input file, if any: the account's batches, newest first, page
+    after page (any number may have been made since), down to the first created before the file."""
+    uploaded_at = entry.get("uploaded_at") or 0  # not saved by older versions: every page
+    for listed in client.batches.list(limit=LIST_PAGE):  # the client asks for the next page ``after`` the last id
+        if listed.input_file_id == entry["input_file_id"]:
+            return listed
+        if listed.created_at < uploaded_at:
+            return None
+    return None
 
 
 def finish(job: dict, entries: list[dict], sent: set[str] | None) -> None:

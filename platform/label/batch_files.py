@@ -75,7 +75,7 @@ def estimate_usd(task: Task, row: dict[str, Any], price: tuple[float, float] | N
     return (prompt_tokens * price[0] + task.generation["max_tokens"] * price[1]) / 1e6
 
 
-def blank(task: Task, key: str, row_id: str, model: str, batch_id: str) -> dict[str, Any]:
+def blank(task: Task, key: str, row_id: str, model: str, batch_id: str | None) -> dict[str, Any]:
     """A row's record before its result is read (online mode's fields, plus the batch it came from)."""
     return {
         "key": key,

@@ -27,6 +27,13 @@ concurrency slots the dead process held come back. A 429's Retry-After pauses th
 ``image_path`` outside the source folder is refused (exit 2) unless ``--allow-outside-images``.
 ``--batch`` sends the same requests through the Batch API at its lower price, without Ray, and
 resumes the batches a killed driver left (platform/label/batch.py).
+The driver reads each image once, to check it and hash it into its cache key, and keeps only the
+row (path, text, digest, key): the Labeler actors read the images as they send them, so neither
+the driver nor Ray's object store grows with the images (``bench/label_memory.py``); an image
+rewritten after the scan is quarantined as ``changed_image``, never sent under the old key. One run
+at a time writes into ``--out`` (and ``--cache``): a second is refused with one error line
+(platform/label/lock.py). A ``--base-url`` with a ``user:password@`` part or a query is refused:
+the key goes in the environment, never in the URL.
 
 Exit codes: 0 done (quarantined rows included); 2 a user error (bad input, no API key, key
 rejected, server never reachable), as one ``error: ...`` line; 3 stopped at ``--budget-usd``: the rows
@@ -48,7 +55,7 @@ from typing import Any
 
 from platform import progress
 from platform.errors import UserError, exit_on_user_error
-from platform.label import answers, inputs, ledger, options, prompt, report, secret
+from platform.label import answers, inputs, ledger, lock, options, prompt, report, secret
 from platform.label.task import Task
 from platform.label.task import load as load_task
 
@@ -143,19 +150,9 @@ def label_remote(task: Task, todo: list[dict], *, args, rps: float, price, key_d
     )
     import pandas as pd
 
-    frame = pd.DataFrame(
-        [
-            {
-                "key": r["key"],
-                "id": r["id"],
-                "text": r["text"],
-                "mime": r["mime"],
-                "tokens": r["tokens"],
-                "image": inputs.image_bytes(r["image_path"]),
-            }
-            for r in todo
-        ]
-    )
+    # Paths and digests, never the images: each Labeler reads its rows' images as it sends them, so
+    # neither the driver nor the object store holds the source (platform/label/labeler.py).
+    frame = pd.DataFrame([{k: r[k] for k in ("key", "id", "text", "image_path", "digest", "mime", "tokens")} for r in todo])
     # Several small blocks, so every actor gets work from the start.
     blocks = [frame.iloc[i : i + ROWS_PER_BATCH] for i in range(0, len(frame), ROWS_PER_BATCH)]
     actors = min(args.actors, len(blocks))
@@ -165,7 +162,11 @@ def label_remote(task: Task, todo: list[dict], *, args, rps: float, price, key_d
         batch_format="pandas",
         fn_constructor_args=(settings, gate),
         compute=ray.data.ActorPoolStrategy(size=actors, max_concurrent_calls_per_actor=max(1, math.ceil(args.concurrency / actors))),
-        num_cpus=0.1,  # I/O bound: leave the CPUs to training
+        # On the driver's node, where the scan read the images (another node may not see that
+        # folder); no CPU, as the API's latency, not the CPU, sets the pace, and a cluster's head
+        # (where a submitted job's driver runs) often has none to give.
+        num_cpus=0,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False),
     )
     results: dict[str, dict] = {}
     started = last_print = time.monotonic()
@@ -241,19 +242,37 @@ def main(argv: list[str] | None = None) -> int:
     )
     out = Path(args.out).expanduser().resolve() if args.out else posts.folder / "labeled"
     cache_dir = Path(args.cache).expanduser().resolve() if args.cache else out / "cache"
+    job = survey(task, posts, cache_dir, args)
+    job.update(rps=rps, out=out, cache_dir=cache_dir, started_at=started_at, started=started)
+    job["online_price"] = job["price"] = options.prices(args)
+    if args.batch:
+        job["price"] = batch_mode.discounted(job["price"], args.batch_discount)
+    if args.dry_run:
+        return dry_run(task, posts, early=job["early"], hits=job["hits"], todo=job["todo"], rps=rps, price=job["price"], args=args)
+    job["key"] = secret.read()
+    if job["todo"] and not job["key"]:
+        raise UserError(f"no API key: set {secret.KEY_VARIABLES[0]} (or {secret.KEY_VARIABLES[1]}); --dry-run needs none")
+    if job["todo"] and args.budget_usd is not None and job["price"] is None:
+        raise UserError(f"--budget-usd needs prices for {args.model!r}: pass --price-in and --price-out")
+    with lock.hold(out, cache_dir):
+        # Surveyed again under the lock: a run that held the folder until now may have answered rows.
+        job.update(survey(task, posts, cache_dir, args))
+        return run(task, posts, args, job)
+
+
+def survey(task: Task, posts: inputs.Posts, cache_dir: Path, args) -> dict[str, Any]:
+    """The cache and the plan it makes: ``cached``, and ``early``, ``hits``, ``todo`` (see ``plan``)."""
     cached = answers.load(cache_dir)
     early, hits, todo = plan(posts, cached, args.retry_quarantined)
     estimate(task, todo, args.image_tokens, args.tpm)
-    online_price = price = options.prices(args)
-    if args.batch:
-        price = batch_mode.discounted(price, args.batch_discount)
-    if args.dry_run:
-        return dry_run(task, posts, early=early, hits=hits, todo=todo, rps=rps, price=price, args=args)
-    key = secret.read()
-    if todo and not key:
-        raise UserError(f"no API key: set {secret.KEY_VARIABLES[0]} (or {secret.KEY_VARIABLES[1]}); --dry-run needs none")
-    if todo and args.budget_usd is not None and price is None:
-        raise UserError(f"--budget-usd needs prices for {args.model!r}: pass --price-in and --price-out")
+    return {"cached": cached, "early": early, "hits": hits, "todo": todo}
+
+
+def run(task: Task, posts: inputs.Posts, args, job: dict[str, Any]) -> int:
+    """Sends what the plan left (online or as batches) and writes the outputs, holding the folder."""
+    from platform.label import batch as batch_mode
+
+    rps, out, price, todo, hits, early = (job[k] for k in ("rps", "out", "price", "todo", "hits", "early"))
     total = len(posts.table)
     print(
         f"[label] {total} rows from {posts.source}: {len(hits)} cached, {len(early)} quarantined before any "
@@ -265,10 +284,10 @@ def main(argv: list[str] | None = None) -> int:
         ),
         flush=True,
     )
-    run = start_run(args, posts, out, cache_dir, started_at)
+    attempts = start_run(args, posts, out, job["cache_dir"], job["started_at"])
     results, stats = {}, {}
     if todo and args.batch:
-        results, stats = batch_mode.label(task, todo, args=args, price=price, key=key, run=run, out=out, cached=cached)
+        results, stats = batch_mode.label(task, todo, args=args, price=price, key=job["key"], run=attempts, out=out, cached=job["cached"])
     elif todo:
         results, stats = label_remote(
             task,
@@ -276,8 +295,8 @@ def main(argv: list[str] | None = None) -> int:
             args=args,
             rps=rps,
             price=price,
-            key_digest=secret.digest(key),
-            run=run,
+            key_digest=secret.digest(job["key"]),
+            run=attempts,
             total=total,
             base_done={"cached": sum(1 for r in posts.table["key"] if r in hits), "early": len(early)},
         )
@@ -295,11 +314,11 @@ def main(argv: list[str] | None = None) -> int:
         quarantine=quarantine,
         left=left,
         stats=stats,
-        started_at=started_at,
-        started=started,
+        started_at=job["started_at"],
+        started=job["started"],
     )
     if args.batch:
-        figures.update(batch_mode.ledger_fields(stats, args, online_price))
+        figures.update(batch_mode.ledger_fields(stats, args, job["online_price"]))
     report.write(out, task, labels, quarantine, figures)
     print(report.summary(figures, out), flush=True)
     if left:

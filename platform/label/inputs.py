@@ -8,6 +8,11 @@ Rows that cannot be sent (missing or unreadable image, a decompression bomb, emp
 found here, before any request, and go straight to quarantine. An ``image_path`` outside the source
 folder is refused as a whole (a posts.csv from elsewhere must not make us send ``~/private.jpg`` to
 a third party) unless ``--allow-outside-images`` says the user means it.
+The scan reads one image at a time and keeps only its digest, MIME type and size: the driver never
+holds the images. They are read again where they are sent (the Labeler actors, the batch input
+file) and sent only if they still hash to the digest scanned (``planned_image``): what was checked
+here is what is sent, and an answer is never cached under the key of other bytes than it was
+asked about.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import urllib.parse
 import warnings
 from dataclasses import dataclass
@@ -24,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from platform import progress
-from platform.errors import UserError
+from platform.errors import UserError, redacted
 from platform.label.task import Task
 
 # The most pixels the gender_bias trainable decodes: a label for an image it refuses is money wasted.
@@ -37,7 +43,7 @@ MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "
 class Posts:
     source: Path
     folder: Path
-    table: pd.DataFrame  # id, image_path (absolute), text, key, mime, width, height, problem
+    table: pd.DataFrame  # id, image_path (absolute), text, digest (the image's sha256), key, mime, width, height, problem
 
 
 def locate(source: str, input_file: str) -> tuple[Path, Path]:
@@ -59,11 +65,16 @@ def provider(base_url: str) -> str:
     except ValueError:
         port = -1
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname or port == -1:
-        raise UserError(f"--base-url {base_url!r} is not an http(s) URL like https://openrouter.ai/api/v1")
+        raise UserError(f"--base-url {shown(base_url)!r} is not an http(s) URL like https://openrouter.ai/api/v1")
     scheme, host = parts.scheme.lower(), parts.hostname.lower()
     host = f"[{host}]" if ":" in host else host  # IPv6
     netloc = host if port in (None, {"http": 80, "https": 443}[scheme]) else f"{host}:{port}"
     return urllib.parse.urlunsplit((scheme, netloc, parts.path.rstrip("/"), parts.query, ""))
+
+
+def shown(url: str) -> str:
+    """``url`` as it may be printed: a user:password@ part and a query hidden."""
+    return re.sub(r"\?.*", "?***", redacted(url.strip()))
 
 
 def cache_key(image_digest: str, text: str, task: Task, model: str, api: str) -> str:
@@ -113,22 +124,23 @@ def read(source: str, task: Task, model: str, api: str, allow_outside: bool = Fa
     rows = []
     posts = zip(*(table[name] for name in names))
     for row_id, image_path, text in progress.counted(posts, len(table), "[label] scanning images", bar):
-        image = (folder / image_path).resolve() if image_path else None
+        image = _image_file(folder, image_path)
         text = str(text).strip()
-        mime, key, problem, size = "", "", "", (0, 0)
-        data = _read_image(image)
+        mime, digest, key, problem, size = "", "", "", "", (0, 0)
+        data = image if isinstance(image, str) else _read_image(image)
         if isinstance(data, str):
             problem = data
         else:
-            mime, size = data[1], data[2]
+            mime, size, digest = data[1], data[2], hashlib.sha256(data[0]).hexdigest()
             if not text:
                 problem = f"empty_{names[2]}"
-            key = cache_key(hashlib.sha256(data[0]).hexdigest(), text, task, model, api)
+            key = cache_key(digest, text, task, model, api)
         rows.append(
             {
                 "id": str(row_id),
-                "image_path": str(image or ""),
+                "image_path": str(image) if isinstance(image, Path) else "",
                 "text": text,
+                "digest": digest,
                 "key": key,
                 "mime": mime,
                 "width": size[0],
@@ -136,8 +148,18 @@ def read(source: str, task: Task, model: str, api: str, allow_outside: bool = Fa
                 "problem": problem,
             }
         )
-    columns = ["id", "image_path", "text", "key", "mime", "width", "height", "problem"]
+    columns = ["id", "image_path", "text", "digest", "key", "mime", "width", "height", "problem"]
     return Posts(path, folder, pd.DataFrame(rows, columns=columns))
+
+
+def _image_file(folder: Path, image_path: str) -> Path | str | None:
+    """The image a row names, resolved; the quarantine reason for a name no file can have."""
+    if not image_path:
+        return None
+    try:
+        return (folder / image_path).resolve()
+    except (OSError, RuntimeError, ValueError) as err:  # a NUL byte, a link loop
+        return f"missing_image: {image_path!r} is not a usable path ({err})"
 
 
 def _read_image(image: Path | None) -> tuple[bytes, str, tuple[int, int]] | str:
@@ -170,5 +192,13 @@ def _read_image(image: Path | None) -> tuple[bytes, str, tuple[int, int]] | str:
     return data, MIME[kind], size
 
 
-def image_bytes(path: str) -> bytes:
-    return Path(path).read_bytes()
+def planned_image(path: str, digest: str) -> bytes | str:
+    """The image the scan checked, read where it is sent; else the quarantine reason (not cached: a
+    re-run scans the new file and asks about it under its own key)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        return f"unreadable_image: {err.strerror or err}"
+    if hashlib.sha256(data).hexdigest() != digest:
+        return f"changed_image: {path} changed after the scan (run again to label what it holds now)"
+    return data

@@ -5,9 +5,11 @@ Used by ``python -m platform.label posts.csv`` as
 Every attempt first asks the shared ``Gate`` actor (rate, tokens, concurrency, budget, and whether
 the row was answered already: an actor Ray restarted re-runs its whole batch, and those rows must
 not be paid twice), so rows of a batch run concurrently without any actor exceeding the job's
-limits. Each process is a lease holder of its own (a fresh id, heartbeats): the slots of a process
-that dies come back (platform/label/leases.py). The API key is read from this process's
-environment, never received through Ray (platform/label/secret.py). The openai client makes no
+limits. Each row's image is read here, just before its first attempt, and sent only if it still
+holds what the driver's scan checked (platform/label/inputs.py). Each process is a lease holder
+of its own (a fresh id, heartbeats): the slots of a process that dies come back
+(platform/label/leases.py). The API key is read from this process's environment, never received
+through Ray (platform/label/secret.py). The openai client makes no
 retries of its own: this module retries 429, 5xx, timeouts, connection errors, malformed bodies
 and invalid replies with exponential backoff and full jitter, waiting at least Retry-After (but
 never longer than ``retry_after_cap``: a server asking for a day would stall every worker). A row
@@ -35,7 +37,7 @@ import openai
 import pandas as pd
 import ray
 
-from platform.label import reply, secret
+from platform.label import inputs, reply, secret
 from platform.label.gate import REVOKED
 from platform.label.leases import HEARTBEAT_S
 from platform.label.task import Task
@@ -126,6 +128,11 @@ class Labeler:
     async def _label(self, row: dict[str, Any]) -> dict[str, Any]:
         s = self._settings
         result = self._blank(row)
+        # Read here, not in the driver: only the rows in flight hold their image.
+        image = await asyncio.to_thread(inputs.planned_image, row["image_path"], row["digest"])
+        if isinstance(image, str):  # never sent: nothing paid, not cached
+            return {**result, "status": "quarantined", "reason": image}
+        row = {**row, "image": image}
         error, attempt = "", 0
         while attempt <= s.max_retries:
             grant = await self._grant(row)

@@ -7,10 +7,11 @@ defaults and the checks they pass before anything is read or sent.
 from __future__ import annotations
 
 import argparse
+import urllib.parse
 
 from platform import progress
 from platform.errors import UserError
-from platform.label import batch_files, inputs, prompt
+from platform.label import batch_files, inputs, prompt, secret
 
 DEFAULT_MODEL = "openai/gpt-4o-mini"
 DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
@@ -133,8 +134,24 @@ def check_args(args: argparse.Namespace) -> float:
     rps = args.rps if args.rps is not None else (args.rpm if args.rpm is not None else DEFAULT_RPM) / 60
     if not rps > 0:
         raise UserError("--rpm/--rps must be positive")
-    inputs.provider(args.base_url)  # a malformed URL is one error line now, not a connection error later
+    check_base_url(args.base_url)
     return rps
+
+
+def check_base_url(base_url: str) -> None:
+    """A malformed URL is one error line now, not a connection error later. One that carries a
+    credential is refused: it would be written to ledger.json and handed to Ray with the actors'
+    settings, and it cannot work anyway (the client sends a user:password@ part as basic auth in
+    place of the key, and appends its paths after a query). The key belongs in KEY_VARIABLES,
+    which each process that sends reads from its own environment (platform/label/secret.py)."""
+    inputs.provider(base_url)
+    parts = urllib.parse.urlsplit(base_url.strip())
+    where = "a user:password@ part" if "@" in parts.netloc else "a query string" if parts.query else None
+    if where:
+        raise UserError(
+            f"--base-url {inputs.shown(base_url)!r} carries {where}: give the API without it and the key in "
+            f"{secret.KEY_VARIABLES[0]} (or {secret.KEY_VARIABLES[1]}), never in the URL (it would be written to ledger.json)"
+        )
 
 
 def prices(args: argparse.Namespace) -> tuple[float, float] | None:

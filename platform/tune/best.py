@@ -3,12 +3,16 @@ the best configuration as a saved tier.
 
 Written at the end of ``python -m platform.tune asl --save-tier tuned`` into
 ``<storage>/asl/sweeps/<name>/`` and ``<storage>/asl/tiers/tuned.json``, which
-``python -m platform.run asl --tier tuned --storage <storage>`` then trains with.
+``python -m platform.run asl --tier tuned --storage <storage>`` then trains with (the file it
+replaces is kept as ``<storage>/asl/tiers/replaced/tuned-<YYYYmmdd-HHMMSS>.json``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import fcntl
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +24,7 @@ import numpy as np
 import pandas as pd
 import ray.train
 
-from platform import artifacts, checkpoints, registry
+from platform import artifacts, checkpoints, durable, registry
 from platform import config as config_lib
 from platform.contract import Trainable
 from platform.tune.results import ASHA, COMPLETED, ERROR
@@ -29,6 +33,7 @@ from platform.tune.trial import latest_state
 
 PLOT_FILE = "pareto.png"
 BEST_FILE = "best.json"
+REPLACED_DIR = "replaced"  # in <storage>/<stem>/tiers/: the tier files a later sweep replaced
 STATUS_STYLE = {COMPLETED: ("tab:blue", "o"), ASHA: ("tab:orange", "v"), ERROR: ("tab:gray", "x")}
 
 
@@ -105,24 +110,39 @@ def export_best(trainable: Trainable, run_dir: Path, val_split: Any) -> dict | N
 def save_tier(
     storage: Path, trainable: Trainable, *, name: str, row: pd.Series, sets: list[str], sweep_dir: Path, config_keys: tuple[str, ...] = ()
 ) -> Path:
-    """The best trial's exact configuration as a tier: its base tier plus the sweep's ``--config``
-    keys, the sampled values and the ``--set`` overrides (``--data`` stays a per-run choice)."""
+    """The best trial's exact configuration as a tier: its preset base tier plus the keys its saved
+    tier (if it ran one) set, the sweep's ``--config`` keys, the sampled values and the ``--set``
+    overrides, each with the trial's value (``--data`` stays a per-run choice). A saved tier is
+    always based on a preset, so a sweep over ``tuned`` saving ``tuned`` cannot make it its own base;
+    the file it replaces is kept in ``tiers/replaced/``."""
     cfg = config_lib.to_dict(config_lib.from_dict(trainable.Config, artifacts.read_json(Path(row["run_dir"]) / artifacts.CONFIG_FILE)))
-    keys = [k for k in config_keys if k != "data_dir"]
+    base, inherited = registry.saved_tier_base(trainable.space, row["tier"], storage)
+    keys = [*inherited, *config_keys]
     keys += [c.split("/", 1)[1] for c in row.index if c.startswith("config/") and pd.notna(row[c])]
-    keys += [k for k in config_lib.parse_sets(sets) if k != "data_dir"]
+    keys += list(config_lib.parse_sets(sets))
     path = registry.saved_tier_path(storage, trainable.stem, name)
+    tier = {
+        "base": base,
+        "overrides": {key: cfg[key] for key in dict.fromkeys(keys) if key != "data_dir"},
+        "source": {"sweep": str(sweep_dir), "trial": row["trial_id"], "created": artifacts.now()},
+        "metrics": {k: row[k] for k in row.index if k.startswith(("val/", "train/")) and pd.notna(row[k])},
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
-    artifacts.write_json(
-        path,
-        {
-            "base": row["tier"],
-            "overrides": {key: cfg[key] for key in dict.fromkeys(keys)},
-            "source": {"sweep": str(sweep_dir), "trial": row["trial_id"], "created": artifacts.now()},
-            "metrics": {k: row[k] for k in row.index if k.startswith(("val/", "train/")) and pd.notna(row[k])},
-        },
-    )
+    # Two sweeps saving one tier at once: each keeps the file it replaces, none is lost between them.
+    with open(path.with_name(f".{name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists():
+            durable.write_bytes(_free_replaced_path(path), path.read_bytes())
+        artifacts.write_json(path, tier)
     return path
+
+
+def _free_replaced_path(path: Path) -> Path:
+    """``tiers/replaced/<tier>-<YYYYmmdd-HHMMSS>.json``, numbered after the first of a second: outside
+    ``tiers/`` itself, so the copies are not tiers (``--help`` lists each tier once)."""
+    stamp = f"{path.stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    candidates = (path.parent / REPLACED_DIR / f"{stamp}{f'-{n}' if n else ''}.json" for n in itertools.count())
+    return next(candidate for candidate in candidates if not candidate.exists())
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,7 +24,6 @@ configuration on the (first) objective; otherwise a line says so and no tier fil
 from __future__ import annotations
 
 import argparse
-import datetime
 import re
 import sys
 from pathlib import Path
@@ -36,6 +35,7 @@ from platform.errors import UserError, exit_on_user_error, find_user_error
 from platform.run import DEFAULT_MAX_FAILURES, DEFAULT_STORAGE
 
 if TYPE_CHECKING:
+    from platform.contract import Trainable
     from platform.tune.plan import Plan
 
 DEFAULT_TRIALS = 8
@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
     parser.add_argument("--storage", default=DEFAULT_STORAGE, help=f"where runs and sweeps are written (default ./{DEFAULT_STORAGE})")
-    parser.add_argument("--name", help="sweep name (default <tiers>-<timestamp>)")
+    parser.add_argument("--name", help="sweep name (default <tiers>-<timestamp>-<random hex>)")
     parser.add_argument("--resume", action="store_true", help="continue the interrupted sweep --name")
     parser.add_argument(
         "--tracker",
@@ -130,7 +130,7 @@ def settings(args: argparse.Namespace, sweep_dir: Path) -> dict:
             raise UserError(f"nothing to resume at {sweep_dir}")
         return run_files.read_json(sweep_dir / SETTINGS_FILE)
     if sweep_dir.exists() and any(sweep_dir.iterdir()):
-        raise UserError(f"sweep {sweep_dir} already exists: pass --resume to continue it, or another --name")
+        raise UserError(_taken(sweep_dir))
     chosen = {key: getattr(args, key) for key in KEPT}
     chosen.update(
         tiers=args.tiers or registry.DEFAULT_TIER,
@@ -151,11 +151,16 @@ def settings(args: argparse.Namespace, sweep_dir: Path) -> dict:
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if "://" in args.storage:
+        raise UserError(f"--storage {args.storage}: a sweep is stored in a folder (local, or shared by the nodes), not an object store")
     storage = Path(args.storage).expanduser().resolve()
     trainable = registry.load(args.stem)
-    name = args.name or f"{(args.tiers or registry.DEFAULT_TIER).replace(',', '-')}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
-    sweep_dir = storage / args.stem / "sweeps" / name
+    if args.name is not None and (Path(args.name).name != args.name or args.name in (".", "..")):
+        raise UserError(f"--name {args.name!r} must be a folder name, without '/'")
+    sweep_dir = storage / args.stem / "sweeps" / (args.name or run_files.default_name(_prefix(args)))
     chosen = settings(args, sweep_dir)
+    if not args.resume:
+        check_save_tier(chosen["save_tier"], trainable)
     from platform.tune.plan import Plan  # Optuna and Ray Tune: not imported to print --help
 
     plan = Plan(trainable, chosen, storage)
@@ -181,8 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     if cpus_per_worker <= 0:
         raise UserError(f"--concurrent {concurrent} trials do not fit on {cpus} CPUs")
     print(plan.describe(concurrent), flush=True)
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+    if args.resume and run_files.hold(str(sweep_dir)) is None:
+        raise UserError(f"sweep {sweep_dir} is running in another process on this machine: wait for it or stop it")
     if not args.resume:
+        sweep_dir = claim(sweep_dir, named=bool(args.name), prefix=_prefix(args))
         run_files.write_json(
             sweep_dir / SETTINGS_FILE,
             {**chosen, "stem": args.stem, "started": run_files.now(), "command": " ".join(["python -m platform.tune", *sys.argv[1:]])},
@@ -199,6 +206,41 @@ def main(argv: list[str] | None = None) -> int:
     trackers.finish_sweep(sweep_dir)
     print(outcome, flush=True)
     return 0 if (sweep_dir / sweep_runner.sweep_best.BEST_FILE).exists() else 1  # no trial gave a result
+
+
+def _prefix(args: argparse.Namespace) -> str:
+    return (args.tiers or registry.DEFAULT_TIER).replace(",", "-")
+
+
+def _taken(sweep_dir: Path) -> str:
+    return f"sweep {sweep_dir} already exists: pass --resume to continue it, or another --name"
+
+
+def claim(sweep_dir: Path, *, named: bool, prefix: str) -> Path:
+    """The new sweep's folder, made this sweep's alone (``run_files.claim``): of sweeps given one
+    ``--name`` only the first goes on, whatever the timing; a default name another sweep drew in the
+    same second is drawn again."""
+    for attempt in range(1 if named else 5):
+        candidate = sweep_dir if attempt == 0 else sweep_dir.with_name(run_files.default_name(prefix))
+        # This machine's lock first, held while the sweep runs: a claim left by a killed sweep is
+        # then told from one being written (run_files.claim).
+        held = run_files.hold(str(candidate))
+        if held is not None:
+            if run_files.claim(candidate):
+                return candidate
+            run_files.let_go(held)
+    raise UserError(_taken(sweep_dir))
+
+
+def check_save_tier(name: str, trainable: Trainable) -> None:
+    """``--save-tier`` names a file in ``tiers/`` that ``--tier`` will find: not a path, not a preset."""
+    space = trainable.space
+    if not registry.is_tier_name(name):
+        raise UserError(f"--save-tier {name!r} must be a name of letters, digits, '_', '-' and '.'")
+    if name in space.TIERS or name in getattr(space, "ALIASES", {}):
+        raise UserError(
+            f"--save-tier {name}: {name!r} is a preset tier of {trainable.stem}, which a saved tier cannot replace; choose another name"
+        )
 
 
 def _missing_metric(exc: BaseException, plan: Plan) -> UserError | None:

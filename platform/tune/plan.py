@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from platform import config as config_lib
-from platform import registry
+from platform import locations, registry
 from platform.contract import Trainable
 from platform.errors import UserError
 from platform.tune import space as space_lib
@@ -30,8 +30,8 @@ class Plan:
             t: registry.resolve(stem, t, chosen["sets"], trial=self.config_values, data_dir=chosen["data"], storage=storage)
             for t in self.tiers
         }
-        if chosen["data"] and not Path(chosen["data"]).expanduser().is_dir():
-            raise UserError(f"data folder not found: {chosen['data']}")
+        if chosen["data"]:
+            locations.check_data_folder(chosen["data"])
         if chosen["pareto"] and chosen["objective"]:
             raise UserError("give either --objective or --pareto, not both")
         if chosen["pareto"]:

@@ -189,20 +189,26 @@ def pareto_mask(frame: pd.DataFrame, objectives: list[Objective]) -> np.ndarray:
     return mask
 
 
+def ranked(frame: pd.DataFrame, objectives: list[Objective]) -> list:
+    """The trials' index labels, best first: completed trials by the objectives (ties: the next
+    ones), then the others (stopped, errored, running) the same way; each group's trials without
+    the first objective last. One order decides both the best trial and whose checkpoints stay:
+    a stopped trial's score is not its config's, and it must never push the best one out."""
+    if frame.empty:
+        return []
+    first = pd.to_numeric(frame.get(objectives[0].metric, pd.Series(np.nan, index=frame.index)), errors="coerce")
+    keys = pd.DataFrame({"unfinished": frame["status"] != COMPLETED, "unscored": first.isna()}, index=frame.index)
+    for position, objective in enumerate(o for o in objectives if o.metric in frame):
+        keys[f"objective{position}"] = pd.to_numeric(frame[objective.metric], errors="coerce") * (1 if objective.mode == "min" else -1)
+    return list(keys.sort_values(list(keys.columns), na_position="last", kind="stable").index)
+
+
 def best_index(frame: pd.DataFrame, objectives: list[Objective]) -> int | None:
-    """The best completed trial by the first objective (ties: the next objectives); any trial
-    with the metric when none completed."""
-    candidates = frame[frame["status"] == COMPLETED]
-    if candidates.empty:
-        candidates = frame
-    keys = [o.metric for o in objectives if o.metric in candidates]
-    if not keys or objectives[0].metric not in candidates:
+    """The first of ``ranked``: the best completed trial; any trial with the metric when none completed."""
+    order = ranked(frame, objectives)
+    if not order or objectives[0].metric not in frame or pd.isna(pd.to_numeric(frame.at[order[0], objectives[0].metric], errors="coerce")):
         return None
-    candidates = candidates.dropna(subset=[objectives[0].metric])
-    if candidates.empty:
-        return None
-    ordered = candidates.sort_values(keys, ascending=[o.mode == "min" for o in objectives if o.metric in keys])
-    return int(ordered.index[0])
+    return int(order[0])
 
 
 class SweepCallback(Callback):
@@ -243,7 +249,7 @@ class SweepCallback(Callback):
     def write(self, trials: list) -> pd.DataFrame:
         frame = table(trials, self.sweep_dir, self.budget)
         running = {t.trial_id for t in trials if t.status in (Trial.RUNNING, Trial.PENDING)}
-        prune_checkpoints(frame, self.objectives[0], self.keep_best, running=running)
+        prune_checkpoints(frame, self.objectives, self.keep_best, running=running)
         partial = self.sweep_dir / f".{RESULTS_FILE}.partial"
         frame.to_csv(partial, index=False)
         partial.replace(self.sweep_dir / RESULTS_FILE)
@@ -262,18 +268,19 @@ def mark_manifest(row: pd.Series) -> None:
         artifacts.write_json(path, {**manifest, "status": status, "sweep_status": reason, "updated": artifacts.now()})
 
 
-def prune_checkpoints(frame: pd.DataFrame, objective: Objective, keep: int, running: set[str]) -> list[str]:
-    """Remove the checkpoints of finished trials outside the best ``keep`` by ``objective``.
+def prune_checkpoints(frame: pd.DataFrame, objectives: list[Objective], keep: int, running: set[str]) -> list[str]:
+    """Remove the checkpoints of finished trials after the first ``keep`` in ``ranked`` order.
 
-    A removed trial can never come back into the best ``keep``: the others are already better.
+    The best trial (``best_index``) is the first of that order, so it keeps its checkpoints. A removed
+    trial can never come back into the first ``keep``: the others are already ahead of it, and a
+    running trial that overtakes it only pushes it further back.
     """
     done = frame[~frame["trial_id"].isin(running) & (frame["run_dir"] != "")]
-    scores = pd.to_numeric(done.get(objective.metric, pd.Series(dtype=float)), errors="coerce")
-    ranked = done.assign(_score=scores).sort_values("_score", ascending=objective.mode == "min", na_position="last")
     removed = []
-    for _, row in ranked.iloc[keep:].iterrows():
-        for folder in checkpoints.folders(row["run_dir"]):
-            directory = Path(row["run_dir"]) / folder
+    for label in ranked(done, objectives)[keep:]:
+        run_dir = done.loc[label, "run_dir"]
+        for folder in checkpoints.folders(run_dir):
+            directory = Path(run_dir) / folder
             shutil.rmtree(directory, ignore_errors=True)
             removed.append(str(directory))
     return removed

@@ -77,6 +77,8 @@ class Config(TrainConfig):
         "dim": (2, None),
         "heads": (1, None),
         "kernel_size": (1, None),
+        "tcn_dilations": (1, None),  # each block's (a dilation of 0 sees no frame)
+        "tcn_dropouts": (0, 0.99),
         "lstm_layers": (1, None),
         "conv_blocks": (0, None),
         "transformer_blocks": (0, None),

@@ -10,17 +10,16 @@ or mistyped column (found where it is read, in preprocessing).
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from platform import locations
+from platform.content_hash import content_hash
 from platform.errors import UserError
 from trainables.files import confined, read_csv, utf8_text
 
@@ -38,13 +37,6 @@ KEPT_POINTS = HAND_POINTS + FACE_POINTS
 NUM_FEATURES = len(KEPT_POINTS) * 3 * 4
 # Beyond this many eye distances from the nose a value is a tracking glitch (MediaPipe z spikes).
 FEATURE_CLIP = 20.0
-
-
-def _filesystem(path: str) -> tuple[pafs.FileSystem, str]:
-    """A pyarrow filesystem and the path inside it, for local paths and URIs (s3://, gs://...)."""
-    if "://" in path:
-        return pafs.FileSystem.from_uri(path)
-    return pafs.LocalFileSystem(), os.path.abspath(path)
 
 
 def _is_text(kind: pa.DataType) -> bool:
@@ -81,7 +73,7 @@ def _check_schema(schema: pa.Schema, path: str) -> None:
 def read_landmarks(path: str) -> np.ndarray:
     """[frames, 543, 3] float32 landmarks of one parquet file, NaN where not seen."""
     try:
-        fs, inner = _filesystem(path)
+        fs, inner = locations.filesystem(path)
         _check_schema(pq.read_schema(inner, filesystem=fs), path)
         table = pq.read_table(inner, filesystem=fs, columns=list(LANDMARK_COLUMNS))
     except (OSError, pa.ArrowException) as err:
@@ -178,18 +170,17 @@ def extract_features(path: str, max_len: int) -> tuple[np.ndarray, np.ndarray]:
     return padded, np.arange(max_len) < len(features)
 
 
-def _read_bytes(fs: pafs.FileSystem, path: str, shown: str) -> bytes:
+def _read_bytes(folder: locations.Folder, name: str) -> bytes:
     try:
-        with fs.open_input_stream(path) as stream:
-            return stream.read()
-    except (OSError, pa.ArrowException):
-        raise UserError(f"{shown}: not found or unreadable") from None
+        return folder.read_bytes(name)
+    except OSError:
+        raise UserError(f"{folder.shown(name)}: not found or unreadable") from None
 
 
-def _read_train_csv(fs: pafs.FileSystem, root: str, shown: str) -> tuple[pd.DataFrame, bytes]:
+def _read_train_csv(folder: locations.Folder) -> tuple[pd.DataFrame, bytes]:
     """train.csv, with each path confined to the data folder (lexically: it may be s3://)."""
-    where = f"{shown}/train.csv"
-    raw = _read_bytes(fs, f"{root}/train.csv", where)
+    where = folder.shown("train.csv")
+    raw = _read_bytes(folder, "train.csv")
     frame = read_csv(utf8_text(raw, where), where, INDEX_COLUMNS, dtype={"path": str, "sign": str})
     if frame[["path", "sign"]].isna().any().any():
         raise UserError(f"{where}: rows without path or sign")
@@ -197,35 +188,22 @@ def _read_train_csv(fs: pafs.FileSystem, root: str, shown: str) -> tuple[pd.Data
     return frame, raw
 
 
-def _read_classes(fs: pafs.FileSystem, root: str, shown: str, signs: pd.Series) -> tuple[list[str], bytes]:
+def _read_classes(folder: locations.Folder, signs: pd.Series) -> tuple[list[str], bytes]:
     """Classes in prediction-index order from the map if present, else the sorted signs."""
-    map_path = f"{root}/sign_to_prediction_index_map.json"
-    if fs.get_file_info(map_path).type == pafs.FileType.NotFound:
+    if not folder.is_file("sign_to_prediction_index_map.json"):
         return sorted(signs.unique()), b""
-    raw = _read_bytes(fs, map_path, f"{shown}/sign_to_prediction_index_map.json")
+    raw = _read_bytes(folder, "sign_to_prediction_index_map.json")
     try:
         mapping = json.loads(raw)
+        if not isinstance(mapping, dict):  # a list would be indexed by its own items
+            raise TypeError(type(mapping).__name__)
         classes = sorted(mapping, key=lambda sign: int(mapping[sign]))
-    except (ValueError, TypeError, AttributeError):
-        raise UserError(f"{shown}/sign_to_prediction_index_map.json: not a sign -> index object") from None
+    except (ValueError, TypeError, AttributeError, OverflowError):  # OverflowError: an index of 1e999
+        raise UserError(f"{folder.shown('sign_to_prediction_index_map.json')}: not a sign -> index object") from None
     unknown = sorted(set(signs) - set(classes))
     if unknown:
-        raise UserError(f"{shown}/train.csv: sign {unknown[0]!r} is not in sign_to_prediction_index_map.json")
+        raise UserError(f"{folder.shown('train.csv')}: sign {unknown[0]!r} is not in sign_to_prediction_index_map.json")
     return classes, raw
-
-
-def _content_hash(index_files: list[bytes], paths: list[str], infos: list[pafs.FileInfo]) -> str:
-    """sha256 of the index files and each landmark file's path and size.
-
-    Sizes come from one listing, so hashing the full 94k-file set takes a second instead of reading
-    its gigabytes; an added, removed, renamed or rewritten-to-another-size file changes the hash.
-    """
-    digest = hashlib.sha256()
-    for raw in index_files:
-        digest.update(hashlib.sha256(raw).digest())
-    for path, info in sorted(zip(paths, (i.size for i in infos))):
-        digest.update(f"{path}\0{info}\n".encode())
-    return "sha256:" + digest.hexdigest()
 
 
 def stratified_split(labels: list[int], val_fraction: float, seed: int) -> np.ndarray:
@@ -243,27 +221,26 @@ def stratified_split(labels: list[int], val_fraction: float, seed: int) -> np.nd
 
 def read_index(data_dir: str, val_fraction: float = 0.2, seed: int = 0) -> tuple[dict[str, list[dict]], dict]:
     """Rows {path, label} by split and meta of a Kaggle-layout folder, without Ray."""
-    fs, root = _filesystem(data_dir)
-    shown = data_dir.rstrip("/")
-    if fs.get_file_info(root).type != pafs.FileType.Directory:
-        raise UserError(f"{shown}: data folder not found")
-    frame, csv_raw = _read_train_csv(fs, root, shown)
-    classes, map_raw = _read_classes(fs, root, shown, frame["sign"])
+    folder = locations.Folder(data_dir)
+    if not folder.exists():
+        raise UserError(f"{data_dir.rstrip('/')}: data folder not found")
+    frame, csv_raw = _read_train_csv(folder)
+    classes, map_raw = _read_classes(folder, frame["sign"])
     relative = frame["path"].tolist()
-    infos = fs.get_file_info([f"{root}/{p}" for p in relative])
-    for rel, info in zip(relative, infos):
-        if info.type != pafs.FileType.File:
-            raise UserError(f"{shown}/train.csv names a missing landmark file: {rel}")
-    base = shown if "://" in data_dir else root
+    present = folder.tree()
+    for rel in relative:
+        if rel not in present:
+            raise UserError(f"{folder.shown('train.csv')} names a missing landmark file: {rel}")
     label_of = {sign: i for i, sign in enumerate(classes)}
     labels = [label_of[s] for s in frame["sign"]]
     is_val = stratified_split(labels, val_fraction, seed)
-    rows = [{"path": f"{base}/{rel}", "label": label} for rel, label in zip(relative, labels)]
+    rows = [{"path": folder.path(rel), "label": label} for rel, label in zip(relative, labels)]
     splits = {"train": [r for r, v in zip(rows, is_val) if not v], "val": [r for r, v in zip(rows, is_val) if v]}
     meta = {
         "classes": classes,
-        "data_path": base,
-        "content_hash": _content_hash([csv_raw, map_raw], relative, infos),
+        "data_path": folder.location,
+        # Relative names: the same files in another folder or bucket are the same data.
+        "content_hash": content_hash([csv_raw, map_raw], {rel: folder.path(rel) for rel in relative}),
         "num_sequences": len(rows),
         "split_sizes": {name: len(split) for name, split in splits.items()},
     }

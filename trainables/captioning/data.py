@@ -22,14 +22,17 @@ in preprocessing (decoding every image here would read the set twice).
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
+import posixpath
 import re
 from pathlib import Path
 
 import numpy as np
 
+from platform import locations
+from platform.content_hash import content_hash
 from platform.errors import UserError
+from platform.locations import Folder
 from trainables.files import confined, utf8_text
 
 CAPTION_FILES = ("captions.txt", "Flickr8k.token.txt")
@@ -44,22 +47,24 @@ def normalize(caption: str) -> str:
     return " ".join(re.findall(r"[a-z0-9]+", caption.lower()))
 
 
-def find_captions_file(root: Path) -> Path:
+def find_captions_file(root: Folder, files: set[str]) -> str:
+    """The captions file's path in ``root`` (whose ``files`` are listed)."""
     for folder in TEXT_FOLDERS:
         for name in CAPTION_FILES:
-            if (root / folder / name).is_file():
-                return (root / folder / name).resolve()
+            relative = posixpath.normpath(posixpath.join(folder, name))
+            if relative in files:
+                return relative
     raise UserError(f"{root}: no captions file ({' or '.join(CAPTION_FILES)}, at the top or in Flickr8k_text/)")
 
 
-def find_image_folder(root: Path) -> Path:
+def find_image_folder(root: Folder) -> str:
     for name in IMAGE_FOLDERS:
-        if (root / name).is_dir():
-            return root / name
+        if root.is_dir(name):
+            return name
     raise UserError(f"{root}: no image folder ({', '.join(n + '/' for n in IMAGE_FOLDERS)})")
 
 
-def _csv_pairs(text: str, path: Path) -> list[tuple[int, str, str]]:
+def _csv_pairs(text: str, path: str) -> list[tuple[int, str, str]]:
     reader = csv.reader(io.StringIO(text))
     header = [cell.strip().lower() for cell in next(reader, [])]
     if header[:2] != ["image", "caption"]:
@@ -74,7 +79,7 @@ def _csv_pairs(text: str, path: Path) -> list[tuple[int, str, str]]:
     return pairs
 
 
-def _token_pairs(text: str, path: Path) -> list[tuple[int, str, str]]:
+def _token_pairs(text: str, path: str) -> list[tuple[int, str, str]]:
     pairs = []
     for line, content in enumerate(text.splitlines(), start=1):
         if not content.strip():
@@ -87,11 +92,12 @@ def _token_pairs(text: str, path: Path) -> list[tuple[int, str, str]]:
     return pairs
 
 
-def read_captions(path: Path) -> tuple[dict[str, list[str]], bytes]:
+def read_captions(path: str | Path) -> tuple[dict[str, list[str]], bytes]:
     """{image file name: [caption, ...]} in file order, and the file's bytes (for the content hash)."""
-    raw = path.read_bytes()
+    path = str(path)  # a local path or a URI
+    raw = locations.read_bytes(path)
     text = utf8_text(raw, path)
-    pairs = _csv_pairs(text, path) if path.name == "captions.txt" else _token_pairs(text, path)
+    pairs = _csv_pairs(text, path) if posixpath.basename(path) == "captions.txt" else _token_pairs(text, path)
     captions: dict[str, list[str]] = {}
     for line, image, caption in pairs:
         if not image or not normalize(caption):
@@ -102,19 +108,21 @@ def read_captions(path: Path) -> tuple[dict[str, list[str]], bytes]:
     return captions, raw
 
 
-def _split_lists(folder: Path) -> dict[str, list[str]] | None:
-    """The standard split lists beside the captions file, when at least the train and dev lists are there."""
-    present = {split: folder / name for split, name in SPLIT_LISTS.items() if (folder / name).is_file()}
+def _split_lists(root: Folder, files: set[str], beside: str) -> dict[str, list[str]] | None:
+    """The standard split lists in the folder ``beside`` (the captions file's), when at least the
+    train and dev lists are there."""
+    listed = {split: posixpath.normpath(posixpath.join(beside, name)) for split, name in SPLIT_LISTS.items()}
+    present = {split: relative for split, relative in listed.items() if relative in files}
     if "train" not in present or "val" not in present:
         return None
-    return {split: _listed_names(path) for split, path in present.items()}
+    return {split: _listed_names(root, relative) for split, relative in present.items()}
 
 
-def _listed_names(path: Path) -> list[str]:
-    raw = path.read_bytes()
+def _listed_names(root: Folder, relative: str) -> list[str]:
+    raw = root.read_bytes(relative)
     if not raw.strip():  # an empty list is an empty split, not a bad file
         return []
-    return [n.strip() for n in utf8_text(raw, path).splitlines() if n.strip()]
+    return [n.strip() for n in utf8_text(raw, root.path(relative)).splitlines() if n.strip()]
 
 
 def seeded_split(images: list[str], val_fraction: float, test_fraction: float, seed: int) -> dict[str, list[str]]:
@@ -128,39 +136,36 @@ def seeded_split(images: list[str], val_fraction: float, test_fraction: float, s
     return {name: names for name, names in splits.items() if names}
 
 
-def _content_hash(captions_raw: bytes, image_paths: list[Path], lists: dict | None) -> str:
-    """sha256 of the captions file, the split lists and each image's name and size (a listing)."""
-    digest = hashlib.sha256(hashlib.sha256(captions_raw).digest())
-    for split, names in sorted((lists or {}).items()):
-        digest.update(f"{split}:{','.join(names)}\n".encode())
-    for path in sorted(image_paths):
-        digest.update(f"{path.name}\0{path.stat().st_size}\n".encode())
-    return "sha256:" + digest.hexdigest()
+def _content_hash(captions_raw: bytes, images: dict[str, str], lists: dict | None) -> str:
+    """sha256 of the captions file, the split lists and each image's name and content."""
+    split_lists = [f"{split}:{','.join(names)}\n".encode() for split, names in sorted((lists or {}).items())]
+    return content_hash([captions_raw, *split_lists], images)
 
 
 def read_flickr(data_dir: str, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0):
     """Rows by split, ``{"image", "image_path", "captions"}`` (one an image, its raw captions), and meta."""
-    root = Path(data_dir).expanduser().resolve()
-    if not root.is_dir():
+    root = Folder(data_dir)
+    if not root.exists():
         raise UserError(f"{data_dir}: data folder not found")
-    captions_path = find_captions_file(root)
-    image_folder = find_image_folder(root)
+    files = root.tree()  # one listing: every image is looked up in it, not file by file
+    captions_file = find_captions_file(root, files)
+    captions_path, image_folder = root.path(captions_file), find_image_folder(root)
     captions, raw = read_captions(captions_path)
-    paths = {name: image_folder / confined(name, captions_path) for name in captions}
-    present = {name: path for name, path in paths.items() if path.is_file()}
+    paths = {name: posixpath.normpath(f"{image_folder}/{confined(name, captions_path)}") for name in captions}
+    present = {name: root.path(relative) for name, relative in paths.items() if relative in files}
     skipped = [name for name in captions if name not in present]
     if not present:
-        raise UserError(f"{captions_path}: none of its {len(captions)} images is in {image_folder}")
-    lists = _split_lists(captions_path.parent)
+        raise UserError(f"{captions_path}: none of its {len(captions)} images is in {root.path(image_folder)}")
+    lists = _split_lists(root, files, posixpath.dirname(captions_file))
     if lists:
         splits = {split: [n for n in names if n in present] for split, names in lists.items()}
     else:
         splits = seeded_split(sorted(present), val_fraction, test_fraction, seed)
     rows = {split: [{"image": n, "image_path": str(present[n]), "captions": captions[n]} for n in names] for split, names in splits.items()}
     meta = {
-        "data_path": str(root),
-        "captions_file": str(captions_path),
-        "content_hash": _content_hash(raw, list(present.values()), lists),
+        "data_path": root.location,
+        "captions_file": captions_path,
+        "content_hash": _content_hash(raw, present, lists),
         "split_source": "standard split lists" if lists else f"seeded split (seed {seed})",
         "images": {split: len(split_rows) for split, split_rows in rows.items()},
         "captions": sum(len(captions[n]) for n in present),

@@ -72,7 +72,8 @@ class Config(TrainConfig):
         "fusion_dim": (4, None),
         "dropout": (0, 0.99),
         "modality_dropout": (0, 0.99),
-        "max_tokens": (3, None),  # [CLS], [SEP] and one word (at 1 the tokenizer returns ragged rows)
+        # [CLS], [SEP] and one word (at 1 the tokenizer returns ragged rows); the text encoders hold 512 positions.
+        "max_tokens": (3, 512),
         "frozen_layers": (0, None),
         "audio_width": (1, None),
         "sample_rate": (4000, None),

@@ -20,13 +20,16 @@ rows, is a ``UserError`` naming it.
 from __future__ import annotations
 
 import hashlib
-import os
-from pathlib import Path
+import math
+import posixpath
 
 import numpy as np
 import pandas as pd
 
+from platform import locations
+from platform.content_hash import content_hash
 from platform.errors import UserError
+from platform.locations import Folder
 from trainables import files
 
 EMOTIONS = ("neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear")
@@ -92,23 +95,22 @@ def clean_utterance(text: str) -> str:
     return " ".join(text.translate(PLAIN_QUOTES).split())
 
 
-def read_csv(path: Path) -> tuple[pd.DataFrame, bytes]:
+def read_csv(path: str) -> tuple[pd.DataFrame, bytes]:
     try:
-        raw = path.read_bytes()
+        raw = locations.read_bytes(path)
     except OSError:
         raise UserError(f"{path}: not found or unreadable") from None
     return files.read_csv(decode_text(raw), path, REQUIRED_COLUMNS, dtype=str, keep_default_na=False), raw
 
 
-def clip_index(root: Path, split: str) -> dict[str, Path]:
-    """Clip file name -> path, over the split's folders and DIR itself (one listing a folder)."""
-    found: dict[str, Path] = {}
-    for folder in (*(root / name for name in CLIP_FOLDERS[split]), root):
-        if folder.is_dir():
-            with os.scandir(folder) as entries:
-                for entry in entries:
-                    if entry.name.endswith(".mp4") and entry.name not in found and entry.is_file():
-                        found[entry.name] = Path(entry.path)
+def clip_index(root: Folder, split: str) -> dict[str, str]:
+    """Clip file name -> location (a path or URI), over the split's folders and DIR itself (one
+    listing a folder); "" for an empty file, as missing as an absent one (the real release has a few)."""
+    found: dict[str, str] = {}
+    for folder in (*CLIP_FOLDERS[split], ""):
+        for name, size in root.listing(folder).items():
+            if name.endswith(".mp4") and name not in found:
+                found[name] = root.path(posixpath.join(folder, name)) if size > 0 else ""
     return found
 
 
@@ -120,13 +122,17 @@ def _label(value: str, classes: tuple[str, ...], where: str, column: str) -> int
 
 
 def _integer(value: str, where: str, column: str) -> int:
+    """``value`` as an id: a whole number ("3" or "3.0") that Arrow's int64 holds."""
     try:
-        return int(float(value))
+        number = float(value)
     except ValueError:
-        raise UserError(f"{where}: {column} {value!r} is not an integer") from None
+        number = math.nan
+    if not number.is_integer() or abs(number) >= 2**63:  # NaN and inf are not integers either
+        raise UserError(f"{where}: {column} {value!r} is not an integer")
+    return int(number)
 
 
-def split_rows(frame: pd.DataFrame, clips: dict[str, Path], shown: Path, max_rows: int) -> list[dict]:
+def split_rows(frame: pd.DataFrame, clips: dict[str, str], shown: str, max_rows: int) -> list[dict]:
     """Rows {utterance, speaker, clip ("" when absent), emotion, sentiment, dialogue_id, utterance_id}."""
     rows = []
     for line, record in enumerate(frame.to_dict("records"), start=2):
@@ -135,13 +141,11 @@ def split_rows(frame: pd.DataFrame, clips: dict[str, Path], shown: Path, max_row
         where = f"{shown} line {line}"
         dialogue = _integer(record["Dialogue_ID"], where, "Dialogue_ID")
         utterance_id = _integer(record["Utterance_ID"], where, "Utterance_ID")
-        clip = clips.get(f"dia{dialogue}_utt{utterance_id}.mp4")
         rows.append(
             {
                 "utterance": clean_utterance(record["Utterance"]),
                 "speaker": clean_utterance(record.get("Speaker", "")),
-                # An empty file is as missing as an absent one (the real release has a few).
-                "clip": str(clip) if clip is not None and clip.stat().st_size > 0 else "",
+                "clip": clips.get(f"dia{dialogue}_utt{utterance_id}.mp4", ""),
                 "emotion": _label(record["Emotion"], EMOTIONS, where, "Emotion"),
                 "sentiment": _label(record["Sentiment"], SENTIMENTS, where, "Sentiment"),
                 "dialogue_id": dialogue,
@@ -170,26 +174,23 @@ def carve_validation(splits: dict[str, list[dict]]) -> dict[str, list[dict]]:
 def read_meld(data_dir: str, max_rows: int = 0) -> tuple[dict[str, list[dict]], dict]:
     """Rows by split (train, val, test) and meta of a MELD folder; without a test CSV, val is carved
     from train and dev is the test split (module docstring)."""
-    root = Path(data_dir).expanduser().resolve()
-    if not root.is_dir():
+    root = Folder(data_dir)
+    if not root.exists():
         raise UserError(f"{data_dir}: data folder not found")
-    splits, digest, listing = {}, hashlib.sha256(), []
+    splits, csv_files, clips = {}, [], {}
     for split, name in CSV_FILES.items():
-        if split == "test" and not (root / name).is_file():
+        if split == "test" and not root.is_file(name):
             continue
-        frame, raw = read_csv(root / name)
-        clips = clip_index(root, split)
-        splits[split] = split_rows(frame, clips, Path(data_dir) / name, max_rows)
-        digest.update(hashlib.sha256(raw).digest())
-        listing += [f"{split}/{row['clip']}\0{Path(row['clip']).stat().st_size}" for row in splits[split] if row["clip"]]
-    for entry in sorted(listing):
-        digest.update(entry.encode() + b"\n")
+        frame, raw = read_csv(root.path(name))
+        splits[split] = split_rows(frame, clip_index(root, split), root.shown(name), max_rows)
+        csv_files.append(raw)
+        clips.update({f"{split}/{row['clip']}": row["clip"] for row in splits[split] if row["clip"]})
     carved = "test" not in splits
     if carved:
         splits = carve_validation(splits)
     meta = {
-        "data_path": str(root),
-        "content_hash": "sha256:" + digest.hexdigest(),
+        "data_path": root.location,
+        "content_hash": content_hash(csv_files, clips),
         "max_rows": max_rows,
         "split_sources": (
             {

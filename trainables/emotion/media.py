@@ -8,11 +8,13 @@ torchaudio is not a dependency: the mel filterbank (HTK scale, as VGGish) and th
 from __future__ import annotations
 
 import functools
+import io
 from dataclasses import dataclass
 
 import av
 import numpy as np
 
+from platform import locations
 from platform.errors import UserError
 
 WINDOW_SECONDS = 0.025  # VGGish's 25 ms windows every 10 ms
@@ -67,13 +69,14 @@ def decode_clip(path: str, shape: ClipShape) -> DecodedClip:
     """Audio and frames of one clip; a stream that is absent is masked; an unreadable file is a UserError."""
     clip = empty_clip(shape)
     try:
-        with av.open(path) as container:
+        raw = locations.read_bytes(path) if locations.is_uri(path) else None  # an object-store clip, read once
+        with av.open(path if raw is None else io.BytesIO(raw)) as container:
             if container.streams.audio:
                 waveform = _read_audio(container, shape)
                 if waveform.size:
                     clip.mel, clip.has_audio = log_mel(waveform, shape).astype(np.float16), True
         # Opened again: demuxing the video after the audio would need a seek, which some mp4s refuse.
-        with av.open(path) as container:
+        with av.open(path if raw is None else io.BytesIO(raw)) as container:
             if container.streams.video:
                 frames = _read_frames(container, shape)
                 if frames is not None:

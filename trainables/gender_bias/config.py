@@ -43,7 +43,8 @@ class Config(TrainConfig):
     # frozen_layers has no highest: it depends on the text model (build_model checks it).
     LIMITS: ClassVar[dict] = {
         "image_size": (16, None),  # the encoders downsample 32x; smaller images leave them nothing to see
-        "max_tokens": (3, None),  # [CLS], [SEP] and one word (at 1 the tokenizer returns ragged rows)
+        # [CLS], [SEP] and one word (at 1 the tokenizer returns ragged rows); the text encoders hold 512 positions.
+        "max_tokens": (3, 512),
         "frozen_layers": (0, None),
         "fusion_dim": (2, None),  # the second fusion layer is half as wide
         "dropout": (0, 0.99),

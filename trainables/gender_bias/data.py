@@ -16,13 +16,14 @@ every image up front would read the whole set twice).
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from platform.content_hash import content_hash
 from platform.errors import UserError
+from platform.locations import Folder
 from trainables.files import confined, read_csv, utf8_text
 from trainables.gender_bias import labeling
 
@@ -45,9 +46,9 @@ REQUIRED_COLUMNS = ("post_id", "image_path", "caption", "score")
 assert REQUIRED_COLUMNS == (*labeling.COLUMNS.values(), labeling.LABEL), "labels.csv is what the task writes"
 
 
-def _read_csv(path: Path, shown: Path, columns: tuple[str, ...] = (), rows_required: bool = True) -> tuple[pd.DataFrame, bytes]:
+def _read_csv(root: Folder, name: str, shown: str, columns: tuple[str, ...] = (), rows_required: bool = True) -> tuple[pd.DataFrame, bytes]:
     try:
-        raw = path.read_bytes()
+        raw = root.read_bytes(name)
     except OSError:
         raise UserError(f"{shown}: not found or unreadable") from None
     # Everything as text (post ids like "1e5" stay ids, a caption "NA" stays a caption).
@@ -55,14 +56,16 @@ def _read_csv(path: Path, shown: Path, columns: tuple[str, ...] = (), rows_requi
     return frame, raw
 
 
-def _count_rows(path: Path) -> int:
-    if not path.is_file():
+def _count_rows(root: Folder, name: str) -> int:
+    if not root.is_file(name):
         return 0
-    return len(_read_csv(path, path, rows_required=False)[0])
+    return len(_read_csv(root, name, root.path(name), rows_required=False)[0])
 
 
-def _checked_rows(frame: pd.DataFrame, root: Path, shown: Path) -> list[dict]:
-    """Rows {post_id, image_path (absolute), caption, score}; the first bad one is a UserError."""
+def _checked_rows(frame: pd.DataFrame, root: Folder, shown: str) -> list[dict]:
+    """Rows {post_id, image_path (absolute, or a URI in an object-store DIR), caption, score}; the
+    first bad one is a UserError."""
+    files = root.tree()  # one listing: every relative image is looked up in it
     scores = pd.to_numeric(frame["score"], errors="coerce")
     rows = []
     for line, (post_id, image, caption, score, text) in enumerate(
@@ -75,20 +78,18 @@ def _checked_rows(frame: pd.DataFrame, root: Path, shown: Path) -> list[dict]:
             raise UserError(f"{where}: score {text!r} is not a number in 0..10")
         if not image.strip():
             raise UserError(f"{where}: empty image_path")
+        if "\x00" in image:  # no file's name does (and the message would print it raw)
+            raise UserError(f"{where}: image_path {image!r} holds a NUL byte")
         # Absolute paths are what the labeler writes (into the folder it labeled); relative ones stay in DIR.
-        path = Path(image) if Path(image).is_absolute() else root / confined(image, where)
-        if not path.is_file():
+        if Path(image).is_absolute():
+            path, found = str(Path(image)), Path(image).is_file()
+        else:
+            relative = confined(image, where)
+            path, found = root.path(relative), relative in files
+        if not found:
             raise UserError(f"{where}: image not found: {path}")
-        rows.append({"post_id": post_id, "image_path": str(path), "caption": caption, "score": float(score)})
+        rows.append({"post_id": post_id, "image_path": path, "caption": caption, "score": float(score)})
     return rows
-
-
-def _content_hash(labels_raw: bytes, rows: list[dict]) -> str:
-    """sha256 of labels.csv and each image's path and size (a listing, not a second full read)."""
-    digest = hashlib.sha256(hashlib.sha256(labels_raw).digest())
-    for row in sorted(rows, key=lambda r: r["image_path"]):
-        digest.update(f"{row['image_path']}\0{Path(row['image_path']).stat().st_size}\n".encode())
-    return "sha256:" + digest.hexdigest()
 
 
 def _ledger(frame: pd.DataFrame) -> dict:
@@ -114,23 +115,22 @@ def split_rows(count: int, val_fraction: float, max_samples: int, seed: int) -> 
 
 def read_labels(data_dir: str, val_fraction: float = 0.2, max_samples: int = 0, seed: int = 0) -> tuple[dict[str, list[dict]], dict]:
     """Rows by split and meta of a labeler output folder, without Ray."""
-    root = Path(data_dir).expanduser().resolve()
-    shown = Path(data_dir)
-    if not root.is_dir():
-        raise UserError(f"{shown}: data folder not found")
-    labels = shown / "labels.csv"
-    frame, raw = _read_csv(root / "labels.csv", labels, REQUIRED_COLUMNS)
+    root = Folder(data_dir)
+    if not root.exists():
+        raise UserError(f"{data_dir}: data folder not found")
+    labels = root.shown("labels.csv")
+    frame, raw = _read_csv(root, "labels.csv", labels, REQUIRED_COLUMNS)
     rows = _checked_rows(frame, root, labels)
     train, val = split_rows(len(rows), val_fraction, max_samples, seed)
     splits = {"train": [rows[i] for i in train], "val": [rows[i] for i in val]}
     scores = np.array([r["score"] for r in rows])
     meta = {
-        "data_path": str(root),
-        "content_hash": _content_hash(raw, rows),
+        "data_path": root.location,
+        "content_hash": content_hash([raw], {row["image_path"]: row["image_path"] for row in rows}),
         "num_posts": len(rows),
         "max_samples": max_samples,
         "split_sizes": {name: len(split) for name, split in splits.items()},
-        "quarantined": _count_rows(root / "quarantine.csv"),
+        "quarantined": _count_rows(root, "quarantine.csv"),
         "score_mean": round(float(scores.mean()), 4),
         "score_std": round(float(scores.std()), 4),
         "labeling": _ledger(frame),

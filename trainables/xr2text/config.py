@@ -82,6 +82,7 @@ class Config(TrainConfig):
         "min_word_count": (1, None),
         "beam_width": (1, None),
         "length_penalty": (0, 5),
+        "curriculum_epochs": (0, None),
         "complex_min_findings": (1, None),
         "val_fraction": (0.01, 0.9),
         "test_fraction": (0, 0.9),  # val must not be empty; test may be
@@ -93,3 +94,7 @@ class Config(TrainConfig):
     def validate(self) -> None:
         if self.d_model % self.heads:
             raise UserError(f"config key 'd_model' ({self.d_model}) must be divisible by heads ({self.heads})")
+        if len(self.curriculum_epochs) != 3 or list(self.curriculum_epochs) != sorted(self.curriculum_epochs):
+            raise UserError(
+                f"config key 'curriculum_epochs' must be 3 epochs in order (stages 1, 2, 3), not {list(self.curriculum_epochs)}"
+            )

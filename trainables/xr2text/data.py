@@ -17,16 +17,17 @@ a decompression bomb, found in preprocessing: ``trainables/files.py``).
 
 from __future__ import annotations
 
-import hashlib
 import json
+import posixpath
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
+from platform.content_hash import content_hash
 from platform.errors import UserError
+from platform.locations import Folder
 from trainables.files import confined, decode_image, read_csv, utf8_text
 from trainables.xr2text import reports
 
@@ -39,10 +40,11 @@ IMAGE_FOLDERS = ("images", "images/images_normalized", "images_normalized", ".")
 SPLITS = ("train", "val", "test")
 
 
-def _read_csv(path: Path, columns: tuple[str, ...]) -> tuple[pd.DataFrame, bytes]:
-    if not path.is_file():
+def _read_csv(folder: Folder, name: str, columns: tuple[str, ...]) -> tuple[pd.DataFrame, bytes]:
+    path = folder.path(name)
+    if not folder.is_file(name):
         raise UserError(f"{path}: not found (an IU X-Ray folder needs {REPORTS_CSV} and {PROJECTIONS_CSV})")
-    raw = path.read_bytes()
+    raw = folder.read_bytes(name)
     return read_csv(utf8_text(raw, path), path, columns, dtype=str, keep_default_na=False), raw
 
 
@@ -51,21 +53,22 @@ def report_text(findings: str, impression: str) -> str:
     return " ".join(part.strip() for part in (findings, impression) if str(part).strip())
 
 
-def _find_image(root: Path, filenames: list[str]) -> Path | None:
+def _find_image(folder: Folder, present: set[str], filenames: list[str]) -> str | None:
+    """The first of ``filenames`` in an image folder; ``present``: the data folder's files."""
     for filename in filenames:
-        for folder in IMAGE_FOLDERS:
-            path = root / folder / filename
-            if path.is_file():
-                return path
+        for images in IMAGE_FOLDERS:
+            relative = posixpath.normpath(f"{images}/{filename}")
+            if relative in present:
+                return folder.path(relative)
     return None
 
 
-def _read_open_i(root: Path, complex_min: int) -> tuple[list[dict], dict, bytes]:
-    frame, reports_raw = _read_csv(root / REPORTS_CSV, REPORT_COLUMNS)
-    projections, projections_raw = _read_csv(root / PROJECTIONS_CSV, PROJECTION_COLUMNS)
+def _read_open_i(root: Folder, present: set[str], complex_min: int) -> tuple[list[dict], dict, bytes]:
+    frame, reports_raw = _read_csv(root, REPORTS_CSV, REPORT_COLUMNS)
+    projections, projections_raw = _read_csv(root, PROJECTIONS_CSV, PROJECTION_COLUMNS)
     # Frontal views first: the one a report is mostly written from.
     projections = projections.assign(lateral=projections["projection"].str.lower() != "frontal")
-    projections["filename"] = [confined(name, root / PROJECTIONS_CSV) for name in projections["filename"]]
+    projections["filename"] = [confined(name, root.path(PROJECTIONS_CSV)) for name in projections["filename"]]
     files = projections.sort_values("lateral", kind="stable").groupby("uid")["filename"].apply(list).to_dict()
     skipped = {"no_report_text": 0, "missing_image": 0}
     studies = []
@@ -74,7 +77,7 @@ def _read_open_i(root: Path, complex_min: int) -> tuple[list[dict], dict, bytes]
         if not reports.words(text):
             skipped["no_report_text"] += 1
             continue
-        image = _find_image(root, files.get(row["uid"], []))
+        image = _find_image(root, present, files.get(row["uid"], []))
         if image is None:
             skipped["missing_image"] += 1
             continue
@@ -93,9 +96,9 @@ def _read_open_i(root: Path, complex_min: int) -> tuple[list[dict], dict, bytes]
     return studies, skipped, reports_raw + projections_raw
 
 
-def _read_annotation(root: Path, complex_min: int) -> tuple[list[dict], dict, bytes]:
-    path = root / ANNOTATION_JSON
-    raw = path.read_bytes()
+def _read_annotation(root: Folder, present: set[str], complex_min: int) -> tuple[list[dict], dict, bytes]:
+    path = root.path(ANNOTATION_JSON)
+    raw = root.read_bytes(ANNOTATION_JSON)
     try:
         splits = json.loads(utf8_text(raw, path))
     except json.JSONDecodeError as err:
@@ -110,7 +113,7 @@ def _read_annotation(root: Path, complex_min: int) -> tuple[list[dict], dict, by
             if not reports.words(text):
                 skipped["no_report_text"] += 1
                 continue
-            image = _find_image(root, [confined(str(p), path) for p in entry.get("image_path", [])])
+            image = _find_image(root, present, [confined(str(p), path) for p in entry.get("image_path", [])])
             if image is None:
                 skipped["missing_image"] += 1
                 continue
@@ -129,33 +132,26 @@ def _read_annotation(root: Path, complex_min: int) -> tuple[list[dict], dict, by
 
 def read_studies(data_dir: str, complex_min: int) -> tuple[list[dict], dict]:
     """Usable studies ({id, report, image_path, stage, split}) and facts for meta, without Ray."""
-    root = Path(data_dir).expanduser().resolve()
-    if not root.is_dir():
+    root = Folder(data_dir)
+    if not root.exists():
         raise UserError(f"{data_dir}: data folder not found")
-    has_annotation = (root / ANNOTATION_JSON).is_file()
+    present = root.tree()  # one listing: the image folders are searched in it, not file by file
+    has_annotation = ANNOTATION_JSON in present
     reader = _read_annotation if has_annotation else _read_open_i
-    studies, skipped, raw = reader(root, complex_min)
+    studies, skipped, raw = reader(root, present, complex_min)
     if not studies:
-        source = root / (ANNOTATION_JSON if has_annotation else REPORTS_CSV)
+        source = root.path(ANNOTATION_JSON if has_annotation else REPORTS_CSV)
         raise UserError(
             f"{source}: no usable study (skipped: {skipped['no_report_text']} without findings "
             f"or impression, {skipped['missing_image']} without an image on disk)"
         )
     meta = {
-        "data_path": str(root),
+        "data_path": root.location,
         "format": "annotation.json" if has_annotation else "open-i csv",
-        "content_hash": _content_hash(raw, studies),
+        "content_hash": content_hash([raw], {s["image_path"]: s["image_path"] for s in studies}),
         "skipped": skipped,
     }
     return studies, meta
-
-
-def _content_hash(raw: bytes, studies: list[dict]) -> str:
-    """sha256 of the text files and each used image's path and size (a listing, not a second read)."""
-    digest = hashlib.sha256(hashlib.sha256(raw).digest())
-    for path in sorted(s["image_path"] for s in studies):
-        digest.update(f"{path}\0{Path(path).stat().st_size}\n".encode())
-    return "sha256:" + digest.hexdigest()
 
 
 def split_studies(studies: list[dict], val_fraction: float, test_fraction: float, seed: int, max_studies: int = 0) -> dict[str, list[dict]]:

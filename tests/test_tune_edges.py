@@ -1,0 +1,317 @@
+"""The sweep's edges without Ray: which trials keep their checkpoints, saving a tier over a saved
+tier, broken tier files, and two sweeps at once (their folders, the tier they both save).
+
+    .venv/bin/python -m pytest tests/test_tune_edges.py
+
+The two-sweeps case from outside (two ``python -m platform.tune`` started together) is the last
+test; it starts Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from helpers import REPO, TEST_ENV, last_line
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from platform import config as config_lib
+from platform import registry
+from platform.errors import UserError
+from platform.tune.results import ASHA, BUDGET, COMPLETED, ERROR, NOT_RUN, best_index, prune_checkpoints
+from platform.tune.space import Objective
+
+EPOCHS = ("epoch_0001", "epoch_0002")
+
+
+def _sweep_frame(root: Path, rows: list[tuple[str, str, float]]) -> pd.DataFrame:
+    """A results table whose trials each have a run directory with real ``epoch_*`` folders."""
+    for trial_id, _status, _score in rows:
+        for epoch in EPOCHS:
+            (root / trial_id / epoch).mkdir(parents=True)
+            (root / trial_id / epoch / "state.pt").write_bytes(b"weights")
+    return pd.DataFrame([{"trial_id": t, "status": s, "val/acc": v, "train_s": 10.0, "run_dir": str(root / t)} for t, s, v in rows])
+
+
+def _has_checkpoints(run_dir: str) -> bool:
+    return all((Path(run_dir) / epoch / "state.pt").exists() for epoch in EPOCHS)
+
+
+def test_a_sweep_never_deletes_its_winners_checkpoints(tmp_path):
+    # The issue's sweep: the stopped and errored trials scored higher than the one that completed.
+    frame = _sweep_frame(tmp_path, [("a", COMPLETED, 0.80), ("b", ERROR, 0.85), ("c", ASHA, 0.83), ("d", f"{BUDGET}", 0.82)])
+    objectives = [Objective("val/acc", "max")]
+    best = best_index(frame, objectives)
+    removed = prune_checkpoints(frame, objectives, keep=3, running=set())
+    assert frame.loc[best, "trial_id"] == "a"
+    assert _has_checkpoints(frame.loc[best, "run_dir"]), removed
+    # The best three in one order: a (completed), then b and c; d's checkpoints go.
+    assert sorted(removed) == [str(tmp_path / "d" / epoch) for epoch in EPOCHS]
+
+
+STATUSES = [COMPLETED, ERROR, ASHA, BUDGET, NOT_RUN]
+
+
+@st.composite
+def sweeps(draw):
+    size = draw(st.integers(1, 8))
+    statuses = draw(st.lists(st.sampled_from(STATUSES), min_size=size, max_size=size))
+    scores = draw(st.lists(st.one_of(st.none(), st.sampled_from([0.1, 0.5, 0.5, 0.9])), min_size=size, max_size=size))
+    seconds = draw(st.lists(st.sampled_from([1.0, 2.0]), min_size=size, max_size=size))
+    running = draw(st.sets(st.integers(0, size - 1)))
+    objectives = [Objective("val/acc", draw(st.sampled_from(["min", "max"])))]
+    if draw(st.booleans()):
+        objectives.append(Objective("train_s", "min"))
+    return statuses, scores, seconds, running, objectives, draw(st.integers(1, 4))
+
+
+@settings(max_examples=150, deadline=None)
+@given(sweeps())
+def test_the_trial_a_sweep_picks_as_best_never_loses_its_checkpoints(sweep):
+    statuses, scores, seconds, running, objectives, keep = sweep
+    with tempfile.TemporaryDirectory() as root:
+        rows = [(f"t{i}", status, float("nan") if score is None else score) for i, (status, score) in enumerate(zip(statuses, scores))]
+        frame = _sweep_frame(Path(root), rows).assign(train_s=seconds)
+        running_ids = {f"t{i}" for i in running}
+        removed = prune_checkpoints(frame, objectives, keep=keep, running=running_ids)
+        best = best_index(frame, objectives)
+        if best is not None:
+            assert _has_checkpoints(frame.loc[best, "run_dir"]), (frame, removed)
+            completed = frame[frame["status"] == COMPLETED]["val/acc"].dropna()
+            assert frame.loc[best, "status"] == COMPLETED or completed.empty
+        assert all(_has_checkpoints(str(Path(root) / t)) for t in running_ids)
+        kept = [t for t in frame["trial_id"] if t not in running_ids and _has_checkpoints(str(Path(root) / t))]
+        assert len(kept) == min(keep, len(frame) - len(running_ids))
+
+
+# ---------------------------------------------------------------- saved tiers
+
+
+def _write_tier(storage: Path, name: str, content) -> Path:
+    path = registry.saved_tier_path(storage, "asl", name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    return path
+
+
+def _trial_row(storage: Path, trial_id: str, tier: str, sampled: dict) -> pd.Series:
+    """A finished trial of ``tier`` with ``sampled`` values, its config.json as the trial wrote it."""
+    run_dir = storage / "asl" / "sweeps" / "s" / "trials" / trial_id
+    run_dir.mkdir(parents=True)
+    cfg = registry.resolve("asl", tier, [], trial=sampled, storage=storage)
+    (run_dir / "config.json").write_text(json.dumps(config_lib.to_dict(cfg)))
+    return pd.Series(
+        {"trial_id": trial_id, "tier": tier, "status": COMPLETED, "val/acc": 0.9, "run_dir": str(run_dir)}
+        | {f"config/{k}": v for k, v in sampled.items()}
+    )
+
+
+def _save(storage: Path, row: pd.Series, name: str = "tuned") -> Path:
+    from platform.tune.best import save_tier
+
+    return save_tier(storage, registry.load("asl"), name=name, row=row, sets=[], sweep_dir=storage / "asl" / "sweeps" / "s")
+
+
+def test_a_sweep_over_a_saved_tier_saves_it_on_its_preset_and_keeps_the_file_it_replaces(tmp_path):
+    earlier = {"base": "smoke", "overrides": {"lr": 0.002, "epochs": 3}, "source": {"trial": "old"}}
+    path = _write_tier(tmp_path, "tuned", earlier)
+    row = _trial_row(tmp_path, "t1", "tuned", {"dim": 128})
+    trained = json.loads((Path(row["run_dir"]) / "config.json").read_text())
+
+    _save(tmp_path, row)
+    saved = json.loads(path.read_text())
+    assert saved["base"] == "smoke" and saved["overrides"] == {"lr": 0.002, "epochs": 3, "dim": 128}
+    assert json.loads(json.dumps(config_lib.to_dict(registry.resolve("asl", "tuned", storage=tmp_path)))) == trained  # what it trained
+    replaced = list((path.parent / "replaced").glob("tuned-*.json"))
+    assert [json.loads(p.read_text()) for p in replaced] == [earlier]
+    _, space = registry.load_config("asl")
+    assert registry.tier_names(space, tmp_path).count("tuned") == 1
+    assert not any(name.startswith("tuned-") for name in registry.tier_names(space, tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({"tuned": {"base": "tuned", "overrides": {}}}, "has base tiers in a loop: tuned -> tuned"),
+        (
+            {"tuned": {"base": "b", "overrides": {}}, "b": {"base": "tuned", "overrides": {}}},
+            "has base tiers in a loop: tuned -> b -> tuned",
+        ),
+        ({"tuned": {"base": "huge", "overrides": {}}}, "has base tier 'huge', which is no tier of asl"),
+        ({"tuned": '{"base": "smoke",'}, "is malformed"),
+        ({"tuned": {"base": ["smoke"], "overrides": {}}}, "is malformed"),
+        ({"tuned": {"base": "smoke", "overrides": [1]}}, "is malformed"),
+    ],
+)
+def test_a_broken_saved_tier_is_one_error_naming_its_file_and_leaves_the_other_tiers_alone(tmp_path, files, message):
+    for name, content in files.items():
+        _write_tier(tmp_path, name, content)
+    _write_tier(tmp_path, "good", {"base": "smoke", "overrides": {"lr": 0.001}})
+    _, space = registry.load_config("asl")
+    with pytest.raises(UserError) as raised:
+        registry.tier_overrides(space, "tuned", tmp_path)
+    assert str(raised.value).startswith("saved tier ") and message in str(raised.value), raised.value
+    assert str(tmp_path / "asl" / "tiers") in str(raised.value)
+    assert "tuned" in registry.broken_tiers(space, tmp_path) and "tuned" not in registry.tier_names(space, tmp_path)
+    assert registry.tier_overrides(space, "good", tmp_path)["lr"] == 0.001
+
+
+def _platform_run(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """``python -m platform.run`` from ``cwd``, whose ``./runs`` is the default storage --help reads."""
+    env = {**os.environ, **TEST_ENV, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "platform.run", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_a_self_referential_saved_tier_never_breaks_help_and_is_refused_naming_its_file(tmp_path):
+    # What a sweep over `tuned` saving `tuned` wrote before the fix.
+    path = _write_tier(tmp_path / "runs", "tuned", {"base": "tuned", "overrides": {"lr": 0.002}})
+    _write_tier(tmp_path / "runs", "good", {"base": "smoke", "overrides": {"lr": 0.001}})
+    shown = _platform_run(tmp_path, "asl", "--help")
+    assert shown.returncode == 0 and "  good: " in shown.stdout, shown.stderr[-2000:]
+    refused = _platform_run(tmp_path, "asl", "--tier", "tuned", "--print-config")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
+    assert last_line(refused.stderr).startswith(f"error: saved tier {path.resolve()} has base tiers in a loop"), refused.stderr[-2000:]
+
+
+def test_a_dangling_link_or_a_folder_among_the_saved_tiers_breaks_nothing(tmp_path):
+    _write_tier(tmp_path / "runs", "good", {"base": "smoke", "overrides": {"lr": 0.001}})
+    tiers = tmp_path / "runs" / "asl" / "tiers"
+    (tiers / "old.json").symlink_to(tmp_path / "gone.json")
+    (tiers / "folder.json").mkdir()
+    shown = _platform_run(tmp_path, "asl", "--help")
+    assert shown.returncode == 0 and "  good: " in shown.stdout, shown.stderr[-2000:]
+    printed = _platform_run(tmp_path, "asl", "--tier", "good", "--print-config")
+    assert printed.returncode == 0 and "lr: 0.001" in printed.stdout, printed.stderr[-2000:]
+    refused = _platform_run(tmp_path, "asl", "--tier", "old", "--print-config")
+    assert refused.returncode == 2 and last_line(refused.stderr).startswith("error: unknown tier 'old' for asl; known: "), refused.stderr
+
+
+def test_two_sweeps_saving_one_tier_at_once_lose_no_version_of_it(tmp_path):
+    _write_tier(tmp_path, "tuned", {"base": "smoke", "overrides": {"lr": 0.002}, "source": {"trial": "first"}})
+    rows = [_trial_row(tmp_path, f"t{i}", "smoke", {"lr": 0.001 + i * 1e-4}) for i in range(6)]
+    start = threading.Barrier(len(rows))
+    errors = []
+
+    def save(row):
+        start.wait()
+        try:
+            _save(tmp_path, row)
+        except Exception as err:  # noqa: BLE001 - reported by the assertion below
+            errors.append(err)
+
+    threads = [threading.Thread(target=save, args=(row,)) for row in rows]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    tiers = tmp_path / "asl" / "tiers"
+    versions = [json.loads(p.read_text())["source"]["trial"] for p in [tiers / "tuned.json", *(tiers / "replaced").glob("*.json")]]
+    assert sorted(versions) == sorted(["first", *(row["trial_id"] for row in rows)])
+
+
+# ---------------------------------------------------------------- two sweeps' folders
+
+
+def test_sweeps_that_draw_one_default_name_each_claim_their_own_folder(tmp_path):
+    from platform.tune import cli
+
+    drawn = tmp_path / "asl" / "sweeps" / "smoke-20250101-120000-abcd"  # what both drew in one second
+    claimed, start = [], threading.Barrier(4)
+
+    def claim():
+        start.wait()
+        claimed.append(cli.claim(drawn, named=False, prefix="smoke"))
+
+    threads = [threading.Thread(target=claim) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(claimed)) == 4 and drawn in claimed
+    assert all(p.name.startswith("smoke-") and (p / ".claimed").exists() for p in claimed)
+
+
+def test_a_sweep_name_already_taken_is_refused_whatever_the_timing(tmp_path):
+    from platform.tune import cli
+
+    sweep_dir = tmp_path / "asl" / "sweeps" / "mine"
+    winners, refused, start = [], [], threading.Barrier(4)
+
+    def claim():
+        start.wait()
+        try:
+            winners.append(cli.claim(sweep_dir, named=True, prefix="smoke"))
+        except UserError as err:
+            refused.append(str(err))
+
+    threads = [threading.Thread(target=claim) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert winners == [sweep_dir] and len(refused) == 3
+    assert refused[0] == f"sweep {sweep_dir} already exists: pass --resume to continue it, or another --name"
+
+
+def test_a_claimed_sweep_and_one_from_before_claims_both_resume(tmp_path):
+    from platform.tune import cli
+
+    for name, claimed in (("new", True), ("old", False)):
+        sweep_dir = tmp_path / name
+        sweep_dir.mkdir()
+        if claimed:
+            (sweep_dir / ".claimed").write_text("{}")
+        (sweep_dir / cli.SETTINGS_FILE).write_text(json.dumps({"tiers": "smoke", "trials": 2}))
+        args = cli.build_parser().parse_args(["asl", "--name", name, "--resume"])
+        assert cli.settings(args, sweep_dir)["trials"] == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--save-tier", "smoke"], "error: --save-tier smoke: 'smoke' is a preset tier of asl"),
+        (["--save-tier", "../../elsewhere"], "error: --save-tier '../../elsewhere' must be a name"),
+        (["--name", "../elsewhere"], "error: --name '../elsewhere' must be a folder name"),
+    ],
+)
+def test_a_save_tier_or_name_that_is_a_path_or_a_preset_is_refused(args, message, tmp_path):
+    env = {**os.environ, **TEST_ENV}
+    command = [sys.executable, "-m", "platform.tune", "asl", "--tiers", "smoke", *args, "--storage", str(tmp_path), "--dry-run"]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and last_line(result.stderr).startswith(message), result.stderr[-2000:]
+    assert not any(tmp_path.iterdir())
+
+
+def test_sweeps_started_together_keep_their_own_folders_and_a_shared_name_goes_to_one(ray_address, tmp_path):
+    env = {**os.environ, **TEST_ENV, "RAY_ADDRESS": ray_address}
+    command = [sys.executable, "-m", "platform.tune", "asl", "--tiers", "smoke", "--trials", "1", "--cpus-per-trial", "0.5"]
+    command += ["--set", "epochs=1", "--storage", str(tmp_path)]
+    names = {1: [], 2: ["--name", "shared"], 3: ["--name", "shared"]}  # by seed
+    drivers = {
+        seed: subprocess.Popen(
+            [*command, "--set", f"seed={seed}", *name], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for seed, name in names.items()
+    }
+    ends = {seed: (driver.communicate(timeout=300)[1], driver.returncode) for seed, driver in drivers.items()}
+    assert ends[1][1] == 0, ends[1][0][-3000:]
+    assert sorted(code for _err, code in (ends[2], ends[3])) == [0, 2], {seed: end[0][-2000:] for seed, end in ends.items()}
+    refused = next(err for err, code in (ends[2], ends[3]) if code == 2)
+    assert last_line(refused).startswith(f"error: sweep {tmp_path / 'asl' / 'sweeps' / 'shared'} already exists"), refused[-2000:]
+    folders = sorted((tmp_path / "asl" / "sweeps").iterdir())
+    assert len(folders) == 2 and folders[0].name == "shared" and folders[1].name.startswith("smoke-"), folders
+    for folder in folders:  # each folder holds one sweep's settings and trial, of one seed
+        sets = json.loads((folder / "sweep.json").read_text())["sets"]
+        (trial,) = pd.read_csv(folder / "results.csv")["run_dir"]
+        trained = json.loads((Path(trial) / "config.json").read_text())["seed"]
+        assert Path(trial).is_relative_to(folder) and sets == ["epochs=1", f"seed={trained}"]
+        assert trained == 1 or ends[trained][1] == 0
