@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from platform.cache import cache_root
+from platform.data.cache import cache_root
 from trainables.asl.landmarks import LANDMARK_TYPES, LANDMARKS_PER_FRAME
 
 VERSION = 1

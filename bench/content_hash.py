@@ -7,7 +7,7 @@ random bytes of asl-signs' mean file size (48 GB / 94,477 sequences = 0.5 MB), w
 temporary folder and evicted from the page cache (``posix_fadvise``, these files only), so the
 first hash reads them from disk as a new data set is. Three arms, in one process:
 - listing: what identified data before, each file's path and size (one ``stat`` a file);
-- first hash: ``platform.content_hash.file_digests`` with an empty cache (a temporary
+- first hash: ``platform.data.content_hash.file_digests`` with an empty cache (a temporary
   ``RAYPLATFORM_CACHE``): every byte read and hashed, the digests remembered;
 - cached: the same call again: a ``stat`` and a cache look-up a file, nothing read.
 The summary extrapolates both to the full asl-signs set; the last line is one JSON object.
@@ -51,7 +51,7 @@ def main() -> None:
     count = SETTINGS["full" if args.full else "small"]
     with tempfile.TemporaryDirectory(prefix="content-hash-") as scratch:
         os.environ["RAYPLATFORM_CACHE"] = str(Path(scratch) / "cache")
-        from platform import content_hash  # after the cache is pointed at the scratch folder
+        from platform.data import content_hash  # after the cache is pointed at the scratch folder
 
         data = Path(scratch) / "data"
         data.mkdir()

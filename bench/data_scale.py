@@ -9,7 +9,7 @@ lengths) are written once into the platform cache (``RAYPLATFORM_CACHE``); every
 temporary folder. ``max_len`` is 384 (the full tier's), so no sequence is cut (the longest has 240).
 
 For each size:
-- preprocessing rows/s per core: ``platform.data.prepare`` (Ray Data tasks writing parquet shards,
+- preprocessing rows/s per core: ``platform.data.ingest.prepare`` (Ray Data tasks writing parquet shards,
   a local Ray of ``nproc`` CPUs) against a ``multiprocessing.Pool(nproc)`` mapping
   ``read_features(path, 384)`` over the same files, keeping only frame counts: the mean of a run
   before and one after the platform's (the machine's speed drifts), the page cache warmed first. The
@@ -66,8 +66,10 @@ import torch
 from bench import asl_lengths
 from bench.common import QUIET_ENV, REPO_ROOT, median, parse_setting, print_summary
 from platform import config as config_lib
-from platform import data, loop, registry, stream
-from platform.exact import seed_everything
+from platform import registry
+from platform.data import ingest, stream
+from platform.train import loop
+from platform.train.exact import seed_everything
 from search_spaces.asl import TIERS
 from trainables import asl
 from trainables.asl.landmarks import NUM_FEATURES, extract_features, read_features, read_index
@@ -156,7 +158,7 @@ def measure_size(size: int, folder: Path, pool, ncores: int, scratch: Path, obje
     rss_start = psutil.Process().memory_info().rss
     with peaks(object_store_used) as found:
         started = time.perf_counter()
-        splits, meta = data.prepare(registry.load("asl"), cfg, root=str(scratch / f"store-{size}"), say=print)
+        splits, meta = ingest.prepare(registry.load("asl"), cfg, root=str(scratch / f"store-{size}"), say=print)
         prep_s = time.perf_counter() - started
         read = sum(len(batch["label"]) for split in splits.values() for batch in stream.split_batches(split, cfg.batch_size))
     after_s, _lengths = plain_seconds(pool, paths)
@@ -210,7 +212,7 @@ def train_arms(split, folder: Path, setting: dict, ncores: int) -> list[dict]:
         "batch_size": cfg.batch_size,
         "bucket": True,
         "shards_per_window": max(1, cfg.shuffle_buffer // cfg.shard_rows),
-    }  # as platform/worker.py
+    }  # as platform/train/worker.py
     padded = padded_batches(folder, cfg, setting["padded_batches"])
     states = {arm: fresh_state(cfg, meta) for arm in ("stream", "memory", "padded")}
     warm_up = padded[:1] + [b for b, _i, _p in stream.rank_batches(split, epoch=0, **order)][:WARM_UP_BATCHES]
@@ -349,7 +351,7 @@ def first_prepare_seconds(ncores: int) -> float:
     )  # a task for every worker
     with tempfile.TemporaryDirectory(prefix="bench-data-scale-warm-") as scratch:
         started = time.perf_counter()
-        data.prepare(registry.load("asl"), cfg, root=scratch, say=lambda line: None)
+        ingest.prepare(registry.load("asl"), cfg, root=scratch, say=lambda line: None)
         return time.perf_counter() - started
 
 

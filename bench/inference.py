@@ -9,7 +9,7 @@ Model: ``trainables.asl.Config()`` (the seed's full recipe: width 192, 384 frame
 random weights (timing does not depend on them). Inputs: synthetic landmark files in the Kaggle
 layout, long enough to fill all 384 frames (longer ones are resampled down, as the seed did).
 - eager: the seed's way, the model called on feature tensors under ``torch.no_grad()``;
-- platform forward: the model as ``platform.artifacts.load_run`` loads it from a run directory
+- platform forward: the model as ``platform.runs.artifacts.load_run`` loads it from a run directory
   (config.json, meta.json, best_model.pt written here in the platform's format), on the same tensors;
 - platform predict: ``trainables.asl.predict`` on the files, as ``python -m platform.predict`` calls it
   (reads the parquet, extracts features, runs the model, top-5 softmax).
@@ -37,8 +37,8 @@ import numpy as np
 import torch
 
 from bench.common import median, parse_setting, print_summary
-from platform import artifacts
 from platform import config as config_lib
+from platform.runs import artifacts
 from trainables import asl
 from trainables.asl.landmarks import extract_features, read_features, read_index
 from trainables.asl.synthetic import synthetic_dataset

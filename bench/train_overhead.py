@@ -27,7 +27,7 @@ Figures (epochs after the first; Ray's start-up is reported on its own):
   ``TorchTrainer`` on a local Ray started as ``platform.run`` starts it: plain / plain-in-Ray-Train
   is what Ray's runtime costs (its own processes share the cores, the worker runs at niceness 15),
   plain-in-Ray-Train / platform is what the platform's code costs (its stream, metrics, report);
-- the platform's own part split again by a fourth arm, ``platform/loop.py``'s epoch fed by the
+- the platform's own part split again by a fourth arm, ``platform/train/loop.py``'s epoch fed by the
   store's stream exactly as a worker reads it, in this process without Ray: plain / that arm is
   what the platform's code costs by itself (loop, seeding, metrics, stream, validation), and the
   rest of the platform's own part is what it costs inside Ray (report, checkpoint, the preemption
@@ -76,10 +76,12 @@ from bench.common import (
     run_timed,
 )
 from platform import config as config_lib
-from platform import data, loop, registry, stream
-from platform.checkpoints import STATE_FILE
-from platform.exact import seed_everything
-from platform.loop import TrainState
+from platform import registry
+from platform.data import ingest, stream
+from platform.train import loop
+from platform.train.checkpoints import STATE_FILE
+from platform.train.exact import seed_everything
+from platform.train.loop import TrainState
 
 SETTINGS = {"small": ("fast", 4, 1), "full": ("standard", 4, 3)}
 """Tier, epochs a run, rounds of the arms (the machine's speed drifts: see the README)."""
@@ -96,7 +98,7 @@ def plain_epochs(cfg, train_set, val_set, meta) -> tuple[list[float], plain_loop
 
 
 def checkpoint_seconds(run: plain_loop.PlainRun, cfg, meta: dict, storage: Path) -> float:
-    """Median time to write the worker's checkpoint and copy it into storage (platform/worker.py's
+    """Median time to write the worker's checkpoint and copy it into storage (platform/train/worker.py's
     ``_report``; with local storage Ray Train persists by copying the folder)."""
     state = TrainState(
         run.model,
@@ -163,7 +165,7 @@ def _plain_loop_worker(config: dict) -> None:
 
 
 def train_stream(splits: dict, cfg, epoch: int):
-    """One rank's (batch, store ids, position) of the epoch, as ``platform/worker.py`` reads them."""
+    """One rank's (batch, store ids, position) of the epoch, as ``platform/train/worker.py`` reads them."""
     order = {"seed": cfg.seed, "batch_size": cfg.batch_size, "bucket": cfg.bucket_by_length}
     shards_per_window = max(1, cfg.shuffle_buffer // cfg.shard_rows)
     return stream.prefetched(
@@ -187,7 +189,7 @@ def data_feed_seconds(splits: dict, cfg) -> float:
 
 
 def loop_in_process(splits: dict, cfg, meta: dict) -> list[float]:
-    """Per-epoch seconds (after the first) of ``platform/loop.py``'s epoch, train and validation,
+    """Per-epoch seconds (after the first) of ``platform/train/loop.py``'s epoch, train and validation,
     fed by the store's stream as a worker is, in this process: the platform's code without Ray."""
     trainable, device = registry.load("asl"), torch.device("cpu")
     seed_everything(cfg.seed)
@@ -274,7 +276,7 @@ def summary_rows(m: Measured, rows: int) -> list[tuple[str, str]]:
         ("platform (wall)", f"{rows / wall_s:8.1f} samples/s  ({wall_s:.2f}s between epoch lines)"),
         ("platform (epoch_s)", f"{rows / train_s:8.1f} samples/s  ({train_s:.2f}s train + validation)"),
         ("plain loop in Ray Train", f"{rows / in_ray_s:8.1f} samples/s  ({in_ray_s:.2f}s an epoch, as a one-worker TorchTrainer)"),
-        ("platform loop, no Ray", f"{rows / loop_s:8.1f} samples/s  ({loop_s:.2f}s an epoch, platform/loop.py fed by the store here)"),
+        ("platform loop, no Ray", f"{rows / loop_s:8.1f} samples/s  ({loop_s:.2f}s an epoch, the platform's loop fed by the store here)"),
         ("ratio platform/plain", ratio_row(list(overall), "wall, target >= 0.95")),
         ("  = Ray's runtime", ratio_row(list(runtime), "plain loop in Ray Train / plain loop")),
         ("  x platform's own", ratio_row(list(own), "platform / plain loop in Ray Train")),
@@ -326,7 +328,7 @@ def main() -> int:
     cfg = plain_loop.resolve_config(tier, epochs)
     train_set, val_set, meta = plain_loop.load_data(cfg)
     with local_ray():  # the store the platform's runs read (written once, then cached)
-        splits, store_meta = data.prepare(registry.load("asl"), cfg, say=lambda line: None)
+        splits, store_meta = ingest.prepare(registry.load("asl"), cfg, say=lambda line: None)
     rounds = []
     with tempfile.TemporaryDirectory(prefix="bench-train-") as scratch:
         scratch = Path(scratch)

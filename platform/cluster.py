@@ -10,14 +10,17 @@ import json
 import logging
 import os
 import socket
+from pathlib import Path
 from typing import Any
 
 import psutil
 import ray
 import ray.data
 
-from platform import console
+from platform import registry
+from platform.errors import UserError
 from platform.registry import REPO_ROOT
+from platform.tracking import console
 
 DASHBOARD_HOST = "127.0.0.1"
 # Ray Data redraws progress bars and logs each execution in every worker each epoch, which
@@ -35,11 +38,12 @@ def _put_repo_first_on_pythonpath() -> None:
 def start(address: str | None = None, num_cpus: int | None = None, env: dict[str, str] | None = None, verbose: bool = False) -> str | None:
     """Connect to ``address`` (or ``RAY_ADDRESS``, as under ``ray job submit``) or start Ray here;
     ``env`` reaches every worker of this driver (on a local instance they inherit it anyway).
-    Ray's own log lines are held back unless ``verbose`` (``platform/console.py``).
+    Ray's own log lines are held back unless ``verbose`` (``platform/tracking/console.py``).
 
     Returns the dashboard's URL when there is one.
     """
     if ray.is_initialized():
+        _check_trainables_shipped()
         return _url(ray._private.worker.get_dashboard_url())  # noqa: SLF001 - no public getter
     _put_repo_first_on_pythonpath()
     os.environ.update(QUIET_ENV)
@@ -59,6 +63,7 @@ def start(address: str | None = None, num_cpus: int | None = None, env: dict[str
             dashboard_host=DASHBOARD_HOST,
             log_to_driver=True,
             logging_level=console.ray_logging_level(verbose),
+            runtime_env=_trainables_env() or None,
         )
         # Helpers Ray Train starts in their own processes must find this instance, not another.
         os.environ["RAY_ADDRESS"] = context.address_info["gcs_address"]
@@ -76,9 +81,40 @@ def _runtime_env(env: dict[str, str] | None) -> dict[str, Any] | None:
     # A submitted job's runtime env already reaches its workers; Ray merges a driver's into it only
     # where they set different keys.
     env_vars = {} if in_job else dict(env or {})
-    if not job.get("working_dir") and "PYTHONPATH" not in (job.get("env_vars") or {}):
+    # A job's working dir brings the platform only when it is the platform's root (``--working-dir .``
+    # in the repository), not a user's folder holding a trainable.
+    from_working_dir = bool(job.get("working_dir")) and Path.cwd().resolve() == REPO_ROOT
+    if not from_working_dir and "PYTHONPATH" not in (job.get("env_vars") or {}):
         env_vars["PYTHONPATH"] = os.environ["PYTHONPATH"]  # the repo first: _put_repo_first_on_pythonpath
-    return {"env_vars": env_vars} if env_vars else None
+    shipped = _trainables_env()
+    if "py_modules" in job:  # Ray merges no two lists of them: the job's must hold the trainable's package
+        shipped.pop("py_modules", None)
+    runtime_env = {**shipped, "env_vars": {**env_vars, **shipped.get("env_vars", {})}}
+    return runtime_env if runtime_env["env_vars"] or shipped else None
+
+
+def _trainables_env() -> dict[str, Any]:
+    """The runtime env that gives Ray's processes the trainables of the user's this driver found
+    (``./mytoy``, ``mypkg.mytoy``, a plugin): their packages, uploaded with the job (``py_modules``),
+    so that nothing need be installed on the nodes, and the table that finds them by stem."""
+    found = registry.found_outside()
+    if not found:
+        return {}
+    folders = sorted({str(source.shipped) for source in found})
+    return {"py_modules": folders, "env_vars": {registry.JOB_ENV: registry.job_table(found)}}
+
+
+def _check_trainables_shipped() -> None:
+    """Ray already runs in this process (a notebook's second ``rayplatform.train``, a sweep's
+    trial): its job's processes know only the trainables found before it started."""
+    runtime_env = ray.get_runtime_context().runtime_env or {}
+    known = json.loads((runtime_env.get("env_vars") or {}).get(registry.JOB_ENV) or "{}")
+    late = [source.stem for source in registry.found_outside() if source.stem not in known]
+    if late:
+        raise UserError(
+            f"trainable {late[0]} was named after Ray started in this process, so Ray's workers cannot import it: "
+            "name it first, in a new process (or after ray.shutdown())"
+        )
 
 
 def _url(address: str | None) -> str | None:

@@ -1,13 +1,13 @@
-"""Config: dataclasses resolved one way, defaults -> tier -> config file -> trial -> ``--set``.
+"""Config: dataclasses resolved one way, defaults -> tier -> config file -> trial -> ``--data`` -> ``--set``.
 
-Used by ``python -m platform.run asl --tier fast --config my.yaml --set lr=1e-3 --set epochs=5``
+Used by ``python -m platform.run asl --tier fast --config my.yaml --data DIR --set lr=1e-3 --set epochs=5``
 (and by tune and predict). A config file is a flat YAML or JSON mapping of keys to values; a run
 directory's ``config.json`` is one, so any run can be started again from it. Every trainable's
-``Config`` subclasses :class:`TrainConfig`, overriding defaults by re-declaring a field. Unknown
-keys (and keys that are not text), values of the wrong type (a single value for a tuple field), a
-choice outside a ``Literal`` field's values, a number outside its ``LIMITS`` (each item of a tuple
-field), an integer beyond 64 bits and a float that is not finite are errors that name the key,
-raised before Ray starts (a trainable adds its own fields' limits in its ``Config.LIMITS``).
+``Config`` subclasses :class:`TrainConfig`, overriding defaults by re-declaring a field. A field
+gives its limits beside it (:func:`limited`). Unknown keys (and keys that are not text), values of
+the wrong type (a single value for a tuple field), a choice outside a ``Literal`` field's values, a
+number outside its limits (each item of a tuple field), an integer beyond 64 bits and a float that
+is not finite are errors that name the key (or ``--data``), raised before Ray starts.
 """
 
 from __future__ import annotations
@@ -15,12 +15,26 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 import typing
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
-from platform import durable
 from platform.errors import UserError
+from platform.runs import durable
+
+LIMITS_KEY, SYNTHETIC_KEY = "limits", "synthetic"
+
+
+def limited(default: Any, *, low: float | None = None, high: float | None = None, synthetic: bool = False) -> Any:
+    """A config field whose value (each item of a tuple) lies in [low, high], None unbounded, as
+    ``dim: int = limited(192, low=2)``; ``synthetic``: it only shapes the built-in synthetic set
+    (``--help`` lists it apart). A subclass re-declaring the field for another default
+    (``epochs: int = 300``) keeps these limits; limits it gives as well only narrow them (:func:`limits`)."""
+    if low is not None and high is not None and low > high:
+        raise ValueError(f"limited({default!r}, low={low!r}, high={high!r}): low is above high")
+    bounds = {LIMITS_KEY: (low, high)} if (low, high) != (None, None) else {}
+    return dataclasses.field(default=default, metadata={**bounds, SYNTHETIC_KEY: synthetic})
 
 
 @dataclasses.dataclass
@@ -29,78 +43,114 @@ class TrainConfig:
 
     data_dir: str = ""
     """Dataset folder in the trainable's real on-disk format; empty: a cached synthetic set."""
-    seed: int = 0
+    seed: int = limited(0, low=0)  # numpy's generators take no negative seed
     """Seed for weights, data order and dropout; a run is reproducible from it on CPU."""
-    epochs: int = 10
+    epochs: int = limited(10, low=1)
     """Maximum number of epochs."""
-    min_steps: int = 0
+    min_steps: int = limited(0, low=0)
     """Train at least this many optimizer steps: on a small dataset epochs (and patience) grow to fit them; 0: epochs alone."""
-    batch_size: int = 32
+    batch_size: int = limited(32, low=1)
     """Batch size per worker."""
-    lr: float = 1e-3
+    lr: float = limited(1e-3, low=1e-12)
     """Peak learning rate (AdamW)."""
-    weight_decay: float = 0.01
+    weight_decay: float = limited(0.01, low=0)
     """AdamW weight decay."""
     scheduler: Literal["none", "cosine", "cosine_restarts", "linear_warmup"] = "cosine"
     """Learning-rate schedule: none, cosine or cosine_restarts stepped each epoch; linear_warmup stepped each optimizer step."""
-    restart_period: int = 50
+    restart_period: int = limited(50, low=1)
     """cosine_restarts: epochs in the first cycle (T_0)."""
-    restart_mult: int = 2
+    restart_mult: int = limited(2, low=1)
     """cosine_restarts: growth of each following cycle (T_mult)."""
-    min_lr_ratio: float = 0.01
+    min_lr_ratio: float = limited(0.01, low=0, high=1)
     """Lowest learning rate of the cosine and linear schedules, as a share of lr (eta_min = lr * ratio)."""
-    warmup_ratio: float = 0.1
+    warmup_ratio: float = limited(0.1, low=0, high=1)
     """linear_warmup: share of the run's optimizer steps over which lr rises from 0, before it falls linearly to eta_min."""
-    grad_accum_steps: int = 1
+    grad_accum_steps: int = limited(1, low=1)
     """Batches whose gradients add up before one optimizer step."""
-    grad_clip: float = 0.0
+    grad_clip: float = limited(0.0, low=0)
     """Clip the gradient norm to this value; 0 turns clipping off."""
-    ema_decay: float = 0.0
+    ema_decay: float = limited(0.0, low=0, high=0.9999)
     """Validate, keep and test a moving average of the weights, updated every optimizer step (0.998: about its last 500); 0: off."""
-    patience: int = 0
+    patience: int = limited(0, low=0)
     """Early stopping: epochs without a better validation metric before stopping; 0 turns it off."""
     amp: bool = True
     """Mixed precision (and cuDNN benchmark) when training on a GPU; ignored on CPU."""
-    checkpoint_every: int = 1
+    checkpoint_every: int = limited(1, low=1)
     """Checkpoint every N epochs (the best and the last epochs are always checkpointed)."""
-    checkpoint_every_steps: int = 0
+    checkpoint_every_steps: int = limited(0, low=0)
     """Also checkpoint inside an epoch every N optimizer steps, with the position in it; 0: only at epoch ends."""
-    keep_checkpoints: int = 2
+    keep_checkpoints: int = limited(2, low=0)
     """Best checkpoints kept by the trainable's METRIC (the latest is kept as well); 0 keeps every one."""
-    shuffle_buffer: int = 4096
+    shuffle_buffer: int = limited(4096, low=1)
     """Rows shuffled together: the training order visits windows of this many rows of shards."""
-    shard_rows: int = 256
+    shard_rows: int = limited(256, low=1)
     """Rows a preprocessed store shard holds (part of the store's identity)."""
     bucket_by_length: bool = True
     """Batch variable-length rows of similar length together (less padding); the order stays seeded."""
 
-    # Inclusive (lowest, highest) of numeric fields, and of each item of a tuple field; None is
-    # unbounded. Subclasses add theirs.
-    LIMITS: ClassVar[dict[str, tuple[float | None, float | None]]] = {
-        "seed": (0, None),  # numpy's generators take no negative seed
-        "epochs": (1, None),
-        "min_steps": (0, None),
-        "batch_size": (1, None),
-        "lr": (1e-12, None),
-        "weight_decay": (0, None),
-        "restart_period": (1, None),
-        "restart_mult": (1, None),
-        "min_lr_ratio": (0, 1),
-        "warmup_ratio": (0, 1),
-        "grad_accum_steps": (1, None),
-        "grad_clip": (0, None),
-        "ema_decay": (0, 0.9999),
-        "patience": (0, None),
-        "checkpoint_every": (1, None),
-        "checkpoint_every_steps": (0, None),
-        "keep_checkpoints": (0, None),
-        "shuffle_buffer": (1, None),
-        "shard_rows": (1, None),
-    }
-
     def validate(self) -> None:
-        """Rules between fields that LIMITS cannot state (a width divisible by the heads): a
+        """Rules between fields that their limits cannot state (a width divisible by the heads): a
         trainable's Config raises ``UserError`` naming the keys. Run with the limits, before Ray starts."""
+
+
+DEFAULT_STORAGE = "runs"
+DEFAULT_MAX_FAILURES = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class Launch:
+    """How a run is trained, as against what (its Config): the same run on other workers or devices
+    is the same run. Built once, by ``python -m platform.run``'s options, by ``rayplatform.train``'s
+    arguments and by a sweep for each trial, and passed whole to where a run is assembled
+    (``platform/train/launch.py``); the resolved values are the manifest's ``launch``."""
+
+    workers: int = 1
+    """Ray Train workers."""
+    cpus_per_worker: float | None = None
+    """CPUs each worker reserves; None: the cluster's CPUs shared among the workers."""
+    gpu: bool = False
+    """One GPU a worker (CUDA, mixed precision)."""
+    storage: str = DEFAULT_STORAGE
+    """Where runs are written: a folder, or a URI such as s3://bucket/runs."""
+    store: str | None = None
+    """Where preprocessed data is kept; None: <storage>/.store for a URI storage, else the platform cache."""
+    name: str | None = None
+    """The run's name; None: <tier>-<time>-<suffix>."""
+    resume: bool = False
+    """Continue the run ``name`` from its latest checkpoint."""
+    address: str | None = None
+    """The Ray cluster; None: RAY_ADDRESS, or a Ray started here."""
+    tracker: str | None = None
+    """tensorboard, mlflow or both, comma-separated; None: tensorboard (a resume keeps the run's)."""
+    max_failures: int = DEFAULT_MAX_FAILURES
+    """Worker failures a run recovers from."""
+    fail_at_epoch: int | None = None
+    """Fault injection: a worker dies as this epoch starts (first attempt only)."""
+    progress: str = "auto"
+    """Bars of preprocessing and each epoch's steps: auto (in a terminal), on or off."""
+    verbose: bool = False
+    """Ray's own log lines too."""
+
+    def check(self) -> Launch:
+        """Itself, when every value can be launched; else a ``UserError`` naming the option."""
+        if self.workers < 1:
+            raise UserError("--workers must be at least 1")
+        if self.cpus_per_worker is not None and not self.cpus_per_worker > 0:
+            raise UserError("--cpus-per-worker must be positive")
+        if self.max_failures < 0:
+            raise UserError("--max-failures must be 0 or more")
+        return self
+
+    def store_root(self) -> str | None:
+        """``store``; with an object-store ``storage`` the store sits beside the runs, where every
+        node reads it; else the platform cache (None)."""
+        if self.store:
+            return self.store
+        return f"{self.storage.rstrip('/')}/.store" if "://" in self.storage else None
+
+    def recorded(self) -> dict[str, Any]:
+        """What a resume holds a run to (its manifest's ``launch``)."""
+        return {"workers": self.workers, "cpus_per_worker": self.cpus_per_worker, "gpu": self.gpu}
 
 
 def field_docs(config_cls: type) -> dict[str, str]:
@@ -186,9 +236,25 @@ def apply(cfg: Any, updates: dict[str, Any], source: str) -> Any:
 
 
 def _stem(config_cls: type) -> str:
-    """``asl`` for ``trainables.asl.config.Config`` (or ``trainables.asl``)."""
-    parts = config_cls.__module__.split(".")
-    return parts[1] if parts[0] == "trainables" and len(parts) > 1 else parts[-1]
+    """The trainable's stem: ``asl`` for ``trainables.asl.config.Config`` (or ``trainables.asl``), its
+    package's name for a trainable of the user's (``mytoy.config``, ``mypkg.mytoy.config``)."""
+    module = config_cls.__module__.removesuffix(".config")
+    parts = module.split(".")
+    return parts[1] if parts[0] == "trainables" and len(parts) > 1 else module
+
+
+def check_class(config_cls: type) -> type:
+    """``config_cls``, unless the platform would read it wrong: without its own ``@dataclass`` it has only
+    its base's fields; the old ``LIMITS`` dict bounds nothing (:func:`limited` does now)."""
+    where = getattr(sys.modules.get(config_cls.__module__), "__file__", None)
+    named = f"{_stem(config_cls)}'s Config" + (f" ({where})" if where else "")
+    if "__dataclass_fields__" not in vars(config_cls):
+        raise UserError(f"{named} must be a @dataclasses.dataclass (subclassing platform.config.TrainConfig)")
+    if hasattr(config_cls, "LIMITS"):
+        raise UserError(
+            f"{named} declares LIMITS: limits now go beside each field, e.g. hidden: int = limited(64, low=1) (platform/config.py)"
+        )
+    return config_cls
 
 
 def parse_sets(pairs: list[str]) -> dict[str, str]:
@@ -227,12 +293,24 @@ def read_file(path: str) -> dict[str, Any]:
     return values
 
 
-def resolve(config_cls: type, tier: dict, trial: dict | None = None, sets: list[str] = (), config_file: str | None = None) -> Any:
-    """Defaults, then the tier, the config file, a sampled trial, ``--set`` overrides; checked."""
-    cfg = apply(config_cls(), tier, "the tier")
+def resolve(
+    config_cls: type,
+    tier: dict,
+    trial: dict | None = None,
+    sets: list[str] = (),
+    config_file: str | None = None,
+    *,
+    data_dir: str = "",
+) -> Any:
+    """Defaults, then the tier, the config file, a sampled trial, the data folder (``--data``; empty:
+    not given), ``--set`` overrides; checked. Each layer's errors name it."""
+    cfg = apply(check_class(config_cls)(), tier, "the tier")
     if config_file:
         cfg = apply(cfg, read_file(config_file), f"--config {config_file}")
     cfg = apply(cfg, trial or {}, "the trial")
+    if data_dir:
+        _check_data_dir(data_dir, "--data")
+        cfg = apply(cfg, {"data_dir": data_dir}, "--data")
     return check(apply(cfg, parse_sets(list(sets)), "--set"))
 
 
@@ -246,7 +324,7 @@ def fit_to_data(cfg: Any, train_rows: int, workers: int) -> tuple[Any, str | Non
     improving, so it still ends a run that has converged. Called once the data is known, before the
     config is saved: a resumed run reads the grown values back.
     """
-    from platform import exact
+    from platform.train import exact
 
     if not cfg.min_steps or train_rows <= 0:
         return cfg, None
@@ -270,10 +348,38 @@ def as_yaml(cfg: Any) -> str:
 
 
 def limits(config_cls: type) -> dict[str, tuple[float | None, float | None]]:
+    """Each limited field's inclusive (lowest, highest), None unbounded. Every class of the config's
+    hierarchy that declares a field with limits bounds it: a subclass re-declaring a field for a new
+    default keeps the base's limits, and limits of its own only narrow them (a trainable cannot let
+    ``epochs=0`` through the platform's loop)."""
     merged: dict[str, tuple[float | None, float | None]] = {}
-    for cls in reversed(config_cls.__mro__):
-        merged.update(cls.__dict__.get("LIMITS", {}))
+    for field in _declarations(config_cls):
+        if LIMITS_KEY in field.metadata:
+            merged[field.name] = _narrowest(merged.get(field.name, (None, None)), field.metadata[LIMITS_KEY])
     return merged
+
+
+def _declarations(config_cls: type) -> list[dataclasses.Field]:
+    """Every field as each dataclass of ``config_cls``'s hierarchy declares it, the base's first."""
+    return [field for cls in reversed(config_cls.__mro__) if dataclasses.is_dataclass(cls) for field in dataclasses.fields(cls)]
+
+
+def _narrowest(first: tuple, second: tuple) -> tuple[float | None, float | None]:
+    lows, highs = [b for b in (first[0], second[0]) if b is not None], [b for b in (first[1], second[1]) if b is not None]
+    return (max(lows) if lows else None, min(highs) if highs else None)
+
+
+def key_groups(config_cls: type) -> dict[str, list[str]]:
+    """The config's keys by owner, in field order: ``platform`` (``TrainConfig``'s, whatever default
+    the trainable gives them), ``trainable`` (its own) and ``synthetic`` (its own that only shape its
+    built-in synthetic set, marked ``limited(..., synthetic=True)``)."""
+    platform_keys = {field.name for field in dataclasses.fields(TrainConfig)}
+    synthetic = {field.name for field in _declarations(config_cls) if field.metadata.get(SYNTHETIC_KEY)}
+    groups: dict[str, list[str]] = {"platform": [], "trainable": [], "synthetic": []}
+    for field in dataclasses.fields(config_cls):
+        owner = "platform" if field.name in platform_keys else "synthetic" if field.name in synthetic else "trainable"
+        groups[owner].append(field.name)
+    return groups
 
 
 # Integers reach numpy, torch and Arrow, which hold 64 bits.
@@ -302,17 +408,17 @@ def _check_number(key: str, value: Any, limit: tuple[float | None, float | None]
         raise UserError(f"config key {key!r} must fit in 64 bits{each}, not {value}")
     lowest, highest = limit
     if (lowest is not None and value < lowest) or (highest is not None and value > highest):
-        shown = f">= {lowest}" if highest is None else f"in [{lowest}, {highest}]"
+        shown = f">= {lowest}" if highest is None else f"<= {highest}" if lowest is None else f"in [{lowest}, {highest}]"
         raise UserError(f"config key {key!r} must be {shown}{each}, not {value}")
 
 
-def _check_data_dir(data_dir: str) -> None:
+def _check_data_dir(data_dir: str, source: str = "config key 'data_dir'") -> None:
     if "\x00" in data_dir:
-        raise UserError(f"config key 'data_dir' ({data_dir!r}) holds a NUL byte: no path does")
+        raise UserError(f"{source} ({data_dir!r}) holds a NUL byte: no path does")
     try:
         Path(data_dir).expanduser()
     except RuntimeError as err:  # ~name of no user
-        raise UserError(f"config key 'data_dir' ({data_dir!r}): {err}") from None
+        raise UserError(f"{source} ({data_dir!r}): {err}") from None
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

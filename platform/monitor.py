@@ -27,12 +27,13 @@ from typing import Any
 import psutil
 import pyarrow.fs as pafs
 
-# No torch, Ray or trainable here: a person waits for this command (platform/run_files.py).
-from platform import checkpoints as checkpoint_lib
-from platform import run_files
+from platform.data.store import filesystem, join
 from platform.errors import UserError, exit_on_user_error
-from platform.progress import format_seconds, is_headline
-from platform.store import filesystem, join
+from platform.runs import run_files
+from platform.tracking.progress import format_seconds, is_headline
+
+# No torch, Ray or trainable here: a person waits for this command (platform/runs/run_files.py).
+from platform.train import checkpoints as checkpoint_lib
 
 GPU_HOT_C = 85
 GPU_MEMORY_FULL = 0.95

@@ -15,9 +15,10 @@ import sys
 import time
 from pathlib import Path
 
-from platform import registry, run_files, storage
+from platform import registry
 from platform.contract import Trainable
 from platform.errors import UserError, exit_on_user_error
+from platform.runs import run_files, storage
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,24 +48,25 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Trainable | 
     parser = build_parser()
     common = {action.dest for action in parser._actions}
     local = storage.fetched(run_dir) if run_dir else None  # an s3:// run's files, copied here
-    trainable = registry.load(stem_of(local, shown=run_dir)) if local else None
-    if hasattr(trainable, "add_predict_arguments"):
-        trainable.add_predict_arguments(parser.add_argument_group(f"options of trainables.{trainable.stem}"))
+    trainable = registry.load(trainable_of(local, shown=run_dir)) if local else None
+    if trainable is not None:
+        trainable.add_predict_arguments(parser.add_argument_group(f"options of {trainable.stem}"))
     args = parser.parse_args(argv)
     args.run_dir = local
     return args, trainable, {key: value for key, value in vars(args).items() if key not in common}
 
 
-def stem_of(run_dir: Path, shown: str | None = None) -> str:
-    """The run's trainable: its manifest says; a torn manifest (a crash, a full disk) costs no
-    prediction, since runs live in ``<storage>/<stem>/<name>``. ``shown``: the run as the user
-    named it (its URI, where ``run_dir`` is this machine's copy)."""
+def trainable_of(run_dir: Path, shown: str | None = None) -> str:
+    """The run's trainable, as ``registry.load`` takes it: its manifest says (``registry.recorded``);
+    a torn manifest (a crash, a full disk) costs no prediction, since runs live in
+    ``<storage>/<stem>/<name>``. ``shown``: the run as the user named it (its URI, where
+    ``run_dir`` is this machine's copy)."""
     manifest_path = run_dir / run_files.MANIFEST_FILE
     named = f"{(shown or str(run_dir)).rstrip('/')}/{run_files.MANIFEST_FILE}"
     if not manifest_path.exists():
         raise UserError(f"{shown or run_dir} is not a run directory (no {run_files.MANIFEST_FILE})")
     try:
-        return run_files.read_json(manifest_path)["stem"]
+        return registry.recorded(run_files.read_json(manifest_path))
     except (ValueError, KeyError) as err:
         stem = run_dir.resolve().parent.name
         if stem not in registry.stems():
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     args, trainable, options = parse_args(argv)
     import torch  # here, not above: --help prints without it
 
-    from platform import artifacts
+    from platform.runs import artifacts
 
     cfg, meta, model = artifacts.load_run(args.run_dir, trainable)
     started = time.perf_counter()

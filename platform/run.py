@@ -12,18 +12,19 @@ On a cluster: ``ray job submit --working-dir . -- python -m platform.run asl --t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
-from typing import Any
 
-from platform import checkpoints, locations, progress, registry, resume, run_files, tracking
 from platform import config as config_lib
-from platform import storage as storage_lib
+from platform import registry
+from platform.config import DEFAULT_MAX_FAILURES, DEFAULT_STORAGE, Launch
+from platform.contract import SearchSpace
 from platform.errors import UserError, exit_on_user_error
-from platform.storage import RunLocation
-
-DEFAULT_STORAGE = "runs"
-DEFAULT_MAX_FAILURES = 3
+from platform.runs import storage as storage_lib
+from platform.runs.opening import Request, new_config, open_run
+from platform.runs.storage import RunLocation
+from platform.tracking import progress, trackers
 
 
 def build_parser(stem: str | None = None) -> argparse.ArgumentParser:
@@ -33,7 +34,11 @@ def build_parser(stem: str | None = None) -> argparse.ArgumentParser:
         epilog=describe(stem),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("stem", help="the trainable (a module in trainables/)")
+    parser.add_argument(
+        "stem",
+        metavar="trainable",
+        help="a built-in stem (asl), a trainable package's folder (./mytoy), an installed plugin, or an importable module (mypkg.mytoy)",
+    )
     parser.add_argument("--tier", default=None, help=f"speed/quality preset (default {registry.DEFAULT_TIER})")
     parser.add_argument("--data", default="", help="dataset folder in the trainable's real format (default: synthetic)")
     parser.add_argument(
@@ -82,8 +87,8 @@ def build_parser(stem: str | None = None) -> argparse.ArgumentParser:
         "--tracker",
         default=None,
         metavar="NAMES",
-        help=f"where metrics go: {', '.join(tracking.CHOICES)}, or both comma-separated (default "
-        f"{tracking.DEFAULT}; a resume keeps the run's). mlflow: MLFLOW_TRACKING_URI, else "
+        help=f"where metrics go: {', '.join(trackers.CHOICES)}, or both comma-separated (default "
+        f"{trackers.DEFAULT}; a resume keeps the run's). mlflow: MLFLOW_TRACKING_URI, else "
         "<storage>/mlflow.db",
     )
     parser.add_argument(
@@ -97,182 +102,115 @@ def build_parser(stem: str | None = None) -> argparse.ArgumentParser:
 
 
 def describe(stem: str | None) -> str:
-    """The --help epilog: trainables and, for a known stem, its tiers and config keys."""
-    lines = [f"trainables: {', '.join(registry.stems())}"]
-    if stem in registry.stems():
+    """The --help epilog: trainables and, for a known stem, its tiers and its config keys by owner."""
+    plugins = "".join(f", {name} (plugin)" for name in registry.plugins())
+    lines = [f"trainables: {', '.join(registry.stems())}{plugins}; or a folder or module of your own (rayplatform new NAME starts one)"]
+    try:
+        stem = registry.find(stem).stem if stem else None
+    except UserError:
+        stem = None  # the error comes after --help: python -m platform.run nosuch
+    if stem:
         config_cls, space = registry.load_config(stem)
-        lines.append(f"tiers of {stem} (what each changes from the defaults below; --print-config shows a whole config):")
-        aliases = getattr(space, "ALIASES", {})
-        for tier in registry.tier_names(space, Path(DEFAULT_STORAGE)):
-            changes = registry.tier_overrides(space, tier, Path(DEFAULT_STORAGE))
-            shown = ", ".join(f"{k}={v!r}" for k, v in changes.items()) or "the defaults"
-            lines.append(f"  {tier}: " + (f"the same as {aliases[tier]}" if tier in aliases else shown))
-        for tier, why in registry.broken_tiers(space, Path(DEFAULT_STORAGE)).items():
-            lines.append(f"  {tier}: broken, not usable: {why}")
-        lines.append(f"config keys of {stem} (--set key=value, or in a --config file), with their defaults:")
-        docs = config_lib.field_docs(config_cls)
-        for key, value in config_lib.to_dict(config_cls()).items():
-            lines.append(f"  {key} = {value!r}\n      {docs.get(key, '')}")
+        lines += _tier_lines(stem, space) + _key_lines(stem, config_cls)
     else:
         lines.append("python -m platform.run <stem> --help lists the tiers and config keys of <stem>")
     return "\n".join(lines)
 
 
+def _tier_lines(stem: str, space: SearchSpace) -> list[str]:
+    lines = [f"tiers of {stem} (what each changes from the defaults below; --print-config shows a whole config):"]
+    for tier in registry.tier_names(space, Path(DEFAULT_STORAGE)):
+        changes = registry.tier_overrides(space, tier, Path(DEFAULT_STORAGE))
+        shown = ", ".join(f"{k}={v!r}" for k, v in changes.items()) or "the defaults"
+        lines.append(f"  {tier}: " + (f"the same as {space.ALIASES[tier]}" if tier in space.ALIASES else shown))
+    for tier, why in registry.broken_tiers(space, Path(DEFAULT_STORAGE)).items():
+        lines.append(f"  {tier}: broken, not usable: {why}")
+    return lines
+
+
+def _key_lines(stem: str, config_cls: type) -> list[str]:
+    """Each group of ``config.key_groups``, its keys with their defaults and docstrings; a platform
+    key whose default the trainable changed says so."""
+    titles = {
+        "platform": "the platform's keys (how any trainable trains: loop, optimizer, schedule, checkpoints, data order)",
+        "trainable": f"{stem}'s keys (its model and its data)",
+        "synthetic": f"{stem}'s synthetic-set keys (they shape only the synthetic set it trains on without --data)",
+    }
+    defaults, docs = config_lib.to_dict(config_cls()), config_lib.field_docs(config_cls)
+    platform_defaults = config_lib.to_dict(config_lib.TrainConfig())
+    lines = [f"config keys of {stem} (--set key=value, or in a --config file), with their defaults, by owner:"]
+    for owner, keys in config_lib.key_groups(config_cls).items():
+        lines += [f" {titles[owner]}:"] if keys else []
+        for key in keys:
+            changed = owner == "platform" and defaults[key] != platform_defaults[key]
+            note = f"  ({stem}'s; the platform's is {platform_defaults[key]!r})" if changed else ""
+            lines.append(f"  {key} = {defaults[key]!r}{note}\n      {docs.get(key, '')}")
+    return lines
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     argv = sys.argv[1:] if argv is None else argv
     stem = next((a for a in argv if not a.startswith("-")), None)
-    return build_parser(stem).parse_args(argv)
+    args = build_parser(stem).parse_args(argv)
+    # From here on it goes by its stem: ./mytoy is mytoy, in <storage>/mytoy/ and in Ray's processes.
+    args.stem = registry.find(args.stem).stem
+    if not args.print_config:  # which reads its config.py alone, without torch
+        registry.load(args.stem)  # the contract, checked before any work: a misspelt hook is one line
+    return args
 
 
-def resolve_run(args: argparse.Namespace) -> tuple[RunLocation, str, Any, int | None]:
-    """Where the run lives, its tier and config, and this process's hold on it (``run_files.hold``):
-    a new run's folder claimed, or a run to ``--resume`` read back (its torn files recovered)."""
-    config_cls, _space = registry.load_config(args.stem)
-    if not args.resume:
-        tier, cfg = new_config(args)
-        location, held = claim_new_run(args, tier)
-        return location, tier, cfg, held
-    if not args.name:
-        raise UserError("--resume needs the --name of the run to continue")
-    if args.tier or args.sets or args.data or args.config:
-        raise UserError("a resumed run keeps its config: drop --tier, --config, --set and --data")
-    location = storage_lib.locate(args.storage, args.stem, args.name)
-    held = run_files.hold(location.key)
-    if held is None:
-        raise UserError(
-            f"run {location.remote or location.local} is being trained by another process on this machine: wait for it or stop it"
-        )
-    try:
-        if not (
-            location.exists(run_files.CONFIG_FILE)
-            or location.exists(run_files.MANIFEST_FILE)
-            or checkpoints.read_snapshot(location.run_uri)
-        ):
-            raise UserError(f"nothing to resume at {location.remote or location.local}{_never_started(location)}")
-        location.pull()
-        resumed = resume.recover(location, config_cls, warn=lambda line: print(line, file=sys.stderr, flush=True))
-        pin_launch(args, resumed.manifest.get("launch"))
-    except BaseException:
-        run_files.let_go(held)
-        raise
-    return location, resumed.tier, resumed.cfg, held
+def launch_of(args: argparse.Namespace) -> Launch:
+    """The command line's launch options (an option each, of the same name), checked."""
+    return Launch(**{field.name: getattr(args, field.name) for field in dataclasses.fields(Launch)}).check()
 
 
-def _never_started(location: RunLocation) -> str:
-    claim = location.claimed_by()
-    if not claim:
-        return ""
-    return (
-        f" (a command claimed it at {claim.get('claimed')} and was gone before it wrote the run's config: start it again under that --name)"
-    )
+def request_of(args: argparse.Namespace) -> Request:
+    return Request(args.stem, args.tier, tuple(args.sets), args.data, args.config)
 
 
-def claim_new_run(args: argparse.Namespace, tier: str) -> tuple[RunLocation, int]:
-    """A new run's folder, claimed before anything is written, and this machine's hold on it:
-    ``--name``, or a default name of its tier, the time and a random suffix (two runs started in
-    the same second differ)."""
-    for _attempt in range(1 if args.name else 5):
-        location = storage_lib.locate(args.storage, args.stem, args.name or run_files.default_name(tier))
-        held = run_files.hold(location.key)
-        if held is not None:
-            if location.claim():
-                return location, held
-            run_files.let_go(held)
-    raise UserError(_taken(location, held is None))
-
-
-def _taken(location: RunLocation, held_here: bool) -> str:
-    """Why a new run cannot have the name, and what to do."""
-    shown = location.remote or location.local
-    if held_here or location.exists(run_files.CONFIG_FILE) or any(p.name != run_files.CLAIM_FILE for p in _entries(location)):
-        return f"run {shown} already exists: pass --resume to continue it, or another --name"
-    claim = location.claimed_by()
-    return (
-        f"run {shown} is being started by another command (pid {claim.get('pid')} on {claim.get('host')} since "
-        f"{claim.get('claimed')}): pass another --name, or, if that command is gone, delete its {run_files.CLAIM_FILE}"
-    )
-
-
-def _entries(location: RunLocation) -> list[Path]:
-    return list(location.local.iterdir()) if location.remote is None and location.local.is_dir() else []
-
-
-def new_config(args: argparse.Namespace) -> tuple[str, Any]:
-    """A new run's tier and config: defaults, tier, ``--config``, ``--data``, ``--set``; checked."""
-    tier = args.tier or registry.DEFAULT_TIER
-    # Sweeps save tiers in a storage folder (python -m platform.tune), not in object stores.
-    tiers_storage = None if storage_lib.is_uri(args.storage) else Path(args.storage).expanduser().resolve()
-    cfg = registry.resolve(args.stem, tier, args.sets, data_dir=args.data, storage=tiers_storage, config_file=args.config)
-    if cfg.data_dir:
-        locations.check_data_folder(cfg.data_dir)
-    return tier, cfg
-
-
-def print_config(args: argparse.Namespace) -> None:
-    if args.resume:
-        _location, tier, cfg, held = resolve_run(args)
-        run_files.let_go(held)
+def print_config(request: Request, launch: Launch) -> None:
+    if launch.resume:
+        opened = open_run(request, launch)
+        opened.close()
+        tier, cfg = opened.tier, opened.cfg
     else:
-        tier, cfg = new_config(args)
+        tier, cfg = new_config(request, launch.storage)
     print(
-        f"# {args.stem}, tier {tier}{', resumed run ' + args.name if args.resume else ''}: "
-        f"python -m platform.run {args.stem} --config FILE runs this config"
+        f"# {request.stem}, tier {tier}{', resumed run ' + launch.name if launch.resume else ''}: "
+        f"python -m platform.run {registry.find(request.stem).reference} --config FILE runs this config"
     )
     print(config_lib.as_yaml(cfg), end="")
+
+
+def start(request: Request, launch: Launch) -> tuple[RunLocation, dict]:
+    """Train the run ``request`` and ``launch`` name, as ``python -m platform.run`` does (and
+    ``rayplatform.train``): where it lives and its finished manifest."""
+    trainable = registry.load(request.stem)  # the contract, checked before a name is claimed or Ray started
+    opened = open_run(request, launch)
+    try:
+        store = launch.store_root()
+        if store is not None:
+            storage_lib.check_writable(store, "--store")
+        from platform.train import launch as assembly  # torch and Ray: not imported to print --help or a config
+
+        tracked = assembly.run_trackers(opened.launch, request.stem, opened.location.local)
+        dashboard = assembly.connect(opened.launch)
+        manifest = assembly.train(trainable, opened.cfg, opened.tier, opened.launch, opened.location, tracked=tracked, dashboard=dashboard)
+    finally:
+        opened.close()
+    assembly.report_finished(trainable, opened.location, manifest, launch.storage)
+    return opened.location, manifest
 
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    launch = launch_of(args)
     if args.print_config:
-        print_config(args)
+        print_config(request_of(args), launch)
         return 0
-    if args.workers < 1:
-        raise UserError("--workers must be at least 1")
-    location, tier, cfg, held = resolve_run(args)
-    try:
-        store = store_root(args)
-        if store is not None:
-            storage_lib.check_writable(store, "--store")
-        from platform import launch  # torch and Ray: not imported to print --help or a config
-
-        return launch.train(args, location, tier, cfg, store)
-    except BaseException:
-        if not args.resume:
-            location.release()  # a run that never started leaves no folder to refuse its name
-        raise
-    finally:
-        run_files.let_go(held)
-
-
-def pin_launch(args: argparse.Namespace, launch: dict | None) -> None:
-    """A resume runs on the devices and thread count the run started with, since both change the
-    floats (a run is bitwise only on the same ones); on another ``--workers`` the exactness is the
-    sample order's (each remaining sample once), so the CPUs a worker may change with it."""
-    if launch is None:  # a run from before launches were recorded
-        return
-    if args.gpu != launch["gpu"]:
-        raise UserError(
-            f"this run trained {'with' if launch['gpu'] else 'without'} --gpu: a resume keeps it "
-            f"({'add' if launch['gpu'] else 'drop'} --gpu)"
-        )
-    if args.workers != launch["workers"]:
-        return
-    if args.cpus_per_worker is None:
-        args.cpus_per_worker = launch["cpus_per_worker"]
-    elif args.cpus_per_worker != launch["cpus_per_worker"]:
-        raise UserError(
-            f"this run trained with --cpus-per-worker {launch['cpus_per_worker']:g}: a resume on "
-            f"{args.workers} worker(s) keeps it (torch's thread count changes the results)"
-        )
-
-
-def store_root(args: argparse.Namespace) -> str | None:
-    """``--store``; with an object-store ``--storage`` the store sits beside the runs, where every
-    node reads it; else the platform cache (``None``)."""
-    if args.store:
-        return args.store
-    return f"{args.storage.rstrip('/')}/.store" if storage_lib.is_uri(args.storage) else None
+    start(request_of(args), launch)
+    return 0
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@
 
 ``train`` is ``rayplatform run`` (``platform/run.py``) with the same options; bad input raises
 ``platform.errors.UserError`` with the message the command would print. Ray starts in this
-process on the first call and stays up for the next ones.
+process on the first call and stays up for the next ones; Ray's workers get the packages of the
+trainables of your own (``train("./mytoy")``) named before then, so train those first.
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ from typing import Any
 
 import pandas as pd
 
-from platform import artifacts, predict, registry, run_files
+from platform import predict, registry
 from platform import run as run_command
-from platform import storage as storage_lib
+from platform.config import DEFAULT_STORAGE, Launch
+from platform.runs import artifacts
+from platform.runs import storage as storage_lib
+from platform.runs.opening import Request
 
 
 class Run:
@@ -28,8 +32,8 @@ class Run:
 
     def __init__(self, path: str | Path):
         self.path = storage_lib.fetched(str(path))  # a run URI's files, copied to this machine
-        self.stem = predict.stem_of(self.path)
-        self.trainable = registry.load(self.stem)
+        self.trainable = registry.load(predict.trainable_of(self.path))
+        self.stem = self.trainable.stem
 
     @property
     def name(self) -> str:
@@ -70,23 +74,17 @@ def train(
     sets: dict[str, Any] | None = None,
     config: str | None = None,
     data: str | None = None,
-    storage: str = run_command.DEFAULT_STORAGE,
+    storage: str = DEFAULT_STORAGE,
     name: str | None = None,
     workers: int = 1,
     gpu: bool = False,
     address: str | None = None,
     tracker: str | None = None,
 ) -> Run:
-    """Train ``stem`` as ``rayplatform run`` does and return the finished run."""
-    name = name or run_files.default_name(tier or registry.DEFAULT_TIER)
-    argv = [stem, "--storage", storage, "--name", name, "--workers", str(workers)]
-    for flag, value in (("--tier", tier), ("--config", config), ("--data", data), ("--address", address), ("--tracker", tracker)):
-        if value:
-            argv += [flag, str(value)]
-    for key, value in (sets or {}).items():
-        argv += ["--set", f"{key}={','.join(map(str, value)) if isinstance(value, (list, tuple)) else value}"]
-    if gpu:
-        argv.append("--gpu")
-    run_command.main.__wrapped__(argv)  # errors raise here instead of ending the process
-    location = storage_lib.locate(storage, stem, name)
+    """Train ``stem`` as ``rayplatform run`` does and return the finished run. ``stem`` names a
+    trainable as the command's argument does: ``"asl"``, ``"./mytoy"``, ``"mypkg.mytoy"``, a plugin."""
+    launch = Launch(workers=workers, gpu=gpu, storage=storage, name=name, address=address, tracker=tracker).check()
+    listed = {key: ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value for key, value in (sets or {}).items()}
+    request = Request(registry.find(stem).stem, tier, tuple(f"{key}={value}" for key, value in listed.items()), data or "", config)
+    location, _manifest = run_command.start(request, launch)
     return Run(location.remote or location.local)

@@ -2,8 +2,10 @@
 
     rayplatform run asl --tier smoke    rayplatform tune asl ...    rayplatform label posts.csv ...
     rayplatform predict RUN_DIR x ...   rayplatform monitor runs    rayplatform --version
+    rayplatform new mytoy               rayplatform run ./mytoy --tier smoke
 
-``rayplatform <command> ...`` is ``python -m platform.<command> ...`` from the repository root.
+``rayplatform <command> ...`` is ``python -m platform.<command> ...`` from the repository root;
+``rayplatform new NAME`` writes a trainable package to start from (``rayplatform/new.py``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ COMMANDS = {
     "label": "label posts through an OpenAI-compatible API on Ray Data",
     "predict": "predict with the best model of a finished run",
     "monitor": "show runs and their progress",
+    "new": "write a minimal working trainable package NAME/ here, to start from",
 }
+MODULES = {"new": "rayplatform.new"}  # the others: platform.<command>
 
 
 def usage() -> str:
@@ -40,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] not in COMMANDS:
         print(f"error: unknown command {argv[0]!r}; known: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    return importlib.import_module(f"platform.{argv[0]}").main(argv[1:])
+    return importlib.import_module(MODULES.get(argv[0], f"platform.{argv[0]}")).main(argv[1:])
 
 
 if __name__ == "__main__":

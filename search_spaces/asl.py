@@ -30,7 +30,7 @@ files load, train and beat the baseline, not how well the tiers do on asl-signs.
 ``ALIASES`` is empty: the seed script had a single recipe and no named modes.
 """
 
-from platform.distributions import choice, loguniform, uniform
+from platform.tune.distributions import choice, loguniform, uniform
 
 # The seed's schedules span 30 and 60 epochs; shorter tiers compress them into their epochs.
 # A tier's keys stay grouped by line (data, model, schedule), so tiers read side by side.

@@ -68,7 +68,7 @@ keys below reuses them (a different vocabulary size or ``max_len`` changes the r
 it computes them again).
 """
 
-from platform.distributions import choice, loguniform, uniform
+from platform.tune.distributions import choice, loguniform, uniform
 
 # A tier's keys stay grouped by line (data, model, schedule), so tiers read side by side.
 # fmt: off

@@ -70,7 +70,7 @@ The unimodal baselines are the same tiers with ``--set modalities=text`` (or ``t
 ``ALIASES`` is empty: the seed script had a single recipe and no named modes.
 """
 
-from platform.distributions import choice, loguniform, randint, uniform
+from platform.tune.distributions import choice, loguniform, randint, uniform
 
 # A tier's keys stay grouped by line (data, model, schedule), so tiers read side by side.
 # fmt: off

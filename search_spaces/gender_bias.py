@@ -36,7 +36,7 @@ the seed's exact mode on the full recipe: ``--tier full --set max_samples=5000``
 ``--data`` the cap applies to the synthetic set, whose size each tier sets.
 """
 
-from platform.distributions import choice, loguniform, randint, uniform
+from platform.tune.distributions import choice, loguniform, randint, uniform
 
 # A tier's keys stay grouped by line (data, model, schedule), so tiers read side by side.
 # fmt: off

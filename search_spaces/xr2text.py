@@ -33,7 +33,7 @@ and test also report CIDEr-D, ``distinct`` and ``vocab``, and a collapse ends th
 ``ALIASES`` is empty: the seed script had a single recipe and no named modes.
 """
 
-from platform.distributions import choice, loguniform, randint, uniform
+from platform.tune.distributions import choice, loguniform, randint, uniform
 
 # A tier's keys stay grouped by line (data, model, schedule), so tiers read side by side.
 # fmt: off

@@ -104,7 +104,7 @@ class Storage:
 
     def files(self, stem: str, name: str) -> Path:
         """A folder with the run's own files as they are now (for a URI, copied afresh)."""
-        from platform import storage
+        from platform.runs import storage
 
         return storage.fetched(self.run(stem, name))
 
@@ -113,7 +113,7 @@ class Storage:
         written" compares."""
         import pyarrow.fs as pafs
 
-        from platform.store import filesystem
+        from platform.data.store import filesystem
 
         fs, path = filesystem(self.run(stem, name))
         found = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
@@ -124,7 +124,7 @@ class Storage:
         }
 
     def write(self, stem: str, name: str, filename: str, data: bytes) -> None:
-        from platform.store import filesystem
+        from platform.data.store import filesystem
 
         fs, path = filesystem(f"{self.run(stem, name)}/{filename}")
         fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
@@ -132,7 +132,7 @@ class Storage:
             stream.write(data)
 
     def checkpoints(self, stem: str, name: str) -> list[str]:
-        from platform import checkpoints
+        from platform.train import checkpoints
 
         return checkpoints.folders(self.run(stem, name))
 

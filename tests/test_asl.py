@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from platform.config import resolve
+from platform.data.stream import as_batch
 from platform.errors import UserError
-from platform.stream import as_batch
 from search_spaces.asl import TIERS
 from trainables import asl
 from trainables.asl import landmarks, synthetic

@@ -1,4 +1,4 @@
-"""The trivial baseline beside every metric (``platform/baseline.py`` and each trainable's hook), without Ray.
+"""The trivial baseline beside every metric (``platform/runs/baseline.py`` and each trainable's hook), without Ray.
 
     .venv/bin/python -m pytest -q tests/test_baseline.py
 
@@ -23,9 +23,12 @@ import torch
 from helpers import shared_dataset
 from pycocoevalcap.bleu.bleu import Bleu
 
-from platform import baseline, launch, monitor, plots, store
+from platform import monitor
 from platform.config import resolve
-from platform.storage import RunLocation
+from platform.data import store
+from platform.runs import baseline, plots
+from platform.runs.storage import RunLocation
+from platform.train import launch
 from trainables import asl, captioning, emotion, gender_bias, xr2text
 
 # The modules, not the ``baseline`` hooks of the same name their packages define.

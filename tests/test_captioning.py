@@ -26,7 +26,7 @@ from pycocoevalcap.rouge.rouge import Rouge
 from platform import registry
 from platform.config import resolve
 from platform.errors import UserError
-from platform.loop import build_optimizer, build_scheduler
+from platform.train.loop import build_optimizer, build_scheduler
 from search_spaces.captioning import ALIASES, TIERS
 from trainables import captioning as cap
 from trainables.captioning import data, synthetic, vocab

@@ -15,7 +15,8 @@ import pytest
 import torch
 from helpers import REPO
 
-from platform import checkpoints, durable
+from platform.runs import durable
+from platform.train import checkpoints
 
 
 def _result(name: str, **metrics) -> dict:
@@ -83,7 +84,7 @@ def test_orphans_are_the_folders_the_snapshot_does_not_record(tmp_path):
 
 def test_two_attempts_with_the_same_restart_count_name_their_checkpoints_apart():
     # Two failures that restore the same checkpoint start two attempts with the same counters.
-    code = "from platform import checkpoints; print(checkpoints.name(3, 42, 1, True))"
+    code = "from platform.train import checkpoints; print(checkpoints.name(3, 42, 1, True))"
     names = {subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout for _ in range(2)}
     assert len(names) == 2 and all(n.startswith("epoch_0003-step_0000042-attempt_1-") for n in names)
 

@@ -25,6 +25,8 @@ from helpers import REPO, TEST_ENV, free_port
 from labeling import KEY, PRICES, write_posts
 from openai_server import FakeOpenAI
 
+from rayplatform import new
+
 RAY = str(Path(sys.executable).with_name("ray"))
 
 
@@ -156,21 +158,6 @@ def _manifest(run_dir: Path) -> dict:
     return json.loads((run_dir / "manifest.json").read_text())
 
 
-def test_a_submitted_job_trains_and_writes_its_run_directory(cluster, tmp_path):
-    # The store on a folder every node sees: the worker nodes' Ray Data tasks write it, the Train worker reads it.
-    result = _submit(
-        cluster, "asl", "--tier", "smoke", "--storage", str(tmp_path), "--store", str(tmp_path / "store"), "--name", "submitted"
-    )
-    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    assert "succeeded" in (result.stdout + result.stderr).lower()
-    manifest = _manifest(tmp_path / "asl" / "submitted")
-    assert manifest["status"] == "finished" and manifest["hardware"]["nodes"] == 3
-    for split in ("train", "val"):
-        assert manifest["data"]["store"][split]["uri"].startswith(str(tmp_path / "store"))
-        assert list((tmp_path / "store").glob(f"asl-*/{split}/shard-*.parquet"))
-    assert (tmp_path / "asl" / "submitted" / "best_model.pt").is_file()
-
-
 def test_the_installed_command_runs_as_a_job_without_a_working_dir(cluster, tmp_path):
     """``rayplatform run`` submitted from another folder, no code uploaded: the nodes' workers import
     the platform only because the driver puts its root first on their PYTHONPATH."""
@@ -200,6 +187,38 @@ def test_the_installed_command_runs_as_a_job_without_a_working_dir(cluster, tmp_
     assert result.returncode == 0 and "succeeded" in (result.stdout + result.stderr).lower(), (result.stdout + result.stderr)[-4000:]
     manifest = _manifest(tmp_path / "asl" / "installed")
     assert manifest["status"] == "finished" and manifest["hardware"]["nodes"] == 3
+
+
+def test_a_job_trains_a_trainable_of_the_users_from_its_working_dir(cluster, tmp_path):
+    """``rayplatform new mytoy`` in a folder of the user's, submitted with that folder as the working
+    dir: the Ray Data tasks and the Train worker on the worker nodes import mytoy, installed nowhere."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    new.write("mytoy", mine)
+    submit = (
+        "job",
+        "submit",
+        "--address",
+        cluster["dashboard"],
+        "--working-dir",
+        ".",
+        "--runtime-env-json",
+        json.dumps({"env_vars": TEST_ENV}),
+    )
+    run = ("rayplatform", "run", "./mytoy", "--tier", "smoke", "--storage", str(tmp_path / "runs"), "--store", str(tmp_path / "store"))
+    command = (*submit, "--", *run, "--name", "submitted")
+    result = _until_an_agent_answers(
+        lambda: subprocess.run([RAY, *command], cwd=mine, env=cluster_env(), capture_output=True, text=True, timeout=900)
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0 and "[mytoy] finished: 2 epochs" in output and "succeeded" in output.lower(), output[-4000:]
+    manifest = _manifest(tmp_path / "runs" / "mytoy" / "submitted")
+    assert (manifest["stem"], manifest["status"], manifest["hardware"]["nodes"]) == ("mytoy", "finished", 3)
+    # The store on a folder every node sees: the worker nodes' Ray Data tasks write it, the Train worker reads it.
+    for split in ("train", "val"):
+        assert manifest["data"]["store"][split]["uri"].startswith(str(tmp_path / "store"))
+        assert list((tmp_path / "store").glob(f"mytoy-*/{split}/shard-*.parquet"))
+    assert (tmp_path / "runs" / "mytoy" / "submitted" / "best_model.pt").is_file()
 
 
 def _job_status(cluster: dict, job_id: str) -> str:

@@ -157,25 +157,33 @@ def test_each_trainable_rejects_its_out_of_range_values_and_unknown_choices(stem
 NUMBER_KINDS = (int, float, tuple[int, ...], tuple[float, ...])
 
 
-def unlimited_numbers(config_cls: type) -> set[str]:
-    """The int and float fields (and tuples of them) of a Config that have no LIMITS entry."""
+def number_fields(config_cls: type) -> set[str]:
     hints = typing.get_type_hints(config_cls)
-    numbers = {f.name for f in dataclasses.fields(config_cls) if hints[f.name] in NUMBER_KINDS}
-    return numbers - set(config_lib.limits(config_cls))
+    return {f.name for f in dataclasses.fields(config_cls) if hints[f.name] in NUMBER_KINDS}
+
+
+def unlimited_numbers(config_cls: type) -> set[str]:
+    """The int and float fields (and tuples of them) of a Config declared without a low or a high."""
+    return number_fields(config_cls) - set(config_lib.limits(config_cls))
 
 
 def test_the_contract_check_sees_a_number_without_a_limit():
+    @dataclasses.dataclass
+    class Unbounded(ToyConfig):
+        depth: int = config_lib.limited(2)  # limited() with neither bound limits nothing
+        """Depth."""
+
     assert unlimited_numbers(ToyConfig) == {"width", "sizes"}
+    assert unlimited_numbers(Unbounded) == {"width", "sizes", "depth"}
 
 
 @pytest.mark.parametrize("stem", registry.stems())
 def test_every_number_has_limits_and_every_tier_and_search_bound_resolves(stem):
     trainable = registry.load(stem)
     space = trainable.space
-    assert unlimited_numbers(trainable.Config) == set(), f"{stem}: add these to Config.LIMITS"
-    fields = {f.name for f in dataclasses.fields(trainable.Config)}
+    assert unlimited_numbers(trainable.Config) == set(), f"{stem}: declare these fields with limited(default, low=..., high=...)"
     for key, (lowest, highest) in config_lib.limits(trainable.Config).items():
-        assert key in fields, f"{stem}: LIMITS names {key!r}, which is not a config field"
+        assert key in number_fields(trainable.Config), f"{stem}: {key!r} has limits but is no number"
         assert lowest is None or highest is None or lowest <= highest, f"{stem}: {key} limits {lowest} > {highest}"
     for tier in registry.tier_names(space):
         registry.resolve(stem, tier)
@@ -184,6 +192,80 @@ def test_every_number_has_limits_and_every_tier_and_search_bound_resolves(stem):
         values = getattr(distribution, "choices", None) or (distribution.low, distribution.high)
         for value in values:
             config_lib.resolve(trainable.Config, {}, {key: value})
+
+
+def test_a_field_redeclared_for_its_default_keeps_its_limits_and_its_own_only_narrow_them():
+    @dataclasses.dataclass
+    class Redeclared(ToyConfig):
+        epochs: int = 5  # a new default: the platform's lowest (1) stays
+        lr: float = config_lib.limited(1e-2, low=1e-4, high=1.0)  # narrower than the platform's (>= 1e-12)
+        width: int = config_lib.limited(8, low=2)
+
+    @dataclasses.dataclass
+    class Loosened(Redeclared):
+        lr: float = config_lib.limited(1e-2, low=0.0, high=10.0)  # cannot widen what a base class bounds
+
+    assert (Redeclared().epochs, config_lib.limits(Redeclared)["epochs"]) == (5, (1, None))
+    for sets, message in [
+        (["epochs=0"], "config key 'epochs' must be >= 1, not 0"),
+        (["lr=1e-6"], r"config key 'lr' must be in \[0.0001, 1.0\], not 1e-06"),
+        (["lr=2"], r"config key 'lr' must be in \[0.0001, 1.0\], not 2.0"),
+        (["width=1"], "config key 'width' must be >= 2, not 1"),
+    ]:
+        with pytest.raises(UserError, match=message):
+            config_lib.resolve(Redeclared, {}, None, sets)
+        with pytest.raises(UserError, match=message):
+            config_lib.resolve(Loosened, {}, None, sets)
+    # Every trainable that re-declares a platform field keeps the platform's limit on it.
+    assert config_lib.limits(registry.load_config("asl")[0])["epochs"] == (1, None)
+    with pytest.raises(UserError, match="config key 'patience' must be >= 0, not -1"):
+        registry.resolve("asl", "smoke", ["patience=-1"])
+
+
+def test_data_is_a_layer_of_its_own_after_the_trial_and_before_set(tmp_path):
+    (tmp_path / "mine.yaml").write_text("data_dir: /from/the/file\n")
+    layers = {"tier": {"data_dir": "/from/the/tier"}, "trial": {"data_dir": "/from/the/trial"}, "config_file": str(tmp_path / "mine.yaml")}
+    assert config_lib.resolve(ToyConfig, **layers).data_dir == "/from/the/trial"
+    assert config_lib.resolve(ToyConfig, **layers, data_dir="/from/data").data_dir == "/from/data"
+    assert config_lib.resolve(ToyConfig, **layers, data_dir="/from/data", sets=["data_dir=/from/set"]).data_dir == "/from/set"
+    assert registry.resolve("asl", "smoke", data_dir=" folder with spaces ").data_dir == " folder with spaces "  # as given, not a --set
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ("a\x00b", r"error: --data \('a\\x00b'\) holds a NUL byte: no path does"),
+        ("~no-such-user/x", r"error: --data \('~no-such-user/x'\): Could not determine home directory"),
+    ],
+)
+def test_a_bad_data_folder_is_one_error_naming_data(capsys, data, message):
+    from platform import run
+
+    assert run.main(["asl", "--data", data, "--print-config"]) == 2
+    assert re.fullmatch(message + r"\.?\n", capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("stem", registry.stems())
+def test_config_keys_are_grouped_by_owner_with_the_synthetic_sets_marked(stem):
+    config_cls = registry.load_config(stem)[0]
+    groups = config_lib.key_groups(config_cls)
+    assert groups["platform"] == [f.name for f in dataclasses.fields(config_lib.TrainConfig)]
+    assert groups["synthetic"] == [f.name for f in dataclasses.fields(config_cls) if f.name.startswith("synthetic_")] != []
+    assert sorted(sum(groups.values(), [])) == sorted(f.name for f in dataclasses.fields(config_cls))
+
+
+def test_help_lists_the_platforms_the_trainables_and_the_synthetic_sets_keys_apart(capsys):
+    from platform import run
+
+    with pytest.raises(SystemExit):
+        run.main(["asl", "--help"])
+    keys = capsys.readouterr().out.split("config keys of asl")[1]
+    platform_keys, own = keys.split(" asl's keys")
+    own, synthetic = own.split(" asl's synthetic-set keys")
+    assert "  epochs = 300  (asl's; the platform's is 10)\n      Maximum number of epochs." in platform_keys
+    assert "  seed = 0\n" in platform_keys and "max_len" not in platform_keys
+    assert "  max_len = 384\n" in own and "synthetic_" not in own and "  seed = " not in own
+    assert "  synthetic_signs = 20\n      Synthetic set (no data_dir): number of signs." in synthetic and "max_len" not in synthetic
 
 
 def print_config(capsys, *args: str) -> str:
@@ -271,7 +353,7 @@ def test_help_shows_what_each_tier_sets(capsys):
 @pytest.mark.parametrize("stem", registry.stems())
 def test_help_and_print_config_import_neither_torch_nor_ray(stem):
     """A person waits for them: the Config comes from the trainable's config.py, the tiers' search
-    distributions are data (platform/distributions.py)."""
+    distributions are data (platform/tune/distributions.py)."""
     code = (
         "import sys; from platform import run\n"
         "for args in ([sys.argv[1], '--help'], [sys.argv[1], '--print-config', '--tier', 'smoke', '--set', 'seed=3']):\n"
@@ -285,7 +367,7 @@ def test_help_and_print_config_import_neither_torch_nor_ray(stem):
 
 
 def test_ray_noise_is_held_back_and_the_runs_own_lines_pass():
-    from platform import console
+    from platform.tracking import console
 
     core = "[2026-12-03 03:34:23,315 E 28330 28395] core_worker.cc:2465: Actor with class name: 'PreemptionWatcher'"
     mine = "[asl] epoch 1/2  train/loss 1.4761  val/acc 0.8750"
@@ -295,3 +377,50 @@ def test_ray_noise_is_held_back_and_the_runs_own_lines_pass():
     assert console.kept({"actor_name": "RayTrainWorker", "lines": [mine]})["lines"] == [mine]
     assert console.kept({"actor_name": "TrainController", "lines": [core]}) is None
     assert console.kept({"actor_name": "PlacementGroupCleaner", "lines": ["Traceback (most recent call last):"]}) is None
+
+
+def test_a_config_declaring_the_old_limits_dict_is_refused_not_left_unbounded():
+    @dataclasses.dataclass
+    class OldStyle(ToyConfig):
+        LIMITS: typing.ClassVar[dict] = {"width": (1, None)}
+
+    with pytest.raises(UserError) as raised:
+        config_lib.resolve(OldStyle, {}, None, ["width=-5"])
+    assert str(raised.value) == (
+        f"test_config's Config ({__file__}) declares LIMITS: limits now go beside each field, "
+        "e.g. hidden: int = limited(64, low=1) (platform/config.py)"
+    )
+
+
+def test_a_config_without_its_own_dataclass_decorator_is_refused_by_name():
+    class Undecorated(ToyConfig):
+        hidden: int = 3
+        """Hidden width."""
+
+    with pytest.raises(UserError) as raised:
+        config_lib.resolve(Undecorated, {"hidden": 4})
+    assert str(raised.value) == (
+        f"test_config's Config ({__file__}) must be a @dataclasses.dataclass (subclassing platform.config.TrainConfig)"
+    )
+
+
+def test_limits_whose_low_is_above_their_high_fail_where_they_are_written():
+    with pytest.raises(ValueError, match=r"limited\(4, low=5, high=1\): low is above high"):
+        config_lib.limited(4, low=5, high=1)
+
+
+@pytest.mark.parametrize(
+    ("module", "stem"),
+    [
+        ("trainables.asl.config", "asl"),
+        ("trainables.asl", "asl"),
+        ("mytoy.config", "mytoy"),
+        ("mytoy", "mytoy"),
+        ("mypkg.mytoy.config", "mypkg.mytoy"),
+    ],
+)
+def test_an_unknown_key_points_at_the_help_of_its_trainable(module, stem):
+    config_cls = dataclasses.make_dataclass("Config", [], bases=(ToyConfig,), namespace={"__module__": module})
+    with pytest.raises(UserError) as raised:
+        config_lib.resolve(config_cls, {}, None, ["depth=3"])
+    assert str(raised.value) == f"unknown config key 'depth' in --set (see --help for the keys of {stem})"

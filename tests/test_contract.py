@@ -7,9 +7,12 @@ it, and each way of breaking it is one error naming the trainable and what is wr
 from __future__ import annotations
 
 import copy
+import dataclasses
+import importlib
 import subprocess
 import sys
 import types
+import typing
 
 import pytest
 from helpers import REPO
@@ -31,7 +34,7 @@ def test_every_trainable_keeps_the_contract_and_every_tier_resolves(stem):
 
 def test_a_loaded_trainable_is_one_object_with_its_hooks_space_and_stem():
     trainable = registry.load("captioning")
-    assert (trainable.stem, trainable.space.__name__) == ("captioning", "search_spaces.captioning")
+    assert (trainable.stem, trainable.space.name) == ("captioning", "search_spaces.captioning")
     assert trainable.build_model is trainable.package.build_model and trainable.METRIC == trainable.package.METRIC
     assert not hasattr(trainable, "epoch_shedule")  # an absent optional hook reads as absent
     assert copy.copy(trainable) == trainable
@@ -39,7 +42,7 @@ def test_a_loaded_trainable_is_one_object_with_its_hooks_space_and_stem():
 
 def copies(stem: str = "asl") -> tuple[types.ModuleType, types.ModuleType]:
     """Editable copies of a real trainable and its search space."""
-    trainable, space = registry.load(stem).package, registry.load(stem).space
+    trainable, space = registry.load(stem).package, importlib.import_module(registry.load(stem).space.name)
     fake_trainable, fake_space = types.ModuleType(trainable.__name__), types.ModuleType(space.__name__)
     vars(fake_trainable).update({k: v for k, v in vars(trainable).items() if not k.startswith("__")})
     vars(fake_space).update({k: v for k, v in vars(space).items() if not k.startswith("__")})
@@ -100,3 +103,72 @@ def test_no_trainable_imports_ray():
     )
     shown = subprocess.run([sys.executable, "-c", code, *registry.stems()], cwd=REPO, capture_output=True, text=True, check=True)
     assert shown.stdout.strip() == "[]"
+
+
+def test_a_hook_taking_other_arguments_than_the_platform_passes_is_one_error_before_anything_runs():
+    assert (
+        broken(lambda t, s: setattr(t, "loss", defined_in(t, lambda model, batch: (0.0, {}))))
+        == "trainables.asl defines loss(model, batch): the platform calls loss(model, batch, cfg)"
+    )
+    assert (
+        broken(lambda t, s: setattr(t, "epoch_schedule", defined_in(t, lambda epoch: {})))
+        == "trainables.asl defines epoch_schedule(epoch): the platform calls epoch_schedule(epoch, cfg)"
+    )
+    assert (
+        broken(lambda t, s: setattr(t, "predict", defined_in(t, lambda model, inputs, cfg, meta, top: [])))
+        == "trainables.asl defines predict(model, inputs, cfg, meta, top): the platform calls predict(model, inputs, cfg, meta, **options)"
+    )
+
+
+def test_a_hook_may_take_more_arguments_with_defaults_or_any_arguments():
+    trainable, space = copies()
+    trainable.loss = defined_in(trainable, lambda *args: (0.0, {}))
+    trainable.evaluate = defined_in(trainable, lambda model, batches, cfg, extra=1, **rest: {})
+    trainable.predict = defined_in(trainable, lambda model, inputs, cfg, meta, beam=None: [])
+    trainable.on_epoch_start = defined_in(trainable, lambda model, epoch, *more: None)
+    contract.check(trainable, space)
+
+
+def space_of(**constants) -> types.ModuleType:
+    module = types.ModuleType("search_spaces.mine")
+    vars(module).update(constants)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("constants", "message"),
+    [
+        ({"TIER": {"smoke": {}}, "SPACE": {}}, "search space search_spaces.mine does not define TIERS (see trainables/__init__.py)"),
+        ({"TIERS": {"smoke": {}}}, "search space search_spaces.mine does not define SPACE (see trainables/__init__.py)"),
+        (
+            {"TIERS": {"smoke": ["epochs"]}, "SPACE": {}},
+            "search space search_spaces.mine: TIERS must be a dict of tier name to a dict of config values",
+        ),
+        ({"TIERS": [], "SPACE": {}}, "search space search_spaces.mine: TIERS must be a dict of tier name to a dict of config values"),
+        (
+            {"TIERS": {"smoke": {}}, "SPACE": {}, "ALIASES": {"quick": "fast"}},
+            "search space search_spaces.mine: ALIASES point at fast, which TIERS lacks",
+        ),
+    ],
+)
+def test_a_malformed_search_space_is_one_error_wherever_it_is_read(constants, message):
+    with pytest.raises(UserError) as raised:
+        contract.SearchSpace.of(space_of(**constants), "mine")  # what --help and --print-config read
+    assert str(raised.value) == message
+    trainable, _ = copies()
+    with pytest.raises(UserError) as checked:
+        contract.check(trainable, space_of(**constants))  # what run and tune check
+    assert str(checked.value) == message
+
+
+def test_a_config_the_platform_would_read_wrong_is_refused_by_the_contract():
+    class Undecorated(registry.load("asl").Config):
+        pass
+
+    @dataclasses.dataclass
+    class OldStyle(registry.load("asl").Config):
+        LIMITS: typing.ClassVar[dict] = {"dim": (2, None)}
+
+    named = f"test_contract's Config ({__file__})"
+    assert broken(lambda t, s: setattr(t, "Config", Undecorated)).startswith(f"{named} must be a @dataclasses.dataclass")
+    assert broken(lambda t, s: setattr(t, "Config", OldStyle)).startswith(f"{named} declares LIMITS")

@@ -19,8 +19,9 @@ import pyarrow.fs as pafs
 import pytest
 from helpers import REPO, S3_BUCKET, TEST_ENV
 
-from platform import content_hash, data, registry
-from platform.cache import cache_root
+from platform import registry
+from platform.data import content_hash, ingest
+from platform.data.cache import cache_root
 from platform.errors import UserError
 
 
@@ -45,7 +46,7 @@ def rewrite_in_place(path: Path) -> None:
 
 def store_key(cfg, meta: dict, rows: dict) -> str:
     trainable = registry.load("asl")
-    return data.split_uri("store", data.identity(trainable, cfg, meta, "train", pa.Table.from_pylist(rows["train"])))
+    return ingest.split_uri("store", ingest.identity(trainable, cfg, meta, "train", pa.Table.from_pylist(rows["train"])))
 
 
 def test_a_file_rewritten_at_the_same_size_and_mtime_is_new_data_for_the_store_and_a_resume(asl_folder):
@@ -58,7 +59,7 @@ def test_a_file_rewritten_at_the_same_size_and_mtime_is_new_data_for_the_store_a
     assert store_key(cfg, new_meta, new_rows) != store_key(cfg, meta, rows), "preprocessed again, not read from the store"
     # A resume pinned to the data it started with is refused before anything is preprocessed.
     with pytest.raises(UserError, match="the data changed since this run started"):
-        data.prepare(trainable, cfg, pinned={**meta, "content_hash_of": data.CONTENT_HASH_OF})  # as its meta.json holds it
+        ingest.prepare(trainable, cfg, pinned={**meta, "content_hash_of": ingest.CONTENT_HASH_OF})  # as its meta.json holds it
 
 
 def test_an_unchanged_file_is_looked_up_not_read_again(tmp_path):
@@ -89,7 +90,7 @@ def test_a_cache_that_is_not_a_database_is_started_again(tmp_path, monkeypatch):
 
 HASH = """
 import json, sys
-from platform import content_hash
+from platform.data import content_hash
 print(json.dumps(content_hash.file_digests(sys.argv[1:])))
 """
 
@@ -125,10 +126,10 @@ def test_an_object_rewritten_at_the_same_size_has_another_etag(s3_env):
 def test_a_run_from_before_content_hashes_resumes_on_its_classes_with_a_warning():
     said = []
     started = {"content_hash": "sha256:of-paths-and-sizes", "classes": ["a", "b"]}  # no "content_hash_of"
-    now = {"content_hash": "sha256:of-bytes", "classes": ["a", "b"], "content_hash_of": data.CONTENT_HASH_OF}
-    data._same_data(started, now, said.append)
+    now = {"content_hash": "sha256:of-bytes", "classes": ["a", "b"], "content_hash_of": ingest.CONTENT_HASH_OF}
+    ingest._same_data(started, now, said.append)
     assert said and said[0].startswith("warning: this run's data was identified by its files' paths and sizes")
     with pytest.raises(UserError, match="its classes differs"):
-        data._same_data({**started, "classes": ["a"]}, now, said.append)
+        ingest._same_data({**started, "classes": ["a"]}, now, said.append)
     with pytest.raises(UserError, match="its content_hash differs"):
-        data._same_data({**now, "content_hash": "sha256:other-bytes"}, now, said.append)
+        ingest._same_data({**now, "content_hash": "sha256:other-bytes"}, now, said.append)

@@ -14,8 +14,8 @@ import pytest
 from helpers import S3_BUCKET, run_command, upload
 
 from platform import registry
+from platform.data.locations import check_data_folder
 from platform.errors import UserError
-from platform.locations import check_data_folder
 
 STEMS = ("asl", "xr2text", "captioning", "gender_bias", "emotion")
 

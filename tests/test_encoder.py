@@ -22,9 +22,9 @@ import torchvision
 from helpers import SHARED_DATASETS, run_command, shared_dataset
 from torch import nn
 
-from platform import data as platform_data
 from platform import registry
 from platform.config import resolve
+from platform.data import ingest as platform_data
 from platform.errors import UserError
 from search_spaces.captioning import TIERS
 from trainables import captioning as cap

@@ -1,4 +1,4 @@
-"""The rules of an exact run (``platform/exact.py``), without Ray: order, rank parts, positions.
+"""The rules of an exact run (``platform/train/exact.py``), without Ray: order, rank parts, positions.
 
 .venv/bin/python -m pytest tests/test_exact.py
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from platform import exact
+from platform.train import exact
 
 
 def _sequence(rows: int, shard_rows: int, spw: int, seed: int, epoch: int, batch: int, lengths=None, bucket=False):

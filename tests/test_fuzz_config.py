@@ -1,6 +1,6 @@
 """Config resolution fuzzed with hypothesis, for every trainable: tiers, ``--config`` YAML and JSON
 files (odd values, keys that are not text, NaN, huge numbers, lists for numbers, numbers for lists,
-text that is not YAML), ``--set`` pairs, every field against its limits and ``validate``.
+text that is not YAML), ``--data`` folders, ``--set`` pairs, every field against its limits and ``validate``.
 
 Every input ends as a printed config (exit 0) or as one ``error:`` line (exit 2), and writes
 nothing; a config that validated builds its model and takes a training step on a two-row batch.
@@ -183,10 +183,11 @@ def test_every_config_input_prints_a_config_or_one_error_line_and_writes_nothing
     tier = data.draw(st.sampled_from(names) | st.text(max_size=6), label="tier")
     config_file = data.draw(config_files(kinds, limits), label="config file")
     sets = data.draw(set_pairs(kinds, limits), label="--set")
+    data_folder = data.draw(st.sampled_from(["", ".", "a/b"]) | st.sampled_from(TEXT_VALUES) | st.text(max_size=6), label="--data")
     cache = Path(os.environ["RAYPLATFORM_CACHE"])
     cached = listing(cache)
     with in_empty_folder() as folder:
-        argv = [f"--tier={tier}", *(f"--set={pair}" for pair in sets)]
+        argv = [f"--tier={tier}", *(f"--set={pair}" for pair in sets), *([f"--data={data_folder}"] if data_folder else [])]
         if saved:  # where the default --storage (./runs) keeps it
             tier_file = registry.saved_tier_path(folder / "runs", stem, saved[0])
             tier_file.parent.mkdir(parents=True)
@@ -214,7 +215,7 @@ def test_every_config_input_prints_a_config_or_one_error_line_and_writes_nothing
 
 
 # The text and image encoders the smoke tiers use (no download, no weights file); frozen_layers'
-# highest is the text model's depth, which build_model checks, not LIMITS.
+# highest is the text model's depth, which build_model checks, not its limits.
 KEPT = {"data_dir", "text_model", "image_weights"}
 DRAWN_WITHIN = {"frozen_layers": (0, TINY_BERT["num_hidden_layers"])}
 

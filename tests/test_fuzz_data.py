@@ -324,7 +324,7 @@ def numpy_batch(rows: list[dict]) -> dict[str, np.ndarray]:
 
 def rows_reading(splits: dict[str, list[dict]], targets: list[Path]) -> list[dict]:
     """Up to two rows of one split (a split pads its arrays alike) whose files include a target,
-    else of the first split with rows (an empty split is refused once preprocessed: platform/data.py)."""
+    else of the first split with rows (an empty split is refused once preprocessed: platform/data/ingest.py)."""
     names = {target.name for target in targets}
     for rows in splits.values():
         touching = [row for row in rows if any(isinstance(v, str) and v and Path(v).name in names for v in row.values())]

@@ -41,7 +41,7 @@ assert not hasattr(platform, "__path__")
 import rayplatform
 import platform as package
 assert hasattr(package, "__path__") and package.system() == "Linux"
-from platform.cache import cache_root
+from platform.data.cache import cache_root
 run = rayplatform.train("asl", tier="smoke", sets={"epochs": 1, "lr": 0.003}, storage="runs", name="notebook")
 again = rayplatform.Run(run.path)
 sequence = next(cache_root().glob("asl/**/train_landmark_files/*/*.parquet"))
@@ -81,7 +81,10 @@ def test_the_console_script_answers_version_help_and_bad_commands_without_ray(fo
     printed = elsewhere([str(CONSOLE_SCRIPT), "run", "asl", "--tier", "smoke", "--print-config"], folder)
     assert printed.returncode == 0 and "max_len: 32" in printed.stdout, printed.stderr
     unknown = elsewhere([str(CONSOLE_SCRIPT), "train", "asl"], folder)
-    assert unknown.returncode == 2 and unknown.stderr.strip() == "error: unknown command 'train'; known: run, tune, label, predict, monitor"
+    assert (
+        unknown.returncode == 2
+        and unknown.stderr.strip() == "error: unknown command 'train'; known: run, tune, label, predict, monitor, new"
+    )
     bad = elsewhere([str(CONSOLE_SCRIPT), "run", "asl", "--set", "epochs=0"], folder)
     assert bad.returncode == 2 and last_line(bad.stderr) == "error: config key 'epochs' must be >= 1, not 0"
 

@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from platform import config as config_lib
-from platform.averaging import WeightAverage, evaluated_weights
 from platform.errors import UserError
-from platform.exact import epoch_seed, seed_everything
-from platform.loop import TrainState, new_state, run_epoch
+from platform.train.averaging import WeightAverage, evaluated_weights
+from platform.train.exact import epoch_seed, seed_everything
+from platform.train.loop import TrainState, new_state, run_epoch
 
 CPU = torch.device("cpu")
 

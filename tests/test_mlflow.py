@@ -28,8 +28,8 @@ import pytest
 from helpers import REPO, TEST_ENV, free_port, last_line
 from ray import cloudpickle
 
-from platform import mlflow_tracker, tracking
 from platform.errors import UserError
+from platform.tracking import mlflow_tracker, trackers
 
 SERVER = REPO / ".venv-mlflow" / "bin" / "mlflow"
 SMOKE = ["asl", "--tier", "smoke", "--set", "epochs=6"]
@@ -248,13 +248,13 @@ def test_an_unreachable_tracking_server_is_one_error_line_before_ray_starts(tmp_
 @pytest.mark.parametrize("text", ["wandb", "", "mlflow,nope"])
 def test_an_unknown_tracker_is_a_user_error(text):
     with pytest.raises(UserError, match="choose tensorboard, mlflow or both"):
-        tracking.parse(text)
+        trackers.parse(text)
 
 
 def test_missing_mlflow_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "mlflow", None)  # what Python does for a package that is not installed
     with pytest.raises(UserError, match=r"pip install 'rayplatform\[mlflow\]'"):
-        tracking.Tracking.check("mlflow", "runs", "asl")
+        trackers.Tracking.check("mlflow", "runs", "asl")
 
 
 @pytest.fixture
@@ -337,7 +337,7 @@ def test_the_controller_logs_with_its_own_environments_credentials_and_never_pri
     monkeypatch.setenv("MLFLOW_TRACKING_URI", _with_credentials(f"127.0.0.1:{port}"))
     target = mlflow_tracker.Target(_with_credentials(f"127.0.0.1:{port}"), "asl")
     cloudpickle.loads(cloudpickle.dumps(mlflow_tracker.MlflowCallback(target, "run-1", 0))).after_report(None, [{"epoch": 1}], None)
-    driver = tracking.Tracking(("mlflow",), target)
+    driver = trackers.Tracking(("mlflow",), target)
     driver.run_id = "run-1"
     driver.end("FAILED")  # the driver's own warning, while the run's error is on its way out
     shown = capsys.readouterr().out
@@ -355,31 +355,32 @@ def test_without_a_uri_the_store_is_local_beside_the_runs_and_replays_are_not_lo
     holds already (a replay after a restart) adds no point; the finish fills a gap from history."""
     for key in [k for k in os.environ if k.startswith("MLFLOW_")]:
         monkeypatch.delenv(key)
-    trackers = tracking.Tracking.check("mlflow", str(tmp_path / "runs"), "asl")
-    assert trackers.target.uri == f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
+    tracked = trackers.Tracking.check("mlflow", str(tmp_path / "runs"), "asl")
+    assert tracked.target.uri == f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
     run_dir = tmp_path / "runs" / "asl" / "local"
     run_dir.mkdir(parents=True)
     manifest: dict = {"status": "running"}
-    trackers.open(run_dir / "manifest.json", manifest, "local", {"stem": "asl", "lr": 0.1}, {"stem": "asl"})
+    tracked.open(run_dir / "manifest.json", manifest, "local", {"stem": "asl", "lr": 0.1}, {"stem": "asl"})
     rows = [{"epoch": e, "val/acc": e / 10, "partial": 0} for e in (1, 2, 3)]
-    callback = trackers.callbacks(run_dir)[0]
+    callback = tracked.callbacks(run_dir)[0]
     for row in (rows[0], {**rows[0], "partial": 1}, rows[0], rows[2]):  # a partial report, a replay, a gap
         callback.after_report(None, [row], None)
     for name in ("config.json", "history.csv", "best_model.pt"):
         (run_dir / name).write_text("x")
-    trackers.finish(run_dir, rows)
-    client = mlflow_tracker.client(trackers.target.uri)
-    assert _points(client, trackers.run_id, "val/acc") == [(1, 0.1), (2, 0.2), (3, pytest.approx(0.3))]
-    assert json.loads((run_dir / "manifest.json").read_text())["tracking"]["mlflow"]["run_id"] == trackers.run_id
-    stored = client.get_run(trackers.run_id).info.artifact_uri
+    tracked.finish(run_dir, rows)
+    client = mlflow_tracker.client(tracked.target.uri)
+    assert _points(client, tracked.run_id, "val/acc") == [(1, 0.1), (2, 0.2), (3, pytest.approx(0.3))]
+    assert json.loads((run_dir / "manifest.json").read_text())["tracking"]["mlflow"]["run_id"] == tracked.run_id
+    stored = client.get_run(tracked.run_id).info.artifact_uri
     assert stored.startswith(str(tmp_path / "runs" / "mlartifacts"))
-    assert {"manifest.json", "best_model.pt"} <= {a.path for a in client.list_artifacts(trackers.run_id)}
+    assert {"manifest.json", "best_model.pt"} <= {a.path for a in client.list_artifacts(tracked.run_id)}
     shutil.rmtree(run_dir)
 
 
 def test_a_failure_quoting_a_credentialed_url_shows_it_nowhere(tmp_path, capsys):
     """MLflow's client names the URL it called: a run whose tracking server went away fails with it."""
-    from platform import artifacts, errors
+    from platform import errors
+    from platform.runs import artifacts
 
     message = "MlflowException: API request to http://alice:s3cr3t@127.0.0.1:5077/api/2.0/mlflow/metrics/get-history failed"
     artifacts.write_json(tmp_path / artifacts.MANIFEST_FILE, {"status": "running"})

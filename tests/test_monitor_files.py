@@ -14,7 +14,8 @@ from pathlib import Path
 import psutil
 from helpers import REPO
 
-from platform import checkpoints, monitor
+from platform import monitor
+from platform.train import checkpoints
 
 
 def _run_dir(root: Path, name: str, snapshot: dict | None = None) -> Path:
@@ -68,7 +69,8 @@ def test_the_monitor_reads_a_run_without_importing_torch_ray_or_the_trainable(tm
 
 def _started_here(root: Path, name: str) -> Path:
     """A run directory whose manifest ``artifacts.start`` wrote in this process, as a driver does."""
-    from platform import artifacts, registry
+    from platform import registry
+    from platform.runs import artifacts
 
     trainable = registry.load("asl")
     run_dir = root / "asl" / name

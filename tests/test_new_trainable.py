@@ -1,136 +1,98 @@
-"""Adding a trainable touches its package and its search space, nothing else: a toy one, written
-beside a copy of the platform, shows its tiers in --help, trains and predicts; a misspelt hook in it is
-one error line at load, before Ray is asked for anything.
+"""A trainable of the user's, from outside the repository, with the installed console script:
+``rayplatform new mytoy`` writes it once; its --help shows its tiers and keys, it trains, it is
+swept, its run predicts; a misspelt hook in it is one error line naming its file, before any work.
 
     .venv/bin/python -m pytest tests/test_new_trainable.py
+
+Each command runs in a temporary folder with an empty ``PYTHONPATH`` (``tests/test_installed.py``):
+nothing of mytoy is importable by Ray's workers but what the platform ships them.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from helpers import REPO, TEST_ENV, last_line
+import pandas as pd
+import pytest
+from helpers import TEST_ENV, last_line
 
-TOY_CONFIG = '''"""The toy's config."""
-
-from __future__ import annotations
-
-import dataclasses
-from typing import ClassVar
-
-from platform.config import TrainConfig
-
-METRIC = ("val/acc", "max")
+CONSOLE_SCRIPT = Path(sys.executable).parent / "rayplatform"
+ROW = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8"  # a row of the smoke set's 8 numbers
 
 
-@dataclasses.dataclass
-class Config(TrainConfig):
-    rows: int = 200
-    """Synthetic rows: four numbers each, labelled by the sign of their sum."""
-
-    LIMITS: ClassVar[dict] = {"rows": (8, None)}
-'''
-
-TOY_TRAINABLE = '''"""A toy: is the sum of four numbers positive?"""
-
-from __future__ import annotations
-
-import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
-
-from trainables.toy.config import METRIC, Config  # noqa: F401 - the contract's names
+def rayplatform(folder: Path, *args: str, address: str | None = None) -> subprocess.CompletedProcess:
+    """The console script in ``folder``: a Ray of its own, or the one at ``address`` (whose workers never saw mytoy)."""
+    env = {key: value for key, value in {**os.environ, **TEST_ENV}.items() if key not in ("PYTHONPATH", "RAY_ADDRESS")}
+    env.update({"RAY_ADDRESS": address} if address else {})
+    return subprocess.run([str(CONSOLE_SCRIPT), *args], cwd=folder, env=env, capture_output=True, text=True, timeout=600)
 
 
-def build_datasets(cfg: Config):
-    numbers = np.random.default_rng(cfg.seed).normal(size=(cfg.rows, 4))
-    rows = [{"x": row.tolist(), "label": int(row.sum() > 0)} for row in numbers]
-    cut = len(rows) * 3 // 4
-    return {"train": rows[:cut], "val": rows[cut:]}, {"classes": ["negative", "positive"]}
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    """A folder outside the repository holding ``mytoy/``, as ``rayplatform new mytoy`` wrote it."""
+    where = tmp_path_factory.mktemp("mine")
+    made = rayplatform(where, "new", "mytoy")
+    assert made.returncode == 0 and (where / "mytoy" / "space.py").is_file(), made.stderr
+    return where
 
 
-def preprocess(batch: dict, cfg: Config) -> dict:
-    return {"x": np.stack([np.asarray(x, np.float32) for x in batch["x"]]), "label": np.asarray(batch["label"], np.int64)}
+@pytest.fixture(scope="module")
+def trained(folder, ray_address) -> Path:
+    """``rayplatform run ./mytoy --tier smoke`` on the shared Ray: its run directory."""
+    shown = rayplatform(folder, "run", "./mytoy", "--help")
+    assert "tiers of mytoy" in shown.stdout and "  hidden = 64" in shown.stdout, shown.stderr
+    result = rayplatform(folder, "run", "./mytoy", "--tier", "smoke", "--storage", "runs", "--name", "first", address=ray_address)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "[mytoy] finished: 2 epochs" in result.stdout
+    return folder / "runs" / "mytoy" / "first"
 
 
-def build_model(cfg: Config, meta: dict) -> nn.Module:
-    return nn.Linear(4, len(meta["classes"]))
-
-
-def loss(model: nn.Module, batch: dict, cfg: Config):
-    logits = model(batch["x"])
-    value = F.cross_entropy(logits, batch["label"])
-    return value, {"loss": value.item(), "acc": (logits.argmax(1) == batch["label"]).float().mean().item()}
-
-
-def evaluate(model: nn.Module, batches, cfg: Config) -> dict:
-    right = total = 0
-    for batch in batches:
-        right += (model(batch["x"]).argmax(1) == batch["label"]).sum().item()
-        total += len(batch["label"])
-    return {"val/acc": right / total}
-
-
-def predict(model: nn.Module, inputs: list[str], cfg: Config, meta: dict) -> list[dict]:
-    x = torch.tensor([[float(v) for v in text.split(",")] for text in inputs])
-    probs = model(x).softmax(1)
-    return [{"input": text, "top": [{"label": meta["classes"][int(p.argmax())], "prob": float(p.max())}]}
-            for text, p in zip(inputs, probs)]
-'''
-
-TOY_SPACE = '''"""The toy's tiers and search space."""
-
-from platform.distributions import loguniform
-
-TIERS = {"smoke": {"epochs": 2, "batch_size": 16, "lr": 0.05}, "fast": {"epochs": 5}}
-SPACE = {"lr": loguniform(1e-3, 1e-1)}
-'''
-
-
-def _platform_copy_with_the_toy(root: Path) -> Path:
-    for folder in ("platform", "trainables", "search_spaces"):
-        shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    (root / "trainables" / "toy").mkdir()
-    (root / "trainables" / "toy" / "config.py").write_text(TOY_CONFIG)
-    (root / "trainables" / "toy" / "__init__.py").write_text(TOY_TRAINABLE)
-    (root / "search_spaces" / "toy.py").write_text(TOY_SPACE)
-    return root
-
-
-def _command(root: Path, ray_address: str, module: str, *args: str) -> subprocess.CompletedProcess:
-    # Only the copy on PYTHONPATH: nothing of the toy may come from the repository itself.
-    env = {**os.environ, **TEST_ENV, "RAY_ADDRESS": ray_address, "PYTHONPATH": str(root)}
-    return subprocess.run(
-        [sys.executable, "-m", f"platform.{module}", *args], cwd=root, env=env, capture_output=True, text=True, timeout=600
-    )
-
-
-def test_a_new_trainable_is_its_package_and_its_search_space_alone(tmp_path, ray_address):
-    root = _platform_copy_with_the_toy(tmp_path / "repo")
-    storage = tmp_path / "runs"
-    shown = _command(root, ray_address, "run", "toy", "--help")
-    assert "tiers of toy" in shown.stdout and "  rows = 200" in shown.stdout
-
-    trained = _command(root, ray_address, "run", "toy", "--tier", "smoke", "--storage", str(storage), "--name", "first")
-    assert trained.returncode == 0, trained.stderr[-3000:]
-    assert "[toy] finished: 2 epochs" in trained.stdout
-    predicted = _command(root, ray_address, "predict", str(storage / "toy" / "first"), "1,1,1,1", "--json")
+def test_a_new_trainable_trains_from_its_folder_and_its_run_predicts(folder, trained):
+    manifest = json.loads((trained / "manifest.json").read_text())
+    assert (manifest["stem"], manifest["trainable"]) == ("mytoy", str(folder / "mytoy"))
+    predicted = rayplatform(folder, "predict", str(trained), ROW, "--json")
     assert predicted.returncode == 0, predicted.stderr[-2000:]
-    assert '"label": "positive"' in predicted.stdout
+    assert json.loads(last_line(predicted.stdout))["top"][0]["label"].startswith("class")
 
-    # A typo in an optional hook would be silently ignored: it is an error naming both, before any work.
-    init = root / "trainables" / "toy" / "__init__.py"
+
+def test_a_sweep_of_it_gives_a_trial_two_workers_and_the_run_directory_a_run_has(folder, trained, ray_address):
+    """A sweep's trial is a run assembled as ``platform.run`` assembles one, on the sweep's launch,
+    in Ray processes that never saw mytoy but for what the platform ships them."""
+    command = ("tune", "./mytoy", "--tiers", "smoke", "--trials", "1", "--workers-per-trial", "2", "--storage", "runs")
+    swept = rayplatform(folder, *command, "--name", "two-workers", address=ray_address)
+    assert swept.returncode == 0, (swept.stdout + swept.stderr)[-4000:]
+    sweep_dir = folder / "runs" / "mytoy" / "sweeps" / "two-workers"
+    assert json.loads((sweep_dir / "sweep.json").read_text())["stem"] == "mytoy"
+    (trial,) = pd.read_csv(sweep_dir / "results.csv", dtype={"trial_id": str}).itertuples()
+    assert trial.status == "completed", trial
+    trial_dir = sweep_dir / "trials" / trial.trial_id
+    assert _files(trial_dir) - {"trial_done.json"} == _files(trained) and any((trial_dir / "tensorboard").glob("events.out.tfevents.*"))
+    manifest = json.loads((trial_dir / "manifest.json").read_text())
+    assert manifest["status"] == "finished" and manifest["launch"]["workers"] == 2 and not manifest["launch"]["gpu"]
+    assert manifest["sweep"]["dir"] == str(sweep_dir) and manifest["training"]["epochs_completed"] == 2
+    assert len(pd.read_csv(trial_dir / "history.csv")) == 2  # each epoch's samples split between the two workers
+
+
+def _files(run_dir: Path) -> set[str]:
+    """The files of a finished run directory a user reads, by name: not its checkpoint folders (a sweep
+    keeps its best trials'), nor the hidden ones (a run's claim of its name, a trial's timings)."""
+    return {path.name for path in run_dir.iterdir() if path.is_file() and not path.name.startswith(".")}
+
+
+def test_a_misspelt_hook_in_it_is_one_error_naming_its_file_before_any_work(folder, tmp_path):
+    copy = shutil.copytree(folder / "mytoy", tmp_path / "mytoy")
+    init = copy / "__init__.py"
     init.write_text(init.read_text() + "\n\ndef epoch_shedule(epoch, cfg):\n    return {}\n")
-    misspelt = _command(root, ray_address, "run", "toy", "--tier", "smoke", "--storage", str(storage), "--name", "second")
+    misspelt = rayplatform(tmp_path, "run", "./mytoy", "--tier", "smoke", "--storage", "runs")
     assert misspelt.returncode == 2
     assert last_line(misspelt.stderr) == (
-        "error: trainables.toy defines epoch_shedule: did you mean epoch_schedule? "
+        f"error: mytoy ({init}) defines epoch_shedule: did you mean epoch_schedule? "
         "(optional names: on_epoch_start, epoch_schedule, train_filter, "
         "add_predict_arguments, run_warnings, baseline, PREPROCESS_KEYS)"
     )
-    assert not (storage / "toy" / "second").exists()
+    assert not (tmp_path / "runs").exists()

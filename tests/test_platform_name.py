@@ -43,10 +43,10 @@ def test_a_ray_worker_imports_platform_modules_and_the_standard_api(ray_address)
     @ray.remote
     def inside_worker():
         import platform
-        from platform import loop
+        from platform.train import loop
 
         return platform.system(), platform.__file__, loop.__name__
 
     system, location, module = ray.get(inside_worker.remote())
-    assert system == "Linux" and module == "platform.loop"
+    assert system == "Linux" and module == "platform.train.loop"
     assert Path(location).resolve() == REPO / "platform" / "__init__.py"

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from platform import preempt
+from platform.train import preempt
 
 
 def _worker_class():

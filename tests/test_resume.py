@@ -24,7 +24,7 @@ import pytest
 import torch
 from helpers import REPO, TEST_ENV
 
-from platform import checkpoints
+from platform.train import checkpoints
 
 # 40 training sequences in 5 shards of 8, windows of 2 shards, batches of 4: 10 steps an epoch.
 SMALL = [

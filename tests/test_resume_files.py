@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from helpers import last_line, run_command
 
-from platform import run_files
+from platform.runs import run_files
 
 
 def test_a_run_with_a_torn_config_and_no_checkpoint_says_how_to_start_again(tmp_path):

@@ -22,8 +22,8 @@ import pytest
 import torch
 from helpers import REPO, S3_BUCKET, TEST_ENV, Storage, last_line, run_command, shared_dataset
 
-from platform import checkpoints
-from platform import storage as storage_lib
+from platform.runs import storage as storage_lib
+from platform.train import checkpoints
 
 EPOCHS = "5"
 SMOKE = ["asl", "--tier", "smoke", "--set", f"epochs={EPOCHS}"]

@@ -17,8 +17,8 @@ from pathlib import Path
 import pandas as pd
 from helpers import TEST_ENV, last_line, run_command
 
-from platform import run as run_command_module
-from platform import run_files
+from platform.config import Launch
+from platform.runs import opening, run_files
 
 CONSOLE_SCRIPT = Path(sys.executable).parent / "rayplatform"
 
@@ -63,9 +63,9 @@ def test_default_names_carry_the_time_and_a_random_suffix_and_a_taken_one_is_dra
     assert name.startswith("smoke-") and len(name.split("-")) == 4 and len(name.split("-")[-1]) == 6
     names = iter(["smoke-20261207-120000-aaaaaa", "smoke-20261207-120000-aaaaaa", "smoke-20261207-120000-bbbbbb"])
     monkeypatch.setattr(run_files, "default_name", lambda prefix: next(names))
-    args = run_command_module.parse_args(["asl", "--storage", str(tmp_path)])
-    first, _held = run_command_module.claim_new_run(args, "smoke")
-    second, _held = run_command_module.claim_new_run(args, "smoke")
+    launch = Launch(storage=str(tmp_path))
+    first, _held = opening.claim_new_run(launch, "asl", "smoke")
+    second, _held = opening.claim_new_run(launch, "asl", "smoke")
     assert (first.name, second.name) == ("smoke-20261207-120000-aaaaaa", "smoke-20261207-120000-bbbbbb")
 
 
@@ -92,8 +92,7 @@ def test_a_name_whose_command_was_killed_before_it_started_is_free_again(tmp_pat
         f"error: nothing to resume at {tmp_path / 'asl' / 'victim'} (a command claimed it at 2026-12-07T10:00:00+00:00 "
         "and was gone before it wrote the run's config: start it again under that --name)"
     )
-    args = run_command_module.parse_args(["asl", "--storage", str(tmp_path), "--name", "victim"])
-    location, held = run_command_module.claim_new_run(args, "smoke")
+    location, held = opening.claim_new_run(Launch(storage=str(tmp_path), name="victim"), "asl", "smoke")
     run_files.let_go(held)
     assert run_files.claimed_by(location.local)["pid"] == os.getpid()
 

@@ -13,9 +13,10 @@ import threading
 import pytest
 from helpers import REPO, S3_BUCKET, Storage, last_line, run_command
 
-from platform import checkpoints, run_files, storage
-from platform.cache import cache_root
+from platform.data.cache import cache_root
 from platform.errors import UserError
+from platform.runs import run_files, storage
+from platform.train import checkpoints
 
 
 def _storage(tmp_path) -> str:
@@ -100,7 +101,7 @@ def test_readers_of_one_s3_run_at_once_each_get_a_whole_copy_and_leave_none_behi
     for name, data in ((run_files.MANIFEST_FILE, b'{"stem": "asl"}'), (run_files.BEST_MODEL_FILE, b"weights" * 1000)):
         remote.write("asl", "read", name, data)
     code = (
-        "import sys; from platform import storage\n"
+        "import sys; from platform.runs import storage\n"
         "for _ in range(8):\n"
         "    copy = storage.fetched(sys.argv[1])\n"
         "    assert (copy / 'best_model.pt').read_bytes() == b'weights' * 1000 and copy.parent.name == 'asl'\n"

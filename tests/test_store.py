@@ -26,8 +26,9 @@ import pytest
 import torch
 from helpers import REPO, TEST_ENV, last_line, run_command
 
-from platform import data, registry, store, stream
+from platform import registry
 from platform.config import resolve
+from platform.data import ingest, store, stream
 from platform.errors import UserError
 from search_spaces.asl import TIERS
 from trainables import asl
@@ -107,7 +108,7 @@ def test_a_half_written_split_has_no_manifest_and_is_not_opened(tmp_path):
 def test_an_interrupted_preprocessing_writes_only_the_missing_shards(ray_address, tmp_path):
     cfg = resolve(asl.Config, {**TIERS["smoke"], "shard_rows": 8})
     root = str(tmp_path / "store")
-    splits, _meta = data.prepare(registry.load("asl"), cfg, root)
+    splits, _meta = ingest.prepare(registry.load("asl"), cfg, root)
     folder = tmp_path / "store" / splits["train"].uri.split("/store/", 1)[1]
     shards = sorted(folder.glob("shard-*.parquet"))
     assert len(shards) == 5  # 40 training rows in shards of 8
@@ -120,7 +121,7 @@ def test_an_interrupted_preprocessing_writes_only_the_missing_shards(ray_address
     kept = {path: path.stat().st_mtime_ns for path in shards if path.exists()}
     time.sleep(0.01)
     said: list[str] = []
-    again, _meta = data.prepare(registry.load("asl"), cfg, root, say=said.append)
+    again, _meta = ingest.prepare(registry.load("asl"), cfg, root, say=said.append)
     assert any("3 of 5 shard(s) were already written" in line for line in said), said
     assert {path: path.stat().st_mtime_ns for path in kept} == kept, "whole shards are not written again"
     assert json.loads((folder / store.MANIFEST).read_text()) == before  # the same bytes, shard by shard
@@ -208,14 +209,15 @@ def test_a_dataset_three_times_the_object_store_trains_without_spilling(syntheti
 PREPARE = """
 import json, sys
 import ray
-from platform import data, registry
+from platform import registry
+from platform.data import ingest
 from platform.config import resolve
 from search_spaces.asl import TIERS
 from trainables import asl
 
 ray.init(address=sys.argv[1], log_to_driver=False)
 cfg = resolve(asl.Config, {**TIERS["smoke"], "shard_rows": 4})
-splits, _meta = data.prepare(registry.load("asl"), cfg, sys.argv[2], say=lambda line: None)
+splits, _meta = ingest.prepare(registry.load("asl"), cfg, sys.argv[2], say=lambda line: None)
 for split in splits.values():
     split.verify()
     for index in range(len(split.shard_rows)):
@@ -262,19 +264,19 @@ def test_two_preprocessings_that_disagree_on_a_shards_bytes_never_replace_each_o
     batch = {
         "uri": np.array([uri], dtype=object),
         "index": np.array([0]),
-        "rows": np.array([data._ipc(pa.Table.from_pylist(rows["train"][:8]))], dtype=object),
+        "rows": np.array([ingest._ipc(pa.Table.from_pylist(rows["train"][:8]))], dtype=object),
         "written": np.array(["[]"], dtype=object),  # what the driver listed: nothing yet
     }
     configs = [dataclasses.replace(cfg, max_len=length) for length in (8, 9)]
     with ThreadPoolExecutor(2) as pool:  # both tasks at once, as on two nodes
         records = [
             {key: values[0] for key, values in shard.items()}
-            for shard in pool.map(lambda c: data._write_shards(batch, stem="asl", cfg=c), configs)
+            for shard in pool.map(lambda c: ingest._write_shards(batch, stem="asl", cfg=c), configs)
         ]
     assert records[0]["sha256"] != records[1]["sha256"], "the two writers disagree"
     splits = []
     for record in records:
-        manifest = store.write_manifest(uri, data._shard_records([record]), json.loads(record["columns"]), {"test": True})
+        manifest = store.write_manifest(uri, ingest._shard_records([record]), json.loads(record["columns"]), {"test": True})
         splits.append(store.Split(uri, manifest))
         for split in (*splits, store.open_split(uri)):
             split.verify()

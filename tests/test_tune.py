@@ -67,7 +67,7 @@ def sweep(ray_address, storage, tmp_path_factory) -> tuple[Path, str]:
 
 def test_a_sweep_writes_results_plot_best_and_the_tuned_tier(sweep, storage):
     sweep_dir, stdout = sweep
-    results = pd.read_csv(sweep_dir / "results.csv")
+    results = pd.read_csv(sweep_dir / "results.csv", dtype={"trial_id": str})
     assert len(results) == 3 and set(results["status"]) <= STATUSES, results[["status", "reason"]]
     assert (results["tier"] == "smoke").all() and results["val/loss"].notna().all()
     assert {"config/lr", "config/dim", "train_s", "params", "time_s", "reason"} <= set(results.columns)
@@ -153,8 +153,10 @@ def test_an_interrupted_pareto_sweep_resumes_without_repeating_finished_trials(r
     while not finished and time.monotonic() < deadline and driver.poll() is None:
         time.sleep(0.5)
         if (sweep_dir / "results.csv").exists():
-            table = pd.read_csv(sweep_dir / "results.csv")
-            finished = table.loc[table["status"] == "completed", "trial_id"].tolist()
+            table = pd.read_csv(sweep_dir / "results.csv", dtype={"trial_id": str})
+            completed = table.loc[table["status"] == "completed", "trial_id"]
+            # Finished: its run directory written to the end, which its last epoch's result precedes.
+            finished = [trial for trial in completed if (sweep_dir / "trials" / trial / "trial_done.json").exists()]
     assert finished and driver.poll() is None, "no trial finished before the driver ended"
     time.sleep(3)
     os.killpg(driver.pid, signal.SIGKILL)
@@ -165,7 +167,7 @@ def test_an_interrupted_pareto_sweep_resumes_without_repeating_finished_trials(r
     resumed = run_command("tune", "asl", "--storage", str(storage), "--name", name, "--resume", address=ray_address)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert "resuming" in resumed.stdout
-    results = pd.read_csv(sweep_dir / "results.csv")
+    results = pd.read_csv(sweep_dir / "results.csv", dtype={"trial_id": str})
     assert len(results) == 3 and results["trial_id"].is_unique and (results["epochs_max"] == 2).all()
     for trial, mark in marks.items():  # not trained again: its done-mark is the first run's
         assert (sweep_dir / "trials" / trial / "trial_done.json").stat().st_mtime_ns == mark

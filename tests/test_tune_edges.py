@@ -3,8 +3,8 @@ tier, broken tier files, and two sweeps at once (their folders, the tier they bo
 
     .venv/bin/python -m pytest tests/test_tune_edges.py
 
-The two-sweeps case from outside (two ``python -m platform.tune`` started together) is the last
-test; it starts Ray.
+The two-sweeps case from outside (two ``python -m platform.tune`` started together) and a sweep
+asking for GPUs the cluster lacks are the last tests; they start Ray.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import REPO, TEST_ENV, last_line
+from helpers import REPO, TEST_ENV, last_line, run_command
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -315,3 +315,87 @@ def test_sweeps_started_together_keep_their_own_folders_and_a_shared_name_goes_t
         trained = json.loads((Path(trial) / "config.json").read_text())["seed"]
         assert Path(trial).is_relative_to(folder) and sets == ["epochs=1", f"seed={trained}"]
         assert trained == 1 or ends[trained][1] == 0
+
+
+def test_a_sweep_asking_for_gpus_the_cluster_lacks_is_one_line(ray_address, tmp_path):
+    result = run_command("tune", "asl", "--tiers", "smoke", "--trials", "1", "--gpu", "--storage", str(tmp_path), address=ray_address)
+    assert result.returncode == 2 and last_line(result.stderr) == "error: --gpu asks for 1 GPU(s) a trial; the Ray cluster has 0"
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "asl" / "sweeps").exists() or not any((tmp_path / "asl" / "sweeps").iterdir())
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    cpus=st.integers(1, 64) | st.sampled_from([0.5, 1.5, 2.5]),
+    gpus=st.none() | st.integers(0, 8),
+    workers=st.integers(1, 8),
+    concurrent=st.none() | st.integers(1, 16),
+    cpus_per_trial=st.none() | st.floats(0.01, 16),
+    trials=st.integers(1, 20),
+)
+def test_every_trial_a_sweep_runs_at_once_fits_the_cluster(cpus, gpus, workers, concurrent, cpus_per_trial, trials):
+    """``--workers-per-trial``, ``--cpus-per-trial``, ``--concurrent`` and ``--gpu`` on any cluster:
+    the trials at once, each its workers and its trial function, never ask for more than it has (a
+    trial that asks for more waits for ever), or the sweep is refused in one line before any trial."""
+    from platform.tune import cli
+    from platform.tune.trial import TRIAL_DRIVER_CPU
+
+    chosen = {"trials": trials, "concurrent": concurrent, "cpus_per_trial": cpus_per_trial or float(workers)}
+    try:
+        at_once, cpus_per_worker = cli.share(chosen, workers, cpus, gpus)
+    except UserError as refused:
+        assert str(refused).startswith("--gpu asks for") if gpus is not None and gpus < workers else "do not fit" in str(refused)
+        return
+    assert at_once * (workers * cpus_per_worker + TRIAL_DRIVER_CPU) <= cpus + 1e-9
+    assert 0 < cpus_per_worker <= chosen["cpus_per_trial"] / workers and round(cpus_per_worker, 2) == cpus_per_worker
+    assert 1 <= at_once <= trials and (gpus is None or concurrent is not None or at_once * workers <= gpus)
+
+
+@pytest.mark.parametrize(("cpus", "workers", "expected"), [(16, 4, (4, 0.99)), (2, 4, (1, 0.49))])
+def test_the_audits_sweeps_that_asked_for_more_cpus_than_the_cluster_has_fit_it(cpus, workers, expected):
+    from platform.tune import cli
+
+    chosen = {"trials": 8, "concurrent": None, "cpus_per_trial": float(workers)}
+    assert cli.share(chosen, workers, cpus, None) == expected
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--workers-per-trial", "0"], "--workers-per-trial must be positive, not 0"),
+        (["--workers-per-trial", "-2"], "--workers-per-trial must be positive, not -2"),
+        (["--cpus-per-trial", "0"], "--cpus-per-trial must be positive, not 0"),
+        (["--cpus-per-trial", "-0.5"], "--cpus-per-trial must be positive, not -0.5"),
+        (["--trials", "0"], "--trials must be positive, not 0"),
+        (["--concurrent", "0"], "--concurrent must be positive, not 0"),
+        (["--keep-best", "0"], "--keep-best must be positive, not 0"),
+    ],
+)
+def test_a_count_of_zero_or_less_is_refused_naming_its_option_not_taken_for_the_default(args, message, tmp_path):
+    from platform.tune import cli
+
+    with pytest.raises(UserError) as refused:
+        cli.settings(cli.build_parser().parse_args(["asl", *args]), tmp_path / "sweep")
+    assert str(refused.value) == message
+
+
+@pytest.mark.parametrize("args", [["--workers-per-trial", "-2", "--dry-run"], ["--cpus-per-trial", "0"]])
+def test_a_count_of_zero_or_less_is_one_line_before_ray_starts(args, tmp_path):
+    """With ``--dry-run`` or without (no Ray at ``--address`` to reach): the option named, nothing written."""
+    env = {**os.environ, **TEST_ENV}
+    command = [
+        sys.executable,
+        "-m",
+        "platform.tune",
+        "asl",
+        "--tiers",
+        "smoke",
+        *args,
+        "--storage",
+        str(tmp_path),
+        "--address",
+        "127.0.0.1:9",
+    ]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and last_line(result.stderr) == f"error: {args[0]} must be positive, not {args[1]}", result.stderr[-2000:]
+    assert len(result.stderr.strip().splitlines()) == 1 and not any(tmp_path.iterdir())

@@ -19,9 +19,11 @@ them from there, beside the hooks. A trainable without a ``config.py`` works too
 
 ``Config``
     A dataclass subclassing ``platform.config.TrainConfig``: every hyperparameter with its
-    default and one docstring line under it (the lines are ``--help``). Re-declare a platform
-    field to change its default. Ranges go in ``LIMITS``; rules between fields (a width divisible by
-    the heads) in a ``validate(self)`` method raising ``UserError``: both run before Ray starts.
+    default and one docstring line under it (the lines are ``--help``). A number's range goes beside
+    it, ``dim: int = limited(192, low=2)`` (``platform.config.limited``; ``synthetic=True`` marks a
+    key that only shapes the synthetic set, listed apart in ``--help``). Re-declare a platform field
+    to change its default (its limits stay). Rules between fields (a width divisible by the heads) go
+    in a ``validate(self)`` method raising ``UserError``: both run before Ray starts.
 
 ``build_datasets(cfg) -> (dict[str, list[dict]], meta)``
     Reads ``cfg.data_dir`` in the dataset's real on-disk format; with no ``data_dir`` it writes
@@ -30,14 +32,14 @@ them from there, beside the hooks. A trainable without a ``config.py`` works too
     records (paths, texts, labels), which the platform turns into Ray datasets to preprocess; and
     ``meta``: JSON-serialisable facts learnt from the data that the model and ``predict`` need
     (``"classes"``...), plus ``"data_path"`` and ``"content_hash"`` for the run's lineage (and the
-    store's key: ``platform.content_hash.content_hash`` of the index files and the files the rows
-    name, by content). Read the folder through ``platform.locations.Folder`` and decode files
-    through ``platform.locations.opened``, and an ``s3://`` ``--data`` works as a folder does.
+    store's key: ``platform.data.content_hash.content_hash`` of the index files and the files the rows
+    name, by content). Read the folder through ``platform.data.locations.Folder`` and decode files
+    through ``platform.data.locations.opened``, and an ``s3://`` ``--data`` works as a folder does.
     Cheap checks (missing folder, missing columns) raise ``UserError`` here.
 
 ``preprocess(batch, cfg) -> batch``
     The per-batch transform (numpy dicts) that the platform runs once, in Ray Data tasks that
-    write the preprocessed store (``platform/store.py``); its output columns reach ``loss`` and
+    write the preprocessed store (``platform/data/store.py``); its output columns reach ``loss`` and
     ``evaluate`` as tensors on the training device. Store what the model needs in the narrowest
     dtype that is faithful enough: uint8 images, float16 features (widened to float32 in the
     batches). A column returned as a *list* of arrays is stored unpadded (variable-length rows);
@@ -84,14 +86,14 @@ a resumed run is exact:
 ``PREPROCESS_KEYS = ("image_size", ...)``
     The config keys ``preprocess`` depends on. Every split is preprocessed once into the store
     and read back by every later run and sweep trial with the same raw rows, data files and values
-    of these keys (``platform.data.identity``); without the list every key counts, which is always
+    of these keys (``platform.data.ingest.identity``); without the list every key counts, which is always
     right but rarely reused.
 ``add_predict_arguments(parser)``
     Options of ``python -m platform.predict`` for this trainable (``--beam K``), passed to
     ``predict`` as keyword arguments.
-``baseline(read, cfg, meta) -> platform.baseline.Trivial``
+``baseline(read, cfg, meta) -> platform.runs.baseline.Trivial``
     The trivial predictor beside the metric (the majority class, the training mean, the best
-    single training caption), fitted on the training split only; see ``platform/baseline.py``.
+    single training caption), fitted on the training split only; see ``platform/runs/baseline.py``.
 ``run_warnings(manifest) -> list[str]``
     Checks of a finished run that only the trainable knows to make (captions that collapsed to
     one for every image); ``python -m platform.run`` prints each as a ``warning:`` line after its

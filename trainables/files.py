@@ -17,7 +17,7 @@ import warnings
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from platform import locations
+from platform.data import locations
 from platform.errors import UserError
 
 # 8000 x 8000. Real inputs are far smaller (IU X-Ray PNGs are a few megapixels, Flickr photos

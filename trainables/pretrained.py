@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 from torch import nn
 
-from platform.cache import cache_root
+from platform.data.cache import cache_root
 from platform.errors import UserError
 from trainables.files import decode_image
 

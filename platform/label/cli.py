@@ -53,11 +53,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from platform import progress
 from platform.errors import UserError, exit_on_user_error
 from platform.label import answers, inputs, ledger, lock, options, prompt, report, secret
 from platform.label.task import Task
 from platform.label.task import load as load_task
+from platform.tracking import progress
 
 EXIT_BUDGET = 3
 PROGRESS_EVERY_S = 2.0

@@ -29,9 +29,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from platform import progress
 from platform.errors import UserError, redacted
 from platform.label.task import Task
+from platform.tracking import progress
 
 # The most pixels the gender_bias trainable decodes: a label for an image it refuses is money wasted.
 from trainables.files import MAX_IMAGE_PIXELS

@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import urllib.parse
 
-from platform import progress
 from platform.errors import UserError
 from platform.label import batch_files, inputs, prompt, secret
+from platform.tracking import progress
 
 DEFAULT_MODEL = "openai/gpt-4o-mini"
 DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"

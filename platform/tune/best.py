@@ -24,9 +24,11 @@ import numpy as np
 import pandas as pd
 import ray.train
 
-from platform import artifacts, checkpoints, durable, registry
 from platform import config as config_lib
+from platform import registry
 from platform.contract import Trainable
+from platform.runs import artifacts, durable
+from platform.train import checkpoints
 from platform.tune.results import ASHA, COMPLETED, ERROR
 from platform.tune.space import TIER_DEFAULT, Objective
 from platform.tune.trial import latest_state

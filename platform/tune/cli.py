@@ -1,14 +1,16 @@
 """Sweep a trainable's tiers and hyperparameters with Ray Tune and Optuna; save the best as a tier.
 
     python -m platform.tune asl [--tiers fast,standard] [--trials N] [--concurrent K]
+                                [--workers-per-trial W] [--cpus-per-trial C] [--gpu]
                                 [--objective val/acc:max | --pareto val/acc:max,train_s:min]
                                 [--time-budget 30m] [--scheduler asha|none] [--save-tier tuned]
                                 [--data DIR] [--config FILE.yaml] [--set key=value ...]
                                 [--address ADDR] [--storage PATH]
                                 [--name NAME] [--resume] [--dry-run]
 
-Each trial trains exactly like ``python -m platform.run`` (same TorchTrainer, checkpoints and
-metrics) with the config: defaults, the trial's tier, ``--config``, its sampled values, then
+Each trial is a run assembled as ``python -m platform.run`` assembles one (the same code: its run
+directory holds what a run's does), on ``--workers-per-trial`` workers sharing ``--cpus-per-trial``,
+with a GPU each under ``--gpu``, with the config: defaults, the trial's tier, ``--config``, its sampled values, then
 ``--set``. The first trials train each tier's own configuration (no sampled values); Optuna's
 TPE then samples the tier and the search space (``search_spaces/<stem>.py``); ASHA stops poor
 trials early (single objective), comparing a trial only with trials of its own tier;
@@ -24,15 +26,18 @@ configuration on the (first) objective; otherwise a line says so and no tier fil
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from platform import config as config_lib
-from platform import registry, run_files, tracking
+from platform import registry
+from platform.config import DEFAULT_STORAGE, Launch
 from platform.errors import UserError, exit_on_user_error, find_user_error
-from platform.run import DEFAULT_MAX_FAILURES, DEFAULT_STORAGE
+from platform.runs import run_files
+from platform.tracking import trackers
 
 if TYPE_CHECKING:
     from platform.contract import Trainable
@@ -47,6 +52,8 @@ KEPT = (
     "trials",
     "concurrent",
     "cpus_per_trial",
+    "workers_per_trial",
+    "gpu",
     "objective",
     "pareto",
     "time_budget",
@@ -59,6 +66,8 @@ KEPT = (
     "search_seed",
     "sampler",
 )
+# Counts a sweep cannot have zero of, nor fewer.
+POSITIVE = ("trials", "concurrent", "cpus_per_trial", "workers_per_trial", "keep_best")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,7 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"number of trials (default {DEFAULT_TRIALS}), including one a tier that trains the tier's own configuration, run first",
     )
     parser.add_argument("--concurrent", type=int, help="trials at a time (default: cluster CPUs / --cpus-per-trial)")
-    parser.add_argument("--cpus-per-trial", type=float, help="CPUs of each trial's worker (default 1)")
+    parser.add_argument("--cpus-per-trial", type=float, help="CPUs of each trial, shared by its workers (default: one a worker)")
+    parser.add_argument("--workers-per-trial", type=int, help="Ray Train workers of each trial (default 1)")
+    parser.add_argument(
+        "--gpu", action="store_true", default=None, help="one GPU a trial's worker (CUDA, mixed precision); trials at a time fit the GPUs"
+    )
     parser.add_argument("--objective", help="metric:min|max to optimise (default: the trainable's METRIC)")
     parser.add_argument("--pareto", help="several metric:mode, e.g. val/acc:max,train_s:min (or params:min)")
     parser.add_argument("--time-budget", help="stop starting and running trials after this long, e.g. 30m, 1h30m")
@@ -131,6 +144,9 @@ def settings(args: argparse.Namespace, sweep_dir: Path) -> dict:
         return run_files.read_json(sweep_dir / SETTINGS_FILE)
     if sweep_dir.exists() and any(sweep_dir.iterdir()):
         raise UserError(_taken(sweep_dir))
+    for key in POSITIVE:  # checked before the defaults below, which would take a 0 for "not given"
+        if getattr(args, key) is not None and getattr(args, key) <= 0:
+            raise UserError(f"--{key.replace('_', '-')} must be positive, not {getattr(args, key):g}")
     chosen = {key: getattr(args, key) for key in KEPT}
     chosen.update(
         tiers=args.tiers or registry.DEFAULT_TIER,
@@ -140,7 +156,9 @@ def settings(args: argparse.Namespace, sweep_dir: Path) -> dict:
         data=args.data or "",
         keep_best=args.keep_best or DEFAULT_KEEP_BEST,
         search_seed=args.search_seed or 0,
-        cpus_per_trial=args.cpus_per_trial or 1.0,
+        workers_per_trial=args.workers_per_trial or 1,
+        cpus_per_trial=args.cpus_per_trial or float(args.workers_per_trial or 1),
+        gpu=bool(args.gpu),
         sampler=args.sampler or "tpe",
     )
     # The file's values, not only its path: a resumed sweep trains with them even if the file changed.
@@ -155,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--storage {args.storage}: a sweep is stored in a folder (local, or shared by the nodes), not an object store")
     storage = Path(args.storage).expanduser().resolve()
     trainable = registry.load(args.stem)
+    args.stem = trainable.stem  # ./mytoy is mytoy from here on: <storage>/mytoy/sweeps/, and in the trials
     if args.name is not None and (Path(args.name).name != args.name or args.name in (".", "..")):
         raise UserError(f"--name {args.name!r} must be a folder name, without '/'")
     sweep_dir = storage / args.stem / "sweeps" / (args.name or run_files.default_name(_prefix(args)))
@@ -174,17 +193,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from platform import cluster
     from platform.tune import runner as sweep_runner
-    from platform.tune.trial import TRIAL_DRIVER_CPU
 
-    trackers = tracking.for_sweep(args.tracker, sweep_dir, str(storage), args.stem, args.resume)
+    tracked = trackers.for_sweep(args.tracker, sweep_dir, str(storage), args.stem, args.resume)
     dashboard = cluster.start(args.address, verbose=args.verbose)
     print(f"Ray dashboard: {dashboard or 'not running'}", flush=True)
-    cpus = cluster.cluster_cpus()
-    concurrent = min(chosen["concurrent"] or max(1, int(cpus // chosen["cpus_per_trial"])), chosen["trials"])
-    # Each trial's function holds TRIAL_DRIVER_CPU besides its worker: leave room for both.
-    cpus_per_worker = round(min(chosen["cpus_per_trial"], (cpus - TRIAL_DRIVER_CPU * concurrent) / concurrent), 2)
-    if cpus_per_worker <= 0:
-        raise UserError(f"--concurrent {concurrent} trials do not fit on {cpus} CPUs")
+    concurrent, launch = trial_launch(chosen, args, storage)
     print(plan.describe(concurrent), flush=True)
     if args.resume and run_files.hold(str(sweep_dir)) is None:
         raise UserError(f"sweep {sweep_dir} is running in another process on this machine: wait for it or stop it")
@@ -194,18 +207,48 @@ def main(argv: list[str] | None = None) -> int:
             sweep_dir / SETTINGS_FILE,
             {**chosen, "stem": args.stem, "started": run_files.now(), "command": " ".join(["python -m platform.tune", *sys.argv[1:]])},
         )
-    trackers.open_sweep(sweep_dir, chosen, args.stem)
+    tracked.open_sweep(sweep_dir, chosen, args.stem)
     try:
-        outcome = sweep_runner.run(plan, sweep_dir, concurrent, cpus_per_worker, DEFAULT_MAX_FAILURES, args.resume)
+        outcome = sweep_runner.run(plan, sweep_dir, concurrent, launch, args.resume)
     except Exception as exc:  # noqa: BLE001 - re-raised; only Tune's missing-metric error is reworded
-        trackers.end("FAILED")
+        tracked.end("FAILED")
         missing = _missing_metric(exc, plan)
         if missing is None:
             raise
         raise missing from exc
-    trackers.finish_sweep(sweep_dir)
+    tracked.finish_sweep(sweep_dir)
     print(outcome, flush=True)
     return 0 if (sweep_dir / sweep_runner.sweep_best.BEST_FILE).exists() else 1  # no trial gave a result
+
+
+def trial_launch(chosen: dict, args: argparse.Namespace, storage: Path) -> tuple[int, Launch]:
+    """Trials at a time, and the launch of each (its workers, their CPUs and GPUs), on this cluster;
+    a sweep saved before trials had several workers runs one a trial."""
+    from platform import cluster
+
+    workers, gpu = chosen.get("workers_per_trial", 1), chosen.get("gpu", False)
+    concurrent, cpus_per_worker = share(chosen, workers, cluster.cluster_cpus(), cluster.cluster_gpus() if gpu else None)
+    launch = Launch(workers=workers, cpus_per_worker=cpus_per_worker, gpu=gpu, storage=str(storage), address=args.address)
+    return concurrent, launch.check()
+
+
+def share(chosen: dict, workers: int, cpus: float, gpus: int | None) -> tuple[int, float]:
+    """Trials at a time and each worker's CPUs, so that every trial at once fits the cluster:
+    concurrent x (workers x CPUs a worker + TRIAL_DRIVER_CPU) <= its CPUs, the CPUs a worker
+    rounded down (rounded up, 4 trials of 4 workers on 16 CPUs asked for 16.04 and never started);
+    ``gpus``: the cluster's, when each worker takes one."""
+    from platform.tune.trial import TRIAL_DRIVER_CPU
+
+    if gpus is not None and gpus < workers:
+        raise UserError(f"--gpu asks for {workers} GPU(s) a trial; the Ray cluster has {gpus}")
+    fits = int(cpus // chosen["cpus_per_trial"]) if gpus is None else min(int(cpus // chosen["cpus_per_trial"]), gpus // workers)
+    concurrent = min(chosen["concurrent"] or max(1, fits), chosen["trials"])
+    # Each trial's function holds TRIAL_DRIVER_CPU besides its workers: leave room for both.
+    per_trial = min(chosen["cpus_per_trial"], (cpus - TRIAL_DRIVER_CPU * concurrent) / concurrent)
+    cpus_per_worker = math.floor(per_trial / workers * 100) / 100
+    if cpus_per_worker <= 0:
+        raise UserError(f"--concurrent {concurrent} trials do not fit on {cpus} CPUs")
+    return concurrent, cpus_per_worker
 
 
 def _prefix(args: argparse.Namespace) -> str:
@@ -237,7 +280,7 @@ def check_save_tier(name: str, trainable: Trainable) -> None:
     space = trainable.space
     if not registry.is_tier_name(name):
         raise UserError(f"--save-tier {name!r} must be a name of letters, digits, '_', '-' and '.'")
-    if name in space.TIERS or name in getattr(space, "ALIASES", {}):
+    if name in space.TIERS or name in space.ALIASES:
         raise UserError(
             f"--save-tier {name}: {name!r} is a preset tier of {trainable.stem}, which a saved tier cannot replace; choose another name"
         )

@@ -7,8 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from platform import config as config_lib
-from platform import locations, registry
+from platform import registry
 from platform.contract import Trainable
+from platform.data import locations
 from platform.errors import UserError
 from platform.tune import space as space_lib
 
@@ -44,7 +45,7 @@ class Plan:
         self.scheduler = chosen["scheduler"] or ("none" if chosen["pareto"] else "asha")
         self.space = space_lib.searched_space(trainable.space, trainable.Config, chosen["sets"])
         if not self.space and len(self.tiers) == 1:
-            raise UserError(f"nothing to search: {trainable.space.__name__}.SPACE is empty (or fixed by --set) and there is one tier")
+            raise UserError(f"nothing to search: {trainable.space.name}.SPACE is empty (or fixed by --set) and there is one tier")
         for name, value in (
             ("--trials", chosen["trials"]),
             ("--keep-best", chosen["keep_best"]),

@@ -20,8 +20,9 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 
-from platform import artifacts, checkpoints
 from platform.errors import find_user_error
+from platform.runs import artifacts
+from platform.train import checkpoints
 from platform.tune.space import TIER_DEFAULT, Objective
 from platform.tune.table import TrialTable, short
 from platform.tune.trial import DONE_FILE, TRIALS_DIR

@@ -17,8 +17,10 @@ from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
-from platform import artifacts, data
 from platform import config as config_lib
+from platform.config import Launch
+from platform.data import ingest
+from platform.runs import artifacts
 from platform.tune import best as sweep_best
 from platform.tune import trial as sweep_trial
 from platform.tune.plan import Plan
@@ -52,7 +54,7 @@ def asha(plan: Plan, sweep_dir: Path) -> RecordingASHA:
     return RecordingASHA(sweep_dir / ASHA_FILE, metric=objective.metric, mode=objective.mode)
 
 
-def trainable(plan: Plan, sweep_dir: Path, cpus_per_worker: float, max_failures: int):
+def trainable(plan: Plan, sweep_dir: Path, launch: Launch):
     chosen = plan.chosen
     fn = tune.with_parameters(
         sweep_trial.run_trial,
@@ -63,8 +65,7 @@ def trainable(plan: Plan, sweep_dir: Path, cpus_per_worker: float, max_failures:
         config_values=plan.config_values,
         storage=str(plan.storage),
         sweep_dir=str(sweep_dir),
-        cpus_per_worker=cpus_per_worker,
-        max_failures=max_failures,
+        launch=launch,
         env=sweep_trial.propagated_env(),
     )
     return tune.with_resources(fn, {"CPU": sweep_trial.TRIAL_DRIVER_CPU})
@@ -111,9 +112,10 @@ def tuner(plan: Plan, sweep_dir: Path, fn: Any, concurrent: int) -> tune.Tuner:
     )
 
 
-def run(plan: Plan, sweep_dir: Path, concurrent: int, cpus_per_worker: float, max_failures: int, resume: bool) -> str:
+def run(plan: Plan, sweep_dir: Path, concurrent: int, launch: Launch, resume: bool) -> str:
+    """The sweep, each trial trained on ``launch`` (its workers, CPUs and GPUs)."""
     sweep_trial.prepare_shared(plan.trainable, plan.tier_configs)
-    fn = trainable(plan, sweep_dir, cpus_per_worker, max_failures)
+    fn = trainable(plan, sweep_dir, launch)
     if resume and tune.Tuner.can_restore(str(sweep_dir)):
         print(f"[sweep] resuming {sweep_dir}", flush=True)
         runner = tune.Tuner.restore(str(sweep_dir), trainable=fn, resume_unfinished=True, resume_errored=False)
@@ -123,9 +125,16 @@ def run(plan: Plan, sweep_dir: Path, concurrent: int, cpus_per_worker: float, ma
     return finish(plan, sweep_dir)
 
 
+def _finished_run(run_dir: Path) -> dict | None:
+    """The manifest of a trial that finished its run directory as ``platform.run`` does."""
+    manifest = artifacts.read_json(run_dir / artifacts.MANIFEST_FILE) if (run_dir / artifacts.MANIFEST_FILE).exists() else {}
+    return manifest if manifest.get("status") == "finished" and (run_dir / artifacts.BEST_MODEL_FILE).exists() else None
+
+
 def finish(plan: Plan, sweep_dir: Path) -> str:
     """results.csv with the front and the best marked, pareto.png, the best run, tier and best.json."""
-    frame = pd.read_csv(sweep_dir / RESULTS_FILE) if (sweep_dir / RESULTS_FILE).exists() else pd.DataFrame()
+    # Tune's trial ids are hex: one of digits alone ("01234567") would read back as a number.
+    frame = pd.read_csv(sweep_dir / RESULTS_FILE, dtype={"trial_id": str}) if (sweep_dir / RESULTS_FILE).exists() else pd.DataFrame()
     if frame.empty:
         return "[sweep] no trial ran"
     frame[["reason", "run_dir"]] = frame[["reason", "run_dir"]].fillna("")  # CSV reads "" back as NaN
@@ -149,11 +158,11 @@ def finish(plan: Plan, sweep_dir: Path) -> str:
         lines.append("[sweep] no trial reported the objective: nothing saved")
         return "\n".join(lines)
     row = frame.loc[best]
-    manifest = None
-    if row["run_dir"]:
+    manifest = _finished_run(Path(row["run_dir"])) if row["run_dir"] else None
+    if row["run_dir"] and manifest is None:  # a trial stopped before it finished its run directory
         # The trial's own config: its sampled values may have changed the data (a store look-up).
         cfg = config_lib.from_dict(plan.trainable.Config, artifacts.read_json(Path(row["run_dir"]) / artifacts.CONFIG_FILE))
-        splits, _meta = data.prepare(plan.trainable, cfg)
+        splits, _meta = ingest.prepare(plan.trainable, cfg)
         manifest = sweep_best.export_best(plan.trainable, Path(row["run_dir"]), splits["val"])
     verdict = sweep_best.judge(frame, best, objectives[0])
     tier_path = (

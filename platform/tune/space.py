@@ -14,20 +14,19 @@ import math
 import re
 import statistics
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import optuna
 from ray.tune.search.optuna import OptunaSearch
 
 from platform import config as config_lib
-from platform.contract import Trainable
-from platform.distributions import to_tune
+from platform.contract import SearchSpace, Trainable
 from platform.errors import UserError
+from platform.tune.distributions import to_tune
 
 # Added to what the trainable reports by the sweep (platform/tune/trial.py).
 SWEEP_METRICS = {"train_s": "min", "params": "min"}
-# Reported by every trainable through platform/worker.py.
+# Reported by every trainable through platform/train/worker.py.
 WORKER_METRICS = {"epoch_s": "min"}
 # Starting a one-worker Ray Train run costs 15-20 s on a 2-core machine (a bare TorchTrainer.fit: 17-20 s).
 TRIAL_STARTUP_S = 20.0
@@ -87,30 +86,30 @@ def check_metric(metric: str, trainable: Trainable) -> None:
 # ---------------------------------------------------------------- the search space
 
 
-def searched_space(space_module: ModuleType, config_cls: type, sets: list[str]) -> Any:
-    """``SPACE`` checked against the Config: a dict of distributions (``platform/distributions.py``
+def searched_space(search: SearchSpace, config_cls: type, sets: list[str]) -> Any:
+    """``SPACE`` checked against the Config: a dict of distributions (``platform/tune/distributions.py``
     or ``ray.tune``'s), or a function.
 
     Keys fixed by ``--set`` are dropped: ``--set`` wins over a trial, so searching them is waste.
     """
-    space = getattr(space_module, "SPACE", None)
+    space = search.SPACE
     if callable(space):
         return space  # conditional (define-by-run): checked when Optuna first calls it
     if not isinstance(space, dict):
-        raise UserError(f"{space_module.__name__}.SPACE must be a dict of distributions or a function")
+        raise UserError(f"{search.name}.SPACE must be a dict of distributions or a function")
     fields = {f.name for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(space) - fields)
     if unknown:
-        raise UserError(f"{space_module.__name__}.SPACE: unknown config key {unknown[0]!r}")
+        raise UserError(f"{search.name}.SPACE: unknown config key {unknown[0]!r}")
     fixed = set(config_lib.parse_sets(list(sets)))
     kept = {key: to_tune(value) for key, value in space.items() if key not in fixed}
     try:
         converted = OptunaSearch.convert_search_space(kept)
     except (ValueError, AttributeError, TypeError) as err:
-        raise UserError(f"{space_module.__name__}.SPACE is malformed: {err}") from None
+        raise UserError(f"{search.name}.SPACE is malformed: {err}") from None
     if set(converted) != set(kept):
         missing = sorted(set(kept) - set(converted))
-        raise UserError(f"{space_module.__name__}.SPACE is malformed: {missing[0]!r} is not a distribution")
+        raise UserError(f"{search.name}.SPACE is malformed: {missing[0]!r} is not a distribution")
     return converted
 
 
@@ -244,7 +243,7 @@ def epoch_seconds(trainable: Trainable, storage: Path, tier: str) -> tuple[float
             measured += [row["epoch_s"] for row in manifest.get("history", []) if "epoch_s" in row]
     if measured:
         return statistics.median(measured), f"measured over {len(measured)} earlier epochs"
-    declared = getattr(trainable.space, "EPOCH_SECONDS", {})
+    declared = trainable.space.EPOCH_SECONDS
     if tier in declared:
         return float(declared[tier]), "from the search space"
     return ASSUMED_EPOCH_S, "assumed"

@@ -1,18 +1,20 @@
-"""One trial of ``python -m platform.tune asl``: the same Ray Train run as ``python -m platform.run``.
+"""One trial of ``python -m platform.tune asl``: the same run as ``python -m platform.run``.
 
 Tune runs :func:`run_trial` as a plain function trainable (Ray 2.60: ``Tuner(trainer)`` is gone)
-that builds the run's ``TorchTrainer`` with ``platform.trainer.build`` and fits it; a
-``TuneReportCallback`` forwards each epoch's metrics to Tune. The Train run is named by the trial
+that assembles and trains the run as ``platform.run`` does (``platform/train/launch.py``), so a
+trial's run directory holds what a run's does; a ``TuneReportCallback`` forwards each epoch's
+metrics to Tune. The Train run is named by the trial
 id under ``<sweep>/trials/``, so a retried or resumed trial continues from its own checkpoints.
 
 Data: the driver writes the store of each tier's data before the trials start
 (:func:`prepare_shared`); each trial then prepares its own config's data, which is a look-up of
-the store when the data is the same (``platform/data.py`` keys it by content) and a new store
+the store when the data is the same (``platform/data/ingest.py`` keys it by content) and a new store
 when its sampled values change the rows or the preprocessing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -21,10 +23,15 @@ import ray.tune
 from ray.train.v2._internal.constants import ENV_VARS_TO_PROPAGATE
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from platform import artifacts, checkpoints, cluster, data, registry, tracking
+from platform import cluster, registry
 from platform import config as config_lib
-from platform import trainer as trainer_lib
+from platform.config import Launch
 from platform.contract import Trainable
+from platform.data import ingest
+from platform.runs import artifacts
+from platform.runs.storage import RunLocation
+from platform.tracking import trackers
+from platform.train import checkpoints
 from platform.tune.space import TIER_DEFAULT
 
 TRIALS_DIR = "trials"
@@ -39,7 +46,7 @@ def prepare_shared(trainable: Trainable, tier_configs: dict[str, Any], say=print
     """The store of every tier's data, written once before concurrent trials would race for it."""
     for tier, cfg in tier_configs.items():
         say(f"[{trainable.stem}] preparing data for tier {tier} ({cfg.data_dir or 'synthetic set'})")
-        _splits, meta = data.prepare(trainable, cfg, say=say)
+        _splits, meta = ingest.prepare(trainable, cfg, say=say)
         say(f"[{trainable.stem}] rows: {meta['rows']}  in {meta['preprocess_s']}s")
 
 
@@ -81,57 +88,47 @@ def run_trial(
     data_dir: str,
     storage: str,
     sweep_dir: str,
-    cpus_per_worker: float,
-    max_failures: int,
+    launch: Launch,
     env: dict,
     config_values: dict | None = None,
 ) -> None:
-    """The Tune trainable: resolve the trial's config, train it on Ray Train, mark it done. It runs in
-    its own Ray process, so it is given the stem and loads the trainable itself."""
+    """The Tune trainable: a run of the trial's config, assembled as ``platform.run`` assembles one
+    (``platform/train/launch.py``) on the sweep's launch (workers, CPUs, GPUs a trial), then marked
+    done. It runs in its own Ray process, so it is given the stem and loads the trainable itself."""
     os.environ.update(env)  # before fit(): Train passes them on to its controller and workers
-    trainable = registry.load(stem)
-    cfg, tier = trial_config(stem, params, tiers=tiers, sets=sets, data_dir=data_dir, storage=storage, config_values=config_values or {})
-    splits, meta = data.prepare(trainable, cfg)
-    cfg, _grown = config_lib.fit_to_data(cfg, meta["rows"]["train"], workers=1)  # as platform.run does
+    from platform.train import launch as assembly
 
-    run_dir = Path(sweep_dir) / TRIALS_DIR / ray.tune.get_context().get_trial_id()
-    resumed = (run_dir / artifacts.MANIFEST_FILE).exists()
-    manifest = artifacts.start(
-        run_dir, trainable, tier=tier, cfg=cfg, meta=meta, hardware=cluster.hardware(), resumed=resumed, dashboard=cluster.start()
+    trainable = registry.load(stem)
+    trial_id = ray.tune.get_context().get_trial_id()
+    location = RunLocation(Path(sweep_dir) / TRIALS_DIR / trial_id)
+    resumed = (location.local / artifacts.MANIFEST_FILE).exists()  # Tune retried it, or the sweep was resumed
+    if resumed:  # its config as it was saved, its data and min_steps applied
+        cfg = config_lib.from_dict(trainable.Config, artifacts.read_json(location.local / artifacts.CONFIG_FILE))
+        tier = artifacts.read_json(location.local / artifacts.MANIFEST_FILE)["tier"]
+    else:
+        values = config_values or {}
+        cfg, tier = trial_config(stem, params, tiers=tiers, sets=sets, data_dir=data_dir, storage=storage, config_values=values)
+    extras = assembly.Extras(
+        manifest={"command": f"python -m platform.tune {stem}", "sweep": {"dir": sweep_dir, "params": params}},
+        callbacks=lambda cfg, meta: [SweepReportCallback(_parameters(trainable, cfg, meta), cfg.epochs, trained_seconds(location.local))],
+        epoch_lines=False,  # the sweep's table shows them
     )
-    artifacts.write_json(
-        run_dir / artifacts.MANIFEST_FILE,
-        {**manifest, "command": f"python -m platform.tune {stem}", "sweep": {"dir": sweep_dir, "params": params}},
-    )
-    trackers, parent_id = tracking.for_trial(Path(sweep_dir))  # a child of the sweep's MLflow run
-    trackers.open(
-        run_dir / artifacts.MANIFEST_FILE,
-        manifest,
-        run_dir.name,
-        tracking.run_params(stem, tier, manifest["config"]),
-        {**tracking.run_tags(stem, tier, run_dir.name, run_dir), "trial_id": run_dir.name},
-        parent_id,
-    )
-    trainer = trainer_lib.build(
+    assembly.train(
         trainable,
         cfg,
-        meta,
-        splits,
-        run_dir,
-        workers=1,
-        cpus_per_worker=cpus_per_worker,
-        max_failures=max_failures,
-        epoch_lines=False,  # the sweep's table shows them
-        callbacks=trackers.callbacks(run_dir),
+        tier,
+        dataclasses.replace(launch, resume=resumed),
+        location,
+        tracked=trackers.for_trial(Path(sweep_dir), trial_id),
+        dashboard=cluster.start(),
+        extras=extras,
+        say=lambda _line: None,  # the sweep's lines and table speak for its trials
     )
-    params_count = sum(p.numel() for p in trainable.build_model(cfg, meta).parameters())
-    # RunConfig.callbacks is read when fit() starts the controller, so it can be extended here.
-    trainer.run_config.callbacks.append(SweepReportCallback(params_count, cfg.epochs, trained_seconds(run_dir)))
-    trainer.fit()
-    if trackers.mlflow:  # epochs its callback missed come from the trial's latest checkpoint
-        found = latest_state(run_dir)
-        trackers.finish(run_dir, found[1]["history"] if found else [], files=tracking.TRIAL_FILES)
-    artifacts.write_json(run_dir / DONE_FILE, {"finished": artifacts.now()})
+    artifacts.write_json(location.local / DONE_FILE, {"finished": artifacts.now()})
+
+
+def _parameters(trainable: Trainable, cfg: Any, meta: dict) -> int:
+    return sum(p.numel() for p in trainable.build_model(cfg, meta).parameters())
 
 
 def trial_config(

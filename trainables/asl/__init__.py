@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from platform.baseline import Constant, Trivial, prior_logits
 from platform.errors import UserError
+from platform.runs.baseline import Constant, Trivial, prior_logits
 from trainables.asl.config import METRIC, PREPROCESS_KEYS, Config  # noqa: F401 - the contract's names
 from trainables.asl.landmarks import read_features, read_index
 from trainables.asl.model import SignClassifier

@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from platform import locations
-from platform.content_hash import content_hash
+from platform.data import locations
+from platform.data.content_hash import content_hash
 from platform.errors import UserError
 from trainables.files import confined, read_csv, utf8_text
 

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from platform.cache import cache_root, write_once
+from platform.data.cache import cache_root, write_once
 from platform.errors import UserError
 from trainables.asl.landmarks import FACE_POINTS, LANDMARK_TYPES, LANDMARKS_PER_FRAME
 

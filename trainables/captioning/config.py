@@ -4,9 +4,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
 
-from platform.config import TrainConfig
+from platform.config import TrainConfig, limited
 
 # CIDEr-D, not BLEU-4: generic captions score BLEU-4 as well as image-specific ones. On 24 real
 # Flickr8k validation images BLEU-4 preferred an epoch writing 54% distinct captions (0.089) to a
@@ -28,47 +27,31 @@ class Config(TrainConfig):
     lr: float = 2e-3
     grad_clip: float = 5.0
     patience: int = 5
-    embed_dim: int = 256
+    embed_dim: int = limited(256, low=1)
     """Word embedding size."""
-    hidden_dim: int = 384
+    hidden_dim: int = limited(384, low=1)
     """LSTM hidden size."""
-    dropout: float = 0.3
+    dropout: float = limited(0.3, low=0, high=0.99)
     """Dropout on the image features, the word embeddings and the LSTM outputs."""
-    vocab_size: int = 8000
+    vocab_size: int = limited(8000, low=5)  # the 4 special tokens and at least one word
     """Vocabulary size, the 4 special tokens included: the most frequent training words."""
-    min_word_count: int = 1
+    min_word_count: int = limited(1, low=1)
     """Training-caption occurrences a word needs to enter the vocabulary."""
-    max_len: int = 25
+    max_len: int = limited(25, low=1)
     """Words a caption keeps in training, and at most generated."""
-    beam_width: int = 3
+    beam_width: int = limited(3, low=1)
     """Beam width of validation and predict captions; 1 is greedy decoding."""
-    length_penalty: float = 0.7
+    length_penalty: float = limited(0.7, low=0, high=5)
     """GNMT length penalty alpha of beam search: scores are divided by ((5 + length) / 6) ** alpha; 0 favours short captions."""
-    label_smoothing: float = 0.1
+    label_smoothing: float = limited(0.1, low=0, high=0.99)
     """Label smoothing of the training cross entropy (keeps the decoder from betting everything on the commonest words)."""
-    image_size: int = 224
+    image_size: int = limited(224, low=16)  # the encoders downsample 32x; smaller images leave them nothing to see
     """Images are resized (shorter side) and centre-cropped to this many pixels square for the CNN."""
     image_weights: str = "auto"
     """Image encoder: auto (ResNet18 from the torch hub cache, else EfficientNet-Lite0 from its package), resnet18, efficientnet_lite0, none (random ResNet18), or a .pth path."""
-    val_fraction: float = 0.1
+    val_fraction: float = limited(0.1, low=0.01, high=0.9)
     """Share of the images held out for validation when the data has no split lists."""
-    test_fraction: float = 0.1
+    test_fraction: float = limited(0.1, low=0, high=0.9)  # val must not be empty; test may be
     """Share of the images held out for the test split when the data has no split lists."""
-    synthetic_images: int = 2000
+    synthetic_images: int = limited(2000, low=10, synthetic=True)
     """Synthetic set (no data_dir): number of images (five captions each)."""
-
-    LIMITS: ClassVar[dict] = {
-        "embed_dim": (1, None),
-        "hidden_dim": (1, None),
-        "dropout": (0, 0.99),
-        "vocab_size": (5, None),  # the 4 special tokens and at least one word
-        "min_word_count": (1, None),
-        "max_len": (1, None),
-        "beam_width": (1, None),
-        "length_penalty": (0, 5),
-        "label_smoothing": (0, 0.99),
-        "image_size": (16, None),  # the encoders downsample 32x; smaller images leave them nothing to see
-        "val_fraction": (0.01, 0.9),
-        "test_fraction": (0, 0.9),  # val must not be empty; test may be
-        "synthetic_images": (10, None),
-    }

@@ -29,10 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-from platform import locations
-from platform.content_hash import content_hash
+from platform.data import locations
+from platform.data.content_hash import content_hash
+from platform.data.locations import Folder
 from platform.errors import UserError
-from platform.locations import Folder
 from trainables.files import confined, utf8_text
 
 CAPTION_FILES = ("captions.txt", "Flickr8k.token.txt")

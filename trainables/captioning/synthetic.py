@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from platform.cache import cache_root, write_once
+from platform.data.cache import cache_root, write_once
 from platform.errors import UserError
 
 SYNTHETIC_VERSION = 1

@@ -1,7 +1,7 @@
 """The captioner's trivial baseline: one training caption given to every image.
 
 Used by ``python -m platform.run captioning`` through the ``baseline`` hook in
-``trainables/captioning/__init__.py`` (the platform side is ``platform/baseline.py``): the caption
+``trainables/captioning/__init__.py`` (the platform side is ``platform/runs/baseline.py``): the caption
 that scores best against the training references is fitted once a run and scored on val and test
 with the same :func:`caption_metrics` as the model's captions, so ``val/bleu4`` means the same thing.
 """
@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 import numpy as np
 from pycocoevalcap.bleu.bleu import Bleu
 
-from platform.baseline import Trivial
+from platform.runs.baseline import Trivial
 from trainables.captioning.metrics import caption_metrics
 from trainables.captioning.vocab import SPECIALS, START, UNK, decode
 

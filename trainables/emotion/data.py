@@ -26,10 +26,10 @@ import posixpath
 import numpy as np
 import pandas as pd
 
-from platform import locations
-from platform.content_hash import content_hash
+from platform.data import locations
+from platform.data.content_hash import content_hash
+from platform.data.locations import Folder
 from platform.errors import UserError
-from platform.locations import Folder
 from trainables import files
 
 EMOTIONS = ("neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
-from platform import locations
+from platform.data import locations
 from platform.errors import UserError
 
 WINDOW_SECONDS = 0.025  # VGGish's 25 ms windows every 10 ms

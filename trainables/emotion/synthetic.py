@@ -21,7 +21,7 @@ import av
 import numpy as np
 import pandas as pd
 
-from platform.cache import cache_root, write_once
+from platform.data.cache import cache_root, write_once
 from platform.errors import UserError
 from trainables.emotion.data import CLIP_FOLDERS, CSV_COLUMNS, CSV_FILES, EMOTIONS
 

@@ -1,7 +1,7 @@
 """The emotion classifier's trivial baseline: each head's majority class in the training rows.
 
 Used by ``python -m platform.run emotion`` through the ``baseline`` hook in
-``trainables/emotion/__init__.py`` (the platform side is ``platform/baseline.py``). The counts are
+``trainables/emotion/__init__.py`` (the platform side is ``platform/runs/baseline.py``). The counts are
 ``meta["train_class_counts"]``, taken from the training rows before any oversampling, so nothing
 is read again; the constant logits go through the trainable's own ``evaluate``.
 """
@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from platform.baseline import Constant, Trivial, prior_logits
+from platform.runs.baseline import Constant, Trivial, prior_logits
 
 
 def majority(counts: dict[str, list[int]], classes: dict[str, tuple[str, ...]], tasks: tuple[str, ...], evaluate: Callable) -> Trivial:

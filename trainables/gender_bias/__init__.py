@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from scipy import stats
 from torch import nn
 
-from platform.baseline import Constant, Trivial
 from platform.errors import UserError
+from platform.runs.baseline import Constant, Trivial
 from trainables.gender_bias.config import METRIC, Config  # noqa: F401 - the contract's names
 from trainables.gender_bias.data import read_labels
 from trainables.gender_bias.model import BiasScorer, describe_sources

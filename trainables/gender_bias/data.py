@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from platform.content_hash import content_hash
+from platform.data.content_hash import content_hash
+from platform.data.locations import Folder
 from platform.errors import UserError
-from platform.locations import Folder
 from trainables.files import confined, read_csv, utf8_text
 from trainables.gender_bias import labeling
 

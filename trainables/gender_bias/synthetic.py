@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from platform.cache import cache_root, write_once
+from platform.data.cache import cache_root, write_once
 from platform.errors import UserError
 from trainables.gender_bias.data import LABEL_COLUMNS
 

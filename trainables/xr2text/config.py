@@ -4,9 +4,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
 
-from platform.config import TrainConfig
+from platform.config import TrainConfig, limited
 from platform.errors import UserError
 
 METRIC = ("val/bleu4_rouge_l", "max")
@@ -26,70 +25,48 @@ class Config(TrainConfig):
     patience: int = 999
     checkpoint_every: int = 5
     keep_checkpoints: int = 0
-    image_size: int = 224
+    image_size: int = limited(224, low=16)  # the encoders downsample 32x; smaller images leave them nothing to see
     """Images are resized to this many pixels square (grayscale)."""
     image_weights: str = "auto"
     """Image encoder: auto (ResNet18 from the torch hub cache, else EfficientNet-Lite0 from its package), resnet18, efficientnet_lite0, none (random ResNet18), or a .pth path."""
-    encoder_stages: int = 4
+    encoder_stages: int = limited(4, low=1, high=4)  # both encoders have four (trainables/image_encoders.py)
     """Encoder stages kept (1-4, ending at strides 4-32; channels ResNet18 64-512, EfficientNet-Lite0 24/40/112/1280): fewer is a smaller encoder with a finer grid of visual tokens."""
-    d_model: int = 512
+    d_model: int = limited(512, low=1)
     """Width of the visual tokens and of the decoder."""
-    heads: int = 8
+    heads: int = limited(8, low=1)
     """Attention heads of the decoder (d_model must be divisible by it)."""
-    decoder_layers: int = 3
+    decoder_layers: int = limited(3, low=1)
     """Transformer decoder layers."""
-    dropout: float = 0.1
+    dropout: float = limited(0.1, low=0, high=0.99)
     """Dropout inside the decoder."""
-    label_smoothing: float = 0.0
+    label_smoothing: float = limited(0.0, low=0, high=0.99)
     """Label smoothing of the training cross-entropy."""
-    max_tokens: int = 60
+    max_tokens: int = limited(60, low=1)
     """Report words kept as the target (longer reports are cut) and the longest generated report."""
-    vocab_size: int = 2000
+    vocab_size: int = limited(2000, low=5)  # the 4 special tokens and at least one word
     """Largest vocabulary (specials included), the most frequent training words."""
-    min_word_count: int = 3
+    min_word_count: int = limited(3, low=1)
     """Training words seen fewer times become <unk>."""
-    beam_width: int = 3
+    beam_width: int = limited(3, low=1)
     """Beam search width in evaluation (1: greedy); predict's --beam overrides it."""
-    length_penalty: float = 1.0
+    length_penalty: float = limited(1.0, low=0, high=5)
     """GNMT length penalty alpha of beam search: scores are divided by ((5 + length) / 6) ** alpha; 0 favours short reports."""
     curriculum: bool = True
     """Curriculum learning: train on the unlocked stages only; off trains on every study from epoch 0."""
-    curriculum_epochs: tuple[int, ...] = (5, 15, 30)
+    curriculum_epochs: tuple[int, ...] = limited((5, 15, 30), low=0)
     """Epochs (from 0) at which stages 1 (one finding), 2 (several) and 3 (complex) unlock."""
-    complex_min_findings: int = 3
+    complex_min_findings: int = limited(3, low=1)
     """Findings from which a study is stage 3 (complex multi-pathology)."""
-    val_fraction: float = 0.1
+    val_fraction: float = limited(0.1, low=0.01, high=0.9)
     """Share of the studies held out for validation when the data has no split (a seeded shuffle)."""
-    test_fraction: float = 0.2
+    test_fraction: float = limited(0.2, low=0, high=0.9)  # val must not be empty; test may be
     """Share held out for the test split (scored once after training) when the data has no split."""
-    max_studies: int = 0
+    max_studies: int = limited(0, low=0)
     """Studies used, a seeded sample taken before the split; 0: all."""
-    synthetic_studies: int = 1000
+    synthetic_studies: int = limited(1000, low=2, synthetic=True)  # a train and a val study
     """Synthetic set (no data_dir): number of studies."""
-    synthetic_image_size: int = 224
+    synthetic_image_size: int = limited(224, low=16, synthetic=True)
     """Synthetic set: image side in pixels."""
-
-    LIMITS: ClassVar[dict] = {
-        "image_size": (16, None),  # the encoders downsample 32x; smaller images leave them nothing to see
-        "encoder_stages": (1, 4),  # both encoders have four (trainables/image_encoders.py)
-        "d_model": (1, None),
-        "heads": (1, None),
-        "decoder_layers": (1, None),
-        "dropout": (0, 0.99),
-        "label_smoothing": (0, 0.99),
-        "max_tokens": (1, None),
-        "vocab_size": (5, None),  # the 4 special tokens and at least one word
-        "min_word_count": (1, None),
-        "beam_width": (1, None),
-        "length_penalty": (0, 5),
-        "curriculum_epochs": (0, None),
-        "complex_min_findings": (1, None),
-        "val_fraction": (0.01, 0.9),
-        "test_fraction": (0, 0.9),  # val must not be empty; test may be
-        "max_studies": (0, None),
-        "synthetic_studies": (2, None),  # a train and a val study
-        "synthetic_image_size": (16, None),
-    }
 
     def validate(self) -> None:
         if self.d_model % self.heads:

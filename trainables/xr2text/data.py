@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from platform.content_hash import content_hash
+from platform.data.content_hash import content_hash
+from platform.data.locations import Folder
 from platform.errors import UserError
-from platform.locations import Folder
 from trainables.files import confined, decode_image, read_csv, utf8_text
 from trainables.xr2text import reports
 

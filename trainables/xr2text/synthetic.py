@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from platform.cache import cache_root, write_once
+from platform.data.cache import cache_root, write_once
 
 FINDING_KINDS = ("cardiomegaly", "opacity", "effusion", "nodule")
 FINDING_COUNT_PROBS = (0.35, 0.3, 0.2, 0.15)  # studies with 0, 1, 2, 3 findings

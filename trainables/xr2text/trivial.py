@@ -1,7 +1,7 @@
 """The report generator's trivial baseline: one training report written for every study.
 
 Used by ``python -m platform.run xr2text`` through the ``baseline`` hook in
-``trainables/xr2text/__init__.py`` (the platform side is ``platform/baseline.py``): the training
+``trainables/xr2text/__init__.py`` (the platform side is ``platform/runs/baseline.py``): the training
 report that scores best against the other training reports is fitted once a run and scored on val
 and test with the trainable's own BLEU-4 + ROUGE-L, so ``val/bleu4_rouge_l`` means the same thing.
 """
@@ -16,7 +16,7 @@ import numpy as np
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.rouge.rouge import Rouge
 
-from platform.baseline import Trivial
+from platform.runs.baseline import Trivial
 from trainables.xr2text import reports
 
 # Candidates are CANDIDATES random training reports, scored against REFERENCES other ones (disjoint,

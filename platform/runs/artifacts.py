@@ -19,15 +19,14 @@ import pandas as pd
 import psutil
 import torch
 
-from platform import checkpoints, durable, plots, stream, tensorboard
 from platform import config as config_lib
-from platform.averaging import evaluated_weights
 from platform.contract import Trainable
+from platform.data import stream
 from platform.errors import UserError, redacted
-from platform.loop import validate
+from platform.runs import durable, plots
 
 # The file names and JSON helpers live where the read-only tools can import them without torch.
-from platform.run_files import (  # noqa: F401 - re-exported: artifacts.MANIFEST_FILE etc.
+from platform.runs.run_files import (  # noqa: F401 - re-exported: artifacts.MANIFEST_FILE etc.
     BEST_MODEL_FILE,
     CONFIG_FILE,
     HISTORY_FILE,
@@ -38,6 +37,10 @@ from platform.run_files import (  # noqa: F401 - re-exported: artifacts.MANIFEST
     read_json,
     write_json,
 )
+from platform.tracking import tensorboard
+from platform.train import checkpoints
+from platform.train.averaging import evaluated_weights
+from platform.train.loop import validate
 
 TIMED_PREDICTIONS = 20
 
@@ -63,6 +66,7 @@ def start(
     metric, mode = trainable.METRIC
     manifest.update(
         stem=trainable.stem,
+        trainable=trainable.reference,  # what predict finds it again by (platform/registry.py, recorded)
         tier=tier,
         # Its name and mode now (finish adds the best value), so the monitor need not import the trainable.
         metric={**manifest.get("metric", {}), "name": metric, "mode": mode},

@@ -1,7 +1,7 @@
 """The run directory's file names and its JSON, without torch or Ray: what read-only tools need.
 
 Used by ``python -m platform.monitor`` (which must start in well under two seconds) and by
-platform/artifacts.py, which writes the run directory during ``python -m platform.run asl``.
+platform/runs/artifacts.py, which writes the run directory during ``python -m platform.run asl``.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from platform import durable
-from platform.cache import cache_root
+from platform.data.cache import cache_root
+from platform.runs import durable
 
 CONFIG_FILE = "config.json"
 META_FILE = "meta.json"

@@ -1,4 +1,5 @@
-"""A run's Ray Train checkpoints: their names, which exist, which to load, which are orphans.
+"""A run's Ray Train checkpoints: their names, which exist, which to load, which are orphans
+(when one is taken, and which Ray Train keeps, is ``platform/train/policy.py``'s).
 
 Used by ``python -m platform.run asl`` (a restarted worker loads the newest readable checkpoint; a
 finished run drops its orphans), ``python -m platform.tune`` (a trial's latest and best) and
@@ -20,7 +21,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from platform.store import filesystem, join
+from platform.data.store import filesystem, join
 
 SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"
 STATE_FILE = "state.pt"
@@ -57,6 +58,7 @@ def recorded(snapshot: dict | None) -> list[dict]:
 
 
 def _scored(metrics: dict, metric: str) -> bool:
+    """A real score: not NaN, nor the worst one a checkpoint inside an epoch reports (``platform/train/policy.py``)."""
     value = metrics.get(metric)
     return not metrics.get("partial") and isinstance(value, (int, float)) and not math.isnan(value)
 

@@ -1,9 +1,9 @@
 """Streaming batches out of the store: one rank's part of an epoch, or a whole split in order.
 
-Used by each Ray Train worker of ``python -m platform.run asl`` (``platform/worker.py``) and by the
+Used by each Ray Train worker of ``python -m platform.run asl`` (``platform/train/worker.py``) and by the
 driver to score the test split. A worker holds at most two shuffle windows of shards at a time, so
 a split far larger than memory or Ray's object store trains; the order comes from
-``platform/exact.py``. Batches are padded to their own longest row; a column ``preprocess``
+``platform/train/exact.py``. Batches are padded to their own longest row; a column ``preprocess``
 returned as a list of arrays gets a ``<name>_mask`` of its real rows. float16 columns are widened
 to float32 here: stored narrow, trained in full precision (mixed precision is the loop's choice).
 Batches are made by numpy alone, in a background thread (:func:`prefetched`).
@@ -20,9 +20,9 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from platform import exact
+from platform.data.store import Split, column_spec, stored_dtype, to_arrow
 from platform.errors import UserError
-from platform.store import Split, column_spec, stored_dtype, to_arrow
+from platform.train import exact
 
 PREFETCH_BATCHES = 4
 

@@ -1,7 +1,7 @@
 """An exponential moving average of the weights (``--set ema_decay=0.998``), kept by the loop.
 
 Used by any run with ``--set ema_decay=D`` (``python -m platform.run emotion --tier fast_text
---set ema_decay=0.998``): ``platform/loop.py`` updates it after every optimizer step, validates it
+--set ema_decay=0.998``): ``platform/train/loop.py`` updates it after every optimizer step, validates it
 instead of the weights being trained, and checkpoints it, so the best model and the test split are
 the average's. Fine-tuning on a small, noisy set moves the weights between minibatches more than
 it improves them, and the average of the last few hundred steps often generalises better than any

@@ -34,9 +34,10 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from platform import checkpoints, run_files
-from platform.cache import cache_root
+from platform.data.cache import cache_root
 from platform.errors import UserError
+from platform.runs import run_files
+from platform.train import checkpoints
 
 FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION")
 

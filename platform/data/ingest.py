@@ -2,7 +2,7 @@
 
 Used by ``python -m platform.run asl`` (and every sweep trial) before training starts. Each split
 is cut into shards of ``shard_rows`` raw rows; one Ray Data task per missing shard preprocesses it
-and writes it straight to the store (``platform/store.py``), so the driver only ever holds the raw
+and writes it straight to the store (``platform/data/store.py``), so the driver only ever holds the raw
 rows (paths, texts, labels) and the shards' small records. A split is keyed by its content (see
 :func:`identity`), so later runs and trials with the same data read it back without preprocessing.
 """
@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib
 import json
 import logging
 import time
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -24,14 +24,15 @@ import ray
 import ray.data
 from ray.data.block import BlockAccessor
 
-from platform import store
-from platform.cache import cache_root
+from platform import registry
 from platform.config import to_dict
 from platform.contract import Trainable
+from platform.data import content_hash, store
+from platform.data.cache import cache_root
 from platform.errors import UserError
 
 PREPROCESS_BATCH_ROWS = 16
-# What meta's content_hash covers (platform/content_hash.py); runs from before it hashed paths and sizes.
+# What meta's content_hash covers (platform/data/content_hash.py); runs from before it hashed paths and sizes.
 CONTENT_HASH_OF = "file bytes"
 # Training rows are stored in this fixed permutation, so every shard is a sample of the whole
 # split and a shuffle window of a few shards mixes well even when the raw index is sorted.
@@ -75,13 +76,17 @@ def preprocess_keys(trainable: Trainable, cfg: Any) -> list[str]:
     """The config keys ``preprocess`` depends on: the trainable's ``PREPROCESS_KEYS``, or every key
     when it names none (always right, rarely reused). With the raw rows' hash (which carries every
     key that changes the rows: split, seed, sampling, balance) this decides when data is reused."""
-    declared = getattr(trainable, "PREPROCESS_KEYS", None)
+    declared = trainable.PREPROCESS_KEYS
     return sorted(declared if declared is not None else to_dict(cfg))
 
 
 def identity(trainable: Trainable, cfg: Any, meta: dict, split: str, raw: pa.Table) -> dict[str, Any]:
+    """What a split's store is keyed by. A trainable of the user's adds its code: it changes between
+    runs (an edited ``preprocess``, another folder of the same name) without a config key saying so. A
+    built-in's code changes only with the platform, reviewed, so its key is what it always was (its
+    stores stay valid)."""
     values = to_dict(cfg)
-    return {
+    ident = {
         "format": store.FORMAT,
         "stem": trainable.stem,
         "split": split,
@@ -90,6 +95,18 @@ def identity(trainable: Trainable, cfg: Any, meta: dict, split: str, raw: pa.Tab
         "shard_rows": cfg.shard_rows,
         "preprocess": {key: values[key] for key in preprocess_keys(trainable, cfg)},
     }
+    source = registry.find(trainable.stem)
+    return ident if source.shipped is None else {**ident, "code": code_hash(source.folder)}
+
+
+def code_hash(folder: Path) -> str:
+    """The package's source: every ``*.py`` under ``folder`` by relative path, but its tests."""
+    files = {
+        str(path.relative_to(folder)): str(path)
+        for path in folder.rglob("*.py")
+        if not {"tests", "__pycache__"} & set(path.relative_to(folder).parts[:-1])
+    }
+    return content_hash.content_hash([], files)
 
 
 def split_uri(root: str, ident: dict) -> str:
@@ -233,7 +250,7 @@ def _shard_records(records: list[dict]) -> list[dict]:
 def _write_shards(batch: dict[str, np.ndarray], *, stem: str, cfg: Any) -> dict[str, list]:
     """Ray Data task: preprocess each shard of the batch and write it, unless a whole one was
     already written (the driver listed them); return its small record."""
-    module = importlib.import_module(f"trainables.{stem}")
+    module = registry.load(stem).package  # a trainable of the user's too: the job's runtime env ships it
     out: dict[str, list] = {"uri": [], "index": [], "file": [], "rows": [], "bytes": [], "sha256": [], "columns": [], "kept": []}
     for uri, index, payload, written in zip(batch["uri"], batch["index"], batch["rows"], batch["written"]):
         fs, path = store.filesystem(str(uri))

@@ -1,7 +1,7 @@
 """A data set's identity by content: each file's bytes hashed once, not its path and size.
 
 Used by every trainable's reader (``python -m platform.run <stem> --data DIR|URI``): the meta's
-``content_hash`` keys the preprocessed store (``platform/data.py``) and pins a resumed run to its
+``content_hash`` keys the preprocessed store (``platform/data/ingest.py``) and pins a resumed run to its
 data. A local file's sha256 is remembered in ``<cache>/content-hashes.sqlite3`` under its path, size,
 mtime, inode and ctime, so an unchanged 48 GB set is read once; writing a file changes its ctime,
 which ``os.utime`` cannot set back, so a file rewritten at the same size with its old mtime restored
@@ -21,8 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from platform import locations
-from platform.cache import cache_root
+from platform.data import locations
+from platform.data.cache import cache_root
 from platform.errors import UserError
 
 CACHE_FILE = "content-hashes.sqlite3"

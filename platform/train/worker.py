@@ -1,13 +1,14 @@
-"""What each Ray Train worker runs: the loop of ``platform/loop.py`` with checkpoints and reports.
+"""What each Ray Train worker runs: the loop of ``platform/train/loop.py`` with checkpoints and reports.
 
 Started by ``python -m platform.run asl`` (through ``TorchTrainer``). Rank 0 writes the
 checkpoints; every rank reports once an epoch (``ray.train.report`` is a barrier). Validation
 data is not split, and every rank takes rank 0's epoch metrics, so all stop at the same epoch.
-A ``UserError`` in a worker (a NaN loss) ends the run without a retry (``platform/trainer.py``).
+A ``UserError`` in a worker (a NaN loss) ends the run without a retry (``platform/train/trainer.py``).
+When a checkpoint is due and what it reports is ``platform/train/policy.py``'s to say; this module
+reports it, and carries a preemption's request and answer (``platform/train/preempt.py``).
 
 Data: each rank streams its part of every global step from the preprocessed store
-(``platform/stream.py``), in the order ``platform/exact.py`` defines; with
-``checkpoint_every_steps`` a checkpoint is also taken inside an epoch, with the position in it.
+(``platform/data/stream.py``), in the order ``platform/train/exact.py`` defines.
 
 Fault injection, for tests and demos: ``python -m platform.run asl --fail-at-epoch 3`` makes the
 rank-0 worker process exit abruptly as it starts epoch 3 of its first attempt; Ray Train then
@@ -32,13 +33,17 @@ import ray.train.torch
 import torch
 from ray.train.v2._internal.execution import context as train_context
 
-from platform import checkpoints, exact, preempt, progress, registry, stream
 from platform import config as config_lib
+from platform import registry
 from platform.contract import Trainable
+from platform.data import stream
+from platform.data.store import Split
 from platform.errors import UserError
-from platform.exact import seed_everything
-from platform.loop import TrainState, new_state, run_epoch, unwrap
-from platform.store import Split
+from platform.tracking import progress
+from platform.train import checkpoints, exact, preempt
+from platform.train.exact import seed_everything
+from platform.train.loop import TrainState, new_state, run_epoch, unwrap
+from platform.train.policy import CheckpointPolicy
 
 # A folder: each rank appends one JSON line a batch (epoch, position, store row ids, pid), for
 # the tests that check which samples a killed and resumed run trained.
@@ -63,15 +68,14 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     state = new_state(model, cfg, device, steps_per_epoch)
     _restore(state, rank, world, loop_config["snapshot"].rsplit("/", 1)[0])
 
-    metric, mode = trainable.METRIC
+    policy = CheckpointPolicy.of(cfg, trainable.METRIC)
     started = time.perf_counter()
     epochs_this_attempt = 0
-    after_step = _step_checkpoints(cfg, loop_config, metric, mode, rank, world)
+    after_step = _step_checkpoints(policy, loop_config, rank, world)
     while not state.should_stop(cfg):
         _maybe_inject_fault(loop_config.get("fail_at_epoch"), state, rank)
-        if hasattr(trainable, "on_epoch_start"):
-            trainable.on_epoch_start(unwrap(model), state.epoch, cfg)
-        schedule = trainable.epoch_schedule(state.epoch, cfg) if hasattr(trainable, "epoch_schedule") else {}
+        trainable.on_epoch_start(unwrap(model), state.epoch, cfg)
+        schedule = trainable.epoch_schedule(state.epoch, cfg)
         train_batches = _traced(_train_batches(trainable, splits["train"], state, schedule, cfg, rank, world), state, rank, world)
         if loop_config.get("progress") and rank == 0:
             train_batches = _with_bar(train_batches, trainable, splits["train"], state, cfg, world)
@@ -81,9 +85,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         metrics.update(_mean_over_workers({k: v for k, v in metrics.items() if k.startswith("train/")}, device))
         metrics["restarts"] = state.restarts
         metrics = _from_rank0(metrics, world)
-        improved = state.record(metrics, metric, mode)
+        improved = state.record(metrics, policy.metric, policy.mode)
         epochs_this_attempt += 1
-        is_due = improved or state.should_stop(cfg) or state.epoch % cfg.checkpoint_every == 0
+        is_due = policy.due_at_epoch_end(state.epoch, improved=improved, last=state.should_stop(cfg))
         _report(state, metrics, extras, loop_config, is_due, rank)
         if rank == 0 and loop_config.get("epoch_lines", True):
             seconds_per_epoch = (time.perf_counter() - started) / epochs_this_attempt
@@ -112,7 +116,7 @@ def _train_batches(trainable: Trainable, split: Split, state: TrainState, schedu
 def _with_bar(batches, trainable: Trainable, split: Split, state: TrainState, cfg: Any, world: int):
     """The epoch's steps as a progress bar in the driver's terminal; its length is unknown when a
     curriculum filters the windows as they are read."""
-    total = None if hasattr(trainable, "train_filter") else exact.step_count(split.rows - state.position, world, cfg.batch_size)
+    total = None if trainable.train_filter else exact.step_count(split.rows - state.position, world, cfg.batch_size)
     return progress.epoch_steps(
         batches,
         total=total,
@@ -124,7 +128,7 @@ def _with_bar(batches, trainable: Trainable, split: Split, state: TrainState, cf
 
 def _window_filter(trainable: Trainable, schedule: dict, cfg: Any):
     """``train_filter`` over a shuffle window's scalar columns, or None when the trainable has none."""
-    if not hasattr(trainable, "train_filter"):
+    if trainable.train_filter is None:
         return None
 
     def keep(window: stream.Window) -> np.ndarray:
@@ -208,33 +212,22 @@ def _restore(state: TrainState, rank: int, world: int, run_uri: str) -> None:
         say(f"restored from {run_uri}/{folder} at epoch {state.epoch}{inside} (restart {state.restarts})")
 
 
-def _step_checkpoints(cfg: Any, loop_config: dict, metric: str, mode: str, rank: int, world: int):
-    """``after_step`` for the loop: a checkpoint inside the epoch, with its position and every
-    rank's running sums, every ``checkpoint_every_steps`` optimizer steps and once when a
-    preemption asks for one. Its metric is the worst value, so it is never the best checkpoint
-    and is pruned first."""
-    worst = -1e30 if mode == "max" else 1e30
+def _step_checkpoints(policy: CheckpointPolicy, loop_config: dict, rank: int, world: int):
+    """``after_step`` for the loop: the checkpoint inside an epoch that ``policy`` says is due, with
+    every rank's running sums; after one a preemption asked for, the answer to it."""
     notice = loop_config.get("notice")
     preempted = preempt.watch(notice)
     device = ray.train.torch.get_device()
 
     def after_step(state: TrainState) -> None:
         asked = _any_rank(preempted(), world, device)
-        due = cfg.checkpoint_every_steps > 0 and state.step % cfg.checkpoint_every_steps == 0
-        if not (due or asked):
+        if not policy.due_inside_epoch(state.step, preempted=asked):
             return
         partials = [state.partial]
         if world > 1:
             partials = [None] * world
             torch.distributed.all_gather_object(partials, state.partial)
-        metrics = {
-            "epoch": state.epoch,
-            "step": state.step,
-            "position": state.position,
-            "partial": 1,
-            metric: worst,
-            "restarts": state.restarts,
-        }
+        metrics = policy.partial_metrics(epoch=state.epoch, step=state.step, position=state.position, restarts=state.restarts)
         name = _report(state, metrics, {}, loop_config, True, rank, partials)
         if asked:
             if rank == 0:

@@ -261,7 +261,7 @@ class MlflowCallback(ray.train.UserCallback):
                 self._client = client(credentialed(self.tracking.uri))
             log_epoch(self._client, self.run_id, row)
         except Exception as err:  # noqa: BLE001 - a tracking outage must not stop training
-            # The epoch is sent again from history.csv when the run finishes (platform/tracking.py).
+            # The epoch is sent again from history.csv when the run finishes (platform/tracking/trackers.py).
             print(f"warning: MLflow did not take epoch {row['epoch']}: {redacted(str(err).splitlines()[0])}", flush=True)
             return
         self.logged_through = int(row["epoch"])

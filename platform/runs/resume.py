@@ -15,11 +15,12 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from platform import checkpoints, run_files
 from platform import config as config_lib
+from platform.data.store import filesystem, join
 from platform.errors import UserError
-from platform.storage import RunLocation
-from platform.store import filesystem, join
+from platform.runs import run_files
+from platform.runs.storage import RunLocation
+from platform.train import checkpoints
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The preprocessed store: a split's rows, preprocessed once, as parquet shards and a manifest.
 
-Written by ``python -m platform.run asl`` (``platform/data.py``) from Ray Data tasks, read by every
-Ray Train worker (``platform/stream.py``). A split lives in ``<root>/<stem>-<digest>/<split>/``
+Written by ``python -m platform.run asl`` (``platform/data/ingest.py``) from Ray Data tasks, read by every
+Ray Train worker (``platform/data/stream.py``). A split lives in ``<root>/<stem>-<digest>/<split>/``
 (a folder or an ``s3://`` URI): ``shard-00000-<sha256>.parquet``... and ``manifest.json``, written last.
 
 - Each shard is written by the task that preprocessed it, straight to storage, atomically (a
@@ -32,8 +32,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from platform import durable
 from platform.errors import UserError
+from platform.runs import durable
 
 FORMAT = 2
 MANIFEST = "manifest.json"

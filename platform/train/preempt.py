@@ -101,7 +101,7 @@ def answer(notice, snapshot_uri: str, name: str) -> None:
 def wait_registered(snapshot_uri: str, name: str, timeout: float = 60.0) -> bool:
     """Until Ray Train's controller has recorded checkpoint ``name`` in its snapshot: a worker or
     driver that ends right after ``report`` returns could otherwise lose it."""
-    from platform.store import filesystem
+    from platform.data.store import filesystem
 
     fs, path = filesystem(snapshot_uri)
     deadline = time.monotonic() + timeout

@@ -1,9 +1,9 @@
 """The training loop, free of Ray: one epoch, validation, early stopping, checkpoint state.
 
-Ray Train runs it through ``platform/worker.py`` (``python -m platform.run asl``); tests and
+Ray Train runs it through ``platform/train/worker.py`` (``python -m platform.run asl``); tests and
 benchmarks call it directly. Everything a resumed run needs is in :meth:`TrainState.state_dict`,
 including the position inside an epoch and the epoch's running metric sums, and the random
-streams are re-seeded before every optimizer step (the rules are in ``platform/exact.py``), so a
+streams are re-seeded before every optimizer step (the rules are in ``platform/train/exact.py``), so a
 run restarted from any checkpoint continues exactly as if it had never stopped (on CPU).
 """
 
@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from platform.averaging import WeightAverage
 from platform.contract import Trainable
 from platform.errors import UserError
-from platform.exact import seed_everything, step_seed
+from platform.train.averaging import WeightAverage
+from platform.train.exact import seed_everything, step_seed
 
 
 def build_optimizer(model: torch.nn.Module, cfg: Any) -> torch.optim.Optimizer:
@@ -215,7 +215,7 @@ def train_one_epoch(
     """One pass over ``batches`` with gradient accumulation and AMP; the epoch's mean metrics.
 
     Items are batches, or ``(batch, position)`` with the epoch's position after the global step
-    (``platform/stream.py``); ``after_step(state)`` runs after each optimizer step, where a
+    (``platform/data/stream.py``); ``after_step(state)`` runs after each optimizer step, where a
     checkpoint holds no pending gradient. Every rank must see the same number of batches.
     """
     model, optimizer, scaler = state.model, state.optimizer, state.scaler

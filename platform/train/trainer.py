@@ -2,6 +2,7 @@
 
 A run is named, so building it again with the same ``RunConfig(storage_path, name)`` continues
 from its ``checkpoint_manager_snapshot.json`` (``--resume``; Ray Train V2 has no ``restore``).
+Which checkpoints it keeps is ``platform/train/policy.py``'s ``CheckpointConfig``.
 """
 
 from __future__ import annotations
@@ -9,22 +10,24 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from pathlib import Path
 from typing import Any
 
 import ray.train
 from ray.train.torch import TorchTrainer
 from ray.train.v2._internal.execution.failure_handling import DefaultFailurePolicy
 
-from platform import checkpoints
 from platform import config as config_lib
-from platform.artifacts import TENSORBOARD_DIR
 from platform.cluster import QUIET_ENV, default_cpus_per_worker
+from platform.config import Launch
 from platform.contract import Trainable
+from platform.data.store import Split
 from platform.errors import find_user_error
-from platform.store import Split
-from platform.tensorboard import TensorBoardCallback
-from platform.worker import TRACE_ENV, train_loop_per_worker
+from platform.runs.artifacts import TENSORBOARD_DIR
+from platform.runs.storage import RunLocation
+from platform.tracking.tensorboard import TensorBoardCallback
+from platform.train import checkpoints
+from platform.train.policy import CheckpointPolicy
+from platform.train.worker import TRACE_ENV, train_loop_per_worker
 
 
 def build(
@@ -32,26 +35,19 @@ def build(
     cfg: Any,
     meta: dict,
     splits: dict[str, Split],
-    run_dir: Path,
+    location: RunLocation,
+    launch: Launch,
     *,
-    workers: int = 1,
-    use_gpu: bool = False,
-    cpus_per_worker: float | None = None,
-    max_failures: int = 3,
-    fail_at_epoch: int | None = None,
-    train_storage: str | None = None,
     notice: Any = None,
     show_progress: bool = False,
     epoch_lines: bool = True,
     callbacks: list | None = None,
     run_info: dict | None = None,
 ) -> TorchTrainer:
-    """A named Ray Train run writing to ``run_dir``; ``fit()`` it, or call it from a Tune trial.
-    Checkpoints go to ``<train_storage>/<run name>`` (an object-store URI), by default ``run_dir``.
-    ``callbacks``: the run's trackers (``platform/tracking.py``), by default TensorBoard's.
+    """The named Ray Train run at ``location`` on ``launch``'s workers; ``fit()`` it. Checkpoints go
+    where the run lives (``location.run_uri``: its folder, or its folder in the object store).
+    ``callbacks``: the run's trackers (``platform/tracking/trackers.py``), by default TensorBoard's.
     ``run_info``: the run's tier, launch and start, kept in each checkpoint (``checkpoints.RUN_FILE``)."""
-    metric, mode = trainable.METRIC
-    storage_path = train_storage or str(run_dir.parent)
     return _Trainer(
         train_loop_per_worker,
         train_loop_config={
@@ -60,38 +56,28 @@ def build(
             "meta": meta,
             # Where each split's shards are and their manifest: the workers read them directly.
             "store": {name: (split.uri, split.manifest) for name, split in splits.items() if name != "test"},
-            "fail_at_epoch": fail_at_epoch,
-            "notice": notice,  # the driver's preemption notice (platform/preempt.py)
+            "fail_at_epoch": launch.fail_at_epoch,
+            "notice": notice,  # the driver's preemption notice (platform/train/preempt.py)
             "progress": show_progress,  # a bar of each epoch's steps in the driver's terminal
             "epoch_lines": epoch_lines,  # rank 0's line an epoch (a sweep shows its trial table instead)
-            "snapshot": f"{run_uri(run_dir, train_storage)}/{checkpoints.SNAPSHOT_FILE}",
+            "snapshot": f"{location.run_uri}/{checkpoints.SNAPSHOT_FILE}",
             "run": run_info,
         },
         scaling_config=ray.train.ScalingConfig(
-            num_workers=workers,
-            use_gpu=use_gpu,
-            resources_per_worker={"CPU": cpus_per_worker or default_cpus_per_worker(workers)},
+            num_workers=launch.workers,
+            use_gpu=launch.gpu,
+            resources_per_worker={"CPU": launch.cpus_per_worker or default_cpus_per_worker(launch.workers)},
         ),
         run_config=ray.train.RunConfig(
-            name=run_dir.name,
-            storage_path=storage_path,
-            failure_config=ray.train.FailureConfig(max_failures=max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(
-                num_to_keep=cfg.keep_checkpoints or None,
-                checkpoint_score_attribute=metric,
-                checkpoint_score_order=mode,
-            ),
+            name=location.name,
+            storage_path=location.train_storage,
+            failure_config=ray.train.FailureConfig(max_failures=launch.max_failures),
+            checkpoint_config=CheckpointPolicy.of(cfg, trainable.METRIC).checkpoint_config(),
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),
-            callbacks=[TensorBoardCallback(run_dir / TENSORBOARD_DIR)] if callbacks is None else list(callbacks),
+            callbacks=[TensorBoardCallback(location.local / TENSORBOARD_DIR)] if callbacks is None else list(callbacks),
             worker_runtime_env={"env_vars": {**QUIET_ENV, **_trace_env()}},
         ),
     )
-
-
-def run_uri(run_dir: Path, train_storage: str | None) -> str:
-    """Where Ray Train writes the run's checkpoints and snapshot: the run directory, or the run's
-    folder in the object store."""
-    return f"{(train_storage or str(run_dir.parent)).rstrip('/')}/{run_dir.name}"
 
 
 def _trace_env() -> dict[str, str]:

@@ -16,8 +16,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from platform import run_files
 from platform.errors import UserError, redacted
+from platform.runs import run_files
 
 CHOICES = ("tensorboard", "mlflow")
 DEFAULT = "tensorboard"
@@ -45,12 +45,16 @@ def saved_trackers(record: dict | None) -> str | None:
 
 
 class Tracking:
-    """The trackers of one run (or one sweep's parent run)."""
+    """The trackers of one run (or one sweep's parent run). A sweep's trial is a child of the
+    sweep's MLflow run (``parent_id``), tagged with its trial id, and sends fewer files."""
 
-    def __init__(self, names: tuple[str, ...], target: Any = None):
+    def __init__(
+        self, names: tuple[str, ...], target: Any = None, *, parent_id: str | None = None, tags: dict | None = None, files=RUN_FILES
+    ):
         self.names = names
         self.target = target  # mlflow_tracker.Target when MLflow is on
         self.run_id: str | None = None
+        self.parent_id, self.tags, self.files = parent_id, tags or {}, files
 
     @classmethod
     def check(cls, text: str, storage: str, stem: str, saved: dict | None = None) -> Tracking:
@@ -58,7 +62,7 @@ class Tracking:
         names = parse(text)
         if "mlflow" not in names:
             return cls(names)
-        from platform import mlflow_tracker
+        from platform.tracking import mlflow_tracker
 
         mlflow_tracker.check_installed()
         target = mlflow_tracker.target(storage, stem)
@@ -72,12 +76,13 @@ class Tracking:
     def mlflow(self) -> bool:
         return self.target is not None
 
-    def open(self, record_path: Path, record: dict, name: str, params: dict, tags: dict, parent_id: str | None = None) -> None:
+    def open(self, record_path: Path, record: dict, name: str, params: dict, tags: dict) -> None:
         """Start the MLflow run, or continue the one ``record`` names; note it in ``record`` and in
         its file (a manifest, or a sweep's tracking.json)."""
         entry: dict[str, Any] = {"trackers": list(self.names)}
+        tags, parent_id = {**tags, **self.tags}, self.parent_id
         if self.mlflow:
-            from platform import mlflow_tracker
+            from platform.tracking import mlflow_tracker
 
             self.run_id = _mlflow_record(record).get("run_id")
             if self.run_id:
@@ -101,24 +106,24 @@ class Tracking:
         """Ray Train callbacks: they run in its controller, on the driver's node."""
         found = []
         if "tensorboard" in self.names:
-            from platform.tensorboard import TensorBoardCallback
+            from platform.tracking.tensorboard import TensorBoardCallback
 
             found.append(TensorBoardCallback(run_dir / run_files.TENSORBOARD_DIR))
         if self.mlflow:
-            from platform import mlflow_tracker
+            from platform.tracking import mlflow_tracker
 
             logged = mlflow_tracker.logged_epochs(self.target, self.run_id)
             found.append(mlflow_tracker.MlflowCallback(self.target, self.run_id, max(logged, default=0)))
         return found
 
-    def finish(self, run_dir: Path, history: list[dict], files: tuple[str, ...] = RUN_FILES) -> None:
+    def finish(self, run_dir: Path, history: list[dict]) -> None:
         """A finished run: epochs the callback missed, then the run's files and plots, then the end."""
         if not self.mlflow:
             return
-        from platform import mlflow_tracker
+        from platform.tracking import mlflow_tracker
 
         mlflow_tracker.log_missing_epochs(self.target, self.run_id, history)
-        mlflow_tracker.log_files(self.target, self.run_id, [run_dir / name for name in files])
+        mlflow_tracker.log_files(self.target, self.run_id, [run_dir / name for name in self.files])
         mlflow_tracker.log_files(self.target, self.run_id, sorted(run_dir.glob("*.png")), folder="plots")
         mlflow_tracker.end_run(self.target, self.run_id, "FINISHED")
 
@@ -127,7 +132,7 @@ class Tracking:
         while another error is on its way out, so a tracking error is only a warning here."""
         if not (self.mlflow and self.run_id):
             return
-        from platform import mlflow_tracker
+        from platform.tracking import mlflow_tracker
 
         try:
             mlflow_tracker.end_run(self.target, self.run_id, status)
@@ -148,7 +153,7 @@ class Tracking:
         early are ended."""
         if not self.mlflow:
             return
-        from platform import mlflow_tracker
+        from platform.tracking import mlflow_tracker
 
         mlflow_tracker.end_running_children(self.target, self.run_id)
         best_path = sweep_dir / "best.json"
@@ -173,19 +178,20 @@ def for_sweep(text: str | None, sweep_dir: Path, storage: str, stem: str, resume
     return Tracking.check(text or kept or DEFAULT, storage, stem, saved)
 
 
-def for_trial(sweep_dir: Path) -> tuple[Tracking, str | None]:
-    """A trial's trackers, as its sweep chose them, and its parent MLflow run."""
+def for_trial(sweep_dir: Path, trial_id: str) -> Tracking:
+    """A trial's trackers, as its sweep chose them: a child of the sweep's MLflow run."""
     saved = run_files.read_json(sweep_dir / SWEEP_FILE) if (sweep_dir / SWEEP_FILE).exists() else {}
     names = tuple(saved.get(MANIFEST_KEY, {}).get("trackers") or (DEFAULT,))
     if "mlflow" not in names:
-        return Tracking(names), None
-    from platform import mlflow_tracker
+        return Tracking(names)
+    from platform.tracking import mlflow_tracker
 
     parent = _mlflow_record(saved)
     # The trial's environment holds the credentials the written URI lacks; children sit in the
     # parent's experiment, which exists already.
     uri = mlflow_tracker.credentialed(parent["tracking_uri"])
-    return Tracking(names, mlflow_tracker.Target(uri, parent["experiment"])), parent.get("run_id")
+    target = mlflow_tracker.Target(uri, parent["experiment"])
+    return Tracking(names, target, parent_id=parent.get("run_id"), tags={"trial_id": trial_id}, files=TRIAL_FILES)
 
 
 def run_params(stem: str, tier: str, config: dict) -> dict:

@@ -1,7 +1,7 @@
 """The rules that make a run exact: sample order, rank slices, seeds and the position in an epoch.
 
-Used by every Ray Train worker of ``python -m platform.run asl`` (through ``platform/stream.py`` and
-``platform/loop.py``); tested without Ray in ``tests/test_exact.py``.
+Used by every Ray Train worker of ``python -m platform.run asl`` (through ``platform/data/stream.py`` and
+``platform/train/loop.py``); tested without Ray in ``tests/test_exact.py``.
 
 1. **Order is a function of (seed, epoch) alone.** Epoch e visits the shards of the preprocessed
    store in a permutation seeded by (seed, e), a window of ``shards_per_window`` consecutive

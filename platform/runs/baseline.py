@@ -8,7 +8,7 @@ metric does not beat it ends with a ``warning:`` line.
 
 A trainable says what "trivial" means for it with an optional hook::
 
-    def baseline(read, cfg, meta) -> platform.baseline.Trivial
+    def baseline(read, cfg, meta) -> platform.runs.baseline.Trivial
 
 ``read("label", ...)`` streams batches of only those columns of the stored training split (so a
 large feature column is never read for a label count). The platform never looks at the data: it
@@ -28,10 +28,10 @@ import pyarrow.parquet as pq
 import torch
 from torch import nn
 
-from platform import store, stream
 from platform.contract import Trainable
-from platform.loop import is_better
-from platform.run_files import baseline_value
+from platform.data import store, stream
+from platform.runs.run_files import baseline_value
+from platform.train.loop import is_better
 
 EVALUATED_SPLITS = ("val", "test")
 
@@ -97,7 +97,7 @@ def train_columns(split: store.Split, columns: Iterable[str], batch_size: int) -
 def fit(trainable: Trainable, cfg: Any, splits: dict[str, store.Split], meta: dict) -> dict | None:
     """The ``baseline`` block: the trainable's trivial predictor scored on val and test; None when
     the trainable has no ``baseline`` hook."""
-    hook = getattr(trainable, "baseline", None)
+    hook = trainable.baseline
     if hook is None:
         return None
     trivial = hook(lambda *columns: train_columns(splits["train"], columns, cfg.batch_size), cfg, meta)

@@ -1,0 +1,6 @@
+"""Where a run's figures go besides its run directory: trackers and the terminal.
+
+Modules: ``trackers`` (the choice of TensorBoard, MLflow or both), ``mlflow_tracker``,
+``tensorboard``, ``progress`` (epoch lines and bars in the driver's terminal) and ``console`` (what
+a command prints, and which of Ray's lines).
+"""
