@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from platform import config as config_lib
 from platform import registry
 from platform.errors import UserError
-from platform.tune.results import ASHA, BUDGET, COMPLETED, ERROR, NOT_RUN, best_index, prune_checkpoints
+from platform.tune.results import ASHA, BUDGET, COMPLETED, ERROR, NOT_RUN, best_index, prune_checkpoints, read_results
 from platform.tune.space import Objective
 
 EPOCHS = ("epoch_0001", "epoch_0002")
@@ -71,6 +71,13 @@ def sweeps(draw):
     if draw(st.booleans()):
         objectives.append(Objective("train_s", "min"))
     return statuses, scores, seconds, running, objectives, draw(st.integers(1, 4))
+
+
+@pytest.mark.parametrize("ids", [["01234567"], ["01234567", "e2976d75"]], ids=["alone", "beside-hex"])
+def test_a_trial_id_of_digits_alone_reads_back_as_the_id_it_is(tmp_path, ids):
+    """About 2% of Tune's hex trial ids are digits alone; as numbers they lose leading zeros and break paths."""
+    pd.DataFrame([{"trial_id": trial_id, "status": COMPLETED} for trial_id in ids]).to_csv(tmp_path / "results.csv", index=False)
+    assert read_results(tmp_path)["trial_id"].tolist() == ids
 
 
 @settings(max_examples=150, deadline=None)

@@ -257,6 +257,13 @@ class SweepCallback(Callback):
         return frame
 
 
+def read_results(sweep_dir: Path) -> pd.DataFrame:
+    """results.csv as written (empty when no trial reported). Tune's trial ids are hex: one of
+    digits alone (``01234567``) must stay text, not become a number without its leading zero."""
+    path = sweep_dir / RESULTS_FILE
+    return pd.read_csv(path, dtype={"trial_id": str}) if path.exists() else pd.DataFrame()
+
+
 def mark_manifest(row: pd.Series) -> None:
     """A trial's run directory says how it ended (``platform.monitor`` reads it as a run)."""
     path = Path(row["run_dir"]) / artifacts.MANIFEST_FILE if row["run_dir"] else None

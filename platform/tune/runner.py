@@ -32,6 +32,7 @@ from platform.tune.results import (
     SweepCallback,
     best_index,
     pareto_mask,
+    read_results,
 )
 from platform.tune.space import TIER_DEFAULT, DefineByRun, Objective, format_duration, tier_default_points
 
@@ -133,8 +134,7 @@ def _finished_run(run_dir: Path) -> dict | None:
 
 def finish(plan: Plan, sweep_dir: Path) -> str:
     """results.csv with the front and the best marked, pareto.png, the best run, tier and best.json."""
-    # Tune's trial ids are hex: one of digits alone ("01234567") would read back as a number.
-    frame = pd.read_csv(sweep_dir / RESULTS_FILE, dtype={"trial_id": str}) if (sweep_dir / RESULTS_FILE).exists() else pd.DataFrame()
+    frame = read_results(sweep_dir)
     if frame.empty:
         return "[sweep] no trial ran"
     frame[["reason", "run_dir"]] = frame[["reason", "run_dir"]].fillna("")  # CSV reads "" back as NaN
