@@ -45,8 +45,8 @@ def cluster_env() -> dict[str, str]:
     }
 
 
-def _ray(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([RAY, *args], cwd=REPO, env=cluster_env(), capture_output=True, text=True, timeout=timeout)
+def _ray(*args: str, timeout: float = 300, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([RAY, *args], cwd=cwd, env=cluster_env(), capture_output=True, text=True, timeout=timeout)
 
 
 def _start_node(*args: str) -> None:
@@ -85,8 +85,10 @@ def cluster(synthetic_cache) -> dict:
         _kill_processes_mentioning(temp_dir)
 
 
-def _submit(cluster: dict, *args: str, options: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    """``ray job submit ... -- python -m platform.run ARGS``, as a user types it."""
+def _submit(
+    cluster: dict, *args: str, options: tuple[str, ...] = (), entry: tuple[str, ...] = ("python", "-m", "platform.run"), cwd: Path = REPO
+) -> subprocess.CompletedProcess:
+    """``ray job submit ... -- python -m platform.run ARGS`` from ``cwd`` (its working dir), as a user types it."""
     command = (
         "job",
         "submit",
@@ -98,12 +100,10 @@ def _submit(cluster: dict, *args: str, options: tuple[str, ...] = ()) -> subproc
         "--runtime-env-json",
         json.dumps({"env_vars": TEST_ENV}),
         "--",
-        "python",
-        "-m",
-        "platform.run",
+        *entry,
         *args,
     )
-    return _until_an_agent_answers(lambda: _ray(*command, timeout=900))
+    return _until_an_agent_answers(lambda: _ray(*command, timeout=900, cwd=cwd))
 
 
 def _until_an_agent_answers(submit) -> subprocess.CompletedProcess:
@@ -195,21 +195,8 @@ def test_a_job_trains_a_trainable_of_the_users_from_its_working_dir(cluster, tmp
     mine = tmp_path / "mine"
     mine.mkdir()
     new.write("mytoy", mine)
-    submit = (
-        "job",
-        "submit",
-        "--address",
-        cluster["dashboard"],
-        "--working-dir",
-        ".",
-        "--runtime-env-json",
-        json.dumps({"env_vars": TEST_ENV}),
-    )
-    run = ("rayplatform", "run", "./mytoy", "--tier", "smoke", "--storage", str(tmp_path / "runs"), "--store", str(tmp_path / "store"))
-    command = (*submit, "--", *run, "--name", "submitted")
-    result = _until_an_agent_answers(
-        lambda: subprocess.run([RAY, *command], cwd=mine, env=cluster_env(), capture_output=True, text=True, timeout=900)
-    )
+    run = ("./mytoy", "--tier", "smoke", "--storage", str(tmp_path / "runs"), "--store", str(tmp_path / "store"), "--name", "submitted")
+    result = _submit(cluster, *run, entry=("rayplatform", "run"), cwd=mine)
     output = result.stdout + result.stderr
     assert result.returncode == 0 and "[mytoy] finished: 2 epochs" in output and "succeeded" in output.lower(), output[-4000:]
     manifest = _manifest(tmp_path / "runs" / "mytoy" / "submitted")
