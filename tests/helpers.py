@@ -131,6 +131,24 @@ class Storage:
         with fs.open_output_stream(path) as stream:
             stream.write(data)
 
+    def read(self, relative: str) -> bytes | None:
+        """A file under the storage (``asl/tiers/tuned.json``) as it is now; None when absent."""
+        from platform.data.store import filesystem
+
+        fs, path = filesystem(f"{self.where}/{relative}")
+        try:
+            with fs.open_input_stream(path) as stream:
+                return stream.read()
+        except (FileNotFoundError, OSError):
+            return None
+
+    def modified(self, relative: str) -> int:
+        """When a file under the storage was last written (ns)."""
+        from platform.data.store import filesystem
+
+        fs, path = filesystem(f"{self.where}/{relative}")
+        return fs.get_file_info(path).mtime_ns
+
     def checkpoints(self, stem: str, name: str) -> list[str]:
         from platform.train import checkpoints
 

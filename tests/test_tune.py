@@ -3,16 +3,18 @@
     .venv/bin/python -m pytest tests/test_tune.py
 
 Two sweeps of three short trials (one single-objective with ASHA and a --config file, one Pareto
-sweep that is killed and resumed) and one run of the saved tier; the argument checks and the pure
-logic (which trials are the tiers' own configurations, ASHA's rungs, the save decision) run
-without Ray.
+sweep that is killed and resumed) and one run of the saved tier, in a folder and on the loopback
+S3 server with the same assertions; the argument checks and the pure logic (which trials are the
+tiers' own configurations, ASHA's rungs, the save decision) run without Ray.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,16 +23,33 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import REPO, TEST_ENV, last_line, run_command
+from helpers import REPO, S3_BUCKET, TEST_ENV, Storage, last_line, run_command
+
+from platform.runs import storage as storage_lib
 
 SMOKE = ["asl", "--tiers", "smoke", "--trials", "3", "--concurrent", "2"]
 STATUSES = {"completed", "early-stopped (ASHA)", "error", "stopped (time budget)"}
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module")
-def storage(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("sweeps")
+@pytest.fixture(scope="module", params=["folder", "s3"])
+def storage(request, tmp_path_factory) -> Storage:
+    """Where the sweeps of the tests that take it go: a folder, then a bucket on the loopback S3 server."""
+    if request.param == "folder":
+        yield Storage(str(tmp_path_factory.mktemp("sweeps")))
+        return
+    endpoint = request.getfixturevalue("s3_endpoint")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AWS_ENDPOINT_URL", endpoint)
+        for key, value in TEST_ENV.items():
+            patch.setenv(key, value)
+        yield Storage(f"s3://{S3_BUCKET}/{tmp_path_factory.mktemp('s3-sweeps').name}")
+
+
+def _json(storage: Storage, relative: str) -> dict:
+    found = storage.read(relative)
+    assert found is not None, f"{storage}/{relative} is missing"
+    return json.loads(found)
 
 
 # The sweep's --config: a learning rate so low that the tier's own configuration (tier, then this
@@ -40,6 +59,7 @@ SWEEP_CONFIG = "epochs: 2\nlr: 1.0e-6\n"
 
 @pytest.fixture(scope="module")
 def sweep(ray_address, storage, tmp_path_factory) -> tuple[Path, str]:
+    """The sweep's files as they are where it lives (for a URI, copied afresh), and its output."""
     config = tmp_path_factory.mktemp("config") / "sweep.yaml"
     config.write_text(SWEEP_CONFIG)
     result = run_command(
@@ -62,7 +82,7 @@ def sweep(ray_address, storage, tmp_path_factory) -> tuple[Path, str]:
         address=ray_address,
     )
     assert result.returncode == 0, result.stderr[-4000:]
-    return storage / "asl" / "sweeps" / "single", result.stdout
+    return storage.files("asl", "sweeps/single"), result.stdout
 
 
 def test_a_sweep_writes_results_plot_best_and_the_tuned_tier(sweep, storage):
@@ -86,11 +106,12 @@ def test_a_sweep_writes_results_plot_best_and_the_tuned_tier(sweep, storage):
     assert best["objectives"]["val/loss:min"] == completed["val/loss"].min() < own["val/loss"].iloc[0]
     assert results.loc[results["best"], "trial_id"].tolist() == [best["trial_id"]] != [own_id]
     assert best["tier_default_objective"] == own["val/loss"].iloc[0]
-    run_dir = Path(best["run_dir"])
-    assert (run_dir / "best_model.pt").stat().st_size > 0 and best["best_model"] == str(run_dir / "best_model.pt")
+    assert best["run_dir"] == storage.run("asl", f"sweeps/single/trials/{best['trial_id']}")
+    run_dir = sweep_dir / "trials" / best["trial_id"]
+    assert (run_dir / "best_model.pt").stat().st_size > 0 and best["best_model"] == f"{best['run_dir']}/best_model.pt"
     assert json.loads((run_dir / "manifest.json").read_text())["status"] == "finished"
 
-    tier = json.loads((storage / "asl" / "tiers" / "tuned.json").read_text())
+    tier = _json(storage, "asl/tiers/tuned.json")
     assert tier["base"] == "smoke" and tier["source"]["trial"] == best["trial_id"]
     assert tier["overrides"]["lr"] == best["params"]["lr"] and tier["overrides"]["epochs"] == 2  # from --config
     assert f"trial {best['trial_id']} beats the smoke tier's own config" in stdout
@@ -106,7 +127,7 @@ def test_the_tuned_tier_trains_with_platform_run(sweep, storage, ray_address):
     best = json.loads((sweep[0] / "best.json").read_text())
     result = run_command("run", "asl", "--tier", "tuned", "--storage", str(storage), "--name", "tuned-run", address=ray_address)
     assert result.returncode == 0, result.stderr[-4000:]
-    manifest = json.loads((storage / "asl" / "tuned-run" / "manifest.json").read_text())
+    manifest = _json(storage, "asl/tuned-run/manifest.json")
     assert manifest["status"] == "finished" and manifest["tier"] == "tuned"
     for key, value in best["params"].items():
         assert manifest["config"][key] == value, key
@@ -126,7 +147,7 @@ def _front_is_non_dominated(results: pd.DataFrame) -> None:
 
 
 def test_an_interrupted_pareto_sweep_resumes_without_repeating_finished_trials(ray_address, storage, tmp_path):
-    name, sweep_dir = "pareto", storage / "asl" / "sweeps" / "pareto"
+    name, sweep_at = "pareto", "asl/sweeps/pareto"
     config = tmp_path / "sweep.json"
     config.write_text('{"epochs": 2}')
     command = [
@@ -152,25 +173,29 @@ def test_an_interrupted_pareto_sweep_resumes_without_repeating_finished_trials(r
     finished: list[str] = []
     while not finished and time.monotonic() < deadline and driver.poll() is None:
         time.sleep(0.5)
-        if (sweep_dir / "results.csv").exists():
-            table = pd.read_csv(sweep_dir / "results.csv", dtype={"trial_id": str})
+        written = storage.read(f"{sweep_at}/results.csv")
+        if written:
+            table = pd.read_csv(io.BytesIO(written), dtype={"trial_id": str})
             completed = table.loc[table["status"] == "completed", "trial_id"]
             # Finished: its run directory written to the end, which its last epoch's result precedes.
-            finished = [trial for trial in completed if (sweep_dir / "trials" / trial / "trial_done.json").exists()]
+            finished = [trial for trial in completed if storage.read(f"{sweep_at}/trials/{trial}/trial_done.json")]
     assert finished and driver.poll() is None, "no trial finished before the driver ended"
     time.sleep(3)
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
-    marks = {trial: (sweep_dir / "trials" / trial / "trial_done.json").stat().st_mtime_ns for trial in finished}
+    marks = {trial: storage.modified(f"{sweep_at}/trials/{trial}/trial_done.json") for trial in finished}
     config.write_text('{"epochs": 5}')  # the resumed sweep trains with the values it started with
+    if storage.is_uri:  # resumed as on another machine: from the bucket alone, no mirror left here
+        shutil.rmtree(storage_lib.mirror_root(str(storage)))
 
     resumed = run_command("tune", "asl", "--storage", str(storage), "--name", name, "--resume", address=ray_address)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert "resuming" in resumed.stdout
+    sweep_dir = storage.files("asl", "sweeps/pareto")
     results = pd.read_csv(sweep_dir / "results.csv", dtype={"trial_id": str})
     assert len(results) == 3 and results["trial_id"].is_unique and (results["epochs_max"] == 2).all()
     for trial, mark in marks.items():  # not trained again: its done-mark is the first run's
-        assert (sweep_dir / "trials" / trial / "trial_done.json").stat().st_mtime_ns == mark
+        assert storage.modified(f"{sweep_at}/trials/{trial}/trial_done.json") == mark
         assert f"trial {trial} started" not in resumed.stdout
     _front_is_non_dominated(results)
     best = json.loads((sweep_dir / "best.json").read_text())
@@ -179,7 +204,7 @@ def test_an_interrupted_pareto_sweep_resumes_without_repeating_finished_trials(r
     own = results.loc[results["tier_default"], "val/acc"].tolist()
     assert len(own) == 1 and best["tier_default_objective"] == own[0]
     beats = best["objectives"]["val/acc:max"] > own[0] and not best["tier_default"]
-    assert (storage / "asl" / "tiers" / "pareto.json").exists() == beats == (best["saved_tier"] is not None)
+    assert (storage.read("asl/tiers/pareto.json") is not None) == beats == (best["saved_tier"] is not None)
     assert ("tier 'pareto' not saved" in resumed.stdout) != beats, resumed.stdout[-2000:]
     assert (sweep_dir / "pareto.png").read_bytes()[:8] == PNG
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import REPO, TEST_ENV, last_line, run_command
+from helpers import REPO, S3_BUCKET, TEST_ENV, last_line, run_command
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -122,9 +122,12 @@ def _trial_row(storage: Path, trial_id: str, tier: str, sampled: dict) -> pd.Ser
 
 
 def _save(storage: Path, row: pd.Series, name: str = "tuned") -> Path:
+    from platform.tune import location
     from platform.tune.best import save_tier
 
-    return save_tier(storage, registry.load("asl"), name=name, row=row, sets=[], sweep_dir=storage / "asl" / "sweeps" / "s")
+    config = json.loads((Path(row["run_dir"]) / "config.json").read_text())
+    sweep = location.locate(str(storage), "asl", "s")
+    return Path(save_tier(str(storage), registry.load("asl"), name=name, row=row, config=config, sets=[], sweep=sweep))
 
 
 def test_a_sweep_over_a_saved_tier_saves_it_on_its_preset_and_keeps_the_file_it_replaces(tmp_path):
@@ -229,34 +232,35 @@ def test_two_sweeps_saving_one_tier_at_once_lose_no_version_of_it(tmp_path):
 
 
 def test_sweeps_that_draw_one_default_name_each_claim_their_own_folder(tmp_path):
-    from platform.tune import cli
+    from platform.tune import cli, location
 
-    drawn = tmp_path / "asl" / "sweeps" / "smoke-20250101-120000-abcd"  # what both drew in one second
+    drawn = location.locate(str(tmp_path), "asl", "smoke-20250101-120000-abcd")  # what both drew in one second
     claimed, start = [], threading.Barrier(4)
 
     def claim():
         start.wait()
-        claimed.append(cli.claim(drawn, named=False, prefix="smoke"))
+        claimed.append(cli.claim(drawn, "asl", named=False, prefix="smoke").local)
 
     threads = [threading.Thread(target=claim) for _ in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert len(set(claimed)) == 4 and drawn in claimed
+    assert len(set(claimed)) == 4 and drawn.local in claimed
     assert all(p.name.startswith("smoke-") and (p / ".claimed").exists() for p in claimed)
 
 
 def test_a_sweep_name_already_taken_is_refused_whatever_the_timing(tmp_path):
-    from platform.tune import cli
+    from platform.tune import cli, location
 
-    sweep_dir = tmp_path / "asl" / "sweeps" / "mine"
+    sweep = location.locate(str(tmp_path), "asl", "mine")
+    sweep_dir = sweep.local
     winners, refused, start = [], [], threading.Barrier(4)
 
     def claim():
         start.wait()
         try:
-            winners.append(cli.claim(sweep_dir, named=True, prefix="smoke"))
+            winners.append(cli.claim(sweep, "asl", named=True, prefix="smoke").local)
         except UserError as err:
             refused.append(str(err))
 
@@ -270,16 +274,46 @@ def test_a_sweep_name_already_taken_is_refused_whatever_the_timing(tmp_path):
 
 
 def test_a_claimed_sweep_and_one_from_before_claims_both_resume(tmp_path):
-    from platform.tune import cli
+    from platform.tune import cli, location
 
     for name, claimed in (("new", True), ("old", False)):
-        sweep_dir = tmp_path / name
-        sweep_dir.mkdir()
+        sweep = location.locate(str(tmp_path), "asl", name)
+        sweep.local.mkdir(parents=True)
         if claimed:
-            (sweep_dir / ".claimed").write_text("{}")
-        (sweep_dir / cli.SETTINGS_FILE).write_text(json.dumps({"tiers": "smoke", "trials": 2}))
+            (sweep.local / ".claimed").write_text("{}")
+        (sweep.local / cli.SETTINGS_FILE).write_text(json.dumps({"tiers": "smoke", "trials": 2}))
         args = cli.build_parser().parse_args(["asl", "--name", name, "--resume"])
-        assert cli.settings(args, sweep_dir)["trials"] == 2
+        assert cli.settings(args, sweep)["trials"] == 2
+
+
+def test_sweeps_given_one_name_on_s3_at_once_leave_it_to_exactly_one(s3_env):
+    from platform.tune import cli, location
+
+    sweep = location.locate(f"s3://{S3_BUCKET}/sweeps", "asl", "shared")
+    winners, refused, start = [], [], threading.Barrier(4)
+
+    def claim():
+        start.wait()
+        try:
+            winners.append(cli.claim(sweep, "asl", named=True, prefix="smoke"))
+        except UserError as err:
+            refused.append(str(err))
+
+    threads = [threading.Thread(target=claim) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(winners) == 1 and len(refused) == 3
+    assert refused[0] == f"sweep s3://{S3_BUCKET}/sweeps/asl/sweeps/shared already exists: pass --resume to continue it, or another --name"
+
+
+def test_a_sweep_on_a_missing_bucket_is_one_line_before_ray_starts(s3_env, tmp_path):
+    command = [sys.executable, "-m", "platform.tune", "asl", "--tiers", "smoke", "--storage", "s3://no-such-bucket/runs"]
+    result = subprocess.run(command, cwd=REPO, env={**os.environ}, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert last_line(result.stderr).startswith("error: --storage s3://no-such-bucket/runs/asl/sweeps/smoke-"), result.stderr[-2000:]
+    assert "bucket 'no-such-bucket' does not exist" in last_line(result.stderr) and "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -379,10 +413,10 @@ def test_the_audits_sweeps_that_asked_for_more_cpus_than_the_cluster_has_fit_it(
     ],
 )
 def test_a_count_of_zero_or_less_is_refused_naming_its_option_not_taken_for_the_default(args, message, tmp_path):
-    from platform.tune import cli
+    from platform.tune import cli, location
 
     with pytest.raises(UserError) as refused:
-        cli.settings(cli.build_parser().parse_args(["asl", *args]), tmp_path / "sweep")
+        cli.settings(cli.build_parser().parse_args(["asl", *args]), location.locate(str(tmp_path), "asl", "sweep"))
     assert str(refused.value) == message
 
 

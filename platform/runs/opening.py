@@ -99,10 +99,9 @@ def _check_same_trainable(manifest: dict, stem: str, location: RunLocation) -> N
 def new_config(request: Request, storage: str) -> tuple[str, Any]:
     """A new run's tier and config: defaults, tier, ``--config``, ``--data``, ``--set``; checked."""
     tier = request.tier or registry.DEFAULT_TIER
-    # Sweeps save tiers in a storage folder (python -m platform.tune), not in object stores.
-    tiers_storage = None if storage_lib.is_uri(storage) else Path(storage).expanduser().resolve()
+    tiers_root = storage_lib.tiers_root(storage, request.stem)  # the tiers sweeps saved there (python -m platform.tune)
     cfg = registry.resolve(
-        request.stem, tier, list(request.sets), data_dir=request.data, storage=tiers_storage, config_file=request.config_file
+        request.stem, tier, list(request.sets), data_dir=request.data, storage=tiers_root, config_file=request.config_file
     )
     if cfg.data_dir:
         locations.check_data_folder(cfg.data_dir)

@@ -31,6 +31,7 @@ import secrets
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pyarrow.fs as pafs
 
@@ -39,6 +40,7 @@ from platform.errors import UserError
 from platform.runs import run_files
 from platform.train import checkpoints
 
+TIERS_DIR = "tiers"  # <storage>/<stem>/tiers/: the tiers sweeps saved
 FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION")
 
 
@@ -56,6 +58,14 @@ class RunLocation:
 
     local: Path
     remote: str | None = None
+    MARKER: ClassVar[str] = run_files.CONFIG_FILE
+    """The file a started run has written: its name is taken for good."""
+
+    def owns(self, name: str) -> bool:
+        """One of the run's own files, which the mirror holds, ``pull`` downloads and ``push``
+        uploads: not Ray Train's checkpoints and snapshot (a stale copy pushed back would undo the
+        controller's record), nor the claim."""
+        return not name.startswith(("epoch_", ".")) and name != checkpoints.SNAPSHOT_FILE
 
     @property
     def name(self) -> str:
@@ -93,7 +103,7 @@ class RunLocation:
                 return run_files.claim(self.local)
             except OSError as err:
                 raise UserError(f"--storage {self.local.parent.parent}: cannot write there ({err.strerror or err})") from None
-        if self.exists(run_files.CONFIG_FILE):
+        if self.exists(self.MARKER):
             return False
         claim_uri = f"{self.remote}/{run_files.CLAIM_FILE}"
         if not _put_if_absent(claim_uri, run_files.claim_record()):
@@ -119,7 +129,7 @@ class RunLocation:
     def release(self) -> None:
         """Give back the claim of a run that never started (nothing but the claim written), so the
         same command can be typed again once its error is fixed."""
-        if self.exists(run_files.CONFIG_FILE):
+        if self.exists(self.MARKER):
             return
         if self.remote is not None:
             filesystem, path = _filesystem(self.remote)
@@ -140,27 +150,41 @@ class RunLocation:
         shutil.rmtree(self.local, ignore_errors=True)
         self.local.mkdir(parents=True)
         for info in filesystem.get_file_info(pafs.FileSelector(path, allow_not_found=True)):
-            if _is_run_file(info):
+            if self.owns(info.base_name) and info.type in (pafs.FileType.File, pafs.FileType.Directory):
                 if info.type == pafs.FileType.Directory:  # tensorboard/: pyarrow makes no local folders
                     (self.local / info.base_name).mkdir()
                 pafs.copy_files(info.path, str(self.local / info.base_name), source_filesystem=filesystem)
 
     def push(self) -> None:
-        """Upload the mirror beside the checkpoints (it never holds checkpoints itself)."""
+        """Upload the mirror's own files beside the checkpoints."""
         if self.remote is None or not self.local.is_dir():
             return
         filesystem, path = _filesystem(self.remote)
-        pafs.copy_files(str(self.local), path, destination_filesystem=filesystem)
+        for entry in sorted(self.local.iterdir()):
+            if self.owns(entry.name):
+                pafs.copy_files(str(entry), f"{path}/{entry.name}", destination_filesystem=filesystem)
 
+    def read_json(self, filename: str) -> dict | None:
+        """One of the run's files as it is where the run lives (None when absent or torn): read
+        without pulling the whole run, as a sweep's driver reads its trials'."""
+        if self.remote is None:
+            try:
+                return run_files.read_json(self.local / filename)
+            except (OSError, ValueError):
+                return None
+        filesystem, path = _filesystem(self.remote)
+        try:
+            with filesystem.open_input_stream(f"{path}/{filename}") as stream:
+                record = json.loads(stream.read())
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) else None
 
-def _is_run_file(info: pafs.FileInfo) -> bool:
-    """One of the run's own files, which the mirror holds and ``push`` uploads: not Ray Train's
-    checkpoints and snapshot (a stale copy pushed back would undo the controller's record), nor
-    the claim."""
-    name = info.base_name
-    if name.startswith(("epoch_", ".")) or name == checkpoints.SNAPSHOT_FILE:
-        return False
-    return info.type in (pafs.FileType.File, pafs.FileType.Directory)
+    def write_json(self, filename: str, record: dict[str, Any]) -> None:
+        """One of the run's files written where the run lives (and in the mirror)."""
+        run_files.write_json(self.local / filename, record)
+        if self.remote is not None:
+            _put(f"{self.remote}/{filename}", json.dumps(record, indent=2).encode())
 
 
 def locate(storage: str, stem: str, name: str) -> RunLocation:
@@ -251,6 +275,33 @@ def _put_if_absent(uri: str, data: bytes) -> bool:
     except botocore.exceptions.BotoCoreError as err:
         raise UserError(f"--storage {uri.rsplit('/', 1)[0]}: {err}") from None
     return True
+
+
+def tiers_root(storage: str, stem: str) -> Path:
+    """The folder whose ``<stem>/tiers/`` holds the tiers sweeps saved in ``storage``
+    (``registry.saved_tier_path``): ``storage`` itself, or for a URI this machine's mirror of it
+    with the bucket's tier files downloaded anew."""
+    if not is_uri(storage):
+        return Path(storage).expanduser().resolve()
+    root = mirror_root(storage)
+    local, remote = root / stem / TIERS_DIR, f"{storage.rstrip('/')}/{stem}/{TIERS_DIR}"
+    _check_bucket(remote)
+    filesystem, path = _filesystem(remote)
+    shutil.rmtree(local, ignore_errors=True)
+    local.mkdir(parents=True)
+    for info in filesystem.get_file_info(pafs.FileSelector(path, allow_not_found=True)):
+        if info.type == pafs.FileType.File and info.base_name.endswith(".json"):
+            pafs.copy_files(info.path, str(local / info.base_name), source_filesystem=filesystem)
+    return root
+
+
+def upload_tier(storage: str, path: Path) -> str:
+    """A tier file written under ``tiers_root(storage, ...)``, uploaded to where ``storage`` keeps it."""
+    if not is_uri(storage):
+        return str(path)
+    uri = f"{storage.rstrip('/')}/{path.relative_to(mirror_root(storage)).as_posix()}"
+    _put(uri, path.read_bytes())
+    return uri
 
 
 def mirror_root(storage_uri: str) -> Path:

@@ -178,9 +178,9 @@ def for_sweep(text: str | None, sweep_dir: Path, storage: str, stem: str, resume
     return Tracking.check(text or kept or DEFAULT, storage, stem, saved)
 
 
-def for_trial(sweep_dir: Path, trial_id: str) -> Tracking:
-    """A trial's trackers, as its sweep chose them: a child of the sweep's MLflow run."""
-    saved = run_files.read_json(sweep_dir / SWEEP_FILE) if (sweep_dir / SWEEP_FILE).exists() else {}
+def for_trial(saved: dict, trial_id: str) -> Tracking:
+    """A trial's trackers, as its sweep chose them (``saved``: the sweep's ``SWEEP_FILE``): a child
+    of the sweep's MLflow run."""
     names = tuple(saved.get(MANIFEST_KEY, {}).get("trackers") or (DEFAULT,))
     if "mlflow" not in names:
         return Tracking(names)

@@ -129,11 +129,18 @@ def remove_orphans(run_uri: str) -> list[str]:
     if snapshot is None:
         return []
     kept = {row["dir"] for row in recorded(snapshot)}
+    return remove(run_uri, [folder for folder in folders(run_uri) if folder not in kept])
+
+
+def remove(run_uri: str, names: list[str]) -> list[str]:
+    """Delete the run's checkpoint folders ``names`` (those already gone too); their names."""
     fs, path = filesystem(run_uri)
-    orphans = [folder for folder in folders(run_uri) if folder not in kept]
-    for folder in orphans:
-        fs.delete_dir(join(path, folder))
-    return orphans
+    for folder in names:
+        try:
+            fs.delete_dir(join(path, folder))
+        except FileNotFoundError:
+            pass
+    return names
 
 
 def state_of_result(checkpoint: Any) -> dict:

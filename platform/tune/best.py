@@ -28,13 +28,14 @@ from platform import config as config_lib
 from platform import registry
 from platform.contract import Trainable
 from platform.runs import artifacts, durable
+from platform.runs import storage as storage_lib
+from platform.runs.storage import RunLocation
 from platform.train import checkpoints
+from platform.tune.location import BEST_FILE, SweepLocation
 from platform.tune.results import ASHA, COMPLETED, ERROR
 from platform.tune.space import TIER_DEFAULT, Objective
 from platform.tune.trial import latest_state
 
-PLOT_FILE = "pareto.png"
-BEST_FILE = "best.json"
 REPLACED_DIR = "replaced"  # in <storage>/<stem>/tiers/: the tier files a later sweep replaced
 STATUS_STYLE = {COMPLETED: ("tab:blue", "o"), ASHA: ("tab:orange", "v"), ERROR: ("tab:gray", "x")}
 
@@ -86,57 +87,74 @@ class _FinishedTrial:
     """What ``artifacts.finish`` reads from a Ray Train ``Result``, rebuilt from a trial's directory
     (the Train run ended inside the trial actor; its Result did not come back)."""
 
-    def __init__(self, latest: Path, best: Path):
-        self.checkpoint = ray.train.Checkpoint.from_directory(str(latest))
-        self._best = ray.train.Checkpoint.from_directory(str(best))
+    def __init__(self, latest: str, best: str):
+        self.checkpoint = ray.train.Checkpoint(latest)  # a folder or a URI
+        self._best = ray.train.Checkpoint(best)
 
     def get_best_checkpoint(self, metric: str, mode: str):
         return self._best
 
 
-def export_best(trainable: Trainable, run_dir: Path, val_split: Any) -> dict | None:
+def export_best(trainable: Trainable, run: RunLocation, val_split: Any) -> dict | None:
     """Make the best trial a finished run directory (history, plots, ``best_model.pt``, manifest),
-    as ``python -m platform.run`` would, so ``python -m platform.predict <run_dir>`` works."""
-    found = latest_state(run_dir)
+    as ``python -m platform.run`` would, so ``python -m platform.predict <run_dir>`` works. ``run``
+    is pulled: its files are in ``run.local``; it is pushed after."""
+    found = latest_state(run.run_uri)
     if found is None:
         return None
-    latest_dir, _state = found
-    best = checkpoints.best(checkpoints.read_snapshot(str(run_dir)), *trainable.METRIC)
+    latest, _state = found
+    best = checkpoints.best(checkpoints.read_snapshot(run.run_uri), *trainable.METRIC)
+    run_dir = run.local
     cfg = config_lib.from_dict(trainable.Config, artifacts.read_json(run_dir / artifacts.CONFIG_FILE))
     meta = artifacts.read_json(run_dir / artifacts.META_FILE)
     manifest = artifacts.read_json(run_dir / artifacts.MANIFEST_FILE)
-    finished = _FinishedTrial(latest_dir, run_dir / best["dir"] if best else latest_dir)
-    return artifacts.finish(run_dir, trainable, cfg=cfg, meta=meta, result=finished, val_split=val_split, manifest=manifest)
+    finished = _FinishedTrial(latest, f"{run.run_uri}/{best['dir']}" if best else latest)
+    manifest = artifacts.finish(run_dir, trainable, cfg=cfg, meta=meta, result=finished, val_split=val_split, manifest=manifest)
+    run.push()
+    return manifest
 
 
 def save_tier(
-    storage: Path, trainable: Trainable, *, name: str, row: pd.Series, sets: list[str], sweep_dir: Path, config_keys: tuple[str, ...] = ()
-) -> Path:
+    storage: str,
+    trainable: Trainable,
+    *,
+    name: str,
+    row: pd.Series,
+    config: dict,
+    sets: list[str],
+    sweep: SweepLocation,
+    config_keys: tuple[str, ...] = (),
+) -> str:
     """The best trial's exact configuration as a tier: its preset base tier plus the keys its saved
     tier (if it ran one) set, the sweep's ``--config`` keys, the sampled values and the ``--set``
     overrides, each with the trial's value (``--data`` stays a per-run choice). A saved tier is
     always based on a preset, so a sweep over ``tuned`` saving ``tuned`` cannot make it its own base;
-    the file it replaces is kept in ``tiers/replaced/``."""
-    cfg = config_lib.to_dict(config_lib.from_dict(trainable.Config, artifacts.read_json(Path(row["run_dir"]) / artifacts.CONFIG_FILE)))
-    base, inherited = registry.saved_tier_base(trainable.space, row["tier"], storage)
+    the file it replaces is kept in ``tiers/replaced/``. ``config``: the trial's ``config.json``.
+    Its path or URI."""
+    cfg = config_lib.to_dict(config_lib.from_dict(trainable.Config, config))
+    root = storage_lib.tiers_root(storage, trainable.stem)  # on a URI: the bucket's tiers, downloaded now
+    base, inherited = registry.saved_tier_base(trainable.space, row["tier"], root)
     keys = [*inherited, *config_keys]
     keys += [c.split("/", 1)[1] for c in row.index if c.startswith("config/") and pd.notna(row[c])]
     keys += list(config_lib.parse_sets(sets))
-    path = registry.saved_tier_path(storage, trainable.stem, name)
+    path = registry.saved_tier_path(root, trainable.stem, name)
     tier = {
         "base": base,
         "overrides": {key: cfg[key] for key in dict.fromkeys(keys) if key != "data_dir"},
-        "source": {"sweep": str(sweep_dir), "trial": row["trial_id"], "created": artifacts.now()},
+        "source": {"sweep": sweep.shown, "trial": row["trial_id"], "created": artifacts.now()},
         "metrics": {k: row[k] for k in row.index if k.startswith(("val/", "train/")) and pd.notna(row[k])},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Two sweeps saving one tier at once: each keeps the file it replaces, none is lost between them.
+    # Two sweeps saving one tier at once: each keeps the file it replaces, none is lost between them
+    # (on an object store, between sweeps of this machine: see the README).
     with open(path.with_name(f".{name}.lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if path.exists():
-            durable.write_bytes(_free_replaced_path(path), path.read_bytes())
+            replaced = _free_replaced_path(path)
+            durable.write_bytes(replaced, path.read_bytes())
+            storage_lib.upload_tier(storage, replaced)
         artifacts.write_json(path, tier)
-    return path
+        return storage_lib.upload_tier(storage, path)
 
 
 def _free_replaced_path(path: Path) -> Path:
@@ -187,8 +205,9 @@ def write_best(
     row: pd.Series,
     *,
     objectives: list[Objective],
+    config: dict | None,
     manifest: dict | None,
-    tier_path: Path | None,
+    tier_path: str | None,
     front_ids: list[str],
     verdict: Verdict | None = None,
 ) -> dict:
@@ -200,8 +219,8 @@ def write_best(
         "objectives": {str(o): _plain(row.get(o.metric)) for o in objectives},
         "metrics": {k: _plain(row[k]) for k in row.index if k.startswith(("val/", "train/", "train_s", "params")) and pd.notna(row[k])},
         "run_dir": row["run_dir"],
-        "config": artifacts.read_json(Path(row["run_dir"]) / artifacts.CONFIG_FILE) if row["run_dir"] else None,
-        "best_model": str(Path(row["run_dir"]) / artifacts.BEST_MODEL_FILE) if manifest else None,
+        "config": config,
+        "best_model": f"{row['run_dir']}/{artifacts.BEST_MODEL_FILE}" if manifest else None,
         "checkpoint": (manifest or {}).get("checkpoints", {}).get("best"),
         "saved_tier": str(tier_path) if tier_path else None,
         "tier_default": bool(row.get(TIER_DEFAULT, False)),

@@ -5,7 +5,7 @@
                                 [--objective val/acc:max | --pareto val/acc:max,train_s:min]
                                 [--time-budget 30m] [--scheduler asha|none] [--save-tier tuned]
                                 [--data DIR] [--config FILE.yaml] [--set key=value ...]
-                                [--address ADDR] [--storage PATH]
+                                [--address ADDR] [--storage PATH|URI]
                                 [--name NAME] [--resume] [--dry-run]
 
 Each trial is a run assembled as ``python -m platform.run`` assembles one (the same code: its run
@@ -17,7 +17,8 @@ trials early (single objective), comparing a trial only with trials of its own t
 ``--pareto`` optimises several objectives (``train_s``: seconds of training,
 ``params``: parameter count) and reports their Pareto front. Output, in
 ``<storage>/<stem>/sweeps/<name>/``: results.csv, pareto.png, best.json, the best trial as a run
-directory (``trials/<id>``, usable by ``platform.predict``); and ``<storage>/<stem>/tiers/<tier>.json``,
+directory (``trials/<id>``, usable by ``platform.predict``); and ``<storage>/<stem>/tiers/<tier>.json``
+(``<storage>``: a folder, or a URI such as ``s3://bucket/runs``: ``platform/tune/location.py``),
 so that ``python -m platform.run asl --tier tuned --storage <storage>`` trains the best config. A
 sweep never makes things worse: the tier is saved only when the best trial beats its own tier's
 configuration on the (first) objective; otherwise a line says so and no tier file is written.
@@ -37,7 +38,10 @@ from platform import registry
 from platform.config import DEFAULT_STORAGE, Launch
 from platform.errors import UserError, exit_on_user_error, find_user_error
 from platform.runs import run_files
+from platform.runs import storage as storage_lib
 from platform.tracking import trackers
+from platform.tune import location as sweep_location
+from platform.tune.location import BEST_FILE, SETTINGS_FILE, SweepLocation
 
 if TYPE_CHECKING:
     from platform.contract import Trainable
@@ -45,7 +49,6 @@ if TYPE_CHECKING:
 
 DEFAULT_TRIALS = 8
 DEFAULT_KEEP_BEST = 3
-SETTINGS_FILE = "sweep.json"
 # Settings a resumed sweep keeps: passing them again with --resume is an error, not ignored.
 KEPT = (
     "tiers",
@@ -117,7 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="Optuna's sampler: tpe (default; multi-objective with --pareto) or random, the baseline",
     )
     parser.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
-    parser.add_argument("--storage", default=DEFAULT_STORAGE, help=f"where runs and sweeps are written (default ./{DEFAULT_STORAGE})")
+    parser.add_argument(
+        "--storage", default=DEFAULT_STORAGE, help=f"where runs and sweeps are written: a folder or a URI (default ./{DEFAULT_STORAGE})"
+    )
     parser.add_argument("--name", help="sweep name (default <tiers>-<timestamp>-<random hex>)")
     parser.add_argument("--resume", action="store_true", help="continue the interrupted sweep --name")
     parser.add_argument(
@@ -131,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def settings(args: argparse.Namespace, sweep_dir: Path) -> dict:
+def settings(args: argparse.Namespace, sweep: SweepLocation) -> dict:
     """The sweep's settings: from the command line, or as saved for ``--resume``."""
     if args.resume:
         if not args.name:
@@ -139,11 +144,12 @@ def settings(args: argparse.Namespace, sweep_dir: Path) -> dict:
         given = [f"--{key.replace('_', '-')}" for key in KEPT if getattr(args, key) not in (None, [])]
         if given:
             raise UserError(f"a resumed sweep keeps its settings: drop {', '.join(given)}")
-        if not (sweep_dir / SETTINGS_FILE).exists():
-            raise UserError(f"nothing to resume at {sweep_dir}")
-        return run_files.read_json(sweep_dir / SETTINGS_FILE)
-    if sweep_dir.exists() and any(sweep_dir.iterdir()):
-        raise UserError(_taken(sweep_dir))
+        saved = sweep.read_json(SETTINGS_FILE)
+        if saved is None:
+            raise UserError(f"nothing to resume at {sweep.shown}")
+        return saved
+    if sweep.exists(SETTINGS_FILE) or (sweep.local.is_dir() and sweep.remote is None and any(sweep.local.iterdir())):
+        raise UserError(_taken(sweep))
     for key in POSITIVE:  # checked before the defaults below, which would take a 0 for "not given"
         if getattr(args, key) is not None and getattr(args, key) <= 0:
             raise UserError(f"--{key.replace('_', '-')} must be positive, not {getattr(args, key):g}")
@@ -169,20 +175,17 @@ def settings(args: argparse.Namespace, sweep_dir: Path) -> dict:
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if "://" in args.storage:
-        raise UserError(f"--storage {args.storage}: a sweep is stored in a folder (local, or shared by the nodes), not an object store")
-    storage = Path(args.storage).expanduser().resolve()
     trainable = registry.load(args.stem)
     args.stem = trainable.stem  # ./mytoy is mytoy from here on: <storage>/mytoy/sweeps/, and in the trials
     if args.name is not None and (Path(args.name).name != args.name or args.name in (".", "..")):
         raise UserError(f"--name {args.name!r} must be a folder name, without '/'")
-    sweep_dir = storage / args.stem / "sweeps" / (args.name or run_files.default_name(_prefix(args)))
-    chosen = settings(args, sweep_dir)
+    sweep = sweep_location.locate(args.storage, args.stem, args.name or run_files.default_name(_prefix(args)))
+    chosen = settings(args, sweep)
     if not args.resume:
         check_save_tier(chosen["save_tier"], trainable)
     from platform.tune.plan import Plan  # Optuna and Ray Tune: not imported to print --help
 
-    plan = Plan(trainable, chosen, storage)
+    plan = Plan(trainable, chosen, sweep.storage)
     if args.dry_run:
         import psutil
 
@@ -194,41 +197,46 @@ def main(argv: list[str] | None = None) -> int:
     from platform import cluster
     from platform.tune import runner as sweep_runner
 
-    tracked = trackers.for_sweep(args.tracker, sweep_dir, str(storage), args.stem, args.resume)
-    dashboard = cluster.start(args.address, verbose=args.verbose)
+    if args.resume:
+        if run_files.hold(sweep.key) is None:
+            raise UserError(f"sweep {sweep.shown} is running in another process on this machine: wait for it or stop it")
+        sweep.pull()
+    tracked = trackers.for_sweep(args.tracker, sweep.local, sweep.storage, args.stem, args.resume)
+    # An object store's endpoint and region reach the trials and their workers, as a run's do.
+    dashboard = cluster.start(args.address, env=storage_lib.forwarded_env(), verbose=args.verbose)
     print(f"Ray dashboard: {dashboard or 'not running'}", flush=True)
-    concurrent, launch = trial_launch(chosen, args, storage)
+    concurrent, launch = trial_launch(chosen, args, sweep.storage)
     print(plan.describe(concurrent), flush=True)
-    if args.resume and run_files.hold(str(sweep_dir)) is None:
-        raise UserError(f"sweep {sweep_dir} is running in another process on this machine: wait for it or stop it")
     if not args.resume:
-        sweep_dir = claim(sweep_dir, named=bool(args.name), prefix=_prefix(args))
+        sweep = claim(sweep, args.stem, named=bool(args.name), prefix=_prefix(args))
         run_files.write_json(
-            sweep_dir / SETTINGS_FILE,
+            sweep.local / SETTINGS_FILE,
             {**chosen, "stem": args.stem, "started": run_files.now(), "command": " ".join(["python -m platform.tune", *sys.argv[1:]])},
         )
-    tracked.open_sweep(sweep_dir, chosen, args.stem)
+    tracked.open_sweep(sweep.local, chosen, args.stem)
+    sweep.push()
     try:
-        outcome = sweep_runner.run(plan, sweep_dir, concurrent, launch, args.resume)
+        outcome = sweep_runner.run(plan, sweep, concurrent, launch, args.resume)
     except Exception as exc:  # noqa: BLE001 - re-raised; only Tune's missing-metric error is reworded
         tracked.end("FAILED")
         missing = _missing_metric(exc, plan)
         if missing is None:
             raise
         raise missing from exc
-    tracked.finish_sweep(sweep_dir)
+    tracked.finish_sweep(sweep.local)
+    sweep.push()
     print(outcome, flush=True)
-    return 0 if (sweep_dir / sweep_runner.sweep_best.BEST_FILE).exists() else 1  # no trial gave a result
+    return 0 if (sweep.local / BEST_FILE).exists() else 1  # no trial gave a result
 
 
-def trial_launch(chosen: dict, args: argparse.Namespace, storage: Path) -> tuple[int, Launch]:
+def trial_launch(chosen: dict, args: argparse.Namespace, storage: str) -> tuple[int, Launch]:
     """Trials at a time, and the launch of each (its workers, their CPUs and GPUs), on this cluster;
     a sweep saved before trials had several workers runs one a trial."""
     from platform import cluster
 
     workers, gpu = chosen.get("workers_per_trial", 1), chosen.get("gpu", False)
     concurrent, cpus_per_worker = share(chosen, workers, cluster.cluster_cpus(), cluster.cluster_gpus() if gpu else None)
-    launch = Launch(workers=workers, cpus_per_worker=cpus_per_worker, gpu=gpu, storage=str(storage), address=args.address)
+    launch = Launch(workers=workers, cpus_per_worker=cpus_per_worker, gpu=gpu, storage=storage, address=args.address)
     return concurrent, launch.check()
 
 
@@ -255,24 +263,24 @@ def _prefix(args: argparse.Namespace) -> str:
     return (args.tiers or registry.DEFAULT_TIER).replace(",", "-")
 
 
-def _taken(sweep_dir: Path) -> str:
-    return f"sweep {sweep_dir} already exists: pass --resume to continue it, or another --name"
+def _taken(sweep: SweepLocation) -> str:
+    return f"sweep {sweep.shown} already exists: pass --resume to continue it, or another --name"
 
 
-def claim(sweep_dir: Path, *, named: bool, prefix: str) -> Path:
-    """The new sweep's folder, made this sweep's alone (``run_files.claim``): of sweeps given one
-    ``--name`` only the first goes on, whatever the timing; a default name another sweep drew in the
-    same second is drawn again."""
+def claim(sweep: SweepLocation, stem: str, *, named: bool, prefix: str) -> SweepLocation:
+    """The new sweep's folder, made this sweep's alone (``RunLocation.claim``: an exclusive create,
+    a conditional put on S3): of sweeps given one ``--name`` only the first goes on, whatever the
+    timing; a default name another sweep drew in the same second is drawn again."""
     for attempt in range(1 if named else 5):
-        candidate = sweep_dir if attempt == 0 else sweep_dir.with_name(run_files.default_name(prefix))
+        candidate = sweep if attempt == 0 else sweep_location.locate(sweep.storage, stem, run_files.default_name(prefix))
         # This machine's lock first, held while the sweep runs: a claim left by a killed sweep is
         # then told from one being written (run_files.claim).
-        held = run_files.hold(str(candidate))
+        held = run_files.hold(candidate.key)
         if held is not None:
-            if run_files.claim(candidate):
+            if candidate.claim():
                 return candidate
             run_files.let_go(held)
-    raise UserError(_taken(sweep_dir))
+    raise UserError(_taken(sweep))
 
 
 def check_save_tier(name: str, trainable: Trainable) -> None:

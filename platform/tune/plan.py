@@ -4,22 +4,22 @@ objectives, search space, budget) and the estimate its ``--dry-run`` prints.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from platform import config as config_lib
 from platform import registry
 from platform.contract import Trainable
 from platform.data import locations
 from platform.errors import UserError
+from platform.runs import storage as storage_lib
 from platform.tune import space as space_lib
 
 
 class Plan:
     """Everything checked before Ray starts: tiers, objectives, space, budget."""
 
-    def __init__(self, trainable: Trainable, chosen: dict, storage: Path):
+    def __init__(self, trainable: Trainable, chosen: dict, storage: str):
         self.trainable, self.chosen, self.storage = trainable, chosen, storage
         self.stem = stem = trainable.stem
+        self.tiers_root = storage_lib.tiers_root(storage, stem)  # the saved tiers and earlier runs' timings
         self.tiers = list(dict.fromkeys(t.strip() for t in chosen["tiers"].split(",") if t.strip()))
         if not self.tiers:
             raise UserError("--tiers names no tier")
@@ -28,7 +28,7 @@ class Plan:
             config_lib.apply(self.trainable.Config(), self.config_values, f"--config {chosen['config']}")
         # Unknown tiers, bad --set and --data fail here, naming the culprit.
         self.tier_configs = {
-            t: registry.resolve(stem, t, chosen["sets"], trial=self.config_values, data_dir=chosen["data"], storage=storage)
+            t: registry.resolve(stem, t, chosen["sets"], trial=self.config_values, data_dir=chosen["data"], storage=self.tiers_root)
             for t in self.tiers
         }
         if chosen["data"]:
@@ -69,7 +69,7 @@ class Plan:
             )
 
     def _estimate(self, tier: str) -> tuple[float, str]:
-        epoch_s, source = space_lib.epoch_seconds(self.trainable, self.storage, tier)
+        epoch_s, source = space_lib.epoch_seconds(self.trainable, self.tiers_root, tier)
         epochs = self.tier_configs[tier].epochs
         return space_lib.trial_seconds(epochs, epoch_s), f"{epochs} epochs x {epoch_s:.2f}s ({source})"
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,13 +21,13 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialSch
 
 from platform.errors import find_user_error
 from platform.runs import artifacts
+from platform.runs.storage import RunLocation
 from platform.train import checkpoints
+from platform.tune.location import ASHA_FILE, RESULTS_FILE, SweepLocation
 from platform.tune.space import TIER_DEFAULT, Objective
 from platform.tune.table import TrialTable, short
-from platform.tune.trial import DONE_FILE, TRIALS_DIR
+from platform.tune.trial import DONE_FILE
 
-RESULTS_FILE = "results.csv"
-ASHA_FILE = "asha_stopped.json"
 COMPLETED, ASHA, ERROR, BUDGET, STOPPED, NOT_RUN = (
     "completed",
     "early-stopped (ASHA)",
@@ -126,10 +125,10 @@ def _error_line(trial: Trial) -> str:
     return lines[-1][:300] if lines else "unknown error"
 
 
-def trial_row(trial: Trial, sweep_dir: Path, asha_ids: set[str], budget: float | None) -> dict[str, Any]:
+def trial_row(trial: Trial, sweep: SweepLocation, asha_ids: set[str], budget: float | None) -> dict[str, Any]:
     result = trial.last_result or {}
-    run_dir = sweep_dir / TRIALS_DIR / trial.trial_id
-    finished = (run_dir / DONE_FILE).exists() or result.get("epoch", 0) >= result.get("epochs_max", math.inf)
+    run = sweep.trial(trial.trial_id)
+    finished = result.get("epoch", 0) >= result.get("epochs_max", math.inf) or run.exists(DONE_FILE)
     reason = ""
     if trial.status == Trial.ERROR:
         status, reason = ERROR, _error_line(trial)
@@ -160,15 +159,15 @@ def trial_row(trial: Trial, sweep_dir: Path, asha_ids: set[str], budget: float |
             "epoch": result.get("epoch"),
             "epochs_max": result.get("epochs_max"),
             "time_s": round(result.get("time_total_s", 0.0), 2),
-            "run_dir": str(run_dir) if run_dir.exists() else "",
+            "run_dir": (run.remote or str(run.local)) if run.exists(artifacts.CONFIG_FILE) else "",
         }
     )
     return row
 
 
-def table(trials: list[Trial], sweep_dir: Path, budget: float | None) -> pd.DataFrame:
-    asha_ids = _read_ids(sweep_dir / ASHA_FILE)
-    return pd.DataFrame([trial_row(t, sweep_dir, asha_ids, budget) for t in trials])
+def table(trials: list[Trial], sweep: SweepLocation, budget: float | None) -> pd.DataFrame:
+    asha_ids = _read_ids(sweep.local / ASHA_FILE)
+    return pd.DataFrame([trial_row(t, sweep, asha_ids, budget) for t in trials])
 
 
 def pareto_mask(frame: pd.DataFrame, objectives: list[Objective]) -> np.ndarray:
@@ -215,8 +214,8 @@ def best_index(frame: pd.DataFrame, objectives: list[Objective]) -> int | None:
 class SweepCallback(Callback):
     """Progress lines, results.csv after each finished trial, and checkpoint pruning."""
 
-    def __init__(self, sweep_dir: Path, objectives: list[Objective], keep_best: int, budget: float | None):
-        self.sweep_dir, self.objectives, self.keep_best, self.budget = sweep_dir, objectives, keep_best, budget
+    def __init__(self, sweep: SweepLocation, objectives: list[Objective], keep_best: int, budget: float | None):
+        self.sweep, self.objectives, self.keep_best, self.budget = sweep, objectives, keep_best, budget
         self.table = TrialTable(objectives[0].metric)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Trial, **info):
@@ -237,23 +236,24 @@ class SweepCallback(Callback):
 
     def on_experiment_end(self, trials: list, **info):
         for _, row in self.write(trials).iterrows():
-            mark_manifest(row)  # trials the time budget stopped end here, without on_trial_complete
+            mark_manifest(self.sweep.trial(row["trial_id"]), row)  # trials the time budget stopped end here, without on_trial_complete
         say(self.table.render(trials))  # every trial in its final state
 
     def _finished(self, trials: list, trial: Trial) -> None:
         frame = self.write(trials)
         row = frame[frame["trial_id"] == trial.trial_id].iloc[0]
-        mark_manifest(row)
+        mark_manifest(self.sweep.trial(trial.trial_id), row)
         values = "  ".join(f"{o.metric} {short(row.get(o.metric))}" for o in self.objectives)
         say(f"[sweep] trial {trial.trial_id} {row['status']}{' ' + row['reason'] if row['reason'] else ''}: {values}")
 
     def write(self, trials: list) -> pd.DataFrame:
-        frame = table(trials, self.sweep_dir, self.budget)
+        frame = table(trials, self.sweep, self.budget)
         running = {t.trial_id for t in trials if t.status in (Trial.RUNNING, Trial.PENDING)}
         prune_checkpoints(frame, self.objectives, self.keep_best, running=running)
-        partial = self.sweep_dir / f".{RESULTS_FILE}.partial"
+        partial = self.sweep.local / f".{RESULTS_FILE}.partial"
         frame.to_csv(partial, index=False)
-        partial.replace(self.sweep_dir / RESULTS_FILE)
+        partial.replace(self.sweep.local / RESULTS_FILE)
+        self.sweep.push()  # a long sweep's table can be read while it runs, wherever it lives
         return frame
 
 
@@ -264,16 +264,13 @@ def read_results(sweep_dir: Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"trial_id": str}) if path.exists() else pd.DataFrame()
 
 
-def mark_manifest(row: pd.Series) -> None:
+def mark_manifest(run: RunLocation, row: pd.Series) -> None:
     """A trial's run directory says how it ended (``platform.monitor`` reads it as a run)."""
-    path = Path(row["run_dir"]) / artifacts.MANIFEST_FILE if row["run_dir"] else None
-    if path is None or not path.exists():
-        return
-    manifest = artifacts.read_json(path)
-    if manifest.get("status") == "running":
+    manifest = run.read_json(artifacts.MANIFEST_FILE) if row["run_dir"] else None
+    if manifest and manifest.get("status") == "running":
         status = {COMPLETED: "finished", ERROR: "failed"}.get(row["status"], "stopped")
         reason = f"{row['status']}{': ' + row['reason'] if row['reason'] else ''}"
-        artifacts.write_json(path, {**manifest, "status": status, "sweep_status": reason, "updated": artifacts.now()})
+        run.write_json(artifacts.MANIFEST_FILE, {**manifest, "status": status, "sweep_status": reason, "updated": artifacts.now()})
 
 
 def prune_checkpoints(frame: pd.DataFrame, objectives: list[Objective], keep: int, running: set[str]) -> list[str]:
@@ -287,10 +284,7 @@ def prune_checkpoints(frame: pd.DataFrame, objectives: list[Objective], keep: in
     removed = []
     for label in ranked(done, objectives)[keep:]:
         run_dir = done.loc[label, "run_dir"]
-        for folder in checkpoints.folders(run_dir):
-            directory = Path(run_dir) / folder
-            shutil.rmtree(directory, ignore_errors=True)
-            removed.append(str(directory))
+        removed += [f"{run_dir}/{folder}" for folder in checkpoints.remove(run_dir, checkpoints.folders(run_dir))]
     return removed
 
 

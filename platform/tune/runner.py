@@ -23,22 +23,16 @@ from platform.data import ingest
 from platform.runs import artifacts
 from platform.tune import best as sweep_best
 from platform.tune import trial as sweep_trial
+from platform.tune.location import ASHA_FILE, PLOT_FILE, RESULTS_FILE, SweepLocation
 from platform.tune.plan import Plan
-from platform.tune.results import (
-    ASHA_FILE,
-    COMPLETED,
-    RESULTS_FILE,
-    RecordingASHA,
-    SweepCallback,
-    best_index,
-    pareto_mask,
-    read_results,
-)
+from platform.tune.results import COMPLETED, RecordingASHA, SweepCallback, best_index, pareto_mask, read_results
 from platform.tune.space import TIER_DEFAULT, DefineByRun, Objective, format_duration, tier_default_points
 
 
-def _shown(path: Path) -> str:
-    """Relative to the working directory when inside it: shorter to copy."""
+def _shown(path: Path | str) -> str:
+    """Relative to the working directory when inside it: shorter to copy; a URI as it is."""
+    if "://" in str(path):
+        return str(path)
     path = Path(path).resolve()
     return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
 
@@ -48,14 +42,14 @@ def trial_dirname(trial: Any) -> str:
     return f"tune_{trial.trial_id}"
 
 
-def asha(plan: Plan, sweep_dir: Path) -> RecordingASHA:
+def asha(plan: Plan, sweep: SweepLocation) -> RecordingASHA:
     """ASHA on the first objective, a bracket a tier, first judging a trial halfway through its own
     epochs (``platform/tune/results.py`` says why)."""
     objective = plan.objectives[0]
-    return RecordingASHA(sweep_dir / ASHA_FILE, metric=objective.metric, mode=objective.mode)
+    return RecordingASHA(sweep.local / ASHA_FILE, metric=objective.metric, mode=objective.mode)
 
 
-def trainable(plan: Plan, sweep_dir: Path, launch: Launch):
+def trainable(plan: Plan, sweep: SweepLocation, launch: Launch):
     chosen = plan.chosen
     fn = tune.with_parameters(
         sweep_trial.run_trial,
@@ -64,8 +58,8 @@ def trainable(plan: Plan, sweep_dir: Path, launch: Launch):
         sets=chosen["sets"],
         data_dir=chosen["data"],
         config_values=plan.config_values,
-        storage=str(plan.storage),
-        sweep_dir=str(sweep_dir),
+        storage=plan.storage,
+        sweep=sweep,
         launch=launch,
         env=sweep_trial.propagated_env(),
     )
@@ -79,7 +73,7 @@ def sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=seed)
 
 
-def tuner(plan: Plan, sweep_dir: Path, fn: Any, concurrent: int) -> tune.Tuner:
+def tuner(plan: Plan, sweep: SweepLocation, fn: Any, concurrent: int) -> tune.Tuner:
     objectives = plan.objectives
     metric = [o.metric for o in objectives] if len(objectives) > 1 else objectives[0].metric
     mode = [o.mode for o in objectives] if len(objectives) > 1 else objectives[0].mode
@@ -96,15 +90,15 @@ def tuner(plan: Plan, sweep_dir: Path, fn: Any, concurrent: int) -> tune.Tuner:
         fn,
         tune_config=tune.TuneConfig(
             search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrent),
-            scheduler=asha(plan, sweep_dir) if plan.scheduler == "asha" else None,
+            scheduler=asha(plan, sweep) if plan.scheduler == "asha" else None,
             num_samples=plan.chosen["trials"],
             time_budget_s=plan.budget,
             trial_dirname_creator=trial_dirname,
         ),
         run_config=tune.RunConfig(
-            name=sweep_dir.name,
-            storage_path=str(sweep_dir.parent),
-            callbacks=[SweepCallback(sweep_dir, objectives, plan.chosen["keep_best"], plan.budget)],
+            name=sweep.name,
+            storage_path=sweep.train_storage,  # a folder or a URI: Tune keeps its state beside the sweep's files
+            callbacks=[SweepCallback(sweep, objectives, plan.chosen["keep_best"], plan.budget)],
             # A trial whose workers could not start (CPUs not yet released) gets one more go; it
             # resumes its Train run from its checkpoints.
             failure_config=tune.FailureConfig(max_failures=1),
@@ -113,17 +107,20 @@ def tuner(plan: Plan, sweep_dir: Path, fn: Any, concurrent: int) -> tune.Tuner:
     )
 
 
-def run(plan: Plan, sweep_dir: Path, concurrent: int, launch: Launch, resume: bool) -> str:
+def run(plan: Plan, sweep: SweepLocation, concurrent: int, launch: Launch, resume: bool) -> str:
     """The sweep, each trial trained on ``launch`` (its workers, CPUs and GPUs)."""
-    sweep_trial.prepare_shared(plan.trainable, plan.tier_configs)
-    fn = trainable(plan, sweep_dir, launch)
-    if resume and tune.Tuner.can_restore(str(sweep_dir)):
-        print(f"[sweep] resuming {sweep_dir}", flush=True)
-        runner = tune.Tuner.restore(str(sweep_dir), trainable=fn, resume_unfinished=True, resume_errored=False)
+    sweep_trial.prepare_shared(plan.trainable, plan.tier_configs, launch.store_root())
+    fn = trainable(plan, sweep, launch)
+    if resume and tune.Tuner.can_restore(sweep.run_uri):
+        print(f"[sweep] resuming {sweep.shown}", flush=True)
+        runner = tune.Tuner.restore(sweep.run_uri, trainable=fn, resume_unfinished=True, resume_errored=False)
     else:
-        runner = tuner(plan, sweep_dir, fn, concurrent)
+        runner = tuner(plan, sweep, fn, concurrent)
     runner.fit()
-    return finish(plan, sweep_dir)
+    try:
+        return finish(plan, sweep, launch.store_root())
+    finally:
+        sweep.push()
 
 
 def _finished_run(run_dir: Path) -> dict | None:
@@ -132,8 +129,10 @@ def _finished_run(run_dir: Path) -> dict | None:
     return manifest if manifest.get("status") == "finished" and (run_dir / artifacts.BEST_MODEL_FILE).exists() else None
 
 
-def finish(plan: Plan, sweep_dir: Path) -> str:
-    """results.csv with the front and the best marked, pareto.png, the best run, tier and best.json."""
+def finish(plan: Plan, sweep: SweepLocation, store: str | None = None) -> str:
+    """results.csv with the front and the best marked, pareto.png, the best run, tier and best.json;
+    ``store``: where the trials' data is kept (``Launch.store_root()``)."""
+    sweep_dir = sweep.local
     frame = read_results(sweep_dir)
     if frame.empty:
         return "[sweep] no trial ran"
@@ -150,7 +149,7 @@ def finish(plan: Plan, sweep_dir: Path) -> str:
     frame.to_csv(sweep_dir / RESULTS_FILE, index=False)
     plot_front = front if len(objectives) > 1 else pareto_mask(frame, [objectives[0], Objective("train_s", "min")])
     title = f"{plan.stem} sweep {sweep_dir.name}: {len(frame)} trials"
-    sweep_best.plot(frame, objectives, plot_front, best, sweep_dir / sweep_best.PLOT_FILE, title)
+    sweep_best.plot(frame, objectives, plot_front, best, sweep_dir / PLOT_FILE, title)
 
     counts = ", ".join(f"{n} {status}" for status, n in frame["status"].value_counts().items())
     lines = [f"[sweep] {len(frame)} of {plan.chosen['trials']} trials: {counts}"]
@@ -158,12 +157,15 @@ def finish(plan: Plan, sweep_dir: Path) -> str:
         lines.append("[sweep] no trial reported the objective: nothing saved")
         return "\n".join(lines)
     row = frame.loc[best]
-    manifest = _finished_run(Path(row["run_dir"])) if row["run_dir"] else None
+    run = sweep.trial(row["trial_id"])
+    if row["run_dir"]:
+        run.pull()
+    config = artifacts.read_json(run.local / artifacts.CONFIG_FILE) if row["run_dir"] else None
+    manifest = _finished_run(run.local) if row["run_dir"] else None
     if row["run_dir"] and manifest is None:  # a trial stopped before it finished its run directory
         # The trial's own config: its sampled values may have changed the data (a store look-up).
-        cfg = config_lib.from_dict(plan.trainable.Config, artifacts.read_json(Path(row["run_dir"]) / artifacts.CONFIG_FILE))
-        splits, _meta = ingest.prepare(plan.trainable, cfg)
-        manifest = sweep_best.export_best(plan.trainable, Path(row["run_dir"]), splits["val"])
+        splits, _meta = ingest.prepare(plan.trainable, config_lib.from_dict(plan.trainable.Config, config), store)
+        manifest = sweep_best.export_best(plan.trainable, run, splits["val"])
     verdict = sweep_best.judge(frame, best, objectives[0])
     tier_path = (
         sweep_best.save_tier(
@@ -171,8 +173,9 @@ def finish(plan: Plan, sweep_dir: Path) -> str:
             plan.trainable,
             name=plan.chosen["save_tier"],
             row=row,
+            config=config,
             sets=plan.chosen["sets"],
-            sweep_dir=sweep_dir,
+            sweep=sweep,
             config_keys=tuple(plan.config_values),
         )
         if verdict.save and row["run_dir"]
@@ -180,7 +183,7 @@ def finish(plan: Plan, sweep_dir: Path) -> str:
     )
     front_ids = list(frame.loc[front, "trial_id"]) if len(objectives) > 1 else []
     sweep_best.write_best(
-        sweep_dir, row, objectives=objectives, manifest=manifest, tier_path=tier_path, front_ids=front_ids, verdict=verdict
+        sweep_dir, row, objectives=objectives, config=config, manifest=manifest, tier_path=tier_path, front_ids=front_ids, verdict=verdict
     )
     values = "  ".join(f"{o.metric} {row[o.metric]:.4g}" for o in objectives)
     own = " (its tier's own config)" if row[TIER_DEFAULT] else ""
@@ -194,10 +197,10 @@ def finish(plan: Plan, sweep_dir: Path) -> str:
             f"(python -m platform.run {plan.stem} --tier {plan.chosen['save_tier']} --storage {_shown(plan.storage)})"
         )
     if manifest:
-        lines.append(f"[sweep] best model: python -m platform.predict {_shown(Path(row['run_dir']))} <input ...>")
+        lines.append(f"[sweep] best model: python -m platform.predict {_shown(row['run_dir'])} <input ...>")
     took = frame["time_s"].sum()
     lines.append(
-        f"[sweep] results: {_shown(sweep_dir / RESULTS_FILE)}  ({format_duration(took)} of trial time; "
+        f"[sweep] results: {_shown(f'{sweep.shown}/{RESULTS_FILE}')}  ({format_duration(took)} of trial time; "
         f"{(frame['status'] == COMPLETED).sum()} completed)"
     )
     return "\n".join(lines)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from pathlib import Path
 from typing import Any
 
 import ray.tune
@@ -29,12 +28,12 @@ from platform.config import Launch
 from platform.contract import Trainable
 from platform.data import ingest
 from platform.runs import artifacts
-from platform.runs.storage import RunLocation
+from platform.runs import storage as storage_lib
 from platform.tracking import trackers
 from platform.train import checkpoints
+from platform.tune.location import TRACKING_FILE, SweepLocation
 from platform.tune.space import TIER_DEFAULT
 
-TRIALS_DIR = "trials"
 TRIAL_DRIVER_CPU = 0.01  # the trial function only waits on its Train run, whose workers hold the CPUs
 DONE_FILE = "trial_done.json"
 # A trial whose workers cannot be placed (CPUs still held by a stopped trial) fails after this
@@ -42,11 +41,12 @@ DONE_FILE = "trial_done.json"
 WORKER_START_TIMEOUT_S = "120"
 
 
-def prepare_shared(trainable: Trainable, tier_configs: dict[str, Any], say=print) -> None:
-    """The store of every tier's data, written once before concurrent trials would race for it."""
+def prepare_shared(trainable: Trainable, tier_configs: dict[str, Any], store: str | None, say=print) -> None:
+    """The store of every tier's data (in ``store``, the trials' ``Launch.store_root()``), written
+    once before concurrent trials would race for it."""
     for tier, cfg in tier_configs.items():
         say(f"[{trainable.stem}] preparing data for tier {tier} ({cfg.data_dir or 'synthetic set'})")
-        _splits, meta = ingest.prepare(trainable, cfg, say=say)
+        _splits, meta = ingest.prepare(trainable, cfg, store, say=say)
         say(f"[{trainable.stem}] rows: {meta['rows']}  in {meta['preprocess_s']}s")
 
 
@@ -87,7 +87,7 @@ def run_trial(
     sets: list[str],
     data_dir: str,
     storage: str,
-    sweep_dir: str,
+    sweep: SweepLocation,
     launch: Launch,
     env: dict,
     config_values: dict | None = None,
@@ -100,17 +100,18 @@ def run_trial(
 
     trainable = registry.load(stem)
     trial_id = ray.tune.get_context().get_trial_id()
-    location = RunLocation(Path(sweep_dir) / TRIALS_DIR / trial_id)
-    resumed = (location.local / artifacts.MANIFEST_FILE).exists()  # Tune retried it, or the sweep was resumed
+    location = sweep.trial(trial_id)
+    resumed = location.exists(artifacts.MANIFEST_FILE)  # Tune retried it, or the sweep was resumed
     if resumed:  # its config as it was saved, its data and min_steps applied
+        location.pull()
         cfg = config_lib.from_dict(trainable.Config, artifacts.read_json(location.local / artifacts.CONFIG_FILE))
         tier = artifacts.read_json(location.local / artifacts.MANIFEST_FILE)["tier"]
     else:
         values = config_values or {}
         cfg, tier = trial_config(stem, params, tiers=tiers, sets=sets, data_dir=data_dir, storage=storage, config_values=values)
     extras = assembly.Extras(
-        manifest={"command": f"python -m platform.tune {stem}", "sweep": {"dir": sweep_dir, "params": params}},
-        callbacks=lambda cfg, meta: [SweepReportCallback(_parameters(trainable, cfg, meta), cfg.epochs, trained_seconds(location.local))],
+        manifest={"command": f"python -m platform.tune {stem}", "sweep": {"dir": sweep.shown, "params": params}},
+        callbacks=lambda cfg, meta: [SweepReportCallback(_parameters(trainable, cfg, meta), cfg.epochs, trained_seconds(location.run_uri))],
         epoch_lines=False,  # the sweep's table shows them
     )
     assembly.train(
@@ -119,12 +120,12 @@ def run_trial(
         tier,
         dataclasses.replace(launch, resume=resumed),
         location,
-        tracked=trackers.for_trial(Path(sweep_dir), trial_id),
+        tracked=trackers.for_trial(sweep.read_json(TRACKING_FILE) or {}, trial_id),
         dashboard=cluster.start(),
         extras=extras,
         say=lambda _line: None,  # the sweep's lines and table speak for its trials
     )
-    artifacts.write_json(location.local / DONE_FILE, {"finished": artifacts.now()})
+    location.write_json(DONE_FILE, {"finished": artifacts.now()})
 
 
 def _parameters(trainable: Trainable, cfg: Any, meta: dict) -> int:
@@ -140,20 +141,22 @@ def trial_config(
     tier = params.get("tier", tiers[0])
     sampled = {} if params.get(TIER_DEFAULT) else {k: v for k, v in params.items() if k not in ("tier", TIER_DEFAULT)}
     # --config comes before the trial: its values are the trial layer's base, overridden by the sample.
-    return registry.resolve(stem, tier, sets, trial={**config_values, **sampled}, data_dir=data_dir, storage=Path(storage)), tier
+    return registry.resolve(
+        stem, tier, sets, trial={**config_values, **sampled}, data_dir=data_dir, storage=storage_lib.tiers_root(storage, stem)
+    ), tier
 
 
 # ---------------------------------------------------------------- a trial's checkpoints
 
 
-def latest_state(run_dir: Path) -> tuple[Path, dict] | None:
-    """A trial's newest recorded checkpoint that reads whole, and its training state."""
-    found = checkpoints.load_newest(str(run_dir))
-    return (run_dir / found[0], found[1]) if found else None
+def latest_state(run_uri: str) -> tuple[str, dict] | None:
+    """A trial's newest recorded checkpoint that reads whole (its path or URI), and its training state."""
+    found = checkpoints.load_newest(run_uri)
+    return (f"{run_uri.rstrip('/')}/{found[0]}", found[1]) if found else None
 
 
-def trained_seconds(run_dir: Path) -> dict[int, float]:
+def trained_seconds(run_uri: str) -> dict[int, float]:
     """Epoch -> seconds of the epochs a resumed trial already trained (its latest checkpoint)."""
-    found = latest_state(run_dir)
+    found = latest_state(run_uri)
     history = found[1].get("history", []) if found else []
     return {int(row["epoch"]): float(row.get("epoch_s", 0.0)) for row in history}
