@@ -13,11 +13,15 @@ Both commands run as subprocesses; each output line is stamped as it arrives (be
   "Ray dashboard" line), data (Ray Data preprocessing, to "rows:"), run directory (to "run
   directory:"), Train workers and model (to the start of epoch 1 = the epoch line's arrival minus
   its ``epoch_s`` from history.csv), first epoch (on the smoke tier, 3 steps and validation).
+- local mode: the same command with ``--workers 0``: the training function in the command's own
+  process (``platform/train/local.py``), no Train controller or worker; "Train workers + model" is
+  then the model and the store opened in that process.
 - bare Ray Train (``python -m bench.bare_trainer``): the same imports and a local Ray, then a
   one-worker ``TorchTrainer`` whose function only reports: the floor under any command that trains
   on Ray Train, the platform's or anyone's.
 Ratio = platform / plain seconds to the first training step (start of the first step);
-``floor_ratio`` = bare Ray Train / plain, ``platform_vs_floor`` = platform / bare Ray Train.
+``floor_ratio`` = bare Ray Train / plain, ``platform_vs_floor`` = platform / bare Ray Train,
+``local_first_step_ratio`` = local mode / plain (target <= 1.5).
 """
 
 from __future__ import annotations
@@ -57,9 +61,10 @@ def bare_stages() -> dict[str, float]:
     return {name: run.first(f"stage {name}") for name in BARE_STAGES}
 
 
-def platform_stages(storage: Path, name: str) -> dict[str, float]:
-    """Seconds since the command at which each stage of ``platform.run`` ended."""
+def platform_stages(storage: Path, name: str, workers: int = 1) -> dict[str, float]:
+    """Seconds since the command at which each stage of ``platform.run`` ended (``workers`` 0: local mode)."""
     command = ["-m", "platform.run", "asl", "--tier", "smoke", "--set", "epochs=1", "--storage", str(storage), "--name", name]
+    command += ["--workers", str(workers)]
     run = run_timed(command, child_env(), TIMEOUT_S)
     require_success(run, "python -m platform.run")
     ends = {stage: run.first(mark) for stage, mark in PLATFORM_MARKS}
@@ -90,14 +95,22 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-startup-") as storage:
         plain = medians([plain_stages() for _ in range(repeats)])
         platform = medians([platform_stages(Path(storage), f"startup-{i}") for i in range(repeats)])
+        local = medians([platform_stages(Path(storage), f"local-{i}", workers=0) for i in range(repeats)])
     bare = medians([bare_stages() for _ in range(repeats)])
     plain_to_step, platform_to_step, bare_to_step = plain["model"], platform["Train workers + model"], bare["first_step"]
+    local_to_step = local["Train workers + model"]
     rows = [(f"plain: {stage}", f"{seconds:6.2f}s") for stage, seconds in durations(plain).items()]
     rows += [(f"platform: {stage}", f"{seconds:6.2f}s") for stage, seconds in durations(platform).items()]
+    rows += [(f"local mode: {stage}", f"{seconds:6.2f}s") for stage, seconds in durations(local).items()]
     rows += [(f"bare Ray Train: {stage}", f"{seconds:6.2f}s") for stage, seconds in durations(bare).items()]
     rows += [
-        ("to the first step", f"plain {plain_to_step:.2f}s, platform {platform_to_step:.2f}s, bare Ray Train {bare_to_step:.2f}s"),
+        (
+            "to the first step",
+            f"plain {plain_to_step:.2f}s, platform {platform_to_step:.2f}s, local mode {local_to_step:.2f}s, "
+            f"bare Ray Train {bare_to_step:.2f}s",
+        ),
         ("ratio platform/plain", f"{platform_to_step / plain_to_step:.2f}"),
+        ("ratio local mode/plain", f"{local_to_step / plain_to_step:.2f} (target <= 1.5)"),
         ("ratio bare Ray Train/plain", f"{bare_to_step / plain_to_step:.2f} (the floor of the ratio above)"),
         ("ratio platform/bare Ray Train", f"{platform_to_step / bare_to_step:.2f}"),
         ("imports + Ray start", (f"{platform['imports + Ray start'] / platform_to_step:.0%} of the platform's time to the first step")),
@@ -110,6 +123,8 @@ def main() -> int:
             "first_step_ratio": round(platform_to_step / plain_to_step, 3),
             "floor_ratio": round(bare_to_step / plain_to_step, 3),
             "platform_vs_floor": round(platform_to_step / bare_to_step, 3),
+            "local_first_step_ratio": round(local_to_step / plain_to_step, 3),
+            "local_to_step_s": round(local_to_step, 2),
             "plain_to_step_s": round(plain_to_step, 2),
             "platform_to_step_s": round(platform_to_step, 2),
             "repeats": repeats,

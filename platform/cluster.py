@@ -20,7 +20,7 @@ import ray.data
 from platform import registry
 from platform.errors import UserError
 from platform.registry import REPO_ROOT
-from platform.tracking import console
+from platform.tracking import console, ray_views
 
 DASHBOARD_HOST = "127.0.0.1"
 # Ray Data redraws progress bars and logs each execution in every worker each epoch, which
@@ -42,6 +42,8 @@ def start(address: str | None = None, num_cpus: int | None = None, env: dict[str
 
     Returns the dashboard's URL when there is one.
     """
+    # Ray Train reads them in its controller, a process of the cluster's: they travel with the job.
+    env = {**ray_views.enable_train_views(), **(env or {})}
     if ray.is_initialized():
         _check_trainables_shipped()
         return _url(ray._private.worker.get_dashboard_url())  # noqa: SLF001 - no public getter
@@ -68,6 +70,7 @@ def start(address: str | None = None, num_cpus: int | None = None, env: dict[str
         # Helpers Ray Train starts in their own processes must find this instance, not another.
         os.environ["RAY_ADDRESS"] = context.address_info["gcs_address"]
     console.filter_forwarded_output(verbose)
+    ray_views.install_dashboard(ray_views.session_dir())
     return _url(getattr(context, "dashboard_url", None))
 
 

@@ -105,9 +105,10 @@ class Launch:
     (``platform/train/launch.py``); the resolved values are the manifest's ``launch``."""
 
     workers: int = 1
-    """Ray Train workers."""
+    """Ray Train workers; 0: local mode, the training function in this process (no worker restarts)."""
     cpus_per_worker: float | None = None
-    """CPUs each worker reserves; None: the cluster's CPUs shared among the workers."""
+    """CPUs each worker reserves; None: the cluster's CPUs shared among the workers. Local mode
+    reserves none: it sets this process's torch threads, as a one-worker run's (the same floats)."""
     gpu: bool = False
     """One GPU a worker (CUDA, mixed precision)."""
     storage: str = DEFAULT_STORAGE
@@ -122,10 +123,10 @@ class Launch:
     """The Ray cluster; None: RAY_ADDRESS, or a Ray started here."""
     tracker: str | None = None
     """tensorboard, mlflow or both, comma-separated; None: tensorboard (a resume keeps the run's)."""
-    max_failures: int = DEFAULT_MAX_FAILURES
-    """Worker failures a run recovers from."""
+    max_failures: int | None = None
+    """Worker failures a run recovers from; None: DEFAULT_MAX_FAILURES, none in local mode."""
     fail_at_epoch: int | None = None
-    """Fault injection: a worker dies as this epoch starts (first attempt only)."""
+    """Fault injection: a worker dies as this epoch starts (first attempt only); in local mode the run's process."""
     progress: str = "auto"
     """Bars of preprocessing and each epoch's steps: auto (in a terminal), on or off."""
     verbose: bool = False
@@ -133,13 +134,32 @@ class Launch:
 
     def check(self) -> Launch:
         """Itself, when every value can be launched; else a ``UserError`` naming the option."""
-        if self.workers < 1:
-            raise UserError("--workers must be at least 1")
+        if self.workers < 0:
+            raise UserError("--workers must be 0 (local mode: in this process) or more")
         if self.cpus_per_worker is not None and not self.cpus_per_worker > 0:
             raise UserError("--cpus-per-worker must be positive")
-        if self.max_failures < 0:
+        if self.max_failures is not None and self.max_failures < 0:
             raise UserError("--max-failures must be 0 or more")
+        if self.is_local and self.max_failures:
+            raise UserError(
+                f"--max-failures {self.max_failures}: local mode (--workers 0) has no worker restarts; "
+                "a crash ends the run and --resume continues it (drop --max-failures, or use --workers 1)"
+            )
         return self
+
+    @property
+    def is_local(self) -> bool:
+        """Local mode: Ray Train runs the training function in this process (``platform/train/local.py``)."""
+        return self.workers == 0
+
+    @property
+    def world_size(self) -> int:
+        """Processes that train: local mode is one, as one worker."""
+        return max(1, self.workers)
+
+    @property
+    def restarts_allowed(self) -> int:
+        return 0 if self.is_local else DEFAULT_MAX_FAILURES if self.max_failures is None else self.max_failures
 
     def store_root(self) -> str | None:
         """``store``; with an object-store ``storage`` the store sits beside the runs, where every
@@ -328,7 +348,7 @@ def fit_to_data(cfg: Any, train_rows: int, workers: int) -> tuple[Any, str | Non
 
     if not cfg.min_steps or train_rows <= 0:
         return cfg, None
-    steps = math.ceil(exact.step_count(train_rows, workers, cfg.batch_size) / cfg.grad_accum_steps)
+    steps = math.ceil(exact.step_count(train_rows, max(1, workers), cfg.batch_size) / cfg.grad_accum_steps)
     epochs = math.ceil(cfg.min_steps / steps)
     if epochs <= cfg.epochs:
         return cfg, None

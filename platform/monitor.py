@@ -150,6 +150,7 @@ def describe_run(run_dir: str | Path) -> dict[str, Any]:
         "restarts": int(latest.get("restarts", 0)) if latest else 0,
         "checkpoints": f"{len(kept)} kept, latest {kept[0]['dir']}" if kept else "none yet",
         "dashboard": manifest.get("dashboard"),
+        "local": (manifest.get("launch") or {}).get("workers") == 0,  # trains in its driver's process
     }
 
 
@@ -161,7 +162,7 @@ def format_run(info: dict[str, Any]) -> str:
     lines = [
         f"{info['stem']}/{posixpath.basename(info['run'])}  [{info['status']}]  tier {info['tier']}  "
         f"epoch {info['epoch']}/{info['epochs']}  ETA {info['eta']}  best {info['metric']} {best}  "
-        f"restarts {info['restarts']}",
+        f"restarts {info['restarts']}" + ("  local mode (--workers 0)" if info.get("local") else ""),
         f"    latest: {latest or '-'}",
         f"    checkpoints: {info['checkpoints']}",
     ]

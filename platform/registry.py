@@ -30,6 +30,7 @@ import json
 import os
 import re
 import sys
+import threading
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,8 +105,18 @@ def find(name: str) -> Source:
     return source
 
 
+# A module this registry is importing is in ``sys.modules`` before its code has run: another thread
+# (a notebook's, a test's) that found it there would take it half made. One import at a time.
+_IMPORTING = threading.RLock()
+
+
 def load(name: str) -> contract.Trainable:
     """The trainable and its search space, checked against the contract (``platform/contract.py``)."""
+    with _IMPORTING:
+        return _load(name)
+
+
+def _load(name: str) -> contract.Trainable:
     source = find(name)
     with _imported(source):
         package, space = _package(source), _space(source)
@@ -150,6 +161,11 @@ def load_config(name: str) -> tuple[type, contract.SearchSpace]:
     """The trainable's ``Config`` and its search space, without its model code: from its
     ``config.py`` when it has one (what ``--help`` and ``--print-config`` read, with no torch to
     import), else from the trainable itself."""
+    with _IMPORTING:
+        return _load_config(name)
+
+
+def _load_config(name: str) -> tuple[type, contract.SearchSpace]:
     source = find(name)
     config_name, config_path = f"{source.module}.config", source.folder / CONFIG_FILE
     with _imported(source):

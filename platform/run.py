@@ -1,11 +1,13 @@
 """Train a trainable on Ray Train with fault-tolerant checkpoints.
 
     python -m platform.run asl [--tier smoke|fast|standard|full] [--data DIR] [--config FILE.yaml]
-                               [--set key=value ...] [--print-config] [--workers N] [--gpu]
+                               [--set key=value ...] [--print-config] [--workers N|0] [--gpu]
                                [--storage PATH|URI] [--store PATH|URI] [--name NAME] [--resume]
                                [--tracker tensorboard|mlflow|tensorboard,mlflow]
 
 On a cluster: ``ray job submit --working-dir . -- python -m platform.run asl --tier fast``.
+``--workers 0`` (local mode) trains in this process, without Ray Train's worker group: the quick
+loop of a smoke tier or a new trainable; it has no worker restarts (``platform/train/local.py``).
 ``python -m platform.run asl --help`` lists that trainable's tiers and config keys.
 """
 
@@ -51,12 +53,19 @@ def build_parser(stem: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument(
         "--print-config", action="store_true", help="print the resolved config (a --config file) and exit, before Ray starts"
     )
-    parser.add_argument("--workers", type=int, default=1, help="Ray Train workers (default 1)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="Ray Train workers (default 1); 0: local mode, training in this process without a worker group "
+        "(seconds sooner to the first step), with no worker restarts: a crash ends the run, --resume continues it",
+    )
     parser.add_argument(
         "--cpus-per-worker",
         type=float,
         default=None,
-        help="CPUs each worker reserves (default: the cluster's CPUs shared among the workers)",
+        help="CPUs each worker reserves (default: the cluster's CPUs shared among the workers); "
+        "local mode: this process's torch threads (default: as one worker's)",
     )
     parser.add_argument("--gpu", action="store_true", help="one GPU per worker (CUDA, mixed precision)")
     parser.add_argument(
@@ -74,7 +83,10 @@ def build_parser(stem: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true", help="continue the run --name from its latest checkpoint")
     parser.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
     parser.add_argument(
-        "--max-failures", type=int, default=DEFAULT_MAX_FAILURES, help=f"worker failures to recover from (default {DEFAULT_MAX_FAILURES})"
+        "--max-failures",
+        type=int,
+        default=None,
+        help=f"worker failures to recover from (default {DEFAULT_MAX_FAILURES}; local mode has no restarts)",
     )
     parser.add_argument(
         "--progress",

@@ -82,7 +82,9 @@ def train(
     tracker: str | None = None,
 ) -> Run:
     """Train ``stem`` as ``rayplatform run`` does and return the finished run. ``stem`` names a
-    trainable as the command's argument does: ``"asl"``, ``"./mytoy"``, ``"mypkg.mytoy"``, a plugin."""
+    trainable as the command's argument does: ``"asl"``, ``"./mytoy"``, ``"mypkg.mytoy"``, a plugin.
+    ``workers=0``: local mode, training in this process without Ray Train's worker group (seconds
+    sooner to the first step), with no worker restarts: a crash ends the run, ``--resume`` continues it."""
     launch = Launch(workers=workers, gpu=gpu, storage=storage, name=name, address=address, tracker=tracker).check()
     listed = {key: ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value for key, value in (sets or {}).items()}
     request = Request(registry.find(stem).stem, tier, tuple(f"{key}={value}" for key, value in listed.items()), data or "", config)

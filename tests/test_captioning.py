@@ -192,7 +192,10 @@ def test_the_seeds_mode_names_are_aliases_of_tiers():
 
 
 def test_smoke_run_reuses_its_cached_features_and_predicts(ray_address, tmp_path):
-    first = run_command("run", "captioning", "--tier", "smoke", "--storage", str(tmp_path), "--name", "e2e", address=ray_address)
+    # The trainable and the run's files, not Ray Train's workers: local mode (--workers 0) is seconds sooner.
+    first = run_command(
+        "run", "captioning", "--tier", "smoke", "--workers", "0", "--storage", str(tmp_path), "--name", "e2e", address=ray_address
+    )
     assert first.returncode == 0, first.stderr[-4000:]
     run_dir = tmp_path / "captioning" / "e2e"
     for name in ("manifest.json", "val_predictions.jsonl", "test_predictions.jsonl", "best_model.pt"):
@@ -223,6 +226,8 @@ def test_smoke_run_reuses_its_cached_features_and_predicts(ray_address, tmp_path
         "epochs=1",
         "--set",
         "lr=1e-12",
+        "--workers",
+        "0",
         "--storage",
         str(tmp_path),
         "--name",

@@ -338,7 +338,10 @@ def test_metrics_and_the_confusion_matrix_on_a_known_case(synthetic_rows, smoke_
 
 
 def test_smoke_run_end_to_end_reuses_its_preprocessing_and_predicts(ray_address, synthetic_cache, tmp_path):
-    first = run_command("run", "emotion", "--tier", "smoke", "--storage", str(tmp_path), "--name", "e2e", address=ray_address)
+    # The trainable and the run's files, not Ray Train's workers: local mode (--workers 0) is seconds sooner.
+    first = run_command(
+        "run", "emotion", "--tier", "smoke", "--workers", "0", "--storage", str(tmp_path), "--name", "e2e", address=ray_address
+    )
     assert first.returncode == 0, first.stderr[-4000:]
     run_dir = tmp_path / "emotion" / "e2e"
     manifest = json.loads((run_dir / "manifest.json").read_text())
@@ -356,7 +359,19 @@ def test_smoke_run_end_to_end_reuses_its_preprocessing_and_predicts(ray_address,
     written = {path: path.stat().st_mtime_ns for folder in cached.values() for path in folder.iterdir()}
     assert written and set(cached) == {"train", "val", "test"}
     second = run_command(
-        "run", "emotion", "--tier", "smoke", "--set", "epochs=1", "--storage", str(tmp_path), "--name", "again", address=ray_address
+        "run",
+        "emotion",
+        "--tier",
+        "smoke",
+        "--set",
+        "epochs=1",
+        "--workers",
+        "0",
+        "--storage",
+        str(tmp_path),
+        "--name",
+        "again",
+        address=ray_address,
     )
     assert second.returncode == 0, second.stderr[-4000:]
     again = json.loads((tmp_path / "emotion" / "again" / "manifest.json").read_text())

@@ -165,7 +165,8 @@ def test_a_worker_killed_mid_run_resumes_to_the_same_metrics(plain_run, ray_addr
 
 def test_a_killed_driver_continues_with_resume(plain_run, ray_address, storage):
     env = {**os.environ, **TEST_ENV, "RAY_ADDRESS": ray_address}
-    command = [sys.executable, "-m", "platform.run", *SMOKE, "--storage", str(storage), "--name", "killed"]
+    # The run's files and --resume, not Ray Train's workers: local mode (--workers 0), against plain_run's one worker.
+    command = [sys.executable, "-m", "platform.run", *SMOKE, "--workers", "0", "--storage", str(storage), "--name", "killed"]
     driver = subprocess.Popen(command, cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while not any(c.startswith("epoch_0002-") for c in storage.checkpoints("asl", "killed")) and time.monotonic() < deadline:
@@ -184,7 +185,7 @@ def test_a_killed_driver_continues_with_resume(plain_run, ray_address, storage):
         storage.write("asl", "killed", name, b'{"stem": "asl", "tier')
     if storage.is_uri:
         shutil.rmtree(storage_lib.mirror_root(str(storage)))
-    resumed = run_command("run", "asl", "--storage", str(storage), "--name", "killed", "--resume", address=ray_address)
+    resumed = run_command("run", "asl", "--workers", "0", "--storage", str(storage), "--name", "killed", "--resume", address=ray_address)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     for name in ("config.json", "meta.json", "manifest.json"):  # each written again from the newest checkpoint
         assert f"{name} is unreadable (JSONDecodeError)" in resumed.stderr, resumed.stderr[-3000:]

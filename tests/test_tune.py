@@ -14,7 +14,6 @@ import io
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,8 +23,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from helpers import REPO, S3_BUCKET, TEST_ENV, Storage, last_line, run_command
-
-from platform.runs import storage as storage_lib
 
 SMOKE = ["asl", "--tiers", "smoke", "--trials", "3", "--concurrent", "2"]
 STATUSES = {"completed", "early-stopped (ASHA)", "error", "stopped (time budget)"}
@@ -125,7 +122,9 @@ def test_a_sweep_writes_results_plot_best_and_the_tuned_tier(sweep, storage):
 
 def test_the_tuned_tier_trains_with_platform_run(sweep, storage, ray_address):
     best = json.loads((sweep[0] / "best.json").read_text())
-    result = run_command("run", "asl", "--tier", "tuned", "--storage", str(storage), "--name", "tuned-run", address=ray_address)
+    result = run_command(
+        "run", "asl", "--tier", "tuned", "--workers", "0", "--storage", str(storage), "--name", "tuned-run", address=ray_address
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     manifest = _json(storage, "asl/tuned-run/manifest.json")
     assert manifest["status"] == "finished" and manifest["tier"] == "tuned"
@@ -146,7 +145,7 @@ def _front_is_non_dominated(results: pd.DataFrame) -> None:
     assert not results.loc[results["status"] != "completed", "pareto"].any()
 
 
-def test_an_interrupted_pareto_sweep_resumes_without_repeating_finished_trials(ray_address, storage, tmp_path):
+def test_an_interrupted_pareto_sweep_resumes_without_repeating_finished_trials(ray_address, storage, tmp_path, monkeypatch):
     name, sweep_at = "pareto", "asl/sweeps/pareto"
     config = tmp_path / "sweep.json"
     config.write_text('{"epochs": 2}')
@@ -185,8 +184,8 @@ def test_an_interrupted_pareto_sweep_resumes_without_repeating_finished_trials(r
     driver.wait()
     marks = {trial: storage.modified(f"{sweep_at}/trials/{trial}/trial_done.json") for trial in finished}
     config.write_text('{"epochs": 5}')  # the resumed sweep trains with the values it started with
-    if storage.is_uri:  # resumed as on another machine: from the bucket alone, no mirror left here
-        shutil.rmtree(storage_lib.mirror_root(str(storage)))
+    if storage.is_uri:  # resumed as on another machine: from the bucket alone, its cache elsewhere
+        monkeypatch.setenv("RAYPLATFORM_CACHE", str(tmp_path / "another-machine"))
 
     resumed = run_command("tune", "asl", "--storage", str(storage), "--name", name, "--resume", address=ray_address)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
@@ -207,6 +206,11 @@ def test_an_interrupted_pareto_sweep_resumes_without_repeating_finished_trials(r
     assert (storage.read("asl/tiers/pareto.json") is not None) == beats == (best["saved_tier"] is not None)
     assert ("tier 'pareto' not saved" in resumed.stdout) != beats, resumed.stdout[-2000:]
     assert (sweep_dir / "pareto.png").read_bytes()[:8] == PNG
+    # Resumed once more, a finished sweep does nothing: it would save its tier over a newer sweep's.
+    tiers = storage.read("asl/tiers/pareto.json")
+    again = run_command("tune", "asl", "--storage", str(storage), "--name", name, "--resume", address=ray_address)
+    assert again.returncode == 0 and "has finished: nothing to resume" in again.stdout, again.stderr[-2000:]
+    assert storage.read("asl/tiers/pareto.json") == tiers and "Ray dashboard" not in again.stdout
 
 
 def test_dry_run_shows_the_plan_and_trains_nothing(tmp_path):
@@ -332,9 +336,10 @@ def _trials(*configs):
 
 
 def test_asha_judges_a_trial_halfway_through_its_own_tier_against_that_tier_only(tmp_path):
+    from platform.tune.location import SweepLocation
     from platform.tune.results import RecordingASHA
 
-    scheduler = RecordingASHA(tmp_path / "asha_stopped.json", metric="val/acc", mode="max")
+    scheduler = RecordingASHA(SweepLocation(tmp_path), metric="val/acc", mode="max")
     own, poor, short_a, short_b = _trials(
         {"tier": "fast", "tier_default": True}, {"tier": "fast", "lr": 1e-4}, {"tier": "smoke", "lr": 1e-3}, {"tier": "smoke", "lr": 2e-3}
     )
@@ -353,9 +358,10 @@ def test_asha_judges_a_trial_halfway_through_its_own_tier_against_that_tier_only
 
 
 def test_asha_never_stops_a_tier_s_own_configuration(tmp_path):
+    from platform.tune.location import SweepLocation
     from platform.tune.results import RecordingASHA
 
-    scheduler = RecordingASHA(tmp_path / "asha_stopped.json", metric="val/acc", mode="max")
+    scheduler = RecordingASHA(SweepLocation(tmp_path), metric="val/acc", mode="max")
     good, own, poor = _trials({"tier": "fast", "lr": 1e-3}, {"tier": "fast", "tier_default": True}, {"tier": "fast", "lr": 3e-3})
     for trial in (good, own, poor):
         scheduler.on_trial_add(None, trial)

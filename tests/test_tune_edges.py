@@ -204,28 +204,110 @@ def test_a_dangling_link_or_a_folder_among_the_saved_tiers_breaks_nothing(tmp_pa
     assert refused.returncode == 2 and last_line(refused.stderr).startswith("error: unknown tier 'old' for asl; known: "), refused.stderr
 
 
-def test_two_sweeps_saving_one_tier_at_once_lose_no_version_of_it(tmp_path):
-    _write_tier(tmp_path, "tuned", {"base": "smoke", "overrides": {"lr": 0.002}, "source": {"trial": "first"}})
+@pytest.fixture(params=["folder", "s3"])
+def tier_storage(request, tmp_path) -> str:
+    """Where the saved tiers of a test go: a folder, then a bucket on the loopback S3 server."""
+    if request.param == "folder":
+        return str(tmp_path / "storage")
+    request.getfixturevalue("s3_env")
+    return f"s3://{S3_BUCKET}/tiers-{tmp_path.name}"
+
+
+def _stored_versions(storage: str) -> list[str]:
+    """The trial each saved version of ``tuned`` (current and replaced) came from, as ``storage`` holds them."""
+    import pyarrow.fs as pafs
+
+    from platform.data.store import filesystem
+
+    fs, root = filesystem(f"{storage}/asl/tiers")
+    found = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+    names = [info.path for info in found if info.type == pafs.FileType.File and info.path.endswith(".json")]
+    return [json.loads(fs.open_input_stream(name).read())["source"]["trial"] for name in names]
+
+
+def _write_stored(storage: str, relative: str, data: bytes) -> None:
+    from platform.data.store import filesystem
+
+    fs, path = filesystem(f"{storage}/{relative}")
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as stream:
+        stream.write(data)
+
+
+def test_sweeps_saving_one_tier_at_once_lose_no_version_of_it_and_readers_always_find_it(tier_storage, tmp_path):
+    """Six saves of ``tuned`` and a dozen commands resolving it, at once, on one machine."""
+    from platform.runs import storage as storage_lib
+    from platform.tune import location
+    from platform.tune.best import save_tier
+
+    first = {"base": "smoke", "overrides": {"lr": 0.002}, "source": {"trial": "first"}}
+    _write_stored(tier_storage, "asl/tiers/tuned.json", json.dumps(first).encode())
     rows = [_trial_row(tmp_path, f"t{i}", "smoke", {"lr": 0.001 + i * 1e-4}) for i in range(6)]
-    start = threading.Barrier(len(rows))
+    sweep = location.locate(tier_storage, "asl", "s")
+    learning_rates = (0.002, *(0.001 + i * 1e-4 for i in range(6)))
+    start = threading.Barrier(len(rows) + 12)
     errors = []
 
     def save(row):
         start.wait()
+        config = json.loads((Path(row["run_dir"]) / "config.json").read_text())
+        save_tier(tier_storage, registry.load("asl"), name="tuned", row=row, config=config, sets=[], sweep=sweep)
+
+    def read(_):
+        start.wait()
+        assert registry.resolve("asl", "tuned", storage=storage_lib.tiers_root(tier_storage, "asl")).lr in learning_rates
+
+    def attempt(work, argument):
         try:
-            _save(tmp_path, row)
+            work(argument)
         except Exception as err:  # noqa: BLE001 - reported by the assertion below
             errors.append(err)
 
-    threads = [threading.Thread(target=save, args=(row,)) for row in rows]
+    threads = [threading.Thread(target=attempt, args=(save, row)) for row in rows]
+    threads += [threading.Thread(target=attempt, args=(read, n)) for n in range(12)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert not errors
-    tiers = tmp_path / "asl" / "tiers"
-    versions = [json.loads(p.read_text())["source"]["trial"] for p in [tiers / "tuned.json", *(tiers / "replaced").glob("*.json")]]
-    assert sorted(versions) == sorted(["first", *(row["trial_id"] for row in rows)])
+    assert not errors, errors
+    assert sorted(_stored_versions(tier_storage)) == sorted(["first", *(row["trial_id"] for row in rows)])
+
+
+def test_a_sweep_on_s3_resumed_where_the_cache_lies_elsewhere_writes_to_that_machines_mirror(s3_env, tmp_path, monkeypatch):
+    """Tune keeps the sweep's callback and scheduler pickled in the bucket: unpickled on another
+    machine (another cache folder), they write to that machine's mirror, not to the first one's."""
+    import pickle
+
+    from platform.tune import location
+    from platform.tune.results import RecordingASHA, SweepCallback
+    from platform.tune.space import Objective
+
+    monkeypatch.setenv("RAYPLATFORM_CACHE", str(tmp_path / "first-machine"))
+    sweep = location.locate(f"s3://{S3_BUCKET}/moved", "asl", "s")
+    pickled = pickle.dumps((SweepCallback(sweep, [Objective("val/acc", "max")], 3, None), RecordingASHA(sweep, "val/acc", "max")))
+    monkeypatch.setenv("RAYPLATFORM_CACHE", str(tmp_path / "second-machine"))
+    callback, scheduler = pickle.loads(pickled)
+    here = location.locate(f"s3://{S3_BUCKET}/moved", "asl", "s").local
+    assert callback.sweep.local == scheduler._sweep.local == here and here.is_relative_to(tmp_path / "second-machine")
+    assert callback.sweep.remote == sweep.remote
+
+
+def test_credentials_inside_a_storage_uri_are_one_line_and_reach_no_file(s3_env, tmp_path):
+    env = {**os.environ, "RAYPLATFORM_CACHE": str(tmp_path / "cache")}
+    storage = f"s3://testing:secret-key@{S3_BUCKET}/runs"
+    for command in (["tune", "asl", "--tiers", "smoke", "--dry-run"], ["run", "asl", "--tier", "smoke", "--print-config"]):
+        result = subprocess.run(
+            [sys.executable, "-m", f"platform.{command[0]}", *command[1:], "--storage", storage],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert last_line(result.stderr).startswith("error: --storage s3://***@runs-bucket/runs") and "credentials" in result.stderr
+        assert "secret-key" not in result.stdout + result.stderr
+    assert not any("secret-key" in str(path) for path in tmp_path.rglob("*"))
 
 
 # ---------------------------------------------------------------- two sweeps' folders

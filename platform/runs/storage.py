@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 import pyarrow.fs as pafs
 
 from platform.data.cache import cache_root
-from platform.errors import UserError
+from platform.errors import UserError, redacted
 from platform.runs import run_files
 from platform.train import checkpoints
 
@@ -213,6 +213,16 @@ def fetched(run: str) -> Path:
     return copy.local
 
 
+def refuse_credentials(uri: str, option: str) -> None:
+    """A key inside a location's URI would be written into folder names, run files and Ray's
+    object store: credentials come from the environment or the node's role only."""
+    if is_uri(uri) and "@" in uri.split("://", 1)[1].split("/", 1)[0]:
+        raise UserError(
+            f"{option} {redacted(uri)}: credentials do not belong in the URI; give them in the environment "
+            "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or the node's role"
+        )
+
+
 def _check_bucket(remote: str) -> None:
     """Before any work: a run that cannot store its checkpoints must not start."""
     filesystem, path = _filesystem(remote)
@@ -225,6 +235,7 @@ def _check_bucket(remote: str) -> None:
 def check_writable(where: str, option: str) -> None:
     """Before Ray starts: ``--store`` (or another location) takes a file, so a missing bucket or a
     read-only folder is one line now, not an ``OSError`` inside a Ray Data task later."""
+    refuse_credentials(where, option)
     probe = f"{where.rstrip('/')}/.rayplatform-probe-{secrets.token_hex(4)}"
     try:
         if is_uri(where):
@@ -279,28 +290,56 @@ def _put_if_absent(uri: str, data: bytes) -> bool:
 
 def tiers_root(storage: str, stem: str) -> Path:
     """The folder whose ``<stem>/tiers/`` holds the tiers sweeps saved in ``storage``
-    (``registry.saved_tier_path``): ``storage`` itself, or for a URI this machine's mirror of it
-    with the bucket's tier files downloaded anew."""
+    (``registry.saved_tier_path``): ``storage`` itself, or for a URI a copy of the bucket's tier
+    files made now, this process's own (as ``fetched``'s): another command of this machine
+    downloading or saving tiers meanwhile never changes it under this one."""
     if not is_uri(storage):
         return Path(storage).expanduser().resolve()
-    root = mirror_root(storage)
-    local, remote = root / stem / TIERS_DIR, f"{storage.rstrip('/')}/{stem}/{TIERS_DIR}"
+    remote = f"{storage.rstrip('/')}/{stem}/{TIERS_DIR}"
     _check_bucket(remote)
-    filesystem, path = _filesystem(remote)
-    shutil.rmtree(local, ignore_errors=True)
+    (cache_root() / "tiers").mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="tiers-", dir=cache_root() / "tiers"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    local = root / stem / TIERS_DIR
     local.mkdir(parents=True)
+    filesystem, path = _filesystem(remote)
     for info in filesystem.get_file_info(pafs.FileSelector(path, allow_not_found=True)):
         if info.type == pafs.FileType.File and info.base_name.endswith(".json"):
             pafs.copy_files(info.path, str(local / info.base_name), source_filesystem=filesystem)
     return root
 
 
-def upload_tier(storage: str, path: Path) -> str:
-    """A tier file written under ``tiers_root(storage, ...)``, uploaded to where ``storage`` keeps it."""
+def tier_uri(storage: str, root: Path, path: Path) -> str:
+    """Where a file under ``tiers_root(storage, ...)`` lives in ``storage``."""
+    return str(path) if not is_uri(storage) else f"{storage.rstrip('/')}/{path.relative_to(root).as_posix()}"
+
+
+def tier_lock(storage: str, path: Path) -> Path:
+    """The file whose lock one saving of the tier ``path`` holds: beside it in a folder; for a URI
+    in this machine's cache (its copies of the tiers are each command's own)."""
     if not is_uri(storage):
-        return str(path)
-    uri = f"{storage.rstrip('/')}/{path.relative_to(mirror_root(storage)).as_posix()}"
-    _put(uri, path.read_bytes())
+        return path.with_name(f".{path.stem}.lock")
+    (cache_root() / "locks").mkdir(parents=True, exist_ok=True)
+    return cache_root() / "locks" / f"tier-{hashlib.sha256(f'{storage}/{path.name}'.encode()).hexdigest()[:16]}.lock"
+
+
+def current_tier(storage: str, root: Path, path: Path) -> bytes | None:
+    """The tier file as ``storage`` holds it now (None when there is none)."""
+    if not is_uri(storage):
+        return path.read_bytes() if path.exists() else None
+    filesystem, remote = _filesystem(tier_uri(storage, root, path))
+    try:
+        with filesystem.open_input_stream(remote) as stream:
+            return stream.read()
+    except FileNotFoundError:
+        return None
+
+
+def upload_tier(storage: str, root: Path, path: Path) -> str:
+    """A tier file written under ``tiers_root(storage, ...)``, uploaded where ``storage`` keeps it; its URI or path."""
+    uri = tier_uri(storage, root, path)
+    if is_uri(storage):
+        _put(uri, path.read_bytes())
     return uri
 
 
@@ -311,6 +350,7 @@ def mirror_root(storage_uri: str) -> Path:
 
 
 def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    refuse_credentials(uri, "--storage")
     try:
         return pafs.FileSystem.from_uri(uri)
     except (OSError, ValueError) as err:

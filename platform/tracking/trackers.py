@@ -55,6 +55,7 @@ class Tracking:
         self.target = target  # mlflow_tracker.Target when MLflow is on
         self.run_id: str | None = None
         self.parent_id, self.tags, self.files = parent_id, tags or {}, files
+        self._metrics: Any = None  # the run's Prometheus gauges (platform/tracking/metrics.py), once it is open
 
     @classmethod
     def check(cls, text: str, storage: str, stem: str, saved: dict | None = None) -> Tracking:
@@ -81,6 +82,16 @@ class Tracking:
         its file (a manifest, or a sweep's tracking.json)."""
         entry: dict[str, Any] = {"trackers": list(self.names)}
         tags, parent_id = {**tags, **self.tags}, self.parent_id
+        if "config" in record:  # a run's manifest, not a sweep's record
+            from platform.tracking import metrics
+
+            named = {
+                "run": tags.get("run_name", name),
+                "trainable": tags.get("stem", ""),
+                "tier": tags.get("tier", ""),
+                "trial": tags.get("trial_id", ""),
+            }
+            self._metrics = metrics.for_run(record, named, (record["metric"]["name"], record["metric"]["mode"]))
         if self.mlflow:
             from platform.tracking import mlflow_tracker
 
@@ -103,8 +114,9 @@ class Tracking:
         run_files.write_json(record_path, {**on_disk, MANIFEST_KEY: entry})
 
     def callbacks(self, run_dir: Path) -> list:
-        """Ray Train callbacks: they run in its controller, on the driver's node."""
-        found = []
+        """Ray Train callbacks: they run in its controller, on the driver's node. Every run's
+        figures go to Ray's metrics pipeline, whatever the trackers."""
+        found = [self._metrics] if self._metrics is not None else []
         if "tensorboard" in self.names:
             from platform.tracking.tensorboard import TensorBoardCallback
 

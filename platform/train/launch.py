@@ -7,6 +7,7 @@ each trial of ``python -m platform.tune asl`` (``platform/tune/trial.py``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 import threading
 from collections.abc import Callable
@@ -21,9 +22,9 @@ from platform.data import ingest
 from platform.errors import UserError
 from platform.runs import artifacts, baseline
 from platform.runs.storage import RunLocation, forwarded_env
-from platform.tracking import progress, trackers
+from platform.tracking import progress, ray_views, trackers
 from platform.tracking.progress import is_headline
-from platform.train import checkpoints, preempt, trainer
+from platform.train import checkpoints, local, preempt, trainer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,14 +41,14 @@ class Extras:
 def connect(launch: Launch, say: Callable[[str], None] = print) -> str | None:
     """Ray, and the launch checked against it (GPUs, CPUs); the dashboard's URL."""
     dashboard = cluster.start(launch.address, env=forwarded_env(), verbose=launch.verbose)
-    say(f"Ray dashboard: {dashboard or 'not running'}")
+    say(ray_views.dashboard_line(dashboard))
     check_resources(launch)
     return dashboard
 
 
 def check_resources(launch: Launch) -> None:
-    if launch.gpu and cluster.cluster_gpus() < launch.workers:
-        raise UserError(f"--gpu asks for {launch.workers} GPU(s); the Ray cluster has {cluster.cluster_gpus()}")
+    if launch.gpu and cluster.cluster_gpus() < launch.world_size:
+        raise UserError(f"--gpu asks for {launch.world_size} GPU(s); the Ray cluster has {cluster.cluster_gpus()}")
     if launch.workers * (launch.cpus_per_worker or 1) > cluster.cluster_cpus():
         raise UserError(
             f"--workers {launch.workers} needs {launch.workers * (launch.cpus_per_worker or 1):g} CPUs; "
@@ -80,7 +81,7 @@ def train(
         if grown:
             say(f"[{stem}] {grown}")
     trainable.build_model(cfg, meta)  # a shape error (dim vs heads...) is reported here, not in a worker
-    launch = dataclasses.replace(launch, cpus_per_worker=launch.cpus_per_worker or cluster.default_cpus_per_worker(launch.workers))
+    launch = dataclasses.replace(launch, cpus_per_worker=launch.cpus_per_worker or cluster.default_cpus_per_worker(launch.world_size))
     manifest = artifacts.start(
         run_dir,
         trainable,
@@ -104,11 +105,15 @@ def train(
     )
     location.push()
     say(f"[{stem}] run directory: {location.remote or run_dir}")
-    notice = preempt.Notice.remote()
+    if launch.is_local:
+        say(f"[{stem}] {local.NOTICE}")
+    # Local mode's loop is this process's: its own SIGTERM asks it, with no actor between them.
+    notice = None if launch.is_local else preempt.Notice.remote()
     # A signal handler is the main thread's: a sweep's trial runs in a thread of Tune's actor.
     watched = threading.current_thread() is threading.main_thread()
     on_notice = lambda saved: (_preempted(stem, launch, location, manifest, saved, say), tracked.end("KILLED"))  # noqa: E731
-    replaced = preempt.install_driver_handler(notice, on_notice) if watched else None
+    install = preempt.install_local_handler if launch.is_local else functools.partial(preempt.install_driver_handler, notice)
+    replaced = install(on_notice) if watched else None
     try:
         # Before training, so the monitor shows it; a resume keeps the first attempt's (fitting may be costly).
         manifest["baseline"] = baseline.of_run(trainable, cfg, splits, meta, manifest.get("baseline"))
@@ -153,7 +158,7 @@ def _preempted(stem: str, launch: Launch, location: RunLocation, manifest: dict,
     where = f"checkpoint {saved}" if saved else "no new checkpoint (the workers did not answer in time)"
     say(
         f"[{stem}] preempted: {where}; continue with: python -m platform.run {stem} "
-        f"--storage {launch.storage} --name {location.name} --resume"
+        f"--storage {launch.storage} --name {location.name} --resume{' --workers 0' if launch.is_local else ''}"
     )
 
 

@@ -7,6 +7,10 @@ that step: the workers train no further meanwhile). A worker's SIGTERM is kept f
 process until that worker has reported its checkpoint; then it exits and Ray Train restarts from
 that checkpoint.
 
+In local mode (``--workers 0``) the loop runs in the driver's main thread, under the handler, which
+so cannot wait for it: :func:`install_local_handler` only asks (the flag a worker's own SIGTERM sets),
+and the loop, once its checkpoint is recorded, marks the run interrupted and exits 143 itself.
+
 Ray's own worker handler exits at once (``ray._private.worker.main_loop``), and a handler can only
 be installed from a process's main thread, which a Train worker's loop is not: so the worker side
 replaces the function Ray's handler calls (Ray is pinned below the next minor version for this).
@@ -27,6 +31,8 @@ import ray
 POLL_S = 0.2
 DRIVER_WAIT_S = 120.0
 _signalled = threading.Event()
+# Local mode: what the driver does with the checkpoint its SIGTERM asked for (install_local_handler).
+_local_answer: list[Callable[[str | None], None]] = []
 
 
 @ray.remote(num_cpus=0)
@@ -116,10 +122,13 @@ def wait_registered(snapshot_uri: str, name: str, timeout: float = 60.0) -> bool
     return False
 
 
-def exit_or_hold(say: Callable[[str], None]) -> None:
-    """After the checkpoint a SIGTERM asked for. This worker's own: end it as the signal meant to.
-    The driver's: train no further until the driver's exit ends the run, since a later checkpoint
-    recorded meanwhile would make ``--resume`` start elsewhere than the driver said."""
+def exit_or_hold(say: Callable[[str], None], saved: str | None = None) -> None:
+    """After the checkpoint ``saved`` a SIGTERM asked for. This worker's own: end it as the signal
+    meant to. The driver's: train no further until the driver's exit ends the run, since a later
+    checkpoint recorded meanwhile would make ``--resume`` start elsewhere than the driver said.
+    Local mode's: the driver's answer, here, and its exit."""
+    if _local_answer:
+        _end_local(saved)
     if _signalled.is_set():
         say("preempted: checkpoint written, worker exits (SIGTERM)")
         sys.stdout.flush()
@@ -145,11 +154,42 @@ def install_driver_handler(notice, on_checkpoint: Callable[[str | None], None]) 
     return signal.signal(signal.SIGTERM, handler)
 
 
+def install_local_handler(on_checkpoint: Callable[[str | None], None]) -> Any:
+    """Local mode's SIGTERM: ask the loop for a checkpoint at its next step and return to it; the
+    loop ends the run (:func:`exit_or_hold`). One it cannot take (past its last step: validating,
+    writing the finished run) ends it without a checkpoint after ``DRIVER_WAIT_S``, as the driver's
+    wait does. Returns the handler it replaced."""
+    _signalled.clear()
+    _local_answer[:] = [on_checkpoint]
+
+    def handler(signum, frame) -> None:
+        print("[preempt] SIGTERM: a checkpoint at the next step (local mode)", flush=True)
+        _signalled.set()
+        threading.Thread(target=_end_local_later, daemon=True, name="rayplatform-preempt").start()
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _end_local_later() -> None:
+    time.sleep(DRIVER_WAIT_S)
+    if _local_answer:  # still training this run
+        _end_local(None)
+
+
+def _end_local(saved: str | None) -> None:
+    _local_answer[0](saved)
+    sys.stdout.flush()
+    os._exit(143)
+
+
 def uninstall_driver_handler(notice, replaced: Any) -> None:
     """The run is over, and its driver may go on (a notebook): the SIGTERM handler that
     :func:`install_driver_handler` replaced is back and the notice is gone, not left to each run."""
     if replaced is not None:  # None: the replaced handler was not Python's to put back
         signal.signal(signal.SIGTERM, replaced)
+    _local_answer.clear()
+    if notice is None:  # local mode's run has none
+        return
     try:
         ray.kill(notice)
     except Exception:  # noqa: BLE001 - Ray is gone (a Ctrl-C can end it first): so is the actor

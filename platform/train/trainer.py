@@ -2,7 +2,8 @@
 
 A run is named, so building it again with the same ``RunConfig(storage_path, name)`` continues
 from its ``checkpoint_manager_snapshot.json`` (``--resume``; Ray Train V2 has no ``restore``).
-Which checkpoints it keeps is ``platform/train/policy.py``'s ``CheckpointConfig``.
+Which checkpoints it keeps is ``platform/train/policy.py``'s ``CheckpointConfig``. ``--workers 0``
+runs it in this process (``platform/train/local.py``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from platform.errors import find_user_error
 from platform.runs.artifacts import TENSORBOARD_DIR
 from platform.runs.storage import RunLocation
 from platform.tracking.tensorboard import TensorBoardCallback
-from platform.train import checkpoints
+from platform.train import checkpoints, local
 from platform.train.policy import CheckpointPolicy
 from platform.train.worker import TRACE_ENV, train_loop_per_worker
 
@@ -57,6 +58,7 @@ def build(
             # Where each split's shards are and their manifest: the workers read them directly.
             "store": {name: (split.uri, split.manifest) for name, split in splits.items() if name != "test"},
             "fail_at_epoch": launch.fail_at_epoch,
+            "gpu": launch.gpu,
             "notice": notice,  # the driver's preemption notice (platform/train/preempt.py)
             "progress": show_progress,  # a bar of each epoch's steps in the driver's terminal
             "epoch_lines": epoch_lines,  # rank 0's line an epoch (a sweep shows its trial table instead)
@@ -66,15 +68,16 @@ def build(
         scaling_config=ray.train.ScalingConfig(
             num_workers=launch.workers,
             use_gpu=launch.gpu,
-            resources_per_worker={"CPU": launch.cpus_per_worker or default_cpus_per_worker(launch.workers)},
+            resources_per_worker={"CPU": launch.cpus_per_worker or default_cpus_per_worker(launch.world_size)},
         ),
         run_config=ray.train.RunConfig(
             name=location.name,
             storage_path=location.train_storage,
-            failure_config=ray.train.FailureConfig(max_failures=launch.max_failures),
+            failure_config=ray.train.FailureConfig(max_failures=launch.restarts_allowed),
             checkpoint_config=CheckpointPolicy.of(cfg, trainable.METRIC).checkpoint_config(),
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),
             callbacks=[TensorBoardCallback(location.local / TENSORBOARD_DIR)] if callbacks is None else list(callbacks),
+            # Local mode: this process has them already (platform/cluster.py sets QUIET_ENV, the tests TRACE_ENV).
             worker_runtime_env={"env_vars": {**QUIET_ENV, **_trace_env()}},
         ),
     )
@@ -94,7 +97,17 @@ class _UserErrorsEndTheRun(DefaultFailurePolicy):
 
 class _Trainer(TorchTrainer):
     """``TorchTrainer`` with :class:`_UserErrorsEndTheRun`. Ray Train V2 takes no policy from its
-    public API (``FailureConfig`` only counts): this is the one internal it is given here."""
+    public API (``FailureConfig`` only counts): this is the one internal it is given here. In local
+    mode, :class:`local.Controller` instead of Ray Train's, which keeps no checkpoint."""
+
+    def _get_local_controller(self) -> local.Controller:
+        return local.Controller(
+            self.run_config.name,
+            self.run_config.storage_context,
+            self.run_config.checkpoint_config,
+            list(self.run_config.callbacks or []),
+            threads=max(1, int(self.scaling_config.resources_per_worker["CPU"])),  # as Ray sets OMP_NUM_THREADS
+        )
 
     def _initialize_and_run_controller(self, **controller_init_kwargs):
         controller_init_kwargs["failure_policy"] = _UserErrorsEndTheRun(self.run_config.failure_config)

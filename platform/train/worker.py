@@ -57,12 +57,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     meta = loop_config["meta"]
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    device = ray.train.torch.get_device()
+    device = _device(loop_config)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = cfg.amp
 
     seed_everything(cfg.seed)
-    model = ray.train.torch.prepare_model(trainable.build_model(cfg, meta))
+    model = ray.train.torch.prepare_model(trainable.build_model(cfg, meta), move_to_device=device)
     splits = {name: Split(uri, manifest) for name, (uri, manifest) in loop_config["store"].items()}
     steps_per_epoch = -(-exact.step_count(splits["train"].rows, world, cfg.batch_size) // cfg.grad_accum_steps)
     state = new_state(model, cfg, device, steps_per_epoch)
@@ -92,6 +92,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         if rank == 0 and loop_config.get("epoch_lines", True):
             seconds_per_epoch = (time.perf_counter() - started) / epochs_this_attempt
             say(progress.epoch_line(trainable.stem, metrics, cfg.epochs, seconds_per_epoch, improved))
+
+
+def _device(loop_config: dict) -> torch.device:
+    """Ray Train's device for this worker; without ``--gpu``, the CPU: in local mode Ray Train would
+    take any GPU this process sees, where a worker without one sees none."""
+    return ray.train.torch.get_device() if loop_config.get("gpu") else torch.device("cpu")
 
 
 def _train_batches(trainable: Trainable, split: Split, state: TrainState, schedule: dict, cfg: Any, rank: int, world: int):
@@ -217,7 +223,7 @@ def _step_checkpoints(policy: CheckpointPolicy, loop_config: dict, rank: int, wo
     every rank's running sums; after one a preemption asked for, the answer to it."""
     notice = loop_config.get("notice")
     preempted = preempt.watch(notice)
-    device = ray.train.torch.get_device()
+    device = _device(loop_config)
 
     def after_step(state: TrainState) -> None:
         asked = _any_rank(preempted(), world, device)
@@ -233,7 +239,7 @@ def _step_checkpoints(policy: CheckpointPolicy, loop_config: dict, rank: int, wo
             if rank == 0:
                 preempt.answer(notice, loop_config["snapshot"], name)
             _any_rank(True, world, device)  # every rank waits for rank 0's checkpoint to be recorded
-            preempt.exit_or_hold(say)
+            preempt.exit_or_hold(say, name)
 
     return after_step
 

@@ -13,6 +13,7 @@ import dataclasses
 import datetime
 import fcntl
 import itertools
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +131,7 @@ def save_tier(
     overrides, each with the trial's value (``--data`` stays a per-run choice). A saved tier is
     always based on a preset, so a sweep over ``tuned`` saving ``tuned`` cannot make it its own base;
     the file it replaces is kept in ``tiers/replaced/``. ``config``: the trial's ``config.json``.
-    Its path or URI."""
+    Returns where the tier was saved (a path, or a URI)."""
     cfg = config_lib.to_dict(config_lib.from_dict(trainable.Config, config))
     root = storage_lib.tiers_root(storage, trainable.stem)  # on a URI: the bucket's tiers, downloaded now
     base, inherited = registry.saved_tier_base(trainable.space, row["tier"], root)
@@ -145,22 +146,25 @@ def save_tier(
         "metrics": {k: row[k] for k in row.index if k.startswith(("val/", "train/")) and pd.notna(row[k])},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Two sweeps saving one tier at once: each keeps the file it replaces, none is lost between them
-    # (on an object store, between sweeps of this machine: see the README).
-    with open(path.with_name(f".{name}.lock"), "a") as lock:
+    # Two sweeps of this machine saving one tier at once: each keeps the file it replaces, as
+    # ``storage`` holds it at that moment; none is lost between them (across machines on an object
+    # store, see the README).
+    with open(storage_lib.tier_lock(storage, path), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if path.exists():
-            replaced = _free_replaced_path(path)
-            durable.write_bytes(replaced, path.read_bytes())
-            storage_lib.upload_tier(storage, replaced)
+        previous = storage_lib.current_tier(storage, root, path)
+        if previous is not None:
+            replaced = _free_replaced_path(path, unique=storage_lib.is_uri(storage))
+            durable.write_bytes(replaced, previous)
+            storage_lib.upload_tier(storage, root, replaced)
         artifacts.write_json(path, tier)
-        return storage_lib.upload_tier(storage, path)
+        return storage_lib.upload_tier(storage, root, path)
 
 
-def _free_replaced_path(path: Path) -> Path:
+def _free_replaced_path(path: Path, unique: bool = False) -> Path:
     """``tiers/replaced/<tier>-<YYYYmmdd-HHMMSS>.json``, numbered after the first of a second: outside
-    ``tiers/`` itself, so the copies are not tiers (``--help`` lists each tier once)."""
-    stamp = f"{path.stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    ``tiers/`` itself, so the copies are not tiers (``--help`` lists each tier once). ``unique``: with
+    a random suffix, for an object store, where the copies of other commands are not in this folder."""
+    stamp = f"{path.stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}" + (f"-{secrets.token_hex(3)}" if unique else "")
     candidates = (path.parent / REPLACED_DIR / f"{stamp}{f'-{n}' if n else ''}.json" for n in itertools.count())
     return next(candidate for candidate in candidates if not candidate.exists())
 

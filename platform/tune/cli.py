@@ -39,7 +39,7 @@ from platform.config import DEFAULT_STORAGE, Launch
 from platform.errors import UserError, exit_on_user_error, find_user_error
 from platform.runs import run_files
 from platform.runs import storage as storage_lib
-from platform.tracking import trackers
+from platform.tracking import ray_views, trackers
 from platform.tune import location as sweep_location
 from platform.tune.location import BEST_FILE, SETTINGS_FILE, SweepLocation
 
@@ -201,10 +201,13 @@ def main(argv: list[str] | None = None) -> int:
         if run_files.hold(sweep.key) is None:
             raise UserError(f"sweep {sweep.shown} is running in another process on this machine: wait for it or stop it")
         sweep.pull()
+        if (sweep.local / BEST_FILE).exists():  # its end ran whole: resumed again, it would save its tier over a newer sweep's
+            print(f"[sweep] {sweep.shown} has finished: nothing to resume (its results: {sweep.shown}/{BEST_FILE})", flush=True)
+            return 0
     tracked = trackers.for_sweep(args.tracker, sweep.local, sweep.storage, args.stem, args.resume)
     # An object store's endpoint and region reach the trials and their workers, as a run's do.
     dashboard = cluster.start(args.address, env=storage_lib.forwarded_env(), verbose=args.verbose)
-    print(f"Ray dashboard: {dashboard or 'not running'}", flush=True)
+    print(ray_views.dashboard_line(dashboard), flush=True)
     concurrent, launch = trial_launch(chosen, args, sweep.storage)
     print(plan.describe(concurrent), flush=True)
     if not args.resume:

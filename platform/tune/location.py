@@ -54,9 +54,20 @@ class SweepLocation(RunLocation):
         """Where a user finds the sweep."""
         return self.remote or str(self.local)
 
+    def __reduce__(self):
+        # Unpickled elsewhere (a resumed sweep's Tune state on another machine, a trial's node), a
+        # sweep on a URI has the mirror of the machine it is unpickled on, not of the one that pickled it.
+        return (_relocated, (self.local if self.remote is None else None, self.remote, self.storage))
+
+
+def _relocated(local: Path | None, remote: str | None, storage: str) -> SweepLocation:
+    if remote is None:
+        return SweepLocation(local, None, storage=storage)
+    return SweepLocation(storage_lib.mirror_root(storage) / remote.removeprefix(storage.rstrip("/") + "/"), remote, storage=storage)
+
 
 def locate(storage: str, stem: str, name: str) -> SweepLocation:
     """The sweep ``name`` of ``stem`` in ``storage`` (a folder, or a URI whose bucket must exist)."""
     run = storage_lib.locate(storage, stem, f"sweeps/{name}")
     kept = storage if storage_lib.is_uri(storage) else str(Path(storage).expanduser().resolve())
-    return SweepLocation(run.local, run.remote, storage=kept)
+    return _relocated(run.local, run.remote, kept)

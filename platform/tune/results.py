@@ -64,9 +64,11 @@ class RecordingASHA(FIFOScheduler):
     ran out of time, and results.csv must say why each trial stopped.
     """
 
-    def __init__(self, record: Path, metric: str, mode: str, first_rung: float = FIRST_RUNG, reduction_factor: float = REDUCTION_FACTOR):
+    def __init__(
+        self, sweep: SweepLocation, metric: str, mode: str, first_rung: float = FIRST_RUNG, reduction_factor: float = REDUCTION_FACTOR
+    ):
         super().__init__()
-        self._record = record
+        self._sweep = sweep  # the record's folder is found again where a resumed sweep runs
         self._options = {
             "time_attr": PROGRESS,
             "metric": metric,
@@ -96,7 +98,8 @@ class RecordingASHA(FIFOScheduler):
         if action == TrialScheduler.STOP and trial.config.get(TIER_DEFAULT):
             return TrialScheduler.CONTINUE  # its value is recorded at the rung: the bar for the others
         if action == TrialScheduler.STOP:
-            self._record.write_text(json.dumps(sorted(_read_ids(self._record) | {trial.trial_id})), encoding="utf-8")
+            record = self._sweep.local / ASHA_FILE
+            record.write_text(json.dumps(sorted(_read_ids(record) | {trial.trial_id})), encoding="utf-8")
         return action
 
     def on_trial_complete(self, tune_controller, trial: Trial, result: dict) -> None:

@@ -23,7 +23,7 @@ from platform.data import ingest
 from platform.runs import artifacts
 from platform.tune import best as sweep_best
 from platform.tune import trial as sweep_trial
-from platform.tune.location import ASHA_FILE, PLOT_FILE, RESULTS_FILE, SweepLocation
+from platform.tune.location import PLOT_FILE, RESULTS_FILE, SweepLocation
 from platform.tune.plan import Plan
 from platform.tune.results import COMPLETED, RecordingASHA, SweepCallback, best_index, pareto_mask, read_results
 from platform.tune.space import TIER_DEFAULT, DefineByRun, Objective, format_duration, tier_default_points
@@ -46,7 +46,7 @@ def asha(plan: Plan, sweep: SweepLocation) -> RecordingASHA:
     """ASHA on the first objective, a bracket a tier, first judging a trial halfway through its own
     epochs (``platform/tune/results.py`` says why)."""
     objective = plan.objectives[0]
-    return RecordingASHA(sweep.local / ASHA_FILE, metric=objective.metric, mode=objective.mode)
+    return RecordingASHA(sweep, metric=objective.metric, mode=objective.mode)
 
 
 def trainable(plan: Plan, sweep: SweepLocation, launch: Launch):

@@ -29,7 +29,7 @@ from platform.contract import Trainable
 from platform.data import ingest
 from platform.runs import artifacts
 from platform.runs import storage as storage_lib
-from platform.tracking import trackers
+from platform.tracking import ray_views, trackers
 from platform.train import checkpoints
 from platform.tune.location import TRACKING_FILE, SweepLocation
 from platform.tune.space import TIER_DEFAULT
@@ -53,7 +53,7 @@ def prepare_shared(trainable: Trainable, tier_configs: dict[str, Any], store: st
 def propagated_env() -> dict[str, str]:
     """Ray Train settings of the driver's environment (health checks, start-up timeout): a trial
     actor on an existing cluster does not inherit them, and Train forwards only its caller's."""
-    env = {name: os.environ[name] for name in ENV_VARS_TO_PROPAGATE if name in os.environ}
+    env = {name: os.environ[name] for name in (*ENV_VARS_TO_PROPAGATE, *ray_views.TRAIN_VIEWS_ENV) if name in os.environ}
     env.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", WORKER_START_TIMEOUT_S)
     return env
 
