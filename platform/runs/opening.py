@@ -99,7 +99,10 @@ def _check_same_trainable(manifest: dict, stem: str, location: RunLocation) -> N
 def new_config(request: Request, storage: str) -> tuple[str, Any]:
     """A new run's tier and config: defaults, tier, ``--config``, ``--data``, ``--set``; checked."""
     tier = request.tier or registry.DEFAULT_TIER
-    tiers_root = storage_lib.tiers_root(storage, request.stem)  # the tiers sweeps saved there (python -m platform.tune)
+    _config, space = registry.load_config(request.stem)
+    # A preset needs no saved tier: a storage URI's tiers are fetched for a tier that may be one.
+    preset = tier in space.TIERS or tier in space.ALIASES
+    tiers_root = None if preset else storage_lib.tiers_root(storage, request.stem)  # the tiers sweeps saved there
     cfg = registry.resolve(
         request.stem, tier, list(request.sets), data_dir=request.data, storage=tiers_root, config_file=request.config_file
     )
