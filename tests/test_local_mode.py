@@ -104,6 +104,40 @@ def test_local_mode_keeps_checkpoints_as_ray_train_does_and_resumes_from_the_lat
     assert _controller(tmp_path, _Seen()).run(resumed).return_value == "epoch_0003"
 
 
+def test_a_local_mode_run_started_inside_a_running_event_loop_keeps_its_checkpoints(tmp_path):
+    """A notebook's cell runs while the kernel's asyncio loop runs in the same thread."""
+    import asyncio
+
+    seen = _Seen()
+
+    async def cell():
+        return _controller(tmp_path, seen).run(lambda: [_report(epoch, score) for epoch, score in ((1, 0.5), (2, 0.9))])
+
+    result = asyncio.run(cell())
+    assert [name for _metrics, name in seen.reports] == ["epoch_0001", "epoch_0002"]
+    assert Path(result.checkpoint.path).name == "epoch_0002"
+
+
+def test_a_sigterms_timer_never_ends_a_later_local_run_of_the_same_process(monkeypatch):
+    """A SIGTERM after a run's last step starts a timer; the next run in that notebook is not its to end."""
+    import signal
+
+    from platform.train import preempt
+
+    ended = []
+    monkeypatch.setattr(preempt, "DRIVER_WAIT_S", 0.2)
+    monkeypatch.setattr(preempt, "_end_local", lambda saved: ended.append(saved))
+    replaced = preempt.install_local_handler(lambda saved: None)
+    try:
+        signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)  # the signal, past the last step
+        preempt.uninstall_driver_handler(None, None)  # the first run ends as it would
+        preempt.install_local_handler(lambda saved: None)  # the second run starts
+        time.sleep(0.6)
+        assert ended == []
+    finally:
+        preempt.uninstall_driver_handler(None, replaced)
+
+
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return torch.load(run_dir / "best_model.pt", weights_only=True)["model"]
 

@@ -20,6 +20,7 @@ process's own: ``platform/train/preempt.py``).
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -59,7 +60,7 @@ class _Reports(LocalTrainFnUtils):
         async def register() -> None:
             self._manager.register_checkpoint(report)
 
-        self._loop.run_until_complete(register())
+        asyncio.run_coroutine_threadsafe(register(), self._loop).result()
 
 
 class Controller(LocalTorchController):
@@ -70,16 +71,22 @@ class Controller(LocalTorchController):
         self._storage, self._checkpoint_config, self._callbacks, self._threads = storage, checkpoint_config, callbacks, threads
 
     def run(self, train_func: Callable[[], Any]) -> Result:
+        # The manager's loop runs in a thread of its own: a notebook's cell runs inside the kernel's
+        # loop, where this thread could run no other; one loop a run (the manager's Condition binds to it).
         loop = asyncio.new_event_loop()
+        running = threading.Thread(target=loop.run_forever, daemon=True, name="rayplatform-local-checkpoints")
+        running.start()
         before = torch.get_num_threads()
         torch.set_num_threads(self._threads)  # what a worker reserving cpus_per_worker CPUs runs on
         try:
             manager = CheckpointManager(checkpoint_config=self._checkpoint_config, storage_context=self._storage)
             set_train_fn_utils(_Reports(self.experiment_name, manager, self._storage, self._callbacks, loop))
             returned = train_func()
-            loop.run_until_complete(asyncio.sleep(0))  # the manager's last notification
+            asyncio.run_coroutine_threadsafe(asyncio.sleep(0), loop).result()  # the manager's last notification
         finally:
             torch.set_num_threads(before)
+            loop.call_soon_threadsafe(loop.stop)
+            running.join()
             loop.close()
         result = Result._from_checkpoint_manager(checkpoint_manager=manager, storage_context=self._storage)
         result.return_value = returned

@@ -165,18 +165,24 @@ def install_local_handler(on_checkpoint: Callable[[str | None], None]) -> Any:
     def handler(signum, frame) -> None:
         print("[preempt] SIGTERM: a checkpoint at the next step (local mode)", flush=True)
         _signalled.set()
-        threading.Thread(target=_end_local_later, daemon=True, name="rayplatform-preempt").start()
+        threading.Thread(target=_end_local_later, args=(on_checkpoint,), daemon=True, name="rayplatform-preempt").start()
 
     return signal.signal(signal.SIGTERM, handler)
 
 
-def _end_local_later() -> None:
+def _end_local_later(asked_by: Callable[[str | None], None]) -> None:
     time.sleep(DRIVER_WAIT_S)
-    if _local_answer:  # still training this run
+    if _local_answer and _local_answer[0] is asked_by:  # still training the run the signal came to, not a later one
         _end_local(None)
 
 
+_ending = threading.Lock()
+
+
 def _end_local(saved: str | None) -> None:
+    """The run's end after its SIGTERM, once: the timer and the loop may both come."""
+    if not _ending.acquire(blocking=False):
+        threading.Event().wait()  # the other is ending the process
     _local_answer[0](saved)
     sys.stdout.flush()
     os._exit(143)
