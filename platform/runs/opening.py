@@ -99,6 +99,7 @@ def _check_same_trainable(manifest: dict, stem: str, location: RunLocation) -> N
 def new_config(request: Request, storage: str) -> tuple[str, Any]:
     """A new run's tier and config: defaults, tier, ``--config``, ``--data``, ``--set``; checked."""
     tier = request.tier or registry.DEFAULT_TIER
+    storage_lib.refuse_credentials(storage, "--storage")  # before anything, a preset's --print-config too
     _config, space = registry.load_config(request.stem)
     # A preset needs no saved tier: a storage URI's tiers are fetched for a tier that may be one.
     preset = tier in space.TIERS or tier in space.ALIASES
