@@ -20,9 +20,9 @@ from pathlib import Path
 
 from platform import config as config_lib
 from platform import registry
-from platform.config import DEFAULT_MAX_FAILURES, DEFAULT_STORAGE, Launch
 from platform.contract import SearchSpace
 from platform.errors import UserError, exit_on_user_error
+from platform.launching import DEFAULT_MAX_FAILURES, DEFAULT_STORAGE, Launch
 from platform.runs import storage as storage_lib
 from platform.runs.opening import Request, new_config, open_run
 from platform.runs.storage import RunLocation

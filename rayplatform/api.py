@@ -21,7 +21,7 @@ import pandas as pd
 
 from platform import predict, registry
 from platform import run as run_command
-from platform.config import DEFAULT_STORAGE, Launch
+from platform.launching import DEFAULT_STORAGE, Launch
 from platform.runs import artifacts
 from platform.runs import storage as storage_lib
 from platform.runs.opening import Request

@@ -20,8 +20,8 @@ import pytest
 import torch
 from helpers import REPO, TEST_ENV, last_line, run_command
 
-from platform.config import Launch
 from platform.errors import UserError
+from platform.launching import Launch
 from platform.train import checkpoints, local
 
 # 40 training sequences, batches of 4: 10 steps an epoch, a checkpoint every 2 (tests/test_resume.py's).

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 from helpers import TEST_ENV, last_line, run_command
 
-from platform.config import Launch
+from platform.launching import Launch
 from platform.runs import opening, run_files
 
 CONSOLE_SCRIPT = Path(sys.executable).parent / "rayplatform"

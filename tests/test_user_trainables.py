@@ -19,9 +19,9 @@ import pytest
 
 from platform import config as config_lib
 from platform import registry
-from platform.config import Launch
 from platform.data import ingest
 from platform.errors import UserError
+from platform.launching import Launch
 from platform.runs import run_files
 from platform.runs.opening import Request, open_run
 from rayplatform import new

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from platform import registry
-from platform.config import Launch
 from platform.data import locations
 from platform.errors import UserError
+from platform.launching import Launch
 from platform.runs import resume, run_files
 from platform.runs import storage as storage_lib
 from platform.runs.storage import RunLocation

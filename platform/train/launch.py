@@ -1,4 +1,4 @@
-"""A run assembled from its trainable, its config and its :class:`~platform.config.Launch`: Ray,
+"""A run assembled from its trainable, its config and its :class:`~platform.launching.Launch`: Ray,
 data, the run directory, trackers, Ray Train, and the finished run's files. The one place a run is
 put together, for ``python -m platform.run asl`` (``platform/run.py``), ``rayplatform.train`` and
 each trial of ``python -m platform.tune asl`` (``platform/tune/trial.py``).
@@ -16,10 +16,10 @@ from typing import Any
 
 from platform import cluster
 from platform import config as config_lib
-from platform.config import Launch
 from platform.contract import Trainable
 from platform.data import ingest
 from platform.errors import UserError
+from platform.launching import Launch
 from platform.runs import artifacts, baseline
 from platform.runs.storage import RunLocation, forwarded_env
 from platform.tracking import progress, ray_views, trackers

@@ -19,10 +19,10 @@ from ray.train.v2._internal.execution.failure_handling import DefaultFailurePoli
 
 from platform import config as config_lib
 from platform.cluster import QUIET_ENV, default_cpus_per_worker
-from platform.config import Launch
 from platform.contract import Trainable
 from platform.data.store import Split
 from platform.errors import find_user_error
+from platform.launching import Launch
 from platform.runs.artifacts import TENSORBOARD_DIR
 from platform.runs.storage import RunLocation
 from platform.tracking.tensorboard import TensorBoardCallback

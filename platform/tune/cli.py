@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING
 
 from platform import config as config_lib
 from platform import registry
-from platform.config import DEFAULT_STORAGE, Launch
 from platform.errors import UserError, exit_on_user_error, find_user_error
+from platform.launching import DEFAULT_STORAGE, Launch
 from platform.runs import run_files
 from platform.runs import storage as storage_lib
 from platform.tracking import ray_views, trackers

@@ -18,8 +18,8 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from platform import config as config_lib
-from platform.config import Launch
 from platform.data import ingest
+from platform.launching import Launch
 from platform.runs import artifacts
 from platform.tune import best as sweep_best
 from platform.tune import trial as sweep_trial

@@ -24,9 +24,9 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from platform import cluster, registry
 from platform import config as config_lib
-from platform.config import Launch
 from platform.contract import Trainable
 from platform.data import ingest
+from platform.launching import Launch
 from platform.runs import artifacts
 from platform.runs import storage as storage_lib
 from platform.tracking import ray_views, trackers
